@@ -1,1 +1,16 @@
+//! The Istio policy model: `RequestAuthentication` and `AuthorizationPolicy` as written in YAML.
+//!
+//! This crate owns the resource types ([`types`]), loading them from files ([`load`]) and
+//! attaching them to a workload ([`select`]). It is pure data: it does not compile matchers,
+//! verify tokens or decide requests; `meshguard-policy` compiles what this crate loads.
 #![forbid(unsafe_code)]
+
+mod duration;
+pub mod load;
+pub mod select;
+pub mod types;
+
+pub use duration::parse_duration;
+pub use load::{LoadError, LoadErrors, LoadOptions, PolicySet, Skipped, load_paths, load_str};
+pub use select::{Attachment, DEFAULT_ROOT_NAMESPACE, Workload, applicable, attachment, parse_labels};
+pub use types::*;

@@ -1,0 +1,391 @@
+//! Loading Kubernetes YAML from files and directories into [`PolicySet`]s.
+//!
+//! Owns: reading files, splitting YAML streams, `kind: List`, picking out the two Istio kinds,
+//! typed decoding with a field path on every error, and the all-or-nothing rule (any error means
+//! no `PolicySet`). Does not own: Istio's validation rules (see `validate`), compilation, or
+//! deciding which resources apply to a workload (see [`crate::select`]).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::types::{AuthorizationPolicySpec, Metadata, Origin, RequestAuthenticationSpec, Resource};
+
+/// The API group whose kinds meshguard reads.
+pub const SECURITY_GROUP: &str = "security.istio.io";
+/// API versions accepted for both kinds.
+pub const SUPPORTED_VERSIONS: [&str; 2] = ["v1", "v1beta1"];
+
+/// Everything loaded from a set of paths.
+#[derive(Clone, Debug, Default)]
+pub struct PolicySet {
+    pub request_authentications: Vec<Resource<RequestAuthenticationSpec>>,
+    pub authorization_policies: Vec<Resource<AuthorizationPolicySpec>>,
+    /// Documents that were read but are not ours (a Deployment, a Service, ...).
+    pub skipped: Vec<Skipped>,
+    /// Files read, in the order they were read.
+    pub files: Vec<PathBuf>,
+}
+
+/// A document that was skipped because meshguard does not enforce its kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    pub origin: Origin,
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+}
+
+impl fmt::Display for Skipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: document {}: skipped {} {:?} ({}): not a RequestAuthentication or AuthorizationPolicy",
+            self.origin.file.display(),
+            self.origin.document,
+            self.kind,
+            self.name,
+            self.api_version
+        )
+    }
+}
+
+/// One problem found while loading. Names the file, the document, the field and the value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadError {
+    pub file: PathBuf,
+    /// 0-based document index in the file, when the problem is inside one document.
+    pub document: Option<usize>,
+    /// `Kind namespace/name` when known.
+    pub resource: Option<String>,
+    /// JSON-path-like location, e.g. `spec.rules[0].from[0].source.requestPrincipals`.
+    pub field: Option<String>,
+    /// The offending value, rendered as compact JSON (truncated).
+    pub value: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(doc) = self.document {
+            write!(f, ": document {doc}")?;
+        }
+        if let Some(res) = &self.resource {
+            write!(f, " ({res})")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": field {field}")?;
+        }
+        if let Some(value) = &self.value {
+            write!(f, " = {value}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// All the problems of one load attempt; never empty.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadErrors(pub Vec<LoadError>);
+
+impl fmt::Display for LoadErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LoadErrors {}
+
+/// Options for [`load_paths`].
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Namespace given to resources whose `metadata.namespace` is absent (`kubectl apply -n`).
+    pub default_namespace: String,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            default_namespace: "default".to_string(),
+        }
+    }
+}
+
+/// Files a directory contributes: `*.yaml`, `*.yml` and `*.json`, recursively, sorted, skipping
+/// hidden entries (Kubernetes ConfigMap mounts keep old copies under `..data`-style names).
+fn collect_files(path: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<LoadError>) {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => {
+            errors.push(file_error(path, format!("cannot read: {e}")));
+            return;
+        }
+    };
+    if meta.is_file() {
+        out.push(path.to_path_buf());
+        return;
+    }
+    let entries = match std::fs::read_dir(path) {
+        Ok(rd) => rd,
+        Err(e) => {
+            errors.push(file_error(path, format!("cannot read directory: {e}")));
+            return;
+        }
+    };
+    let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    children.sort();
+    for child in children {
+        let name = child.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with('.') {
+            continue;
+        }
+        if child.is_dir() {
+            collect_files(&child, out, errors);
+        } else if matches!(
+            child.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
+            out.push(child);
+        }
+    }
+}
+
+fn file_error(file: &Path, message: String) -> LoadError {
+    LoadError {
+        file: file.to_path_buf(),
+        document: None,
+        resource: None,
+        field: None,
+        value: None,
+        message,
+    }
+}
+
+/// Loads every file under `paths`. Any error anywhere means `Err` with all errors found; a
+/// partial set is never returned.
+pub fn load_paths<P: AsRef<Path>>(paths: &[P], opts: &LoadOptions) -> Result<PolicySet, LoadErrors> {
+    let mut errors = Vec::new();
+    let mut files = Vec::new();
+    for p in paths {
+        collect_files(p.as_ref(), &mut files, &mut errors);
+    }
+    let mut set = PolicySet::default();
+    for file in &files {
+        match std::fs::read_to_string(file) {
+            Ok(text) => load_into(&mut set, file, &text, opts, &mut errors),
+            Err(e) => errors.push(file_error(file, format!("cannot read: {e}"))),
+        }
+    }
+    set.files = files;
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(LoadErrors(errors))
+    }
+}
+
+/// Loads one YAML (or JSON) stream already in memory; `file` is used for messages only.
+pub fn load_str(file: &Path, text: &str, opts: &LoadOptions) -> Result<PolicySet, LoadErrors> {
+    let mut set = PolicySet::default();
+    let mut errors = Vec::new();
+    load_into(&mut set, file, text, opts, &mut errors);
+    set.files.push(file.to_path_buf());
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(LoadErrors(errors))
+    }
+}
+
+fn load_into(set: &mut PolicySet, file: &Path, text: &str, opts: &LoadOptions, errors: &mut Vec<LoadError>) {
+    let docs: Vec<Value> = match serde_saphyr::from_multiple::<Value>(text) {
+        Ok(docs) => docs,
+        Err(e) => {
+            errors.push(file_error(file, format!("invalid YAML: {e}")));
+            return;
+        }
+    };
+    // `kind: List` expands in place so that document numbers count resources.
+    let mut flat = Vec::new();
+    for doc in docs {
+        if doc.is_null() {
+            continue; // empty document between `---` separators
+        }
+        if doc.get("kind").and_then(Value::as_str) == Some("List") {
+            match doc.get("items") {
+                Some(Value::Array(items)) => flat.extend(items.iter().cloned()),
+                Some(Value::Null) | None => {}
+                Some(other) => errors.push(LoadError {
+                    field: Some("items".into()),
+                    value: Some(render_value(other)),
+                    document: Some(flat.len()),
+                    message: "a List's items must be a sequence".into(),
+                    ..file_error(file, String::new())
+                }),
+            }
+        } else {
+            flat.push(doc);
+        }
+    }
+    for (index, doc) in flat.into_iter().enumerate() {
+        load_document(set, file, index, doc, opts, errors);
+    }
+}
+
+fn load_document(
+    set: &mut PolicySet,
+    file: &Path,
+    index: usize,
+    doc: Value,
+    opts: &LoadOptions,
+    errors: &mut Vec<LoadError>,
+) {
+    let origin = Origin {
+        file: file.to_path_buf(),
+        document: index,
+    };
+    let err = |field: &str, value: Option<&Value>, message: String, resource: Option<String>| LoadError {
+        file: file.to_path_buf(),
+        document: Some(index),
+        resource,
+        field: Some(field.to_string()),
+        value: value.map(render_value),
+        message,
+    };
+    let Value::Object(mut obj) = doc else {
+        errors.push(err("", Some(&doc), "a document must be a mapping".into(), None));
+        return;
+    };
+    let api_version = match obj.get("apiVersion") {
+        Some(Value::String(s)) => s.clone(),
+        other => {
+            errors.push(err("apiVersion", other, "apiVersion must be a string".into(), None));
+            return;
+        }
+    };
+    let kind = match obj.get("kind") {
+        Some(Value::String(s)) => s.clone(),
+        other => {
+            errors.push(err("kind", other, "kind must be a string".into(), None));
+            return;
+        }
+    };
+    let is_ours = matches!(kind.as_str(), "RequestAuthentication" | "AuthorizationPolicy");
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version.as_str()));
+    if !is_ours || group != SECURITY_GROUP {
+        let name = obj
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        set.skipped.push(Skipped {
+            origin,
+            api_version,
+            kind,
+            name,
+        });
+        return;
+    }
+    let metadata: Metadata = match decode(obj.remove("metadata").unwrap_or(Value::Null), "metadata") {
+        Ok(m) => m,
+        Err((field, value, message)) => {
+            errors.push(err(&field, value.as_ref(), message, Some(kind)));
+            return;
+        }
+    };
+    let namespace = metadata
+        .namespace
+        .clone()
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or_else(|| opts.default_namespace.clone());
+    let resource = format!("{kind} {namespace}/{}", metadata.name);
+    if metadata.name.is_empty() {
+        errors.push(err("metadata.name", None, "metadata.name is required".into(), Some(resource)));
+        return;
+    }
+    if !SUPPORTED_VERSIONS.contains(&version) {
+        errors.push(err(
+            "apiVersion",
+            Some(&Value::String(api_version.clone())),
+            format!("unsupported version of {SECURITY_GROUP}; use one of v1, v1beta1"),
+            Some(resource),
+        ));
+        return;
+    }
+    let spec = obj.remove("spec").unwrap_or(Value::Object(Default::default()));
+    let spec = if spec.is_null() { Value::Object(Default::default()) } else { spec };
+    macro_rules! finish {
+        ($ty:ty, $list:expr) => {
+            match decode::<$ty>(spec, "spec") {
+                Ok(spec) => $list.push(Resource {
+                    api_version,
+                    name: metadata.name,
+                    namespace,
+                    annotations: metadata.annotations,
+                    origin,
+                    spec,
+                }),
+                Err((field, value, message)) => errors.push(err(&field, value.as_ref(), message, Some(resource))),
+            }
+        };
+    }
+    if kind == "RequestAuthentication" {
+        finish!(RequestAuthenticationSpec, set.request_authentications);
+    } else {
+        finish!(AuthorizationPolicySpec, set.authorization_policies);
+    }
+}
+
+/// Decodes `value` as `T`; on error returns (field path, offending value, message).
+fn decode<T: DeserializeOwned>(value: Value, root: &str) -> Result<T, (String, Option<Value>, String)> {
+    match serde_path_to_error::deserialize::<_, T>(&value) {
+        Ok(t) => Ok(t),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let field = if inner == "." || inner.is_empty() {
+                root.to_string()
+            } else {
+                format!("{root}.{inner}")
+            };
+            let found = lookup(&value, e.path());
+            Err((field, found, e.into_inner().to_string()))
+        }
+    }
+}
+
+/// Finds the value at a serde path, for the error message.
+fn lookup(root: &Value, path: &serde_path_to_error::Path) -> Option<Value> {
+    use serde_path_to_error::Segment;
+    let mut cur = root;
+    for seg in path.iter() {
+        cur = match seg {
+            Segment::Seq { index } => cur.get(*index)?,
+            Segment::Map { key } => cur.get(key.as_str())?,
+            // An unknown field: the path ends at its parent, show nothing more specific.
+            Segment::Enum { .. } | Segment::Unknown => return None,
+        };
+    }
+    Some(cur.clone())
+}
+
+/// Compact JSON, cut at 120 characters so that a huge JWKS does not flood the terminal.
+fn render_value(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 120 {
+        let cut: String = s.chars().take(117).collect();
+        format!("{cut}...")
+    } else {
+        s
+    }
+}

@@ -1,0 +1,221 @@
+//! Loading Kubernetes YAML: multi-document streams, lists, anchors, skipped kinds, and errors
+//! that name the file, document, field and value.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use meshguard_model::{Action, Attachment, LoadOptions, Workload, attachment, load_paths, load_str};
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+#[test]
+fn loads_the_seed_examples() {
+    let set = load_paths(&[examples().join("step4-require-claim")], &LoadOptions::default()).unwrap();
+    assert_eq!(set.request_authentications.len(), 1);
+    assert_eq!(set.authorization_policies.len(), 1);
+    let ra = &set.request_authentications[0];
+    assert_eq!(ra.key(), "foo/jwt-example");
+    assert_eq!(ra.spec.jwt_rules[0].issuer, "testing@secure.istio.io");
+    let ap = &set.authorization_policies[0];
+    assert_eq!(ap.spec.action, Action::Allow);
+    let rule = ap.spec.rules.as_ref().unwrap()[0].as_ref().unwrap();
+    let when = rule.when.as_ref().unwrap()[0].as_ref().unwrap();
+    assert_eq!(when.key, "request.auth.claims[groups]");
+}
+
+#[test]
+fn multi_document_list_comments_anchors_and_skipped_kinds() {
+    let text = r#"
+# a comment before the first document
+---
+apiVersion: v1
+kind: Service
+metadata: {name: httpbin}
+---
+apiVersion: v1
+kind: List
+items:
+- apiVersion: security.istio.io/v1
+  kind: AuthorizationPolicy
+  metadata: {name: a, namespace: foo}
+  spec:
+    rules:
+    - to:
+      - operation:
+          methods: &m ["GET", "HEAD"]
+- apiVersion: security.istio.io/v1
+  kind: AuthorizationPolicy
+  metadata: {name: b}
+  spec:
+    action: DENY
+    rules:
+    - to:
+      - operation:
+          methods: *m
+---
+---
+apiVersion: networking.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: not-ours}
+"#;
+    let opts = LoadOptions {
+        default_namespace: "bar".into(),
+    };
+    let set = load_str(Path::new("mixed.yaml"), text, &opts).unwrap();
+    assert_eq!(set.authorization_policies.len(), 2);
+    assert_eq!(set.authorization_policies[0].key(), "foo/a");
+    // No namespace in the document: the loader's default, as with `kubectl apply -n bar`.
+    assert_eq!(set.authorization_policies[1].key(), "bar/b");
+    let methods = |i: usize| {
+        let r = set.authorization_policies[i].spec.rules.as_ref().unwrap()[0].clone().unwrap();
+        r.to.unwrap()[0].clone().unwrap().operation.unwrap().methods
+    };
+    assert_eq!(methods(1), methods(0), "the alias repeats the anchored list");
+    assert_eq!(set.skipped.len(), 2);
+    assert_eq!(set.skipped[0].kind, "Service");
+    assert!(set.skipped[0].to_string().contains("skipped Service \"httpbin\""));
+    assert_eq!(set.skipped[1].api_version, "networking.istio.io/v1");
+    // Documents are numbered with List items counted one by one.
+    assert_eq!(set.authorization_policies[1].origin.document, 2);
+}
+
+#[test]
+fn a_broken_document_names_file_document_field_and_value() {
+    let dir = tmp("broken");
+    write(
+        &dir,
+        "a-good.yaml",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: ok, namespace: foo}\nspec: {}\n",
+    );
+    let bad = write(
+        &dir,
+        "b-bad.yaml",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: ok2, namespace: foo}\nspec: {}\n---\napiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata:\n  name: require-jwt\n  namespace: foo\nspec:\n  rules:\n  - to:\n    - operation:\n        methods: GET\n",
+    );
+    let errs = load_paths(&[&dir], &LoadOptions::default()).unwrap_err();
+    assert_eq!(errs.0.len(), 1, "{errs}");
+    let e = &errs.0[0];
+    assert_eq!(e.file, bad);
+    assert_eq!(e.document, Some(1));
+    assert_eq!(e.resource.as_deref(), Some("AuthorizationPolicy foo/require-jwt"));
+    assert_eq!(e.field.as_deref(), Some("spec.rules[0].to[0].operation.methods"));
+    assert_eq!(e.value.as_deref(), Some("\"GET\""));
+    let text = e.to_string();
+    assert!(text.contains("b-bad.yaml: document 1 (AuthorizationPolicy foo/require-jwt): field spec.rules[0].to[0].operation.methods = \"GET\""), "{text}");
+}
+
+#[test]
+fn unknown_fields_are_errors_not_silently_wider_policies() {
+    let text = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: foo}\nspec:\n  rules:\n  - from:\n    - source:\n        requestPrincipal: [\"x/y\"]\n";
+    let errs = load_str(Path::new("typo.yaml"), text, &LoadOptions::default()).unwrap_err();
+    let e = &errs.0[0];
+    assert!(e.field.as_deref().unwrap().starts_with("spec.rules[0].from[0].source"), "{e}");
+    assert!(e.message.contains("unknown field `requestPrincipal`"), "{e}");
+}
+
+#[test]
+fn bad_yaml_wrong_version_and_missing_name_are_errors() {
+    let errs = load_str(Path::new("x.yaml"), "a: [1, 2\n", &LoadOptions::default()).unwrap_err();
+    assert!(errs.0[0].message.starts_with("invalid YAML"), "{}", errs);
+    let errs = load_str(
+        Path::new("x.yaml"),
+        "apiVersion: security.istio.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: p}\n",
+        &LoadOptions::default(),
+    )
+    .unwrap_err();
+    assert_eq!(errs.0[0].field.as_deref(), Some("apiVersion"));
+    let errs = load_str(
+        Path::new("x.yaml"),
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {namespace: foo}\n",
+        &LoadOptions::default(),
+    )
+    .unwrap_err();
+    assert_eq!(errs.0[0].field.as_deref(), Some("metadata.name"));
+}
+
+#[test]
+fn nothing_is_half_loaded_and_all_errors_are_reported() {
+    let dir = tmp("two-bad");
+    write(&dir, "1.yaml", "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a}\nspec: {action: MAYBE}\n");
+    write(&dir, "2.yaml", "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: b}\nspec: {jwtRules: [{issuer: 5}]}\n");
+    write(&dir, "3.yaml", "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: c}\nspec: {}\n");
+    write(&dir, "notes.txt", "not yaml, ignored");
+    write(&dir, ".hidden.yaml", "not: [valid");
+    let errs = load_paths(&[&dir], &LoadOptions::default()).unwrap_err();
+    assert_eq!(errs.0.len(), 2, "{errs}");
+    assert_eq!(errs.0[0].field.as_deref(), Some("spec.action"));
+    assert_eq!(errs.0[1].field.as_deref(), Some("spec.jwtRules[0].issuer"));
+}
+
+#[test]
+fn missing_path_is_an_error() {
+    let errs = load_paths(&[Path::new("/nonexistent/meshguard")], &LoadOptions::default()).unwrap_err();
+    assert!(errs.0[0].message.starts_with("cannot read"));
+}
+
+#[test]
+fn attachment_follows_namespace_selector_and_target_refs() {
+    let text = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: sel, namespace: foo}
+spec: {selector: {matchLabels: {app: httpbin}}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: root, namespace: istio-system}
+spec: {}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: other, namespace: bar}
+spec: {}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: gw, namespace: foo}
+spec: {targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: gw}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: extra-label, namespace: foo}
+spec: {selector: {matchLabels: {app: httpbin, version: v2}}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: empty-selector, namespace: foo}
+spec: {selector: {}}
+"#;
+    let set = load_str(Path::new("a.yaml"), text, &LoadOptions::default()).unwrap();
+    let labels = BTreeMap::from([("app".to_string(), "httpbin".to_string()), ("version".to_string(), "v1".to_string())]);
+    let wl = Workload::new("foo", labels);
+    let got: Vec<Attachment> = set.authorization_policies.iter().map(|p| attachment(p, &wl)).collect();
+    assert_eq!(
+        got,
+        vec![
+            Attachment::Applies,
+            Attachment::Applies,
+            Attachment::OtherNamespace,
+            Attachment::TargetRefIgnored,
+            Attachment::SelectorMismatch,
+            Attachment::Applies,
+        ]
+    );
+    let custom_root = Workload::new("foo", BTreeMap::new()).with_root_namespace("mesh-root");
+    assert_eq!(attachment(&set.authorization_policies[1], &custom_root), Attachment::OtherNamespace);
+}

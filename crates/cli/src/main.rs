@@ -1,1 +1,67 @@
-fn main() {}
+//! The `meshguard` command: Istio RequestAuthentication and AuthorizationPolicy outside Istio.
+//!
+//! This file owns the command-line surface and the exit codes; each subcommand lives in its own
+//! module and calls the library crates. Nothing here decides a request.
+#![forbid(unsafe_code)]
+
+mod check;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Enforce Istio RequestAuthentication (JWT) and AuthorizationPolicy on HTTP traffic,
+/// answering exactly as an Istio sidecar would.
+#[derive(Debug, Parser)]
+#[command(name = "meshguard", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Decide one request offline: status, body, matched policy, JWT outcome and why.
+    Check(check::CheckArgs),
+}
+
+/// `--output` of the subcommands that report.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+/// Errors that end a command with exit status 1.
+#[derive(Debug)]
+pub enum CliError {
+    /// A flag's value is unusable.
+    Usage(String),
+    /// The policies could not be loaded or compiled; every problem is listed.
+    Policies(meshguard_model::LoadErrors),
+    /// A bug or an environment failure.
+    Internal(String),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check(args) => check::run(args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            match e {
+                CliError::Usage(m) => eprintln!("error: {m}"),
+                CliError::Policies(errs) => {
+                    for e in &errs.0 {
+                        eprintln!("error: {e}");
+                    }
+                    eprintln!("error: {} problem(s) in the policies; nothing was loaded", errs.0.len());
+                }
+                CliError::Internal(m) => eprintln!("error: internal: {m}"),
+            }
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,1 +1,167 @@
+//! The decision engine: one request in, Istio's answer out.
+//!
+//! [`evaluate`] runs the pipeline istiod builds for a sidecar, in order: path normalization,
+//! JWT authentication ([`authn`]), then authorization ([`decision`]). It is a pure function of
+//! the compiled workload, the request and the clock: no I/O, no logging, no global state. It
+//! mutates the request's headers exactly as Envoy's filters would (removing the token header,
+//! adding payload and claim headers) so that the proxy can forward them and `check` can show
+//! them. The response for a refusal is built in one place, [`decision::Denial::new`].
 #![forbid(unsafe_code)]
+
+pub mod authn;
+pub mod decision;
+pub mod extract;
+pub mod normalize;
+
+use std::net::IpAddr;
+
+use http::HeaderMap;
+use meshguard_policy::{CompiledWorkload, RequestAttributes};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+pub use authn::{HeaderOp, ProviderReport};
+pub use decision::{AuthzReport, Denial, DenyReason, DryRunResult};
+pub use normalize::{NormalizeError, PathNormalization};
+
+/// One HTTP request as the engine needs it.
+#[derive(Debug)]
+pub struct HttpRequest<'a> {
+    pub method: &'a str,
+    /// The request-target as received: path, query and possibly a fragment.
+    pub path: &'a str,
+    /// `:authority` / `Host`.
+    pub host: &'a str,
+    /// `http` or `https`, for the `www-authenticate` realm.
+    pub scheme: &'a str,
+    /// The request headers; changed in place by JWT side effects.
+    pub headers: &'a mut HeaderMap,
+    pub source_ip: Option<IpAddr>,
+    pub remote_ip: Option<IpAddr>,
+    pub destination_ip: Option<IpAddr>,
+    pub destination_port: Option<u16>,
+    pub sni: Option<&'a str>,
+}
+
+/// Settings of the evaluation that do not come from the policies.
+#[derive(Clone, Copy, Debug)]
+pub struct EvalOptions {
+    pub path_normalization: PathNormalization,
+    /// Unix time in seconds.
+    pub now: u64,
+}
+
+/// Everything the engine decided about one request.
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    /// `None`: forward the request. `Some`: answer with this refusal.
+    pub denial: Option<Denial>,
+    /// The path to forward (normalized, query kept), when it could be normalized.
+    pub path: Option<String>,
+    /// `iss/sub` of the verified token, when both are strings.
+    pub principal: Option<String>,
+    /// The provider (`origins-<i>`) that accepted the token.
+    pub accepted_by: Option<String>,
+    /// `true` when JWT validation was skipped for a CORS preflight.
+    pub cors_preflight: bool,
+    pub jwt: Vec<ProviderReport>,
+    pub header_ops: Vec<HeaderOp>,
+    pub authz: AuthzReport,
+    /// The verified payload authorization saw (space-delimited claims split).
+    #[serde(skip)]
+    pub payload: Option<Map<String, Value>>,
+}
+
+impl Outcome {
+    pub fn allowed(&self) -> bool {
+        self.denial.is_none()
+    }
+
+    /// The HTTP status the client sees from meshguard itself (200 when forwarded).
+    pub fn status(&self) -> u16 {
+        self.denial.as_ref().map_or(200, |d| d.status)
+    }
+}
+
+/// Envoy's CORS preflight test: `OPTIONS` with non-empty `Origin` and
+/// `Access-Control-Request-Method`.
+fn is_cors_preflight(method: &str, headers: &HeaderMap) -> bool {
+    let non_empty = |h: http::header::HeaderName| headers.get(h).is_some_and(|v| !v.is_empty());
+    method == "OPTIONS" && non_empty(http::header::ORIGIN) && non_empty(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+}
+
+/// The `www-authenticate` realm: `scheme://authority` + path with query, the path cut at 256
+/// bytes (on a character boundary) as Envoy does.
+fn realm(scheme: &str, host: &str, path: &str) -> String {
+    let mut end = path.len().min(256);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{scheme}://{host}{}", &path[..end])
+}
+
+/// Evaluates one request. See the crate documentation for the order of steps.
+pub fn evaluate(cw: &CompiledWorkload, req: HttpRequest<'_>, opts: &EvalOptions) -> Outcome {
+    let mut out = Outcome {
+        denial: None,
+        path: None,
+        principal: None,
+        accepted_by: None,
+        cors_preflight: false,
+        jwt: Vec::new(),
+        header_ops: Vec::new(),
+        authz: AuthzReport::default(),
+        payload: None,
+    };
+    let path = match normalize::normalize(req.path, opts.path_normalization) {
+        Ok(p) => p,
+        Err(e) => {
+            out.denial = Some(Denial::new(DenyReason::BadPath(e), ""));
+            return out;
+        }
+    };
+    let (path_only, query) = match path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path.as_str(), None),
+    };
+    let realm = || realm(req.scheme, req.host, &path);
+
+    out.cors_preflight = !cw.providers.is_empty() && is_cors_preflight(req.method, req.headers);
+    if !out.cors_preflight {
+        match authn::authenticate(&cw.providers, req.headers, query, opts.now, &mut out.jwt, &mut out.header_ops) {
+            authn::AuthnResult::Rejected(status) => {
+                out.denial = Some(Denial::new(DenyReason::Jwt(status), &realm()));
+                out.path = Some(path.clone());
+                return out;
+            }
+            authn::AuthnResult::Authenticated { payload, provider } => {
+                out.accepted_by = Some(cw.providers[provider].name.clone());
+                if let (Some(Value::String(iss)), Some(Value::String(sub))) = (payload.get("iss"), payload.get("sub")) {
+                    out.principal = Some(format!("{iss}/{sub}"));
+                }
+                out.payload = Some(payload);
+            }
+            authn::AuthnResult::Anonymous | authn::AuthnResult::NotApplicable => {}
+        }
+    }
+
+    let attrs = RequestAttributes {
+        method: req.method,
+        path: path_only,
+        host: req.host,
+        headers: req.headers,
+        source_ip: req.source_ip,
+        remote_ip: req.remote_ip.or(req.source_ip),
+        destination_ip: req.destination_ip,
+        destination_port: req.destination_port,
+        sni: req.sni,
+        peer_identity: None,
+        jwt: out.payload.as_ref(),
+    };
+    out.authz = decision::authorize(cw, &attrs);
+    if let Some(reason) = out.authz.denied.clone() {
+        out.denial = Some(Denial::new(reason, &realm()));
+    }
+    out.path = Some(path);
+    out
+}

@@ -1,0 +1,259 @@
+//! JWT authentication of one request: Envoy `jwt_authn` as istiod configures it.
+//!
+//! Owns: verifying each provider's tokens (in Envoy's reverse extraction order), the
+//! requirement logic across providers (§2.3: one provider `requires_any{p, allow_missing}`,
+//! several providers "any Ok, or all missing"), the folded failure status, `presence:
+//! REQUIRED`, and the side effects of success (payload and claim headers, removing the token's
+//! header, the payload handed to authorization with space-delimited claims split). Does not own
+//! the response: it returns a [`Status`] and the decision module turns it into one.
+
+use http::{HeaderMap, HeaderValue};
+use meshguard_jwt::{Jwks, Status, Token, Validation};
+use meshguard_policy::{JwtProvider, KeySource};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::extract::{Extracted, Location, extract};
+
+/// Envoy's clock skew; Istio never changes it.
+pub const CLOCK_SKEW_SECS: u64 = 60;
+
+/// What happened at one provider, for reports and metrics.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProviderReport {
+    /// `origins-<i>`.
+    pub provider: String,
+    /// `RequestAuthentication foo/jwt-example jwtRules[0]`.
+    pub rule: String,
+    pub issuer: String,
+    /// `ok`, `missing` or `failed`; `skipped` when an earlier provider already accepted.
+    pub result: &'static str,
+    /// The status name (`JwtExpired`) when failed.
+    pub status: Option<&'static str>,
+    /// Envoy's message (`Jwt is expired`) when failed.
+    pub message: Option<&'static str>,
+    /// Where the token(s) came from.
+    pub locations: Vec<String>,
+}
+
+/// The outcome of authentication.
+#[derive(Debug)]
+pub enum AuthnResult {
+    /// No providers, or a CORS preflight.
+    NotApplicable,
+    /// Accepted without a token (anonymous).
+    Anonymous,
+    /// Accepted: the payload authorization sees and the principal.
+    Authenticated { payload: Map<String, Value>, provider: usize },
+    /// Rejected with this status.
+    Rejected(Status),
+}
+
+/// A header change made by authentication, reported so users can see it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum HeaderOp {
+    Remove { name: String },
+    Add { name: String, value: String },
+}
+
+/// Per provider: Ok with its verified tokens, missing, or failed.
+enum ProviderState {
+    Ok(Vec<(Extracted, Token)>),
+    Missing,
+    Failed(Status),
+}
+
+impl ProviderState {
+    /// The status Envoy's requirement logic sees (`JwtMissed` for missing, `None` for Ok).
+    fn status(&self) -> Option<Status> {
+        match self {
+            ProviderState::Ok(_) => None,
+            ProviderState::Missing => Some(Status::JwtMissed),
+            ProviderState::Failed(s) => Some(*s),
+        }
+    }
+}
+
+fn verify_provider(p: &JwtProvider, headers: &HeaderMap, query: Option<&str>, now: u64) -> ProviderState {
+    let extracted = match extract(p, headers, query) {
+        Ok(e) => e,
+        Err(_) => return ProviderState::Failed(Status::JwtMultipleTokens),
+    };
+    if extracted.is_empty() {
+        return ProviderState::Missing;
+    }
+    let validation = Validation {
+        issuer: (!p.issuer.is_empty()).then(|| p.issuer.clone()),
+        audiences: p.audiences.clone(),
+        skew_secs: CLOCK_SKEW_SECS,
+        limits: Default::default(),
+    };
+    let empty;
+    let jwks = match &p.keys {
+        KeySource::Inline(j) => j,
+        KeySource::Remote { .. } => {
+            // Remote keys are not fetched yet: an empty set, reported as a failed fetch.
+            empty = Jwks::empty();
+            &empty
+        }
+    };
+    let mut tokens = Vec::with_capacity(extracted.len());
+    // Envoy pops tokens from the back of the extraction list; the first failure wins.
+    for e in extracted.into_iter().rev() {
+        match meshguard_jwt::verify(&e.token, &validation, jwks, now) {
+            Ok(t) => tokens.push((e, t)),
+            Err(Status::JwksNoValidKeys) if matches!(p.keys, KeySource::Remote { .. }) => {
+                return ProviderState::Failed(Status::JwksFetchFail);
+            }
+            Err(s) => return ProviderState::Failed(s),
+        }
+    }
+    ProviderState::Ok(tokens)
+}
+
+/// Authenticates a request against `providers`, mutating `headers` as Envoy would on success.
+/// `ops` receives every header change, in order.
+pub fn authenticate(
+    providers: &[JwtProvider],
+    headers: &mut HeaderMap,
+    query: Option<&str>,
+    now: u64,
+    reports: &mut Vec<ProviderReport>,
+    ops: &mut Vec<HeaderOp>,
+) -> AuthnResult {
+    if providers.is_empty() {
+        return AuthnResult::NotApplicable;
+    }
+    // Clients must not be able to pose as the verifier: output headers are removed first, for
+    // every provider (Envoy removes only those of providers it runs; this is the safe superset).
+    for p in providers {
+        let outputs = p.output_payload_to_header.iter().chain(p.output_claim_to_headers.iter().map(|(h, _)| h));
+        for h in outputs {
+            if headers.remove(h).is_some() {
+                ops.push(HeaderOp::Remove { name: h.to_string() });
+            }
+        }
+    }
+    let mut states: Vec<ProviderState> = Vec::with_capacity(providers.len());
+    let mut accepted = None;
+    for (i, p) in providers.iter().enumerate() {
+        let st = verify_provider(p, headers, query, now);
+        let ok = matches!(st, ProviderState::Ok(_));
+        states.push(st);
+        // `requires_any` stops at the first provider that accepts.
+        if ok {
+            accepted = Some(i);
+            break;
+        }
+    }
+    for (i, p) in providers.iter().enumerate() {
+        let (result, status, locations) = match states.get(i) {
+            None => ("skipped", None, Vec::new()),
+            Some(ProviderState::Ok(tokens)) => ("ok", None, tokens.iter().map(|(e, _)| e.location.to_string()).collect()),
+            Some(ProviderState::Missing) => ("missing", None, Vec::new()),
+            Some(ProviderState::Failed(s)) => ("failed", Some(*s), Vec::new()),
+        };
+        reports.push(ProviderReport {
+            provider: p.name.clone(),
+            rule: p.source.clone(),
+            issuer: p.issuer.clone(),
+            result,
+            status: status.map(Status::name),
+            message: status.map(Status::message),
+            locations,
+        });
+    }
+    if let Some(i) = accepted {
+        let tokens = match states.swap_remove(i) {
+            ProviderState::Ok(tokens) => tokens,
+            _ => Vec::new(),
+        };
+        let payload = apply_success(&providers[i], tokens, headers, ops);
+        return AuthnResult::Authenticated { payload, provider: i };
+    }
+    if states.iter().all(|s| matches!(s, ProviderState::Missing)) {
+        if providers.iter().any(|p| p.required) {
+            return AuthnResult::Rejected(Status::JwtMissed);
+        }
+        return AuthnResult::Anonymous;
+    }
+    AuthnResult::Rejected(fold_status(&states))
+}
+
+/// Envoy's reported status when no provider accepted (§2.3): the last "real" error wins, else
+/// `JwtUnknownIssuer`. With one provider this is simply its status.
+fn fold_status(states: &[ProviderState]) -> Status {
+    let first_err = states.iter().filter_map(ProviderState::status).find(|s| *s != Status::JwtMissed);
+    let mut folded = Status::JwtMissed;
+    for s in states.iter().filter_map(ProviderState::status).chain(first_err) {
+        if !matches!(s, Status::JwtMissed | Status::JwtUnknownIssuer) || folded == Status::JwtMissed {
+            folded = s;
+        }
+    }
+    folded
+}
+
+/// The success side effects of §2.8, for every token of the accepting provider. Returns the
+/// payload authorization sees: the last token verified, with space-delimited claims split.
+fn apply_success(p: &JwtProvider, tokens: Vec<(Extracted, Token)>, headers: &mut HeaderMap, ops: &mut Vec<HeaderOp>) -> Map<String, Value> {
+    let mut payload = Map::new();
+    for (extracted, token) in tokens {
+        if let Some(h) = &p.output_payload_to_header
+            && let Ok(v) = HeaderValue::from_str(token.payload_b64())
+        {
+            ops.push(HeaderOp::Add {
+                name: h.to_string(),
+                value: token.payload_b64().to_string(),
+            });
+            headers.append(h.clone(), v);
+        }
+        for (h, path) in &p.output_claim_to_headers {
+            let Some(text) = claim_header_value(&token.claims().payload, path) else {
+                continue;
+            };
+            if let Ok(v) = HeaderValue::from_str(&text) {
+                ops.push(HeaderOp::Add {
+                    name: h.to_string(),
+                    value: text,
+                });
+                headers.insert(h.clone(), v);
+            }
+        }
+        if !p.forward_original_token
+            && let Location::Header(h) = &extracted.location
+            && headers.remove(h).is_some()
+        {
+            ops.push(HeaderOp::Remove { name: h.to_string() });
+        }
+        payload = token.claims().payload.clone();
+    }
+    for claim in &p.space_delimited_claims {
+        if let Some(Value::String(s)) = payload.get(claim) {
+            let parts: Vec<Value> = s.split(' ').filter(|x| !x.is_empty()).map(|x| Value::String(x.to_string())).collect();
+            payload.insert(claim.clone(), Value::Array(parts));
+        }
+    }
+    payload
+}
+
+/// Envoy's claim-to-header text: strings as they are, whole non-negative numbers as integers,
+/// other numbers like C++ `std::to_string(double)`, booleans as words, objects and lists as
+/// base64url of their JSON (current Envoy). Missing or empty string: no header.
+fn claim_header_value(payload: &Map<String, Value>, path: &[String]) -> Option<String> {
+    let v = meshguard_policy::matchers::claim_at(payload, path)?;
+    match v {
+        Value::String(s) if s.is_empty() => None,
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(match n.as_u64() {
+            Some(u) => u.to_string(),
+            None => format!("{:.6}", n.as_f64().unwrap_or(0.0)),
+        }),
+        Value::Array(_) | Value::Object(_) => {
+            use base64::Engine as _;
+            Some(base64::engine::general_purpose::STANDARD.encode(v.to_string()))
+        }
+        Value::Null => None,
+    }
+}

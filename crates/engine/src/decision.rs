@@ -1,0 +1,158 @@
+//! The one place where outcomes become responses, and where authorization actions combine.
+//!
+//! Owns: Istio's action order (CUSTOM, AUDIT, DENY, ALLOW), dry-run (shadow) results, and the
+//! mapping from every denial reason to Envoy's status, body, `www-authenticate` and
+//! `response_code_details`. Does not own how a single rule matches (`meshguard-policy`) or JWT
+//! verification ([`crate::authn`]).
+
+use meshguard_jwt::Status;
+use meshguard_model::Action;
+use meshguard_policy::{CompiledPolicy, CompiledWorkload, RequestAttributes};
+use serde::Serialize;
+
+use crate::normalize::NormalizeError;
+
+/// Envoy's RBAC denial body.
+pub const RBAC_DENIED_BODY: &str = "RBAC: access denied";
+
+/// Why a request was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DenyReason {
+    /// The path could not be normalized (400).
+    BadPath(NormalizeError),
+    /// JWT authentication failed (401, or 403 for a wrong audience).
+    Jwt(Status),
+    /// A DENY (or unconfigured CUSTOM) policy matched; the Envoy policy id.
+    DenyPolicy(String),
+    /// ALLOW policies exist and none matched.
+    NoAllowMatch,
+}
+
+/// A refusal as the client sees it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Denial {
+    pub status: u16,
+    pub body: String,
+    /// Envoy's `response_code_details`.
+    pub details: String,
+    pub www_authenticate: Option<String>,
+    #[serde(skip)]
+    pub reason: DenyReason,
+}
+
+impl Denial {
+    /// Maps a reason to the response; `realm` is `scheme://authority/path?query` for the
+    /// `www-authenticate` header of JWT failures.
+    pub fn new(reason: DenyReason, realm: &str) -> Denial {
+        match &reason {
+            DenyReason::BadPath(e) => Denial {
+                status: 400,
+                body: "Bad Request".into(),
+                details: format!("path_normalization_failed{{{}}}", e.to_string().replace(' ', "_")),
+                www_authenticate: None,
+                reason,
+            },
+            DenyReason::Jwt(s) => {
+                let www = if *s == Status::JwtMissed {
+                    format!("Bearer realm=\"{realm}\"")
+                } else {
+                    format!("Bearer realm=\"{realm}\", error=\"invalid_token\"")
+                };
+                Denial {
+                    status: s.http_status(),
+                    body: s.message().into(),
+                    details: s.details(),
+                    www_authenticate: Some(www),
+                    reason,
+                }
+            }
+            DenyReason::DenyPolicy(id) => Denial {
+                status: 403,
+                body: RBAC_DENIED_BODY.into(),
+                details: format!("rbac_access_denied_matched_policy[{id}]"),
+                www_authenticate: None,
+                reason,
+            },
+            DenyReason::NoAllowMatch => Denial {
+                status: 403,
+                body: RBAC_DENIED_BODY.into(),
+                details: "rbac_access_denied_matched_policy[none]".into(),
+                www_authenticate: None,
+                reason,
+            },
+        }
+    }
+}
+
+/// The result of a dry-run policy set (Envoy's shadow engine).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct DryRunResult {
+    /// `ALLOW` or `DENY`.
+    pub action: &'static str,
+    /// `allowed` or `denied`, as in Envoy's `istio_dry_run_*_shadow_engine_result`.
+    pub result: &'static str,
+    /// The matched policy id, if any rule matched.
+    pub policy: Option<String>,
+}
+
+/// The authorization verdict and what was observed on the way.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AuthzReport {
+    /// The id of the rule that decided (the DENY that matched, or the ALLOW that matched).
+    pub matched_policy: Option<String>,
+    /// The action of that policy.
+    pub matched_action: Option<&'static str>,
+    /// AUDIT policy that matched (never changes the decision).
+    pub audit: Option<String>,
+    pub dry_run: Vec<DryRunResult>,
+    #[serde(skip)]
+    pub denied: Option<DenyReason>,
+}
+
+fn first_match<'a>(policies: impl Iterator<Item = &'a CompiledPolicy>, req: &RequestAttributes<'_>) -> Option<String> {
+    policies.filter_map(|p| p.matching_rule(req)).map(|r| r.id.clone()).next()
+}
+
+/// Istio's order after JWT: CUSTOM (as DENY, no ext_authz client yet: PRODUCT.md decision 5),
+/// AUDIT, DENY, then ALLOW. Dry-run policies are evaluated into shadow results only.
+pub fn authorize(cw: &CompiledWorkload, req: &RequestAttributes<'_>) -> AuthzReport {
+    let mut report = AuthzReport {
+        audit: first_match(cw.audit.iter(), req),
+        ..Default::default()
+    };
+    for (action, set) in [("DENY", &cw.deny), ("ALLOW", &cw.allow)] {
+        if set.iter().any(|p| p.dry_run) {
+            let matched = first_match(set.iter().filter(|p| p.dry_run), req);
+            let result = match (action, matched.is_some()) {
+                ("DENY", true) | ("ALLOW", false) => "denied",
+                _ => "allowed",
+            };
+            report.dry_run.push(DryRunResult {
+                action,
+                result,
+                policy: matched,
+            });
+        }
+    }
+    let deny_like = cw.custom.iter().chain(cw.deny.iter().filter(|p| !p.dry_run));
+    for p in deny_like {
+        if let Some(rule) = p.matching_rule(req) {
+            report.matched_policy = Some(rule.id.clone());
+            report.matched_action = Some(p.action.as_str());
+            report.denied = Some(DenyReason::DenyPolicy(rule.id.clone()));
+            return report;
+        }
+    }
+    let mut allow = cw.allow.iter().filter(|p| !p.dry_run).peekable();
+    if allow.peek().is_none() {
+        return report;
+    }
+    match first_match(allow, req) {
+        Some(id) => {
+            report.matched_policy = Some(id);
+            report.matched_action = Some(Action::Allow.as_str());
+        }
+        None => report.denied = Some(DenyReason::NoAllowMatch),
+    }
+    report
+}

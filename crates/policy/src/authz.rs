@@ -1,0 +1,499 @@
+//! `AuthorizationPolicy` compiled into rules of matchers, and rule matching.
+//!
+//! Owns: turning each policy's rules into matchers once, Envoy's policy ids
+//! (`ns[foo]-policy[name]-rule[0]`) and their order, and "does this rule match this request".
+//! Does not own: the order of actions (CUSTOM, AUDIT, DENY, ALLOW), dry-run bookkeeping or the
+//! response; those are the engine's single combining step.
+
+use meshguard_model::{Action, AuthorizationPolicySpec, Condition, LoadError, Operation, Resource, Source};
+
+use crate::matchers::{
+    ClaimMatch, HeaderMatch, HostMatch, IdentityMatch, IpMatch, MethodMatch, PathMatch, PortMatch, PrincipalMatch,
+    RequestAttributes, StringMatch, parse_claim_path,
+};
+
+/// One attribute test inside a source, operation or condition.
+#[derive(Clone, Debug)]
+pub enum Matcher {
+    Host(HostMatch),
+    Method(MethodMatch),
+    Path(PathMatch),
+    Port(PortMatch),
+    SourceIp(IpMatch),
+    RemoteIp(IpMatch),
+    DestinationIp(IpMatch),
+    Header(HeaderMatch),
+    Claim(ClaimMatch),
+    Principal(PrincipalMatch),
+    Identity(IdentityMatch),
+    Sni(StringMatch),
+    /// `experimental.envoy.filters.*`: Envoy dynamic metadata meshguard does not produce.
+    Absent,
+}
+
+impl Matcher {
+    pub fn matches(&self, req: &RequestAttributes<'_>) -> bool {
+        match self {
+            Matcher::Host(m) => m.matches(req),
+            Matcher::Method(m) => m.matches(req),
+            Matcher::Path(m) => m.matches(req),
+            Matcher::Port(m) => m.matches(req.destination_port),
+            Matcher::SourceIp(m) => m.matches(req.source_ip),
+            Matcher::RemoteIp(m) => m.matches(req.remote_ip),
+            Matcher::DestinationIp(m) => m.matches(req.destination_ip),
+            Matcher::Header(m) => m.matches(req),
+            Matcher::Claim(m) => m.matches(req),
+            Matcher::Principal(m) => m.matches(req),
+            Matcher::Identity(m) => m.matches(req),
+            Matcher::Sni(m) => req.sni.is_some_and(|s| !s.is_empty() && m.matches(s)),
+            Matcher::Absent => false,
+        }
+    }
+}
+
+/// A field: `(values empty OR any value matches) AND NOT(any notValue matches)`.
+#[derive(Clone, Debug)]
+pub struct Field {
+    /// The YAML name (`paths`, `notPaths`, `request.headers[x-role]`), for explanations.
+    pub name: String,
+    pub values: Vec<Matcher>,
+    pub not_values: Vec<Matcher>,
+}
+
+impl Field {
+    pub fn matches(&self, req: &RequestAttributes<'_>) -> bool {
+        (self.values.is_empty() || self.values.iter().any(|m| m.matches(req)))
+            && !self.not_values.iter().any(|m| m.matches(req))
+    }
+}
+
+/// All set fields of one `source`, `operation` or `when` entry (ANDed).
+#[derive(Clone, Debug, Default)]
+pub struct Clause {
+    pub fields: Vec<Field>,
+}
+
+impl Clause {
+    pub fn matches(&self, req: &RequestAttributes<'_>) -> bool {
+        self.fields.iter().all(|f| f.matches(req))
+    }
+
+    /// The first field that fails, for explanations.
+    pub fn first_failure(&self, req: &RequestAttributes<'_>) -> Option<&Field> {
+        self.fields.iter().find(|f| !f.matches(req))
+    }
+}
+
+/// A rule: any `to` AND any `from` AND every `when`. Empty lists mean "any".
+#[derive(Clone, Debug)]
+pub struct CompiledRule {
+    /// Envoy's policy id: `ns[<ns>]-policy[<name>]-rule[<i>]`.
+    pub id: String,
+    pub index: usize,
+    pub from: Vec<Clause>,
+    pub to: Vec<Clause>,
+    pub when: Vec<Clause>,
+}
+
+impl CompiledRule {
+    pub fn matches(&self, req: &RequestAttributes<'_>) -> bool {
+        (self.to.is_empty() || self.to.iter().any(|c| c.matches(req)))
+            && (self.from.is_empty() || self.from.iter().any(|c| c.matches(req)))
+            && self.when.iter().all(|c| c.matches(req))
+    }
+}
+
+/// One `AuthorizationPolicy` that applies to the workload.
+#[derive(Clone, Debug)]
+pub struct CompiledPolicy {
+    pub namespace: String,
+    pub name: String,
+    pub action: Action,
+    /// `istio.io/dry-run: true`: evaluated, reported, never enforced.
+    pub dry_run: bool,
+    /// The CUSTOM provider name.
+    pub provider: Option<String>,
+    /// Empty for `spec: {}`: the policy exists but never matches (ALLOW: deny everything).
+    pub rules: Vec<CompiledRule>,
+}
+
+impl CompiledPolicy {
+    /// The first rule that matches, in Envoy's order (rules sorted by policy id).
+    pub fn matching_rule(&self, req: &RequestAttributes<'_>) -> Option<&CompiledRule> {
+        self.rules.iter().find(|r| r.matches(req))
+    }
+}
+
+/// Parses `istio.io/dry-run` like Go's `strconv.ParseBool`.
+pub fn parse_go_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// The Envoy policy id of rule `index` of a policy.
+pub fn policy_id(namespace: &str, name: &str, index: usize) -> String {
+    format!("ns[{namespace}]-policy[{name}]-rule[{index}]")
+}
+
+/// Compiles one policy; `err` builds a located error for a field path and value.
+pub fn compile_policy(res: &Resource<AuthorizationPolicySpec>) -> Result<CompiledPolicy, LoadError> {
+    let err = |field: String, value: &str, message: String| crate::located_error(res, "AuthorizationPolicy", field, value, message);
+    let spec = &res.spec;
+    let dry_run = match res.annotations.get("istio.io/dry-run") {
+        None => false,
+        Some(v) => match parse_go_bool(v) {
+            Some(b) => b,
+            None => {
+                return Err(err(
+                    "metadata.annotations[istio.io/dry-run]".into(),
+                    v,
+                    "invalid value; use true or false".into(),
+                ));
+            }
+        },
+    };
+    if dry_run && !matches!(spec.action, Action::Allow | Action::Deny) {
+        return Err(err(
+            "metadata.annotations[istio.io/dry-run]".into(),
+            "true",
+            format!("the annotation istio.io/dry-run currently only supports action ALLOW/DENY, found action {}", spec.action.as_str()),
+        ));
+    }
+    let provider = match (&spec.action, &spec.provider) {
+        (Action::Custom, Some(p)) if !p.name.is_empty() => Some(p.name.clone()),
+        (Action::Custom, _) => return Err(err("spec.provider.name".into(), "", "`provider.name` must not be empty".into())),
+        (other, Some(_)) => {
+            return Err(err(
+                "spec.provider".into(),
+                "",
+                format!("`provider` must not be with non CUSTOM action, found {}", other.as_str()),
+            ));
+        }
+        (_, None) => None,
+    };
+    if spec.rules.is_none() && matches!(spec.action, Action::Deny | Action::Custom) {
+        return Err(err(
+            "spec.rules".into(),
+            "",
+            format!(
+                "{} action without `rules` is meaningless as it will never be triggered, add an empty rule `{{}}` if you want it be triggered for every request",
+                spec.action.as_str()
+            ),
+        ));
+    }
+    let mut rules = Vec::new();
+    for (i, rule) in spec.rules.iter().flatten().enumerate() {
+        let at = format!("spec.rules[{i}]");
+        let Some(rule) = rule else {
+            return Err(err(at, "null", format!("`rule` must not be nil, found at rule {i}")));
+        };
+        let mut compiled = CompiledRule {
+            id: policy_id(&res.namespace, &res.name, i),
+            index: i,
+            from: Vec::new(),
+            to: Vec::new(),
+            when: Vec::new(),
+        };
+        if let Some(from) = &rule.from {
+            if from.is_empty() {
+                return Err(err(format!("{at}.from"), "[]", "`from` must not be empty".into()));
+            }
+            for (j, f) in from.iter().enumerate() {
+                let at = format!("{at}.from[{j}].source");
+                let source = f.as_ref().and_then(|f| f.source.as_ref());
+                let Some(source) = source else {
+                    return Err(err(at, "null", "`from.source` must not be nil".into()));
+                };
+                compiled.from.push(compile_source(source, &res.namespace, &at).map_err(|(f, v, m)| err(f, &v, m))?);
+            }
+        }
+        if let Some(to) = &rule.to {
+            if to.is_empty() {
+                return Err(err(format!("{at}.to"), "[]", "`to` must not be empty".into()));
+            }
+            for (j, t) in to.iter().enumerate() {
+                let at = format!("{at}.to[{j}].operation");
+                let op = t.as_ref().and_then(|t| t.operation.as_ref());
+                let Some(op) = op else {
+                    return Err(err(at, "null", "`to.operation` must not be nil".into()));
+                };
+                compiled.to.push(compile_operation(op, &at).map_err(|(f, v, m)| err(f, &v, m))?);
+            }
+        }
+        for (j, c) in rule.when.iter().flatten().enumerate() {
+            let at = format!("{at}.when[{j}]");
+            let Some(c) = c else {
+                return Err(err(at, "null", "`when` entry must not be nil".into()));
+            };
+            compiled
+                .when
+                .push(compile_condition(c, &res.namespace, &at).map_err(|(f, v, m)| err(f, &v, m))?);
+        }
+        if spec.action == Action::Custom {
+            check_custom_rule(&compiled).map_err(|(f, m)| err(format!("{at}.{f}"), "", m))?;
+        }
+        rules.push(compiled);
+    }
+    // Envoy keeps RBAC policies in a map ordered by id, so `rule[10]` is tried before `rule[2]`;
+    // the matched id reported must be the one Envoy would report.
+    rules.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(CompiledPolicy {
+        namespace: res.namespace.clone(),
+        name: res.name.clone(),
+        action: spec.action,
+        dry_run,
+        provider,
+        rules,
+    })
+}
+
+type FieldError = (String, String, String);
+
+fn check_custom_rule(rule: &CompiledRule) -> Result<(), (String, String)> {
+    for clause in rule.from.iter().chain(&rule.when) {
+        for f in &clause.fields {
+            let identity = f
+                .values
+                .iter()
+                .chain(&f.not_values)
+                .any(|m| matches!(m, Matcher::Principal(_) | Matcher::Identity(_) | Matcher::Claim(_)));
+            if identity {
+                return Err((f.name.clone(), format!("{} is currently not supported with CUSTOM action", f.name)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Builds a field from values and notValues with one parser; empty strings are rejected.
+fn field<F>(name: &str, not_name: &str, values: &[String], not_values: &[String], at: &str, parse: F) -> Result<Option<Field>, FieldError>
+where
+    F: Fn(&str) -> Result<Matcher, String>,
+{
+    if values.is_empty() && not_values.is_empty() {
+        return Ok(None);
+    }
+    let compile = |list: &[String], fname: &str| -> Result<Vec<Matcher>, FieldError> {
+        list.iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let path = format!("{at}.{fname}[{i}]");
+                if v.is_empty() {
+                    return Err((path, v.clone(), format!("empty value not allowed, found in {fname}")));
+                }
+                parse(v).map_err(|m| (path, v.clone(), m))
+            })
+            .collect()
+    };
+    Ok(Some(Field {
+        name: if values.is_empty() { not_name.to_string() } else { name.to_string() },
+        values: compile(values, name)?,
+        not_values: compile(not_values, not_name)?,
+    }))
+}
+
+fn compile_source(s: &Source, policy_ns: &str, at: &str) -> Result<Clause, FieldError> {
+    let mut fields = Vec::new();
+    let any_sa = !s.service_accounts.is_empty() || !s.not_service_accounts.is_empty();
+    let any_pn = !s.principals.is_empty() || !s.not_principals.is_empty() || !s.namespaces.is_empty() || !s.not_namespaces.is_empty();
+    if any_sa && any_pn {
+        return Err((format!("{at}.serviceAccounts"), String::new(), "cannot set serviceAccounts with namespaces or principals".into()));
+    }
+    let mut push = |f: Result<Option<Field>, FieldError>| -> Result<(), FieldError> {
+        if let Some(f) = f? {
+            fields.push(f);
+        }
+        Ok(())
+    };
+    push(field("principals", "notPrincipals", &s.principals, &s.not_principals, at, |v| {
+        Ok(Matcher::Identity(IdentityMatch::Principal(StringMatch::parse(v, false))))
+    }))?;
+    push(field("requestPrincipals", "notRequestPrincipals", &s.request_principals, &s.not_request_principals, at, |v| {
+        Ok(Matcher::Principal(PrincipalMatch::parse(v)))
+    }))?;
+    push(field("namespaces", "notNamespaces", &s.namespaces, &s.not_namespaces, at, |v| {
+        Ok(Matcher::Identity(IdentityMatch::Namespace(StringMatch::parse(v, false))))
+    }))?;
+    push(field("serviceAccounts", "notServiceAccounts", &s.service_accounts, &s.not_service_accounts, at, |v| {
+        service_account(v, policy_ns)
+    }))?;
+    push(field("trustDomains", "notTrustDomains", &s.trust_domains, &s.not_trust_domains, at, |v| {
+        if v.contains('/') {
+            return Err(format!("trust domain {v:?} must not contain '/'"));
+        }
+        Ok(Matcher::Identity(IdentityMatch::TrustDomain(StringMatch::parse(v, false))))
+    }))?;
+    push(field("ipBlocks", "notIpBlocks", &s.ip_blocks, &s.not_ip_blocks, at, |v| IpMatch::parse(v).map(Matcher::SourceIp)))?;
+    push(field("remoteIpBlocks", "notRemoteIpBlocks", &s.remote_ip_blocks, &s.not_remote_ip_blocks, at, |v| {
+        IpMatch::parse(v).map(Matcher::RemoteIp)
+    }))?;
+    if fields.is_empty() {
+        return Err((at.to_string(), "{}".into(), "`from.source` must not be empty".into()));
+    }
+    Ok(Clause { fields })
+}
+
+fn service_account(v: &str, policy_ns: &str) -> Result<Matcher, String> {
+    if v.contains('*') {
+        return Err(format!("wildcard is not supported in serviceAccounts ({v})"));
+    }
+    let (ns, sa) = match v.split_once('/') {
+        Some((ns, sa)) if !ns.is_empty() && !sa.is_empty() && !sa.contains('/') => (ns, sa),
+        Some(_) => return Err(format!("service account {v:?} must be \"namespace/name\" or \"name\"")),
+        None => (policy_ns, v),
+    };
+    Ok(Matcher::Identity(IdentityMatch::ServiceAccount {
+        namespace: ns.to_string(),
+        name: sa.to_string(),
+    }))
+}
+
+fn compile_operation(o: &Operation, at: &str) -> Result<Clause, FieldError> {
+    let mut fields = Vec::new();
+    let parts = [
+        field("hosts", "notHosts", &o.hosts, &o.not_hosts, at, |v| Ok(Matcher::Host(HostMatch::parse(v)))),
+        field("ports", "notPorts", &o.ports, &o.not_ports, at, |v| PortMatch::parse(v).map(Matcher::Port)),
+        field("methods", "notMethods", &o.methods, &o.not_methods, at, |v| {
+            Ok(Matcher::Method(MethodMatch(StringMatch::parse(v, false))))
+        }),
+        field("paths", "notPaths", &o.paths, &o.not_paths, at, |v| PathMatch::parse(v).map(Matcher::Path)),
+    ];
+    for f in parts {
+        if let Some(f) = f? {
+            fields.push(f);
+        }
+    }
+    if fields.is_empty() {
+        return Err((at.to_string(), "{}".into(), "`to.operation` must not be empty".into()));
+    }
+    Ok(Clause { fields })
+}
+
+/// Every `when` key Istio accepts, for did-you-mean hints.
+pub const CONDITION_KEYS: [&str; 15] = [
+    "request.headers[]",
+    "source.ip",
+    "remote.ip",
+    "source.namespace",
+    "source.principal",
+    "source.serviceAccount",
+    "source.trustDomain",
+    "request.auth.principal",
+    "request.auth.audiences",
+    "request.auth.presenter",
+    "request.auth.claims[]",
+    "destination.ip",
+    "destination.port",
+    "connection.sni",
+    "experimental.envoy.filters.",
+];
+
+fn compile_condition(c: &Condition, policy_ns: &str, at: &str) -> Result<Clause, FieldError> {
+    let key = c.key.as_str();
+    if key.is_empty() {
+        return Err((format!("{at}.key"), String::new(), "`key` must not be empty".into()));
+    }
+    if c.values.is_empty() && c.not_values.is_empty() {
+        return Err((format!("{at}.values"), String::new(), format!("at least one of `values` or `notValues` must be set for key {key}")));
+    }
+    let key_err = |m: String| (format!("{at}.key"), key.to_string(), m);
+    let map_key = |prefix: &str| -> Result<Option<String>, FieldError> {
+        let Some(rest) = key.strip_prefix(prefix) else { return Ok(None) };
+        if rest.len() < 3 || !rest.starts_with('[') || !rest.ends_with(']') {
+            return Err(key_err(format!("{key} must be of the form {prefix}[<name>]")));
+        }
+        Ok(Some(rest.to_string()))
+    };
+    let parse: Box<dyn Fn(&str) -> Result<Matcher, String>> = if let Some(b) = map_key("request.headers")? {
+        let name = &b[1..b.len() - 1];
+        let name = http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|_| key_err(format!("{name:?} is not a valid header name")))?;
+        Box::new(move |v| {
+            Ok(Matcher::Header(HeaderMatch {
+                name: name.clone(),
+                value: StringMatch::parse(v, false),
+            }))
+        })
+    } else if let Some(b) = map_key("request.auth.claims")? {
+        let path = parse_claim_path(&b);
+        Box::new(move |v| {
+            Ok(Matcher::Claim(ClaimMatch {
+                path: path.clone(),
+                value: StringMatch::parse(v, false),
+            }))
+        })
+    } else if key.starts_with("experimental.envoy.filters.") {
+        Box::new(|_| Ok(Matcher::Absent))
+    } else {
+        match key {
+            "source.ip" => Box::new(|v| IpMatch::parse(v).map(Matcher::SourceIp)),
+            "remote.ip" => Box::new(|v| IpMatch::parse(v).map(Matcher::RemoteIp)),
+            "destination.ip" => Box::new(|v| IpMatch::parse(v).map(Matcher::DestinationIp)),
+            "destination.port" => Box::new(|v| PortMatch::parse(v).map(Matcher::Port)),
+            "connection.sni" => Box::new(|v| Ok(Matcher::Sni(StringMatch::parse(v, false)))),
+            "request.auth.principal" => Box::new(|v| Ok(Matcher::Principal(PrincipalMatch::parse(v)))),
+            "request.auth.audiences" => Box::new(|v| {
+                Ok(Matcher::Claim(ClaimMatch {
+                    path: vec!["aud".into()],
+                    value: StringMatch::parse(v, false),
+                }))
+            }),
+            "request.auth.presenter" => Box::new(|v| {
+                Ok(Matcher::Claim(ClaimMatch {
+                    path: vec!["azp".into()],
+                    value: StringMatch::parse(v, false),
+                }))
+            }),
+            "source.principal" => Box::new(|v| Ok(Matcher::Identity(IdentityMatch::Principal(StringMatch::parse(v, false))))),
+            "source.namespace" => Box::new(|v| Ok(Matcher::Identity(IdentityMatch::Namespace(StringMatch::parse(v, false))))),
+            "source.serviceAccount" => {
+                let ns = policy_ns.to_string();
+                Box::new(move |v| service_account(v, &ns))
+            }
+            "source.trustDomain" => Box::new(|v| Ok(Matcher::Identity(IdentityMatch::TrustDomain(StringMatch::parse(v, false))))),
+            "destination.namespace" => return Err(key_err("attribute destination.namespace is replaced by the metadata.namespace".into())),
+            k if k.starts_with("destination.labels") => {
+                return Err(key_err("attribute destination.labels is replaced by the workload selector".into()));
+            }
+            "destination.name" | "destination.user" => {
+                return Err(key_err(format!("deprecated attribute {key}: only supported in v1alpha1")));
+            }
+            _ => {
+                let hint = did_you_mean(key).map(|k| format!("; did you mean {k}?")).unwrap_or_default();
+                return Err(key_err(format!("unknown attribute {key}{hint}")));
+            }
+        }
+    };
+    let f = field("values", "notValues", &c.values, &c.not_values, at, parse)?.map(|mut f| {
+        f.name = key.to_string();
+        f
+    });
+    Ok(Clause { fields: f.into_iter().collect() })
+}
+
+/// The closest accepted key by edit distance, if it is close enough to be a typo.
+pub fn did_you_mean(key: &str) -> Option<&'static str> {
+    let stem = key.split('[').next().unwrap_or(key);
+    CONDITION_KEYS
+        .iter()
+        .map(|k| (edit_distance(stem, k.trim_end_matches("[]")), *k))
+        .filter(|(d, _)| *d <= 3)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}

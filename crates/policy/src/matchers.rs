@@ -1,0 +1,427 @@
+//! Compiled value matchers and the request attributes they read.
+//!
+//! Owns: Istio's value forms (`*` presence, `*suffix`, `prefix*`, exact, path templates,
+//! IP/CIDR, ports, JWT claim paths, request principals split at the last `/`) and how each
+//! reads an attribute that may be absent (§3.8: positive matches false, negative true). Does not
+//! own: which fields a rule has or how rules combine (see [`crate::authz`]).
+
+use std::net::IpAddr;
+
+use http::HeaderMap;
+use ipnet::IpNet;
+use serde_json::{Map, Value};
+
+use crate::path_template::PathTemplate;
+
+/// What the authorization matchers see of one request. Built by the engine after path
+/// normalization and JWT validation; borrowed, so building it copies nothing.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestAttributes<'a> {
+    pub method: &'a str,
+    /// The normalized path without query or fragment.
+    pub path: &'a str,
+    /// `:authority` (HTTP/1 `Host`), port included when the client sent one.
+    pub host: &'a str,
+    pub headers: &'a HeaderMap,
+    /// The direct peer (`source.ip`, `ipBlocks`).
+    pub source_ip: Option<IpAddr>,
+    /// The client address after `X-Forwarded-For` handling (`remote.ip`, `remoteIpBlocks`).
+    pub remote_ip: Option<IpAddr>,
+    pub destination_ip: Option<IpAddr>,
+    /// The port meshguard listens on (`ports`, `destination.port`).
+    pub destination_port: Option<u16>,
+    pub sni: Option<&'a str>,
+    /// The mTLS peer identity (`spiffe://td/ns/x/sa/y`); always `None` until mTLS lands.
+    pub peer_identity: Option<&'a str>,
+    /// The verified JWT payload (with space-delimited claims already split), if any.
+    pub jwt: Option<&'a Map<String, Value>>,
+}
+
+/// Istio's string forms (`authz/matcher` `StringMatcherWithPrefix`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StringMatch {
+    /// `*`: the attribute is present (for values read from the JWT: a non-empty string).
+    Presence,
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+}
+
+impl StringMatch {
+    /// Parses an Istio value. `*` alone is presence; one leading `*` is a suffix match, one
+    /// trailing `*` a prefix match; any other `*` is literal. With `ignore_case` the stored
+    /// text is lowercased (hosts).
+    pub fn parse(v: &str, ignore_case: bool) -> StringMatch {
+        let v = if ignore_case {
+            v.to_ascii_lowercase()
+        } else {
+            v.to_string()
+        };
+        if v == "*" {
+            StringMatch::Presence
+        } else if let Some(s) = v.strip_prefix('*') {
+            StringMatch::Suffix(s.to_string())
+        } else if let Some(p) = v.strip_suffix('*') {
+            StringMatch::Prefix(p.to_string())
+        } else {
+            StringMatch::Exact(v)
+        }
+    }
+
+    /// Matches a present value. `Presence` accepts anything, even empty (header semantics).
+    pub fn matches(&self, s: &str) -> bool {
+        match self {
+            StringMatch::Presence => true,
+            StringMatch::Exact(e) => s == e,
+            StringMatch::Prefix(p) => s.starts_with(p.as_str()),
+            StringMatch::Suffix(x) => s.ends_with(x.as_str()),
+        }
+    }
+
+    /// Matches like Envoy's metadata string matcher, where `*` became the regex `.+`.
+    fn matches_non_empty(&self, s: &str) -> bool {
+        match self {
+            StringMatch::Presence => !s.is_empty(),
+            other => other.matches(s),
+        }
+    }
+
+    fn matches_ignore_case(&self, s: &str) -> bool {
+        match self {
+            StringMatch::Presence => true,
+            StringMatch::Exact(e) => s.eq_ignore_ascii_case(e),
+            StringMatch::Prefix(p) => s.len() >= p.len() && s.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes()),
+            StringMatch::Suffix(x) => {
+                s.len() >= x.len() && s.as_bytes()[s.len() - x.len()..].eq_ignore_ascii_case(x.as_bytes())
+            }
+        }
+    }
+}
+
+/// `hosts`: case-insensitive, port included (`example.com` does not match `example.com:80`).
+#[derive(Clone, Debug)]
+pub struct HostMatch(pub StringMatch);
+
+impl HostMatch {
+    pub fn parse(v: &str) -> Self {
+        HostMatch(StringMatch::parse(v, true))
+    }
+    pub fn matches(&self, req: &RequestAttributes<'_>) -> bool {
+        self.0.matches_ignore_case(req.host)
+    }
+}
+
+/// `methods`: case-sensitive; `*` matches any method.
+#[derive(Clone, Debug)]
+pub struct MethodMatch(pub StringMatch);
+
+impl MethodMatch {
+    pub fn matches(&self, req: &RequestAttributes<'_>) -> bool {
+        self.0.matches(req.method)
+    }
+}
+
+/// `paths`: the normalized path without query; `*` is any non-empty path; templates supported.
+#[derive(Clone, Debug)]
+pub enum PathMatch {
+    String(StringMatch),
+    Template(PathTemplate),
+}
+
+impl PathMatch {
+    pub fn parse(v: &str) -> Result<Self, String> {
+        if PathTemplate::is_template(v) {
+            PathTemplate::parse(v).map(PathMatch::Template)
+        } else {
+            Ok(PathMatch::String(StringMatch::parse(v, false)))
+        }
+    }
+    pub fn matches(&self, req: &RequestAttributes<'_>) -> bool {
+        match self {
+            PathMatch::String(m) => m.matches_non_empty(req.path),
+            PathMatch::Template(t) => t.matches(req.path),
+        }
+    }
+}
+
+/// `ports`, `destination.port`: the listener port, exact.
+#[derive(Clone, Debug)]
+pub struct PortMatch(pub u16);
+
+impl PortMatch {
+    pub fn parse(v: &str) -> Result<Self, String> {
+        v.parse::<u16>()
+            .map(PortMatch)
+            .map_err(|_| format!("bad port ({v}): must be an integer between 0 and 65535"))
+    }
+    pub fn matches(&self, port: Option<u16>) -> bool {
+        port == Some(self.0)
+    }
+}
+
+/// `ipBlocks`, `remoteIpBlocks`, `source.ip`, `remote.ip`, `destination.ip`.
+#[derive(Clone, Debug)]
+pub struct IpMatch(pub IpNet);
+
+impl IpMatch {
+    pub fn parse(v: &str) -> Result<Self, String> {
+        if v.contains('/') {
+            v.parse::<IpNet>()
+                .map(|n| IpMatch(n.trunc()))
+                .map_err(|e| format!("bad CIDR range ({v}): {e}"))
+        } else {
+            v.parse::<IpAddr>()
+                .map(|ip| IpMatch(IpNet::from(ip)))
+                .map_err(|_| format!("bad IP address ({v})"))
+        }
+    }
+    pub fn matches(&self, ip: Option<IpAddr>) -> bool {
+        ip.is_some_and(|ip| self.0.contains(&ip))
+    }
+}
+
+/// `request.headers[name]`: each value of a repeated header is matched on its own
+/// (CVE-2026-26308); `*` means present, even with an empty value.
+#[derive(Clone, Debug)]
+pub struct HeaderMatch {
+    pub name: http::HeaderName,
+    pub value: StringMatch,
+}
+
+impl HeaderMatch {
+    pub fn matches(&self, req: &RequestAttributes<'_>) -> bool {
+        req.headers
+            .get_all(&self.name)
+            .iter()
+            // A value that is not visible ASCII can still match presence; it never equals a
+            // policy string, which YAML gives us as UTF-8 text.
+            .any(|v| match v.to_str() {
+                Ok(s) => self.value.matches(s),
+                Err(_) => matches!(self.value, StringMatch::Presence),
+            })
+    }
+}
+
+/// `request.auth.claims[a][b]`, `request.auth.audiences`, `request.auth.presenter`: a string
+/// claim matches, or a list with a string element that matches; numbers, booleans and objects
+/// never match; every intermediate step must be an object.
+#[derive(Clone, Debug)]
+pub struct ClaimMatch {
+    pub path: Vec<String>,
+    pub value: StringMatch,
+}
+
+impl ClaimMatch {
+    pub fn matches(&self, req: &RequestAttributes<'_>) -> bool {
+        let Some(payload) = req.jwt else { return false };
+        let Some(v) = claim_at(payload, &self.path) else {
+            return false;
+        };
+        match v {
+            Value::String(s) => self.value.matches_non_empty(s),
+            Value::Array(items) => items
+                .iter()
+                .any(|i| i.as_str().is_some_and(|s| self.value.matches_non_empty(s))),
+            _ => false,
+        }
+    }
+}
+
+/// Looks up a claim path; intermediates must be objects.
+pub fn claim_at<'v>(payload: &'v Map<String, Value>, path: &[String]) -> Option<&'v Value> {
+    let (first, rest) = path.split_first()?;
+    let mut cur = payload.get(first)?;
+    for key in rest {
+        cur = cur.as_object()?.get(key)?;
+    }
+    Some(cur)
+}
+
+/// Splits a `request.auth.claims[...]` suffix as Istio does: `[a][b]` is `["a","b"]`; anything
+/// that is not a clean run of `[..]` groups is one key with the outer brackets removed.
+pub fn parse_claim_path(brackets: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = brackets;
+    while let Some(r) = rest.strip_prefix('[') {
+        match r.find(']') {
+            Some(end) if !r[..end].contains('[') => {
+                out.push(r[..end].to_string());
+                rest = &r[end + 1..];
+            }
+            _ => break,
+        }
+    }
+    if rest.is_empty() && !out.is_empty() {
+        return out;
+    }
+    let inner = brackets.strip_prefix('[').unwrap_or(brackets);
+    let inner = inner.strip_suffix(']').unwrap_or(inner);
+    vec![inner.to_string()]
+}
+
+/// `requestPrincipals`, `request.auth.principal`: the value is split at the last `/` into an
+/// issuer and a subject matcher, both read from the verified payload (§3.7).
+#[derive(Clone, Debug)]
+pub struct PrincipalMatch {
+    pub iss: StringMatch,
+    pub sub: StringMatch,
+}
+
+impl PrincipalMatch {
+    pub fn parse(v: &str) -> Self {
+        if v == "*" {
+            return PrincipalMatch {
+                iss: StringMatch::Presence,
+                sub: StringMatch::Presence,
+            };
+        }
+        let split = v.rfind('/').map(|i| (&v[..i], &v[i + 1..]));
+        if let Some(rest) = v.strip_prefix('*') {
+            return match split {
+                Some(("*", sub)) => PrincipalMatch {
+                    iss: StringMatch::Presence,
+                    sub: StringMatch::Exact(sub.to_string()),
+                },
+                Some((iss, sub)) => PrincipalMatch {
+                    iss: StringMatch::Suffix(iss[1..].to_string()),
+                    sub: StringMatch::Exact(sub.to_string()),
+                },
+                None => PrincipalMatch {
+                    iss: StringMatch::Presence,
+                    sub: StringMatch::Suffix(rest.to_string()),
+                },
+            };
+        }
+        if let Some(rest) = v.strip_suffix('*') {
+            return match split {
+                Some((iss, "*")) => PrincipalMatch {
+                    iss: StringMatch::Exact(iss.to_string()),
+                    sub: StringMatch::Presence,
+                },
+                Some((iss, sub)) => PrincipalMatch {
+                    iss: StringMatch::Exact(iss.to_string()),
+                    sub: StringMatch::Prefix(sub[..sub.len() - 1].to_string()),
+                },
+                None => PrincipalMatch {
+                    iss: StringMatch::Prefix(rest.to_string()),
+                    sub: StringMatch::Presence,
+                },
+            };
+        }
+        match split {
+            Some((iss, sub)) => PrincipalMatch {
+                iss: StringMatch::Exact(iss.to_string()),
+                sub: StringMatch::Exact(sub.to_string()),
+            },
+            None => PrincipalMatch {
+                iss: StringMatch::Exact(v.to_string()),
+                sub: StringMatch::Exact(String::new()),
+            },
+        }
+    }
+
+    pub fn matches(&self, req: &RequestAttributes<'_>) -> bool {
+        let Some(payload) = req.jwt else { return false };
+        let field = |name: &str, m: &StringMatch| match payload.get(name) {
+            Some(Value::String(s)) => m.matches_non_empty(s),
+            _ => false,
+        };
+        field("iss", &self.iss) && field("sub", &self.sub)
+    }
+
+    /// The `iss/sub` this matcher would accept verbatim, for "did you configure this issuer"
+    /// checks: `None` when the issuer part is a pattern.
+    pub fn exact_issuer(&self) -> Option<&str> {
+        match &self.iss {
+            StringMatch::Exact(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// The mTLS identity fields. Without a peer certificate they never match (§3.4), which is what
+/// plaintext traffic gets; with one they read the SPIFFE id `spiffe://<td>/ns/<ns>/sa/<sa>`.
+#[derive(Clone, Debug)]
+pub enum IdentityMatch {
+    /// `principals`, `source.principal`: matched against the id without `spiffe://`.
+    Principal(StringMatch),
+    /// `namespaces`, `source.namespace`.
+    Namespace(StringMatch),
+    /// `serviceAccounts`, `source.serviceAccount`: `ns/sa` (or `sa` in the policy's namespace).
+    ServiceAccount { namespace: String, name: String },
+    /// `trustDomains`, `source.trustDomain`.
+    TrustDomain(StringMatch),
+}
+
+impl IdentityMatch {
+    pub fn matches(&self, req: &RequestAttributes<'_>) -> bool {
+        let Some(id) = req.peer_identity.and_then(|p| p.strip_prefix("spiffe://")) else {
+            return false;
+        };
+        let mut parts = id.split('/');
+        let td = parts.next().unwrap_or("");
+        let rest: Vec<&str> = parts.collect();
+        let ns = rest.windows(2).find(|w| w[0] == "ns").map(|w| w[1]);
+        let sa = rest.windows(2).find(|w| w[0] == "sa").map(|w| w[1]);
+        match self {
+            IdentityMatch::Principal(m) => m.matches_non_empty(id),
+            IdentityMatch::Namespace(m) => ns.is_some_and(|n| m.matches(n)),
+            IdentityMatch::ServiceAccount { namespace, name } => ns == Some(namespace.as_str()) && sa == Some(name.as_str()),
+            IdentityMatch::TrustDomain(m) => m.matches_non_empty(td),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_forms() {
+        assert_eq!(StringMatch::parse("*", false), StringMatch::Presence);
+        assert_eq!(StringMatch::parse("*.com", false), StringMatch::Suffix(".com".into()));
+        assert_eq!(StringMatch::parse("/api/*", false), StringMatch::Prefix("/api/".into()));
+        assert_eq!(StringMatch::parse("a*b", false), StringMatch::Exact("a*b".into()));
+        assert_eq!(StringMatch::parse("**", false), StringMatch::Suffix("*".into()));
+        assert_eq!(StringMatch::parse("Example.COM", true), StringMatch::Exact("example.com".into()));
+    }
+
+    #[test]
+    fn principal_split_at_last_slash() {
+        let cases = [
+            ("*", StringMatch::Presence, StringMatch::Presence),
+            ("*/bob", StringMatch::Presence, StringMatch::Exact("bob".into())),
+            ("*.example.com/bob", StringMatch::Suffix(".example.com".into()), StringMatch::Exact("bob".into())),
+            ("*bob", StringMatch::Presence, StringMatch::Suffix("bob".into())),
+            ("https://a.com/*", StringMatch::Exact("https://a.com".into()), StringMatch::Presence),
+            ("iss/pre*", StringMatch::Exact("iss".into()), StringMatch::Prefix("pre".into())),
+            ("foo*", StringMatch::Prefix("foo".into()), StringMatch::Presence),
+            ("https://iss/a/b", StringMatch::Exact("https://iss/a".into()), StringMatch::Exact("b".into())),
+            ("alice", StringMatch::Exact("alice".into()), StringMatch::Exact(String::new())),
+        ];
+        for (v, iss, sub) in cases {
+            let m = PrincipalMatch::parse(v);
+            assert_eq!((m.iss, m.sub), (iss, sub), "{v}");
+        }
+    }
+
+    #[test]
+    fn claim_paths() {
+        assert_eq!(parse_claim_path("[groups]"), vec!["groups"]);
+        assert_eq!(parse_claim_path("[nested][key1]"), vec!["nested", "key1"]);
+        assert_eq!(parse_claim_path("[foo.com/name]"), vec!["foo.com/name"]);
+        assert_eq!(parse_claim_path("[a[b]"), vec!["a[b"]);
+    }
+
+    #[test]
+    fn ip_forms() {
+        let m = IpMatch::parse("10.0.0.0/8").unwrap();
+        assert!(m.matches(Some("10.1.2.3".parse().unwrap())));
+        assert!(!m.matches(Some("11.1.2.3".parse().unwrap())));
+        assert!(!m.matches(None));
+        assert!(IpMatch::parse("1.2.3.4").unwrap().matches(Some("1.2.3.4".parse().unwrap())));
+        assert!(IpMatch::parse("1.2.3.400").is_err());
+        assert!(IpMatch::parse("1.2.3.4/40").is_err());
+        assert!(PortMatch::parse("70000").is_err());
+    }
+}

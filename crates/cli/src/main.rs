@@ -44,7 +44,15 @@ pub enum CliError {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // clap exits with 2 on a usage error, which would read as "denied": map it to 1.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     let result = match cli.command {
         Command::Check(args) => check::run(args),
     };

@@ -91,8 +91,11 @@ struct Report<'a> {
     workload: WorkloadEcho<'a>,
     applied: &'a [String],
     skipped: Vec<String>,
-    #[serde(flatten)]
-    outcome: &'a Outcome,
+    accepted_by: Option<&'a str>,
+    cors_preflight: bool,
+    jwt: &'a [meshguard_engine::ProviderReport],
+    header_ops: &'a [meshguard_engine::HeaderOp],
+    authz: &'a meshguard_engine::AuthzReport,
 }
 
 #[derive(Debug, Serialize)]
@@ -202,7 +205,11 @@ pub fn run(args: CheckArgs) -> Result<i32, CliError> {
                 },
                 applied: &compiled.applied,
                 skipped,
-                outcome: &outcome,
+                accepted_by: outcome.accepted_by.as_deref(),
+                cors_preflight: outcome.cors_preflight,
+                jwt: &outcome.jwt,
+                header_ops: &outcome.header_ops,
+                authz: &outcome.authz,
             };
             println!("{}", serde_json::to_string_pretty(&report).map_err(|e| CliError::Internal(e.to_string()))?);
         }

@@ -63,7 +63,7 @@ fn header_name(v: &str) -> Result<http::HeaderName, String> {
 }
 
 /// Compiles every rule of one RequestAuthentication (provider names are assigned later).
-pub fn compile_request_authentication(res: &Resource<RequestAuthenticationSpec>) -> Result<Vec<JwtProvider>, LoadError> {
+pub fn compile_request_authentication(res: &Resource<RequestAuthenticationSpec>) -> Result<Vec<JwtProvider>, Box<LoadError>> {
     if res.annotations.contains_key("istio.io/dry-run") {
         return Err(crate::located_error(
             res,

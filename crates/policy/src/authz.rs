@@ -138,8 +138,8 @@ pub fn policy_id(namespace: &str, name: &str, index: usize) -> String {
     format!("ns[{namespace}]-policy[{name}]-rule[{index}]")
 }
 
-/// Compiles one policy; `err` builds a located error for a field path and value.
-pub fn compile_policy(res: &Resource<AuthorizationPolicySpec>) -> Result<CompiledPolicy, LoadError> {
+/// Compiles one policy; every error names the field and the value.
+pub fn compile_policy(res: &Resource<AuthorizationPolicySpec>) -> Result<CompiledPolicy, Box<LoadError>> {
     let err = |field: String, value: &str, message: String| crate::located_error(res, "AuthorizationPolicy", field, value, message);
     let spec = &res.spec;
     let dry_run = match res.annotations.get("istio.io/dry-run") {
@@ -251,6 +251,9 @@ pub fn compile_policy(res: &Resource<AuthorizationPolicySpec>) -> Result<Compile
 }
 
 type FieldError = (String, String, String);
+
+/// Turns one YAML value of a `when` key into a matcher.
+type ValueParser = Box<dyn Fn(&str) -> Result<Matcher, String>>;
 
 fn check_custom_rule(rule: &CompiledRule) -> Result<(), (String, String)> {
     for clause in rule.from.iter().chain(&rule.when) {
@@ -407,7 +410,7 @@ fn compile_condition(c: &Condition, policy_ns: &str, at: &str) -> Result<Clause,
         }
         Ok(Some(rest.to_string()))
     };
-    let parse: Box<dyn Fn(&str) -> Result<Matcher, String>> = if let Some(b) = map_key("request.headers")? {
+    let parse: ValueParser = if let Some(b) = map_key("request.headers")? {
         let name = &b[1..b.len() - 1];
         let name = http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|_| key_err(format!("{name:?} is not a valid header name")))?;
         Box::new(move |v| {

@@ -60,7 +60,7 @@ pub fn compile(set: &PolicySet, workload: &Workload) -> Result<CompiledWorkload,
                 providers.extend(p);
             }
             Ok(_) => {}
-            Err(e) => errors.push(e),
+            Err(e) => errors.push(*e),
         }
     }
     // istiod sorts the concatenated rules by issuer (`slices.SortBy`); a stable sort keeps
@@ -83,7 +83,7 @@ pub fn compile(set: &PolicySet, workload: &Workload) -> Result<CompiledWorkload,
                 }
             }
             Ok(_) => {}
-            Err(e) => errors.push(e),
+            Err(e) => errors.push(*e),
         }
     }
     if !errors.is_empty() {
@@ -106,13 +106,13 @@ pub fn compile(set: &PolicySet, workload: &Workload) -> Result<CompiledWorkload,
 }
 
 /// A [`LoadError`] pointing at a field of a resource.
-pub(crate) fn located_error<S>(res: &Resource<S>, kind: &str, field: String, value: &str, message: String) -> LoadError {
-    LoadError {
+pub(crate) fn located_error<S>(res: &Resource<S>, kind: &str, field: String, value: &str, message: String) -> Box<LoadError> {
+    Box::new(LoadError {
         file: res.origin.file.clone(),
         document: Some(res.origin.document),
         resource: Some(format!("{kind} {}", res.key())),
         field: Some(field),
         value: (!value.is_empty()).then(|| format!("{value:?}")),
         message,
-    }
+    })
 }

@@ -1,1 +1,35 @@
+//! meshguard-jwt: JWT decoding, JWKS parsing, signature verification and signing, with
+//! the observable behaviour of Envoy's `jwt_authn` filter (google/jwt_verify_lib).
+//!
+//! This crate knows nothing about Istio policy: it does not find tokens in requests,
+//! pick providers, fetch JWKS or apply claims. Callers hand it a token string, a
+//! [`Validation`] and a [`Jwks`], and get a [`Token`] or the exact Envoy [`Status`].
+//!
+//! Where Envoy is lax, meshguard is stricter (never laxer): empty sections, padded or
+//! non-canonical base64url, duplicate JSON members, excessive nesting, `crit`, oversize
+//! tokens, RSA keys under 2048 bits and encryption keys are all refused. The module docs
+//! say where each rule lives.
+//!
+//! Modules: `status` (statuses and their texts), `alg` (algorithm names), `b64` (base64url
+//! dialects), `json` (strict JSON), `token` (decoding and claim checks), `jwks` (keys),
+//! `verify` (key selection and the check sequence), `sign` (signing).
 #![forbid(unsafe_code)]
+
+mod alg;
+mod b64;
+mod json;
+mod jwks;
+mod sign;
+mod status;
+mod token;
+mod verify;
+
+pub use alg::Algorithm;
+pub use jwks::{Jwks, Key, SkippedKey};
+pub use sign::{KeyKind, SignError, SigningKey, jwk_thumbprint, sign, sign_raw};
+pub use status::Status;
+pub use token::{Claims, Header, Limits, Token};
+pub use verify::{Validation, verify, verify_compact_signature};
+
+#[cfg(test)]
+mod tests;

@@ -128,15 +128,26 @@ fn parse_header(h: &str) -> Result<(HeaderName, HeaderValue), CliError> {
     let (name, value) = h
         .split_once(':')
         .ok_or_else(|| CliError::Usage(format!("--header {h:?}: expected 'Name: value'")))?;
-    let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| CliError::Usage(format!("--header {h:?}: {:?} is not a valid header name", name.trim())))?;
-    let value = HeaderValue::from_str(value.trim()).map_err(|_| CliError::Usage(format!("--header {h:?}: the value is not a valid header value")))?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
+        CliError::Usage(format!(
+            "--header {h:?}: {:?} is not a valid header name",
+            name.trim()
+        ))
+    })?;
+    let value = HeaderValue::from_str(value.trim()).map_err(|_| {
+        CliError::Usage(format!(
+            "--header {h:?}: the value is not a valid header value"
+        ))
+    })?;
     Ok((name, value))
 }
 
 /// Runs `check`; returns the process exit code.
 pub fn run(args: CheckArgs) -> Result<i32, CliError> {
-    let labels = parse_labels(&args.labels).map_err(|e| CliError::Usage(format!("--labels: {e}")))?;
-    let workload = Workload::new(args.namespace.clone(), labels).with_root_namespace(args.root_namespace.clone());
+    let labels =
+        parse_labels(&args.labels).map_err(|e| CliError::Usage(format!("--labels: {e}")))?;
+    let workload = Workload::new(args.namespace.clone(), labels)
+        .with_root_namespace(args.root_namespace.clone());
     let opts = LoadOptions {
         default_namespace: args.namespace.clone(),
     };
@@ -150,7 +161,8 @@ pub fn run(args: CheckArgs) -> Result<i32, CliError> {
     }
     if let Some(t) = &args.token {
         let token = read_token(t)?;
-        let v = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| CliError::Usage("--token: not a valid header value".into()))?;
+        let v = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| CliError::Usage("--token: not a valid header value".into()))?;
         headers.append(http::header::AUTHORIZATION, v);
     }
     let now = args.now.unwrap_or_else(|| {
@@ -211,7 +223,11 @@ pub fn run(args: CheckArgs) -> Result<i32, CliError> {
                 header_ops: &outcome.header_ops,
                 authz: &outcome.authz,
             };
-            println!("{}", serde_json::to_string_pretty(&report).map_err(|e| CliError::Internal(e.to_string()))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report)
+                    .map_err(|e| CliError::Internal(e.to_string()))?
+            );
         }
         OutputFormat::Text => print_text(&args, &workload, &compiled.applied, &skipped, &outcome),
     }
@@ -228,7 +244,13 @@ fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-fn print_text(args: &CheckArgs, workload: &Workload, applied: &[String], skipped: &[String], o: &Outcome) {
+fn print_text(
+    args: &CheckArgs,
+    workload: &Workload,
+    applied: &[String],
+    skipped: &[String],
+    o: &Outcome,
+) {
     let verdict = if o.allowed() { "ALLOWED" } else { "DENIED" };
     println!("{verdict} {} {}", o.status(), reason_phrase(o.status()));
     if let Some(d) = &o.denial {
@@ -238,12 +260,23 @@ fn print_text(args: &CheckArgs, workload: &Workload, applied: &[String], skipped
             println!("  www-authenticate: {w}");
         }
     }
-    let labels: Vec<String> = workload.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    println!("  request:    {} {} {} (port {})", args.method, args.host, args.path, args.port);
+    let labels: Vec<String> = workload
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    println!(
+        "  request:    {} {} {} (port {})",
+        args.method, args.host, args.path, args.port
+    );
     if let Some(p) = o.path.as_deref().filter(|p| *p != args.path) {
         println!("  normalized: {p}");
     }
-    println!("  workload:   namespace {} labels {{{}}}", workload.namespace, labels.join(","));
+    println!(
+        "  workload:   namespace {} labels {{{}}}",
+        workload.namespace,
+        labels.join(",")
+    );
     if applied.is_empty() {
         println!("  applies:    nothing (no policy selects this workload)");
     } else {
@@ -262,18 +295,26 @@ fn print_text(args: &CheckArgs, workload: &Workload, applied: &[String], skipped
             ("missing", _) => "no token at its locations".to_string(),
             (other, _) => other.to_string(),
         };
-        let iss = if r.issuer.is_empty() { "any issuer".to_string() } else { format!("issuer {}", r.issuer) };
+        let iss = if r.issuer.is_empty() {
+            "any issuer".to_string()
+        } else {
+            format!("issuer {}", r.issuer)
+        };
         println!("  jwt:        {} ({}, {iss}): {what}", r.provider, r.rule);
     }
     match &o.principal {
         Some(p) => println!("  principal:  {p}"),
-        None if o.denial.is_none() || o.authz.denied.is_some() => println!("  principal:  none (no verified token)"),
+        None if o.denial.is_none() || o.authz.denied.is_some() => {
+            println!("  principal:  none (no verified token)")
+        }
         None => {}
     }
     for op in &o.header_ops {
         match op {
             meshguard_engine::HeaderOp::Remove { name } => println!("  header:     removed {name}"),
-            meshguard_engine::HeaderOp::Add { name, value } => println!("  header:     added {name}: {value}"),
+            meshguard_engine::HeaderOp::Add { name, value } => {
+                println!("  header:     added {name}: {value}")
+            }
         }
     }
     let a = &o.authz;
@@ -281,10 +322,20 @@ fn print_text(args: &CheckArgs, workload: &Workload, applied: &[String], skipped
         println!("  audit:      {id}");
     }
     match (&a.matched_policy, &a.denied) {
-        (Some(id), Some(_)) => println!("  authz:      denied by {} {id}", a.matched_action.unwrap_or("")),
-        (Some(id), None) => println!("  authz:      allowed by {} {id}", a.matched_action.unwrap_or("")),
-        (None, Some(_)) => println!("  authz:      denied: ALLOW policies apply and no rule matched"),
-        (None, None) if o.denial.is_none() => println!("  authz:      allowed: no DENY matched and no ALLOW policy applies"),
+        (Some(id), Some(_)) => println!(
+            "  authz:      denied by {} {id}",
+            a.matched_action.unwrap_or("")
+        ),
+        (Some(id), None) => println!(
+            "  authz:      allowed by {} {id}",
+            a.matched_action.unwrap_or("")
+        ),
+        (None, Some(_)) => {
+            println!("  authz:      denied: ALLOW policies apply and no rule matched")
+        }
+        (None, None) if o.denial.is_none() => {
+            println!("  authz:      allowed: no DENY matched and no ALLOW policy applies")
+        }
         (None, None) => {}
     }
     for d in &a.dry_run {
@@ -292,7 +343,10 @@ fn print_text(args: &CheckArgs, workload: &Workload, applied: &[String], skipped
             "  dry-run:    {} policies would have {} this request{}",
             d.action,
             d.result,
-            d.policy.as_deref().map(|p| format!(" ({p})")).unwrap_or_default()
+            d.policy
+                .as_deref()
+                .map(|p| format!(" ({p})"))
+                .unwrap_or_default()
         );
     }
 }

@@ -65,7 +65,10 @@ fn main() -> ExitCode {
                     for e in &errs.0 {
                         eprintln!("error: {e}");
                     }
-                    eprintln!("error: {} problem(s) in the policies; nothing was loaded", errs.0.len());
+                    eprintln!(
+                        "error: {} problem(s) in the policies; nothing was loaded",
+                        errs.0.len()
+                    );
                 }
                 CliError::Internal(m) => eprintln!("error: internal: {m}"),
             }

@@ -33,24 +33,62 @@ fn step3_without_token_is_denied_with_exit_2() {
     let out = stdout(&o);
     assert!(out.starts_with("DENIED 403 Forbidden\n"), "{out}");
     assert!(out.contains("  body:       RBAC: access denied\n"), "{out}");
-    assert!(out.contains("  details:    rbac_access_denied_matched_policy[none]\n"), "{out}");
+    assert!(
+        out.contains("  details:    rbac_access_denied_matched_policy[none]\n"),
+        "{out}"
+    );
     assert!(out.contains("no token at its locations"), "{out}");
 }
 
 #[test]
 fn step3_with_demo_token_is_allowed_with_exit_0() {
-    let o = check(&[&["--policies", "examples/step3-require-jwt", "--token", "@testdata/istio-demo/demo.jwt"][..], &WL].concat());
+    let o = check(
+        &[
+            &[
+                "--policies",
+                "examples/step3-require-jwt",
+                "--token",
+                "@testdata/istio-demo/demo.jwt",
+            ][..],
+            &WL,
+        ]
+        .concat(),
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.starts_with("ALLOWED 200 OK\n"), "{out}");
-    assert!(out.contains("  principal:  testing@secure.istio.io/testing@secure.istio.io\n"), "{out}");
-    assert!(out.contains("allowed by ALLOW ns[foo]-policy[require-jwt]-rule[0]"), "{out}");
-    assert!(out.contains("  header:     removed authorization\n"), "{out}");
+    assert!(
+        out.contains("  principal:  testing@secure.istio.io/testing@secure.istio.io\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("allowed by ALLOW ns[foo]-policy[require-jwt]-rule[0]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  header:     removed authorization\n"),
+        "{out}"
+    );
 }
 
 #[test]
 fn invalid_token_is_401_with_www_authenticate() {
-    let o = check(&[&["--policies", "examples/step3-require-jwt", "--token", "invalidtoken", "--host", "httpbin.foo:8000", "--path", "/headers?x=1"][..], &WL].concat());
+    let o = check(
+        &[
+            &[
+                "--policies",
+                "examples/step3-require-jwt",
+                "--token",
+                "invalidtoken",
+                "--host",
+                "httpbin.foo:8000",
+                "--path",
+                "/headers?x=1",
+            ][..],
+            &WL,
+        ]
+        .concat(),
+    );
     assert_eq!(o.status.code(), Some(2));
     let out = stdout(&o);
     assert!(out.starts_with("DENIED 401 Unauthorized\n"), "{out}");
@@ -62,18 +100,40 @@ fn invalid_token_is_401_with_www_authenticate() {
 
 #[test]
 fn json_output_has_stable_fields() {
-    let o = check(&[&["--policies", "examples/step4-require-claim", "--token", "@testdata/istio-demo/demo.jwt", "--output", "json"][..], &WL].concat());
+    let o = check(
+        &[
+            &[
+                "--policies",
+                "examples/step4-require-claim",
+                "--token",
+                "@testdata/istio-demo/demo.jwt",
+                "--output",
+                "json",
+            ][..],
+            &WL,
+        ]
+        .concat(),
+    );
     assert_eq!(o.status.code(), Some(2));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["allowed"], false);
     assert_eq!(v["status"], 403);
     assert_eq!(v["body"], "RBAC: access denied");
-    assert_eq!(v["response_code_details"], "rbac_access_denied_matched_policy[none]");
-    assert_eq!(v["principal"], "testing@secure.istio.io/testing@secure.istio.io");
+    assert_eq!(
+        v["response_code_details"],
+        "rbac_access_denied_matched_policy[none]"
+    );
+    assert_eq!(
+        v["principal"],
+        "testing@secure.istio.io/testing@secure.istio.io"
+    );
     assert_eq!(v["workload"]["namespace"], "foo");
     assert_eq!(v["jwt"][0]["provider"], "origins-0");
     assert_eq!(v["jwt"][0]["result"], "ok");
-    assert_eq!(v["header_ops"][0], serde_json::json!({"op": "remove", "name": "authorization"}));
+    assert_eq!(
+        v["header_ops"][0],
+        serde_json::json!({"op": "remove", "name": "authorization"})
+    );
     assert_eq!(v["applied"][1], "AuthorizationPolicy foo/require-jwt");
     // The token never appears in the output.
     let token = std::fs::read_to_string(root().join("testdata/istio-demo/demo.jwt")).unwrap();
@@ -83,7 +143,22 @@ fn json_output_has_stable_fields() {
 #[test]
 fn now_flag_pins_the_clock() {
     // demo.jwt expires at 4685989700; 100 s later is past the 60 s skew.
-    let o = check(&[&["--policies", "examples/step2-request-authentication", "--token", "@testdata/istio-demo/demo.jwt", "--now", "4685989800", "-o", "json"][..], &WL].concat());
+    let o = check(
+        &[
+            &[
+                "--policies",
+                "examples/step2-request-authentication",
+                "--token",
+                "@testdata/istio-demo/demo.jwt",
+                "--now",
+                "4685989800",
+                "-o",
+                "json",
+            ][..],
+            &WL,
+        ]
+        .concat(),
+    );
     assert_eq!(o.status.code(), Some(2));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["status"], 401);
@@ -116,10 +191,19 @@ fn broken_policy_exits_1_and_names_file_field_and_value() {
 fn usage_errors_exit_1_not_2() {
     let o = check(&["--policies", "examples", "--labels", "novalue"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("--labels: label \"novalue\" is not of the form key=value"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--labels: label \"novalue\" is not of the form key=value"),
+        "{}",
+        stderr(&o)
+    );
     let o = check(&["--policies", "examples", "--frobnicate"]);
     assert_eq!(o.status.code(), Some(1));
-    let o = check(&["--policies", "examples", "--path-normalization", "SOMETIMES"]);
+    let o = check(&[
+        "--policies",
+        "examples",
+        "--path-normalization",
+        "SOMETIMES",
+    ]);
     assert_eq!(o.status.code(), Some(1));
 }
 
@@ -129,5 +213,8 @@ fn help_teaches_with_examples() {
     assert_eq!(o.status.code(), Some(0));
     let out = stdout(&o);
     assert!(out.contains("Exit status: 0 allowed, 2 denied"), "{out}");
-    assert!(out.contains("--token @testdata/istio-demo/demo.jwt"), "{out}");
+    assert!(
+        out.contains("--token @testdata/istio-demo/demo.jwt"),
+        "{out}"
+    );
 }

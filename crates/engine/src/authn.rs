@@ -44,7 +44,10 @@ pub enum AuthnResult {
     /// Accepted without a token (anonymous).
     Anonymous,
     /// Accepted: the payload authorization sees and the principal.
-    Authenticated { payload: Map<String, Value>, provider: usize },
+    Authenticated {
+        payload: Map<String, Value>,
+        provider: usize,
+    },
     /// Rejected with this status.
     Rejected(Status),
 }
@@ -75,7 +78,12 @@ impl ProviderState {
     }
 }
 
-fn verify_provider(p: &JwtProvider, headers: &HeaderMap, query: Option<&str>, now: u64) -> ProviderState {
+fn verify_provider(
+    p: &JwtProvider,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    now: u64,
+) -> ProviderState {
     let extracted = match extract(p, headers, query) {
         Ok(e) => e,
         Err(_) => return ProviderState::Failed(Status::JwtMultipleTokens),
@@ -128,10 +136,15 @@ pub fn authenticate(
     // Clients must not be able to pose as the verifier: output headers are removed first, for
     // every provider (Envoy removes only those of providers it runs; this is the safe superset).
     for p in providers {
-        let outputs = p.output_payload_to_header.iter().chain(p.output_claim_to_headers.iter().map(|(h, _)| h));
+        let outputs = p
+            .output_payload_to_header
+            .iter()
+            .chain(p.output_claim_to_headers.iter().map(|(h, _)| h));
         for h in outputs {
             if headers.remove(h).is_some() {
-                ops.push(HeaderOp::Remove { name: h.to_string() });
+                ops.push(HeaderOp::Remove {
+                    name: h.to_string(),
+                });
             }
         }
     }
@@ -150,7 +163,11 @@ pub fn authenticate(
     for (i, p) in providers.iter().enumerate() {
         let (result, status, locations) = match states.get(i) {
             None => ("skipped", None, Vec::new()),
-            Some(ProviderState::Ok(tokens)) => ("ok", None, tokens.iter().map(|(e, _)| e.location.to_string()).collect()),
+            Some(ProviderState::Ok(tokens)) => (
+                "ok",
+                None,
+                tokens.iter().map(|(e, _)| e.location.to_string()).collect(),
+            ),
             Some(ProviderState::Missing) => ("missing", None, Vec::new()),
             Some(ProviderState::Failed(s)) => ("failed", Some(*s), Vec::new()),
         };
@@ -170,7 +187,10 @@ pub fn authenticate(
             _ => Vec::new(),
         };
         let payload = apply_success(&providers[i], tokens, headers, ops);
-        return AuthnResult::Authenticated { payload, provider: i };
+        return AuthnResult::Authenticated {
+            payload,
+            provider: i,
+        };
     }
     if states.iter().all(|s| matches!(s, ProviderState::Missing)) {
         if providers.iter().any(|p| p.required) {
@@ -184,10 +204,18 @@ pub fn authenticate(
 /// Envoy's reported status when no provider accepted (§2.3): the last "real" error wins, else
 /// `JwtUnknownIssuer`. With one provider this is simply its status.
 fn fold_status(states: &[ProviderState]) -> Status {
-    let first_err = states.iter().filter_map(ProviderState::status).find(|s| *s != Status::JwtMissed);
+    let first_err = states
+        .iter()
+        .filter_map(ProviderState::status)
+        .find(|s| *s != Status::JwtMissed);
     let mut folded = Status::JwtMissed;
-    for s in states.iter().filter_map(ProviderState::status).chain(first_err) {
-        if !matches!(s, Status::JwtMissed | Status::JwtUnknownIssuer) || folded == Status::JwtMissed {
+    for s in states
+        .iter()
+        .filter_map(ProviderState::status)
+        .chain(first_err)
+    {
+        if !matches!(s, Status::JwtMissed | Status::JwtUnknownIssuer) || folded == Status::JwtMissed
+        {
             folded = s;
         }
     }
@@ -196,7 +224,12 @@ fn fold_status(states: &[ProviderState]) -> Status {
 
 /// The success side effects of §2.8, for every token of the accepting provider. Returns the
 /// payload authorization sees: the last token verified, with space-delimited claims split.
-fn apply_success(p: &JwtProvider, tokens: Vec<(Extracted, Token)>, headers: &mut HeaderMap, ops: &mut Vec<HeaderOp>) -> Map<String, Value> {
+fn apply_success(
+    p: &JwtProvider,
+    tokens: Vec<(Extracted, Token)>,
+    headers: &mut HeaderMap,
+    ops: &mut Vec<HeaderOp>,
+) -> Map<String, Value> {
     let mut payload = Map::new();
     for (extracted, token) in tokens {
         if let Some(h) = &p.output_payload_to_header
@@ -224,13 +257,19 @@ fn apply_success(p: &JwtProvider, tokens: Vec<(Extracted, Token)>, headers: &mut
             && let Location::Header(h) = &extracted.location
             && headers.remove(h).is_some()
         {
-            ops.push(HeaderOp::Remove { name: h.to_string() });
+            ops.push(HeaderOp::Remove {
+                name: h.to_string(),
+            });
         }
         payload = token.claims().payload.clone();
     }
     for claim in &p.space_delimited_claims {
         if let Some(Value::String(s)) = payload.get(claim) {
-            let parts: Vec<Value> = s.split(' ').filter(|x| !x.is_empty()).map(|x| Value::String(x.to_string())).collect();
+            let parts: Vec<Value> = s
+                .split(' ')
+                .filter(|x| !x.is_empty())
+                .map(|x| Value::String(x.to_string()))
+                .collect();
             payload.insert(claim.clone(), Value::Array(parts));
         }
     }

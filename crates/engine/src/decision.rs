@@ -48,7 +48,10 @@ impl Denial {
             DenyReason::BadPath(e) => Denial {
                 status: 400,
                 body: "Bad Request".into(),
-                details: format!("path_normalization_failed{{{}}}", e.to_string().replace(' ', "_")),
+                details: format!(
+                    "path_normalization_failed{{{}}}",
+                    e.to_string().replace(' ', "_")
+                ),
                 www_authenticate: None,
                 reason,
             },
@@ -109,8 +112,14 @@ pub struct AuthzReport {
     pub denied: Option<DenyReason>,
 }
 
-fn first_match<'a>(policies: impl Iterator<Item = &'a CompiledPolicy>, req: &RequestAttributes<'_>) -> Option<String> {
-    policies.filter_map(|p| p.matching_rule(req)).map(|r| r.id.clone()).next()
+fn first_match<'a>(
+    policies: impl Iterator<Item = &'a CompiledPolicy>,
+    req: &RequestAttributes<'_>,
+) -> Option<String> {
+    policies
+        .filter_map(|p| p.matching_rule(req))
+        .map(|r| r.id.clone())
+        .next()
 }
 
 /// Istio's order after JWT: CUSTOM (as DENY, no ext_authz client yet: PRODUCT.md decision 5),
@@ -134,7 +143,10 @@ pub fn authorize(cw: &CompiledWorkload, req: &RequestAttributes<'_>) -> AuthzRep
             });
         }
     }
-    let deny_like = cw.custom.iter().chain(cw.deny.iter().filter(|p| !p.dry_run));
+    let deny_like = cw
+        .custom
+        .iter()
+        .chain(cw.deny.iter().filter(|p| !p.dry_run));
     for p in deny_like {
         if let Some(rule) = p.matching_rule(req) {
             report.matched_policy = Some(rule.id.clone());

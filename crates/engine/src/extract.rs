@@ -59,7 +59,11 @@ fn token_after_prefix(value: &str, prefix: &str) -> Option<String> {
 }
 
 /// Extracts `provider`'s tokens in Envoy's order: headers, then query parameters, then cookies.
-pub fn extract(provider: &JwtProvider, headers: &HeaderMap, query: Option<&str>) -> Result<Vec<Extracted>, MultipleTokens> {
+pub fn extract(
+    provider: &JwtProvider,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Vec<Extracted>, MultipleTokens> {
     let mut out = Vec::new();
     for loc in &provider.headers {
         let mut values = headers.get_all(&loc.name).iter();
@@ -137,7 +141,9 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => {
                         out.push(b);
@@ -168,20 +174,35 @@ mod tests {
 
     #[test]
     fn prefix_is_searched_anywhere_and_case_sensitive() {
-        assert_eq!(token_after_prefix("Bearer a.b.c", "Bearer ").as_deref(), Some("a.b.c"));
+        assert_eq!(
+            token_after_prefix("Bearer a.b.c", "Bearer ").as_deref(),
+            Some("a.b.c")
+        );
         assert_eq!(token_after_prefix("bearer a.b.c", "Bearer "), None);
         assert_eq!(token_after_prefix("a.b.c", "Bearer "), None);
-        assert_eq!(token_after_prefix("x, Bearer  \"a.b.c\" rest", "Bearer ").as_deref(), Some("a.b.c"));
-        assert_eq!(token_after_prefix("Bearer ", "Bearer ").as_deref(), Some(""));
+        assert_eq!(
+            token_after_prefix("x, Bearer  \"a.b.c\" rest", "Bearer ").as_deref(),
+            Some("a.b.c")
+        );
+        assert_eq!(
+            token_after_prefix("Bearer ", "Bearer ").as_deref(),
+            Some("")
+        );
         assert_eq!(token_after_prefix("raw", "").as_deref(), Some("raw"));
     }
 
     #[test]
     fn query_and_cookie_decoding() {
-        assert_eq!(query_values("a=1&access_token=x%2Ey&b", "access_token").collect::<Vec<_>>(), vec!["x.y"]);
+        assert_eq!(
+            query_values("a=1&access_token=x%2Ey&b", "access_token").collect::<Vec<_>>(),
+            vec!["x.y"]
+        );
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
         let mut h = HeaderMap::new();
         h.append("cookie", "a=1; session=tok; b=2".parse().unwrap());
-        assert_eq!(cookie_values(&h, "session").collect::<Vec<_>>(), vec!["tok"]);
+        assert_eq!(
+            cookie_values(&h, "session").collect::<Vec<_>>(),
+            vec!["tok"]
+        );
     }
 }

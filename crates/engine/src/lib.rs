@@ -87,7 +87,9 @@ impl Outcome {
 /// `Access-Control-Request-Method`.
 fn is_cors_preflight(method: &str, headers: &HeaderMap) -> bool {
     let non_empty = |h: http::header::HeaderName| headers.get(h).is_some_and(|v| !v.is_empty());
-    method == "OPTIONS" && non_empty(http::header::ORIGIN) && non_empty(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+    method == "OPTIONS"
+        && non_empty(http::header::ORIGIN)
+        && non_empty(http::header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
 /// The `www-authenticate` realm: `scheme://authority` + path with query, the path cut at 256
@@ -128,7 +130,14 @@ pub fn evaluate(cw: &CompiledWorkload, req: HttpRequest<'_>, opts: &EvalOptions)
 
     out.cors_preflight = !cw.providers.is_empty() && is_cors_preflight(req.method, req.headers);
     if !out.cors_preflight {
-        match authn::authenticate(&cw.providers, req.headers, query, opts.now, &mut out.jwt, &mut out.header_ops) {
+        match authn::authenticate(
+            &cw.providers,
+            req.headers,
+            query,
+            opts.now,
+            &mut out.jwt,
+            &mut out.header_ops,
+        ) {
             authn::AuthnResult::Rejected(status) => {
                 out.denial = Some(Denial::new(DenyReason::Jwt(status), &realm()));
                 out.path = Some(path.clone());
@@ -136,7 +145,9 @@ pub fn evaluate(cw: &CompiledWorkload, req: HttpRequest<'_>, opts: &EvalOptions)
             }
             authn::AuthnResult::Authenticated { payload, provider } => {
                 out.accepted_by = Some(cw.providers[provider].name.clone());
-                if let (Some(Value::String(iss)), Some(Value::String(sub))) = (payload.get("iss"), payload.get("sub")) {
+                if let (Some(Value::String(iss)), Some(Value::String(sub))) =
+                    (payload.get("iss"), payload.get("sub"))
+                {
                     out.principal = Some(format!("{iss}/{sub}"));
                 }
                 out.payload = Some(payload);

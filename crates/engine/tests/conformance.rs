@@ -95,7 +95,10 @@ fn root() -> PathBuf {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn demo_token(name: &str) -> String {
@@ -104,7 +107,10 @@ fn demo_token(name: &str) -> String {
         "groups" => "groups-scope.jwt",
         _ => return name.to_string(),
     };
-    std::fs::read_to_string(root().join("testdata/istio-demo").join(file)).unwrap().trim().to_string()
+    std::fs::read_to_string(root().join("testdata/istio-demo").join(file))
+        .unwrap()
+        .trim()
+        .to_string()
 }
 
 /// Mints a token with Istio's demo key; string claims `"+N"`/`"-N"` for iat/nbf/exp are
@@ -123,7 +129,10 @@ fn mint(m: &Mint) -> String {
             Value::Null => {
                 claims.remove(k);
             }
-            Value::String(s) if matches!(k.as_str(), "iat" | "nbf" | "exp") && (s.starts_with('+') || s.starts_with('-')) => {
+            Value::String(s)
+                if matches!(k.as_str(), "iat" | "nbf" | "exp")
+                    && (s.starts_with('+') || s.starts_with('-')) =>
+            {
                 let delta: i64 = s.parse().unwrap();
                 claims.insert(k.clone(), (t + delta).into());
             }
@@ -134,7 +143,10 @@ fn mint(m: &Mint) -> String {
     }
     let mut header = Map::new();
     header.insert("typ".into(), "JWT".into());
-    header.insert("kid".into(), "DHFbpoIUqrY8t2zpA2qXfCmr5VO5ZEr4RzHU_-envvQ".into());
+    header.insert(
+        "kid".into(),
+        "DHFbpoIUqrY8t2zpA2qXfCmr5VO5ZEr4RzHU_-envvQ".into(),
+    );
     for (k, v) in &m.header {
         if v.is_null() {
             header.remove(k);
@@ -157,17 +169,26 @@ fn load_suite(file: &Path, suite: &Suite) -> PolicySet {
     }
     if let Some(text) = &suite.inline {
         let more = load_str(file, text, &opts).unwrap_or_else(|e| panic!("{e}"));
-        set.request_authentications.extend(more.request_authentications);
-        set.authorization_policies.extend(more.authorization_policies);
+        set.request_authentications
+            .extend(more.request_authentications);
+        set.authorization_policies
+            .extend(more.authorization_policies);
     }
     set
 }
 
-fn run_case(suite: &Suite, cw: &meshguard_policy::CompiledWorkload, case: &Case) -> Result<(), String> {
+fn run_case(
+    suite: &Suite,
+    cw: &meshguard_policy::CompiledWorkload,
+    case: &Case,
+) -> Result<(), String> {
     let r = &case.request;
     let mut headers = HeaderMap::new();
     for (n, v) in &r.headers {
-        headers.append(HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        headers.append(
+            HeaderName::from_bytes(n.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
     }
     let token = match (&r.token, &r.mint) {
         (Some(t), None) => Some(demo_token(t)),
@@ -177,12 +198,28 @@ fn run_case(suite: &Suite, cw: &meshguard_policy::CompiledWorkload, case: &Case)
     };
     if let Some(t) = token {
         match r.token_header.as_deref() {
-            None => headers.append("authorization", HeaderValue::from_str(&format!("Bearer {t}")).unwrap()),
-            Some(h) => headers.append(HeaderName::from_bytes(h.as_bytes()).unwrap(), HeaderValue::from_str(&t).unwrap()),
+            None => headers.append(
+                "authorization",
+                HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
+            ),
+            Some(h) => headers.append(
+                HeaderName::from_bytes(h.as_bytes()).unwrap(),
+                HeaderValue::from_str(&t).unwrap(),
+            ),
         };
     }
-    let source_ip = r.source_ip.as_deref().unwrap_or("10.0.0.1").parse().unwrap();
-    let mode: PathNormalization = suite.path_normalization.as_deref().unwrap_or("BASE").parse().unwrap();
+    let source_ip = r
+        .source_ip
+        .as_deref()
+        .unwrap_or("10.0.0.1")
+        .parse()
+        .unwrap();
+    let mode: PathNormalization = suite
+        .path_normalization
+        .as_deref()
+        .unwrap_or("BASE")
+        .parse()
+        .unwrap();
     let req = HttpRequest {
         method: r.method.as_deref().unwrap_or("GET"),
         path: r.path.as_deref().unwrap_or("/"),
@@ -195,7 +232,14 @@ fn run_case(suite: &Suite, cw: &meshguard_policy::CompiledWorkload, case: &Case)
         destination_port: Some(r.port.unwrap_or(8000)),
         sni: None,
     };
-    let out = evaluate(cw, req, &EvalOptions { path_normalization: mode, now: now() });
+    let out = evaluate(
+        cw,
+        req,
+        &EvalOptions {
+            path_normalization: mode,
+            now: now(),
+        },
+    );
     let e = &case.expect;
     let mut problems = Vec::new();
     if out.status() != e.status {
@@ -210,7 +254,10 @@ fn run_case(suite: &Suite, cw: &meshguard_policy::CompiledWorkload, case: &Case)
     if let Some(details) = &e.details
         && d.map(|d| &d.details) != Some(details)
     {
-        problems.push(format!("details {:?} (want {details:?})", d.map(|d| &d.details)));
+        problems.push(format!(
+            "details {:?} (want {details:?})",
+            d.map(|d| &d.details)
+        ));
     }
     if let Some(p) = &e.principal {
         let got = out.principal.clone().unwrap_or_default();
@@ -219,7 +266,11 @@ fn run_case(suite: &Suite, cw: &meshguard_policy::CompiledWorkload, case: &Case)
         }
     }
     for (name, want) in &e.headers {
-        let got: Vec<&str> = headers.get_all(name.as_str()).iter().map(|v| v.to_str().unwrap()).collect();
+        let got: Vec<&str> = headers
+            .get_all(name.as_str())
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
         let got = got.join(",");
         if &got != want {
             problems.push(format!("header {name}: {got:?} (want {want:?})"));
@@ -242,7 +293,12 @@ fn run_case(suite: &Suite, cw: &meshguard_policy::CompiledWorkload, case: &Case)
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(format!("{}; jwt: {:?}; authz: {:?}", problems.join("; "), out.jwt, out.authz))
+        Err(format!(
+            "{}; jwt: {:?}; authz: {:?}",
+            problems.join("; "),
+            out.jwt,
+            out.authz
+        ))
     }
 }
 
@@ -260,19 +316,34 @@ fn conformance_suites() {
     let mut total = 0;
     for file in &files {
         let text = std::fs::read_to_string(file).unwrap();
-        let suites: Vec<Suite> = serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let suites: Vec<Suite> = serde_saphyr::from_multiple(&text)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         for suite in &suites {
             let set = load_suite(file, suite);
-            let wl = Workload::new(suite.workload.namespace.clone(), suite.workload.labels.clone());
-            let cw = meshguard_policy::compile(&set, &wl).unwrap_or_else(|e| panic!("{}: {}: {e}", file.display(), suite.suite));
+            let wl = Workload::new(
+                suite.workload.namespace.clone(),
+                suite.workload.labels.clone(),
+            );
+            let cw = meshguard_policy::compile(&set, &wl)
+                .unwrap_or_else(|e| panic!("{}: {}: {e}", file.display(), suite.suite));
             for case in &suite.cases {
                 total += 1;
                 if let Err(msg) = run_case(suite, &cw, case) {
-                    failures.push(format!("{} / {} / {}: {msg}", file.file_name().unwrap().to_string_lossy(), suite.suite, case.name));
+                    failures.push(format!(
+                        "{} / {} / {}: {msg}",
+                        file.file_name().unwrap().to_string_lossy(),
+                        suite.suite,
+                        case.name
+                    ));
                 }
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {total} cases failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {total} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     println!("{total} conformance cases passed");
 }

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::types::{AuthorizationPolicySpec, Metadata, Origin, RequestAuthenticationSpec, Resource};
+use crate::types::{
+    AuthorizationPolicySpec, Metadata, Origin, RequestAuthenticationSpec, Resource,
+};
 
 /// The API group whose kinds meshguard reads.
 pub const SECURITY_GROUP: &str = "security.istio.io";
@@ -173,7 +175,10 @@ fn file_error(file: &Path, message: String) -> LoadError {
 
 /// Loads every file under `paths`. Any error anywhere means `Err` with all errors found; a
 /// partial set is never returned.
-pub fn load_paths<P: AsRef<Path>>(paths: &[P], opts: &LoadOptions) -> Result<PolicySet, LoadErrors> {
+pub fn load_paths<P: AsRef<Path>>(
+    paths: &[P],
+    opts: &LoadOptions,
+) -> Result<PolicySet, LoadErrors> {
     let mut errors = Vec::new();
     let mut files = Vec::new();
     for p in paths {
@@ -207,7 +212,13 @@ pub fn load_str(file: &Path, text: &str, opts: &LoadOptions) -> Result<PolicySet
     }
 }
 
-fn load_into(set: &mut PolicySet, file: &Path, text: &str, opts: &LoadOptions, errors: &mut Vec<LoadError>) {
+fn load_into(
+    set: &mut PolicySet,
+    file: &Path,
+    text: &str,
+    opts: &LoadOptions,
+    errors: &mut Vec<LoadError>,
+) {
     let docs: Vec<Value> = match serde_saphyr::from_multiple::<Value>(text) {
         Ok(docs) => docs,
         Err(e) => {
@@ -254,22 +265,33 @@ fn load_document(
         file: file.to_path_buf(),
         document: index,
     };
-    let err = |field: &str, value: Option<&Value>, message: String, resource: Option<String>| LoadError {
-        file: file.to_path_buf(),
-        document: Some(index),
-        resource,
-        field: Some(field.to_string()),
-        value: value.map(render_value),
-        message,
-    };
+    let err =
+        |field: &str, value: Option<&Value>, message: String, resource: Option<String>| LoadError {
+            file: file.to_path_buf(),
+            document: Some(index),
+            resource,
+            field: Some(field.to_string()),
+            value: value.map(render_value),
+            message,
+        };
     let Value::Object(mut obj) = doc else {
-        errors.push(err("", Some(&doc), "a document must be a mapping".into(), None));
+        errors.push(err(
+            "",
+            Some(&doc),
+            "a document must be a mapping".into(),
+            None,
+        ));
         return;
     };
     let api_version = match obj.get("apiVersion") {
         Some(Value::String(s)) => s.clone(),
         other => {
-            errors.push(err("apiVersion", other, "apiVersion must be a string".into(), None));
+            errors.push(err(
+                "apiVersion",
+                other,
+                "apiVersion must be a string".into(),
+                None,
+            ));
             return;
         }
     };
@@ -280,8 +302,13 @@ fn load_document(
             return;
         }
     };
-    let is_ours = matches!(kind.as_str(), "RequestAuthentication" | "AuthorizationPolicy");
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version.as_str()));
+    let is_ours = matches!(
+        kind.as_str(),
+        "RequestAuthentication" | "AuthorizationPolicy"
+    );
+    let (group, version) = api_version
+        .split_once('/')
+        .unwrap_or(("", api_version.as_str()));
     if !is_ours || group != SECURITY_GROUP {
         let name = obj
             .get("metadata")
@@ -297,7 +324,8 @@ fn load_document(
         });
         return;
     }
-    let metadata: Metadata = match decode(obj.remove("metadata").unwrap_or(Value::Null), "metadata") {
+    let metadata: Metadata = match decode(obj.remove("metadata").unwrap_or(Value::Null), "metadata")
+    {
         Ok(m) => m,
         Err((field, value, message)) => {
             errors.push(err(&field, value.as_ref(), message, Some(kind)));
@@ -311,7 +339,12 @@ fn load_document(
         .unwrap_or_else(|| opts.default_namespace.clone());
     let resource = format!("{kind} {namespace}/{}", metadata.name);
     if metadata.name.is_empty() {
-        errors.push(err("metadata.name", None, "metadata.name is required".into(), Some(resource)));
+        errors.push(err(
+            "metadata.name",
+            None,
+            "metadata.name is required".into(),
+            Some(resource),
+        ));
         return;
     }
     if !SUPPORTED_VERSIONS.contains(&version) {
@@ -323,8 +356,14 @@ fn load_document(
         ));
         return;
     }
-    let spec = obj.remove("spec").unwrap_or(Value::Object(Default::default()));
-    let spec = if spec.is_null() { Value::Object(Default::default()) } else { spec };
+    let spec = obj
+        .remove("spec")
+        .unwrap_or(Value::Object(Default::default()));
+    let spec = if spec.is_null() {
+        Value::Object(Default::default())
+    } else {
+        spec
+    };
     macro_rules! finish {
         ($ty:ty, $list:expr) => {
             match decode::<$ty>(spec, "spec") {
@@ -336,7 +375,9 @@ fn load_document(
                     origin,
                     spec,
                 }),
-                Err((field, value, message)) => errors.push(err(&field, value.as_ref(), message, Some(resource))),
+                Err((field, value, message)) => {
+                    errors.push(err(&field, value.as_ref(), message, Some(resource)))
+                }
             }
         };
     }
@@ -348,7 +389,10 @@ fn load_document(
 }
 
 /// Decodes `value` as `T`; on error returns (field path, offending value, message).
-fn decode<T: DeserializeOwned>(value: Value, root: &str) -> Result<T, (String, Option<Value>, String)> {
+fn decode<T: DeserializeOwned>(
+    value: Value,
+    root: &str,
+) -> Result<T, (String, Option<Value>, String)> {
     match serde_path_to_error::deserialize::<_, T>(&value) {
         Ok(t) => Ok(t),
         Err(e) => {

@@ -91,7 +91,10 @@ pub fn attachment<S: Attachable>(resource: &Resource<S>, workload: &Workload) ->
 }
 
 /// The resources of `all` that apply to `workload`, in their loaded order.
-pub fn applicable<'a, S: Attachable>(all: &'a [Resource<S>], workload: &Workload) -> Vec<&'a Resource<S>> {
+pub fn applicable<'a, S: Attachable>(
+    all: &'a [Resource<S>],
+    workload: &Workload,
+) -> Vec<&'a Resource<S>> {
     all.iter()
         .filter(|r| attachment(*r, workload) == Attachment::Applies)
         .collect()

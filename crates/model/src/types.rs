@@ -166,7 +166,9 @@ pub struct AuthorizationPolicySpec {
 }
 
 /// `AuthorizationPolicy.Action`. Istio's default (enum value 0) is ALLOW.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Action {
     #[default]

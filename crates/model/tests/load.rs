@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use meshguard_model::{Action, Attachment, LoadOptions, Workload, attachment, load_paths, load_str};
+use meshguard_model::{
+    Action, Attachment, LoadOptions, Workload, attachment, load_paths, load_str,
+};
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
@@ -25,7 +27,11 @@ fn examples() -> PathBuf {
 
 #[test]
 fn loads_the_seed_examples() {
-    let set = load_paths(&[examples().join("step4-require-claim")], &LoadOptions::default()).unwrap();
+    let set = load_paths(
+        &[examples().join("step4-require-claim")],
+        &LoadOptions::default(),
+    )
+    .unwrap();
     assert_eq!(set.request_authentications.len(), 1);
     assert_eq!(set.authorization_policies.len(), 1);
     let ra = &set.request_authentications[0];
@@ -82,13 +88,23 @@ metadata: {name: not-ours}
     // No namespace in the document: the loader's default, as with `kubectl apply -n bar`.
     assert_eq!(set.authorization_policies[1].key(), "bar/b");
     let methods = |i: usize| {
-        let r = set.authorization_policies[i].spec.rules.as_ref().unwrap()[0].clone().unwrap();
+        let r = set.authorization_policies[i].spec.rules.as_ref().unwrap()[0]
+            .clone()
+            .unwrap();
         r.to.unwrap()[0].clone().unwrap().operation.unwrap().methods
     };
-    assert_eq!(methods(1), methods(0), "the alias repeats the anchored list");
+    assert_eq!(
+        methods(1),
+        methods(0),
+        "the alias repeats the anchored list"
+    );
     assert_eq!(set.skipped.len(), 2);
     assert_eq!(set.skipped[0].kind, "Service");
-    assert!(set.skipped[0].to_string().contains("skipped Service \"httpbin\""));
+    assert!(
+        set.skipped[0]
+            .to_string()
+            .contains("skipped Service \"httpbin\"")
+    );
     assert_eq!(set.skipped[1].api_version, "networking.istio.io/v1");
     // Documents are numbered with List items counted one by one.
     assert_eq!(set.authorization_policies[1].origin.document, 2);
@@ -112,8 +128,14 @@ fn a_broken_document_names_file_document_field_and_value() {
     let e = &errs.0[0];
     assert_eq!(e.file, bad);
     assert_eq!(e.document, Some(1));
-    assert_eq!(e.resource.as_deref(), Some("AuthorizationPolicy foo/require-jwt"));
-    assert_eq!(e.field.as_deref(), Some("spec.rules[0].to[0].operation.methods"));
+    assert_eq!(
+        e.resource.as_deref(),
+        Some("AuthorizationPolicy foo/require-jwt")
+    );
+    assert_eq!(
+        e.field.as_deref(),
+        Some("spec.rules[0].to[0].operation.methods")
+    );
     assert_eq!(e.value.as_deref(), Some("\"GET\""));
     let text = e.to_string();
     assert!(text.contains("b-bad.yaml: document 1 (AuthorizationPolicy foo/require-jwt): field spec.rules[0].to[0].operation.methods = \"GET\""), "{text}");
@@ -124,8 +146,17 @@ fn unknown_fields_are_errors_not_silently_wider_policies() {
     let text = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: foo}\nspec:\n  rules:\n  - from:\n    - source:\n        requestPrincipal: [\"x/y\"]\n";
     let errs = load_str(Path::new("typo.yaml"), text, &LoadOptions::default()).unwrap_err();
     let e = &errs.0[0];
-    assert!(e.field.as_deref().unwrap().starts_with("spec.rules[0].from[0].source"), "{e}");
-    assert!(e.message.contains("unknown field `requestPrincipal`"), "{e}");
+    assert!(
+        e.field
+            .as_deref()
+            .unwrap()
+            .starts_with("spec.rules[0].from[0].source"),
+        "{e}"
+    );
+    assert!(
+        e.message.contains("unknown field `requestPrincipal`"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -151,9 +182,21 @@ fn bad_yaml_wrong_version_and_missing_name_are_errors() {
 #[test]
 fn nothing_is_half_loaded_and_all_errors_are_reported() {
     let dir = tmp("two-bad");
-    write(&dir, "1.yaml", "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a}\nspec: {action: MAYBE}\n");
-    write(&dir, "2.yaml", "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: b}\nspec: {jwtRules: [{issuer: 5}]}\n");
-    write(&dir, "3.yaml", "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: c}\nspec: {}\n");
+    write(
+        &dir,
+        "1.yaml",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a}\nspec: {action: MAYBE}\n",
+    );
+    write(
+        &dir,
+        "2.yaml",
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: b}\nspec: {jwtRules: [{issuer: 5}]}\n",
+    );
+    write(
+        &dir,
+        "3.yaml",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: c}\nspec: {}\n",
+    );
     write(&dir, "notes.txt", "not yaml, ignored");
     write(&dir, ".hidden.yaml", "not: [valid");
     let errs = load_paths(&[&dir], &LoadOptions::default()).unwrap_err();
@@ -164,7 +207,11 @@ fn nothing_is_half_loaded_and_all_errors_are_reported() {
 
 #[test]
 fn missing_path_is_an_error() {
-    let errs = load_paths(&[Path::new("/nonexistent/meshguard")], &LoadOptions::default()).unwrap_err();
+    let errs = load_paths(
+        &[Path::new("/nonexistent/meshguard")],
+        &LoadOptions::default(),
+    )
+    .unwrap_err();
     assert!(errs.0[0].message.starts_with("cannot read"));
 }
 
@@ -202,9 +249,16 @@ metadata: {name: empty-selector, namespace: foo}
 spec: {selector: {}}
 "#;
     let set = load_str(Path::new("a.yaml"), text, &LoadOptions::default()).unwrap();
-    let labels = BTreeMap::from([("app".to_string(), "httpbin".to_string()), ("version".to_string(), "v1".to_string())]);
+    let labels = BTreeMap::from([
+        ("app".to_string(), "httpbin".to_string()),
+        ("version".to_string(), "v1".to_string()),
+    ]);
     let wl = Workload::new("foo", labels);
-    let got: Vec<Attachment> = set.authorization_policies.iter().map(|p| attachment(p, &wl)).collect();
+    let got: Vec<Attachment> = set
+        .authorization_policies
+        .iter()
+        .map(|p| attachment(p, &wl))
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -217,5 +271,8 @@ spec: {selector: {}}
         ]
     );
     let custom_root = Workload::new("foo", BTreeMap::new()).with_root_namespace("mesh-root");
-    assert_eq!(attachment(&set.authorization_policies[1], &custom_root), Attachment::OtherNamespace);
+    assert_eq!(
+        attachment(&set.authorization_policies[1], &custom_root),
+        Attachment::OtherNamespace
+    );
 }

@@ -59,18 +59,24 @@ pub struct JwtProvider {
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn header_name(v: &str) -> Result<http::HeaderName, String> {
-    http::HeaderName::from_bytes(v.to_ascii_lowercase().as_bytes()).map_err(|_| format!("header name {v} is not a valid header name"))
+    http::HeaderName::from_bytes(v.to_ascii_lowercase().as_bytes())
+        .map_err(|_| format!("header name {v} is not a valid header name"))
 }
 
 /// Compiles every rule of one RequestAuthentication (provider names are assigned later).
-pub fn compile_request_authentication(res: &Resource<RequestAuthenticationSpec>) -> Result<Vec<JwtProvider>, Box<LoadError>> {
+pub fn compile_request_authentication(
+    res: &Resource<RequestAuthenticationSpec>,
+) -> Result<Vec<JwtProvider>, Box<LoadError>> {
     if res.annotations.contains_key("istio.io/dry-run") {
         return Err(crate::located_error(
             res,
             "RequestAuthentication",
             "metadata.annotations[istio.io/dry-run]".into(),
             "",
-            format!("{} has unsupported annotation istio.io/dry-run, please remove the annotation", res.key()),
+            format!(
+                "{} has unsupported annotation istio.io/dry-run, please remove the annotation",
+                res.key()
+            ),
         ));
     }
     res.spec
@@ -78,8 +84,18 @@ pub fn compile_request_authentication(res: &Resource<RequestAuthenticationSpec>)
         .iter()
         .enumerate()
         .map(|(i, rule)| {
-            compile_rule(rule, &format!("RequestAuthentication {} jwtRules[{i}]", res.key())).map_err(|(field, value, message)| {
-                crate::located_error(res, "RequestAuthentication", format!("spec.jwtRules[{i}]{field}"), &value, message)
+            compile_rule(
+                rule,
+                &format!("RequestAuthentication {} jwtRules[{i}]", res.key()),
+            )
+            .map_err(|(field, value, message)| {
+                crate::located_error(
+                    res,
+                    "RequestAuthentication",
+                    format!("spec.jwtRules[{i}]{field}"),
+                    &value,
+                    message,
+                )
             })
         })
         .collect()
@@ -87,45 +103,91 @@ pub fn compile_request_authentication(res: &Resource<RequestAuthenticationSpec>)
 
 fn compile_rule(rule: &JwtRule, source: &str) -> Result<JwtProvider, (String, String, String)> {
     if rule.issuer.is_empty() && rule.jwks_uri.is_empty() {
-        return Err((String::new(), String::new(), "issuer or jwksUri must be non-empty string".into()));
+        return Err((
+            String::new(),
+            String::new(),
+            "issuer or jwksUri must be non-empty string".into(),
+        ));
     }
     for (i, a) in rule.audiences.iter().enumerate() {
         if a.is_empty() {
-            return Err((format!(".audiences[{i}]"), String::new(), "audience must be non-empty string".into()));
+            return Err((
+                format!(".audiences[{i}]"),
+                String::new(),
+                "audience must be non-empty string".into(),
+            ));
         }
     }
     if !rule.jwks.is_empty() && !rule.jwks_uri.is_empty() {
-        return Err((".jwks".into(), String::new(), "only one of jwks or jwksUri can be set".into()));
+        return Err((
+            ".jwks".into(),
+            String::new(),
+            "only one of jwks or jwksUri can be set".into(),
+        ));
     }
     let keys = if !rule.jwks.is_empty() {
-        let jwks = Jwks::parse(&rule.jwks).map_err(|s| (".jwks".to_string(), String::new(), format!("jwks parse error: {s}")))?;
+        let jwks = Jwks::parse(&rule.jwks).map_err(|s| {
+            (
+                ".jwks".to_string(),
+                String::new(),
+                format!("jwks parse error: {s}"),
+            )
+        })?;
         KeySource::Inline(jwks)
     } else if !rule.jwks_uri.is_empty() {
-        let scheme = rule.jwks_uri.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        let scheme = rule
+            .jwks_uri
+            .split_once("://")
+            .map(|(s, _)| s.to_ascii_lowercase());
         if !matches!(scheme.as_deref(), Some("http" | "https")) {
-            return Err((".jwksUri".into(), rule.jwks_uri.clone(), "url must have scheme http:// or https://".into()));
+            return Err((
+                ".jwksUri".into(),
+                rule.jwks_uri.clone(),
+                "url must have scheme http:// or https://".into(),
+            ));
         }
-        KeySource::Remote { uri: rule.jwks_uri.clone() }
+        KeySource::Remote {
+            uri: rule.jwks_uri.clone(),
+        }
     } else {
         KeySource::Remote {
-            uri: format!("{}/.well-known/openid-configuration", rule.issuer.trim_end_matches('/')),
+            uri: format!(
+                "{}/.well-known/openid-configuration",
+                rule.issuer.trim_end_matches('/')
+            ),
         }
     };
     let mut headers = Vec::new();
     for (i, h) in rule.from_headers.iter().enumerate() {
         if h.name.is_empty() {
-            return Err((format!(".fromHeaders[{i}].name"), String::new(), "location header name must be non-empty string".into()));
+            return Err((
+                format!(".fromHeaders[{i}].name"),
+                String::new(),
+                "location header name must be non-empty string".into(),
+            ));
         }
-        let name = header_name(&h.name).map_err(|m| (format!(".fromHeaders[{i}].name"), h.name.clone(), m))?;
-        headers.push(HeaderLocation { name, prefix: h.prefix.clone() });
+        let name = header_name(&h.name)
+            .map_err(|m| (format!(".fromHeaders[{i}].name"), h.name.clone(), m))?;
+        headers.push(HeaderLocation {
+            name,
+            prefix: h.prefix.clone(),
+        });
     }
     let mut params = rule.from_params.clone();
     let mut cookies = rule.from_cookies.clone();
     if let Some(i) = params.iter().position(String::is_empty) {
-        return Err((format!(".fromParams[{i}]"), String::new(), "location query must be non-empty string".into()));
+        return Err((
+            format!(".fromParams[{i}]"),
+            String::new(),
+            "location query must be non-empty string".into(),
+        ));
     }
     if let Some(i) = cookies.iter().position(String::is_empty) {
-        return Err((format!(".fromCookies[{i}]"), String::new(), "cookie name must be non-empty string".into()));
+        return Err((
+            format!(".fromCookies[{i}]"),
+            String::new(),
+            "cookie name must be non-empty string".into(),
+        ));
     }
     if headers.is_empty() && params.is_empty() && cookies.is_empty() {
         headers.push(HeaderLocation {
@@ -140,7 +202,13 @@ fn compile_rule(rule: &JwtRule, source: &str) -> Result<JwtProvider, (String, St
     let output_payload_to_header = if rule.output_payload_to_header.is_empty() {
         None
     } else {
-        Some(header_name(&rule.output_payload_to_header).map_err(|m| (".outputPayloadToHeader".to_string(), rule.output_payload_to_header.clone(), m))?)
+        Some(header_name(&rule.output_payload_to_header).map_err(|m| {
+            (
+                ".outputPayloadToHeader".to_string(),
+                rule.output_payload_to_header.clone(),
+                m,
+            )
+        })?)
     };
     let mut output_claim_to_headers = Vec::new();
     for (i, c) in rule.output_claim_to_headers.iter().enumerate() {
@@ -151,27 +219,58 @@ fn compile_rule(rule: &JwtRule, source: &str) -> Result<JwtProvider, (String, St
                 "outputClaimToHeaders header and claim value must be non-empty string".into(),
             ));
         }
-        if !c.header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return Err((format!(".outputClaimToHeaders[{i}].header"), c.header.clone(), format!("header name {} is not a valid header name", c.header)));
+        if !c
+            .header
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err((
+                format!(".outputClaimToHeaders[{i}].header"),
+                c.header.clone(),
+                format!("header name {} is not a valid header name", c.header),
+            ));
         }
-        let name = header_name(&c.header).map_err(|m| (format!(".outputClaimToHeaders[{i}].header"), c.header.clone(), m))?;
+        let name = header_name(&c.header).map_err(|m| {
+            (
+                format!(".outputClaimToHeaders[{i}].header"),
+                c.header.clone(),
+                m,
+            )
+        })?;
         output_claim_to_headers.push((name, c.claim.split('.').map(str::to_string).collect()));
     }
     let timeout = match &rule.timeout {
         None => DEFAULT_TIMEOUT,
         Some(t) => {
-            let d = meshguard_model::parse_duration(t).map_err(|m| (".timeout".to_string(), t.clone(), m))?;
+            let d = meshguard_model::parse_duration(t)
+                .map_err(|m| (".timeout".to_string(), t.clone(), m))?;
             if d < Duration::from_millis(1) {
-                return Err((".timeout".into(), t.clone(), "duration must be greater than 1ms".into()));
+                return Err((
+                    ".timeout".into(),
+                    t.clone(),
+                    "duration must be greater than 1ms".into(),
+                ));
             }
             if d.subsec_nanos() % 1_000_000 != 0 {
-                return Err((".timeout".into(), t.clone(), "only durations to ms precision are supported".into()));
+                return Err((
+                    ".timeout".into(),
+                    t.clone(),
+                    "only durations to ms precision are supported".into(),
+                ));
             }
             d
         }
     };
-    if let Some(i) = rule.space_delimited_claims.iter().position(String::is_empty) {
-        return Err((format!(".spaceDelimitedClaims[{i}]"), String::new(), "claim name must be non-empty string".into()));
+    if let Some(i) = rule
+        .space_delimited_claims
+        .iter()
+        .position(String::is_empty)
+    {
+        return Err((
+            format!(".spaceDelimitedClaims[{i}]"),
+            String::new(),
+            "claim name must be non-empty string".into(),
+        ));
     }
     let mut space_delimited_claims: Vec<String> = rule.space_delimited_claims.clone();
     space_delimited_claims.extend(["scope".to_string(), "permission".to_string()]);

@@ -5,11 +5,13 @@
 //! Does not own: the order of actions (CUSTOM, AUDIT, DENY, ALLOW), dry-run bookkeeping or the
 //! response; those are the engine's single combining step.
 
-use meshguard_model::{Action, AuthorizationPolicySpec, Condition, LoadError, Operation, Resource, Source};
+use meshguard_model::{
+    Action, AuthorizationPolicySpec, Condition, LoadError, Operation, Resource, Source,
+};
 
 use crate::matchers::{
-    ClaimMatch, HeaderMatch, HostMatch, IdentityMatch, IpMatch, MethodMatch, PathMatch, PortMatch, PrincipalMatch,
-    RequestAttributes, StringMatch, parse_claim_path,
+    ClaimMatch, HeaderMatch, HostMatch, IdentityMatch, IpMatch, MethodMatch, PathMatch, PortMatch,
+    PrincipalMatch, RequestAttributes, StringMatch, parse_claim_path,
 };
 
 /// One attribute test inside a source, operation or condition.
@@ -139,8 +141,12 @@ pub fn policy_id(namespace: &str, name: &str, index: usize) -> String {
 }
 
 /// Compiles one policy; every error names the field and the value.
-pub fn compile_policy(res: &Resource<AuthorizationPolicySpec>) -> Result<CompiledPolicy, Box<LoadError>> {
-    let err = |field: String, value: &str, message: String| crate::located_error(res, "AuthorizationPolicy", field, value, message);
+pub fn compile_policy(
+    res: &Resource<AuthorizationPolicySpec>,
+) -> Result<CompiledPolicy, Box<LoadError>> {
+    let err = |field: String, value: &str, message: String| {
+        crate::located_error(res, "AuthorizationPolicy", field, value, message)
+    };
     let spec = &res.spec;
     let dry_run = match res.annotations.get("istio.io/dry-run") {
         None => false,
@@ -159,17 +165,29 @@ pub fn compile_policy(res: &Resource<AuthorizationPolicySpec>) -> Result<Compile
         return Err(err(
             "metadata.annotations[istio.io/dry-run]".into(),
             "true",
-            format!("the annotation istio.io/dry-run currently only supports action ALLOW/DENY, found action {}", spec.action.as_str()),
+            format!(
+                "the annotation istio.io/dry-run currently only supports action ALLOW/DENY, found action {}",
+                spec.action.as_str()
+            ),
         ));
     }
     let provider = match (&spec.action, &spec.provider) {
         (Action::Custom, Some(p)) if !p.name.is_empty() => Some(p.name.clone()),
-        (Action::Custom, _) => return Err(err("spec.provider.name".into(), "", "`provider.name` must not be empty".into())),
+        (Action::Custom, _) => {
+            return Err(err(
+                "spec.provider.name".into(),
+                "",
+                "`provider.name` must not be empty".into(),
+            ));
+        }
         (other, Some(_)) => {
             return Err(err(
                 "spec.provider".into(),
                 "",
-                format!("`provider` must not be with non CUSTOM action, found {}", other.as_str()),
+                format!(
+                    "`provider` must not be with non CUSTOM action, found {}",
+                    other.as_str()
+                ),
             ));
         }
         (_, None) => None,
@@ -188,7 +206,11 @@ pub fn compile_policy(res: &Resource<AuthorizationPolicySpec>) -> Result<Compile
     for (i, rule) in spec.rules.iter().flatten().enumerate() {
         let at = format!("spec.rules[{i}]");
         let Some(rule) = rule else {
-            return Err(err(at, "null", format!("`rule` must not be nil, found at rule {i}")));
+            return Err(err(
+                at,
+                "null",
+                format!("`rule` must not be nil, found at rule {i}"),
+            ));
         };
         let mut compiled = CompiledRule {
             id: policy_id(&res.namespace, &res.name, i),
@@ -199,7 +221,11 @@ pub fn compile_policy(res: &Resource<AuthorizationPolicySpec>) -> Result<Compile
         };
         if let Some(from) = &rule.from {
             if from.is_empty() {
-                return Err(err(format!("{at}.from"), "[]", "`from` must not be empty".into()));
+                return Err(err(
+                    format!("{at}.from"),
+                    "[]",
+                    "`from` must not be empty".into(),
+                ));
             }
             for (j, f) in from.iter().enumerate() {
                 let at = format!("{at}.from[{j}].source");
@@ -207,12 +233,19 @@ pub fn compile_policy(res: &Resource<AuthorizationPolicySpec>) -> Result<Compile
                 let Some(source) = source else {
                     return Err(err(at, "null", "`from.source` must not be nil".into()));
                 };
-                compiled.from.push(compile_source(source, &res.namespace, &at).map_err(|(f, v, m)| err(f, &v, m))?);
+                compiled.from.push(
+                    compile_source(source, &res.namespace, &at)
+                        .map_err(|(f, v, m)| err(f, &v, m))?,
+                );
             }
         }
         if let Some(to) = &rule.to {
             if to.is_empty() {
-                return Err(err(format!("{at}.to"), "[]", "`to` must not be empty".into()));
+                return Err(err(
+                    format!("{at}.to"),
+                    "[]",
+                    "`to` must not be empty".into(),
+                ));
             }
             for (j, t) in to.iter().enumerate() {
                 let at = format!("{at}.to[{j}].operation");
@@ -220,7 +253,9 @@ pub fn compile_policy(res: &Resource<AuthorizationPolicySpec>) -> Result<Compile
                 let Some(op) = op else {
                     return Err(err(at, "null", "`to.operation` must not be nil".into()));
                 };
-                compiled.to.push(compile_operation(op, &at).map_err(|(f, v, m)| err(f, &v, m))?);
+                compiled
+                    .to
+                    .push(compile_operation(op, &at).map_err(|(f, v, m)| err(f, &v, m))?);
             }
         }
         for (j, c) in rule.when.iter().flatten().enumerate() {
@@ -228,9 +263,9 @@ pub fn compile_policy(res: &Resource<AuthorizationPolicySpec>) -> Result<Compile
             let Some(c) = c else {
                 return Err(err(at, "null", "`when` entry must not be nil".into()));
             };
-            compiled
-                .when
-                .push(compile_condition(c, &res.namespace, &at).map_err(|(f, v, m)| err(f, &v, m))?);
+            compiled.when.push(
+                compile_condition(c, &res.namespace, &at).map_err(|(f, v, m)| err(f, &v, m))?,
+            );
         }
         if spec.action == Action::Custom {
             check_custom_rule(&compiled).map_err(|(f, m)| err(format!("{at}.{f}"), "", m))?;
@@ -258,13 +293,17 @@ type ValueParser = Box<dyn Fn(&str) -> Result<Matcher, String>>;
 fn check_custom_rule(rule: &CompiledRule) -> Result<(), (String, String)> {
     for clause in rule.from.iter().chain(&rule.when) {
         for f in &clause.fields {
-            let identity = f
-                .values
-                .iter()
-                .chain(&f.not_values)
-                .any(|m| matches!(m, Matcher::Principal(_) | Matcher::Identity(_) | Matcher::Claim(_)));
+            let identity = f.values.iter().chain(&f.not_values).any(|m| {
+                matches!(
+                    m,
+                    Matcher::Principal(_) | Matcher::Identity(_) | Matcher::Claim(_)
+                )
+            });
             if identity {
-                return Err((f.name.clone(), format!("{} is currently not supported with CUSTOM action", f.name)));
+                return Err((
+                    f.name.clone(),
+                    format!("{} is currently not supported with CUSTOM action", f.name),
+                ));
             }
         }
     }
@@ -272,7 +311,14 @@ fn check_custom_rule(rule: &CompiledRule) -> Result<(), (String, String)> {
 }
 
 /// Builds a field from values and notValues with one parser; empty strings are rejected.
-fn field<F>(name: &str, not_name: &str, values: &[String], not_values: &[String], at: &str, parse: F) -> Result<Option<Field>, FieldError>
+fn field<F>(
+    name: &str,
+    not_name: &str,
+    values: &[String],
+    not_values: &[String],
+    at: &str,
+    parse: F,
+) -> Result<Option<Field>, FieldError>
 where
     F: Fn(&str) -> Result<Matcher, String>,
 {
@@ -285,14 +331,22 @@ where
             .map(|(i, v)| {
                 let path = format!("{at}.{fname}[{i}]");
                 if v.is_empty() {
-                    return Err((path, v.clone(), format!("empty value not allowed, found in {fname}")));
+                    return Err((
+                        path,
+                        v.clone(),
+                        format!("empty value not allowed, found in {fname}"),
+                    ));
                 }
                 parse(v).map_err(|m| (path, v.clone(), m))
             })
             .collect()
     };
     Ok(Some(Field {
-        name: if values.is_empty() { not_name.to_string() } else { name.to_string() },
+        name: if values.is_empty() {
+            not_name.to_string()
+        } else {
+            name.to_string()
+        },
         values: compile(values, name)?,
         not_values: compile(not_values, not_name)?,
     }))
@@ -301,9 +355,16 @@ where
 fn compile_source(s: &Source, policy_ns: &str, at: &str) -> Result<Clause, FieldError> {
     let mut fields = Vec::new();
     let any_sa = !s.service_accounts.is_empty() || !s.not_service_accounts.is_empty();
-    let any_pn = !s.principals.is_empty() || !s.not_principals.is_empty() || !s.namespaces.is_empty() || !s.not_namespaces.is_empty();
+    let any_pn = !s.principals.is_empty()
+        || !s.not_principals.is_empty()
+        || !s.namespaces.is_empty()
+        || !s.not_namespaces.is_empty();
     if any_sa && any_pn {
-        return Err((format!("{at}.serviceAccounts"), String::new(), "cannot set serviceAccounts with namespaces or principals".into()));
+        return Err((
+            format!("{at}.serviceAccounts"),
+            String::new(),
+            "cannot set serviceAccounts with namespaces or principals".into(),
+        ));
     }
     let mut push = |f: Result<Option<Field>, FieldError>| -> Result<(), FieldError> {
         if let Some(f) = f? {
@@ -311,41 +372,100 @@ fn compile_source(s: &Source, policy_ns: &str, at: &str) -> Result<Clause, Field
         }
         Ok(())
     };
-    push(field("principals", "notPrincipals", &s.principals, &s.not_principals, at, |v| {
-        Ok(Matcher::Identity(IdentityMatch::Principal(StringMatch::parse(v, false))))
-    }))?;
-    push(field("requestPrincipals", "notRequestPrincipals", &s.request_principals, &s.not_request_principals, at, |v| {
-        Ok(Matcher::Principal(PrincipalMatch::parse(v)))
-    }))?;
-    push(field("namespaces", "notNamespaces", &s.namespaces, &s.not_namespaces, at, |v| {
-        Ok(Matcher::Identity(IdentityMatch::Namespace(StringMatch::parse(v, false))))
-    }))?;
-    push(field("serviceAccounts", "notServiceAccounts", &s.service_accounts, &s.not_service_accounts, at, |v| {
-        service_account(v, policy_ns)
-    }))?;
-    push(field("trustDomains", "notTrustDomains", &s.trust_domains, &s.not_trust_domains, at, |v| {
-        if v.contains('/') {
-            return Err(format!("trust domain {v:?} must not contain '/'"));
-        }
-        Ok(Matcher::Identity(IdentityMatch::TrustDomain(StringMatch::parse(v, false))))
-    }))?;
-    push(field("ipBlocks", "notIpBlocks", &s.ip_blocks, &s.not_ip_blocks, at, |v| IpMatch::parse(v).map(Matcher::SourceIp)))?;
-    push(field("remoteIpBlocks", "notRemoteIpBlocks", &s.remote_ip_blocks, &s.not_remote_ip_blocks, at, |v| {
-        IpMatch::parse(v).map(Matcher::RemoteIp)
-    }))?;
+    push(field(
+        "principals",
+        "notPrincipals",
+        &s.principals,
+        &s.not_principals,
+        at,
+        |v| {
+            Ok(Matcher::Identity(IdentityMatch::Principal(
+                StringMatch::parse(v, false),
+            )))
+        },
+    ))?;
+    push(field(
+        "requestPrincipals",
+        "notRequestPrincipals",
+        &s.request_principals,
+        &s.not_request_principals,
+        at,
+        |v| Ok(Matcher::Principal(PrincipalMatch::parse(v))),
+    ))?;
+    push(field(
+        "namespaces",
+        "notNamespaces",
+        &s.namespaces,
+        &s.not_namespaces,
+        at,
+        |v| {
+            Ok(Matcher::Identity(IdentityMatch::Namespace(
+                StringMatch::parse(v, false),
+            )))
+        },
+    ))?;
+    push(field(
+        "serviceAccounts",
+        "notServiceAccounts",
+        &s.service_accounts,
+        &s.not_service_accounts,
+        at,
+        |v| service_account(v, policy_ns),
+    ))?;
+    push(field(
+        "trustDomains",
+        "notTrustDomains",
+        &s.trust_domains,
+        &s.not_trust_domains,
+        at,
+        |v| {
+            if v.contains('/') {
+                return Err(format!("trust domain {v:?} must not contain '/'"));
+            }
+            Ok(Matcher::Identity(IdentityMatch::TrustDomain(
+                StringMatch::parse(v, false),
+            )))
+        },
+    ))?;
+    push(field(
+        "ipBlocks",
+        "notIpBlocks",
+        &s.ip_blocks,
+        &s.not_ip_blocks,
+        at,
+        |v| IpMatch::parse(v).map(Matcher::SourceIp),
+    ))?;
+    push(field(
+        "remoteIpBlocks",
+        "notRemoteIpBlocks",
+        &s.remote_ip_blocks,
+        &s.not_remote_ip_blocks,
+        at,
+        |v| IpMatch::parse(v).map(Matcher::RemoteIp),
+    ))?;
     if fields.is_empty() {
-        return Err((at.to_string(), "{}".into(), "`from.source` must not be empty".into()));
+        return Err((
+            at.to_string(),
+            "{}".into(),
+            "`from.source` must not be empty".into(),
+        ));
     }
     Ok(Clause { fields })
 }
 
 fn service_account(v: &str, policy_ns: &str) -> Result<Matcher, String> {
     if v.contains('*') {
-        return Err(format!("wildcard is not supported in serviceAccounts ({v})"));
+        return Err(format!(
+            "wildcard is not supported in serviceAccounts ({v})"
+        ));
     }
     let (ns, sa) = match v.split_once('/') {
         Some((ns, sa)) if !ns.is_empty() && !sa.is_empty() && !sa.contains('/') => (ns, sa),
-        Some(_) => return Err(format!("service account {v:?} must be \"namespace/name\" or \"name\"")),
+        Some(_) => {
+            return Err(format!(
+                "service account {v:?} must be \"namespace/name\" or \"name\""
+            ));
+        }
         None => (policy_ns, v),
     };
     Ok(Matcher::Identity(IdentityMatch::ServiceAccount {
@@ -357,12 +477,23 @@ fn service_account(v: &str, policy_ns: &str) -> Result<Matcher, String> {
 fn compile_operation(o: &Operation, at: &str) -> Result<Clause, FieldError> {
     let mut fields = Vec::new();
     let parts = [
-        field("hosts", "notHosts", &o.hosts, &o.not_hosts, at, |v| Ok(Matcher::Host(HostMatch::parse(v)))),
-        field("ports", "notPorts", &o.ports, &o.not_ports, at, |v| PortMatch::parse(v).map(Matcher::Port)),
-        field("methods", "notMethods", &o.methods, &o.not_methods, at, |v| {
-            Ok(Matcher::Method(MethodMatch(StringMatch::parse(v, false))))
+        field("hosts", "notHosts", &o.hosts, &o.not_hosts, at, |v| {
+            Ok(Matcher::Host(HostMatch::parse(v)))
         }),
-        field("paths", "notPaths", &o.paths, &o.not_paths, at, |v| PathMatch::parse(v).map(Matcher::Path)),
+        field("ports", "notPorts", &o.ports, &o.not_ports, at, |v| {
+            PortMatch::parse(v).map(Matcher::Port)
+        }),
+        field(
+            "methods",
+            "notMethods",
+            &o.methods,
+            &o.not_methods,
+            at,
+            |v| Ok(Matcher::Method(MethodMatch(StringMatch::parse(v, false)))),
+        ),
+        field("paths", "notPaths", &o.paths, &o.not_paths, at, |v| {
+            PathMatch::parse(v).map(Matcher::Path)
+        }),
     ];
     for f in parts {
         if let Some(f) = f? {
@@ -370,7 +501,11 @@ fn compile_operation(o: &Operation, at: &str) -> Result<Clause, FieldError> {
         }
     }
     if fields.is_empty() {
-        return Err((at.to_string(), "{}".into(), "`to.operation` must not be empty".into()));
+        return Err((
+            at.to_string(),
+            "{}".into(),
+            "`to.operation` must not be empty".into(),
+        ));
     }
     Ok(Clause { fields })
 }
@@ -397,22 +532,35 @@ pub const CONDITION_KEYS: [&str; 15] = [
 fn compile_condition(c: &Condition, policy_ns: &str, at: &str) -> Result<Clause, FieldError> {
     let key = c.key.as_str();
     if key.is_empty() {
-        return Err((format!("{at}.key"), String::new(), "`key` must not be empty".into()));
+        return Err((
+            format!("{at}.key"),
+            String::new(),
+            "`key` must not be empty".into(),
+        ));
     }
     if c.values.is_empty() && c.not_values.is_empty() {
-        return Err((format!("{at}.values"), String::new(), format!("at least one of `values` or `notValues` must be set for key {key}")));
+        return Err((
+            format!("{at}.values"),
+            String::new(),
+            format!("at least one of `values` or `notValues` must be set for key {key}"),
+        ));
     }
     let key_err = |m: String| (format!("{at}.key"), key.to_string(), m);
     let map_key = |prefix: &str| -> Result<Option<String>, FieldError> {
-        let Some(rest) = key.strip_prefix(prefix) else { return Ok(None) };
+        let Some(rest) = key.strip_prefix(prefix) else {
+            return Ok(None);
+        };
         if rest.len() < 3 || !rest.starts_with('[') || !rest.ends_with(']') {
-            return Err(key_err(format!("{key} must be of the form {prefix}[<name>]")));
+            return Err(key_err(format!(
+                "{key} must be of the form {prefix}[<name>]"
+            )));
         }
         Ok(Some(rest.to_string()))
     };
     let parse: ValueParser = if let Some(b) = map_key("request.headers")? {
         let name = &b[1..b.len() - 1];
-        let name = http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|_| key_err(format!("{name:?} is not a valid header name")))?;
+        let name = http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+            .map_err(|_| key_err(format!("{name:?} is not a valid header name")))?;
         Box::new(move |v| {
             Ok(Matcher::Header(HeaderMatch {
                 name: name.clone(),
@@ -436,7 +584,9 @@ fn compile_condition(c: &Condition, policy_ns: &str, at: &str) -> Result<Clause,
             "destination.ip" => Box::new(|v| IpMatch::parse(v).map(Matcher::DestinationIp)),
             "destination.port" => Box::new(|v| PortMatch::parse(v).map(Matcher::Port)),
             "connection.sni" => Box::new(|v| Ok(Matcher::Sni(StringMatch::parse(v, false)))),
-            "request.auth.principal" => Box::new(|v| Ok(Matcher::Principal(PrincipalMatch::parse(v)))),
+            "request.auth.principal" => {
+                Box::new(|v| Ok(Matcher::Principal(PrincipalMatch::parse(v))))
+            }
             "request.auth.audiences" => Box::new(|v| {
                 Ok(Matcher::Claim(ClaimMatch {
                     path: vec!["aud".into()],
@@ -449,22 +599,44 @@ fn compile_condition(c: &Condition, policy_ns: &str, at: &str) -> Result<Clause,
                     value: StringMatch::parse(v, false),
                 }))
             }),
-            "source.principal" => Box::new(|v| Ok(Matcher::Identity(IdentityMatch::Principal(StringMatch::parse(v, false))))),
-            "source.namespace" => Box::new(|v| Ok(Matcher::Identity(IdentityMatch::Namespace(StringMatch::parse(v, false))))),
+            "source.principal" => Box::new(|v| {
+                Ok(Matcher::Identity(IdentityMatch::Principal(
+                    StringMatch::parse(v, false),
+                )))
+            }),
+            "source.namespace" => Box::new(|v| {
+                Ok(Matcher::Identity(IdentityMatch::Namespace(
+                    StringMatch::parse(v, false),
+                )))
+            }),
             "source.serviceAccount" => {
                 let ns = policy_ns.to_string();
                 Box::new(move |v| service_account(v, &ns))
             }
-            "source.trustDomain" => Box::new(|v| Ok(Matcher::Identity(IdentityMatch::TrustDomain(StringMatch::parse(v, false))))),
-            "destination.namespace" => return Err(key_err("attribute destination.namespace is replaced by the metadata.namespace".into())),
+            "source.trustDomain" => Box::new(|v| {
+                Ok(Matcher::Identity(IdentityMatch::TrustDomain(
+                    StringMatch::parse(v, false),
+                )))
+            }),
+            "destination.namespace" => {
+                return Err(key_err(
+                    "attribute destination.namespace is replaced by the metadata.namespace".into(),
+                ));
+            }
             k if k.starts_with("destination.labels") => {
-                return Err(key_err("attribute destination.labels is replaced by the workload selector".into()));
+                return Err(key_err(
+                    "attribute destination.labels is replaced by the workload selector".into(),
+                ));
             }
             "destination.name" | "destination.user" => {
-                return Err(key_err(format!("deprecated attribute {key}: only supported in v1alpha1")));
+                return Err(key_err(format!(
+                    "deprecated attribute {key}: only supported in v1alpha1"
+                )));
             }
             _ => {
-                let hint = did_you_mean(key).map(|k| format!("; did you mean {k}?")).unwrap_or_default();
+                let hint = did_you_mean(key)
+                    .map(|k| format!("; did you mean {k}?"))
+                    .unwrap_or_default();
                 return Err(key_err(format!("unknown attribute {key}{hint}")));
             }
         }
@@ -473,7 +645,9 @@ fn compile_condition(c: &Condition, policy_ns: &str, at: &str) -> Result<Clause,
         f.name = key.to_string();
         f
     });
-    Ok(Clause { fields: f.into_iter().collect() })
+    Ok(Clause {
+        fields: f.into_iter().collect(),
+    })
 }
 
 /// The closest accepted key by edit distance, if it is close enough to be a typo.

@@ -36,7 +36,11 @@ pub struct CompiledWorkload {
 impl CompiledWorkload {
     /// All applicable policies, CUSTOM, AUDIT, DENY, ALLOW.
     pub fn policies(&self) -> impl Iterator<Item = &CompiledPolicy> {
-        self.custom.iter().chain(&self.audit).chain(&self.deny).chain(&self.allow)
+        self.custom
+            .iter()
+            .chain(&self.audit)
+            .chain(&self.deny)
+            .chain(&self.allow)
     }
 
     /// The number of rules across all policies, a measure of per-request work.
@@ -70,7 +74,8 @@ pub fn compile(set: &PolicySet, workload: &Workload) -> Result<CompiledWorkload,
         p.name = format!("origins-{i}");
     }
     let aps = applicable(&set.authorization_policies, workload);
-    let (mut custom, mut audit, mut deny, mut allow) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut custom, mut audit, mut deny, mut allow) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for ap in &set.authorization_policies {
         match authz::compile_policy(ap) {
             Ok(p) if aps.iter().any(|r| std::ptr::eq(*r, ap)) => {
@@ -106,7 +111,13 @@ pub fn compile(set: &PolicySet, workload: &Workload) -> Result<CompiledWorkload,
 }
 
 /// A [`LoadError`] pointing at a field of a resource.
-pub(crate) fn located_error<S>(res: &Resource<S>, kind: &str, field: String, value: &str, message: String) -> Box<LoadError> {
+pub(crate) fn located_error<S>(
+    res: &Resource<S>,
+    kind: &str,
+    field: String,
+    value: &str,
+    message: String,
+) -> Box<LoadError> {
     Box::new(LoadError {
         file: res.origin.file.clone(),
         document: Some(res.origin.document),

@@ -90,9 +90,12 @@ impl StringMatch {
         match self {
             StringMatch::Presence => true,
             StringMatch::Exact(e) => s.eq_ignore_ascii_case(e),
-            StringMatch::Prefix(p) => s.len() >= p.len() && s.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes()),
+            StringMatch::Prefix(p) => {
+                s.len() >= p.len() && s.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+            }
             StringMatch::Suffix(x) => {
-                s.len() >= x.len() && s.as_bytes()[s.len() - x.len()..].eq_ignore_ascii_case(x.as_bytes())
+                s.len() >= x.len()
+                    && s.as_bytes()[s.len() - x.len()..].eq_ignore_ascii_case(x.as_bytes())
             }
         }
     }
@@ -366,7 +369,9 @@ impl IdentityMatch {
         match self {
             IdentityMatch::Principal(m) => m.matches_non_empty(id),
             IdentityMatch::Namespace(m) => ns.is_some_and(|n| m.matches(n)),
-            IdentityMatch::ServiceAccount { namespace, name } => ns == Some(namespace.as_str()) && sa == Some(name.as_str()),
+            IdentityMatch::ServiceAccount { namespace, name } => {
+                ns == Some(namespace.as_str()) && sa == Some(name.as_str())
+            }
             IdentityMatch::TrustDomain(m) => m.matches_non_empty(td),
         }
     }
@@ -379,25 +384,72 @@ mod tests {
     #[test]
     fn string_forms() {
         assert_eq!(StringMatch::parse("*", false), StringMatch::Presence);
-        assert_eq!(StringMatch::parse("*.com", false), StringMatch::Suffix(".com".into()));
-        assert_eq!(StringMatch::parse("/api/*", false), StringMatch::Prefix("/api/".into()));
-        assert_eq!(StringMatch::parse("a*b", false), StringMatch::Exact("a*b".into()));
-        assert_eq!(StringMatch::parse("**", false), StringMatch::Suffix("*".into()));
-        assert_eq!(StringMatch::parse("Example.COM", true), StringMatch::Exact("example.com".into()));
+        assert_eq!(
+            StringMatch::parse("*.com", false),
+            StringMatch::Suffix(".com".into())
+        );
+        assert_eq!(
+            StringMatch::parse("/api/*", false),
+            StringMatch::Prefix("/api/".into())
+        );
+        assert_eq!(
+            StringMatch::parse("a*b", false),
+            StringMatch::Exact("a*b".into())
+        );
+        assert_eq!(
+            StringMatch::parse("**", false),
+            StringMatch::Suffix("*".into())
+        );
+        assert_eq!(
+            StringMatch::parse("Example.COM", true),
+            StringMatch::Exact("example.com".into())
+        );
     }
 
     #[test]
     fn principal_split_at_last_slash() {
         let cases = [
             ("*", StringMatch::Presence, StringMatch::Presence),
-            ("*/bob", StringMatch::Presence, StringMatch::Exact("bob".into())),
-            ("*.example.com/bob", StringMatch::Suffix(".example.com".into()), StringMatch::Exact("bob".into())),
-            ("*bob", StringMatch::Presence, StringMatch::Suffix("bob".into())),
-            ("https://a.com/*", StringMatch::Exact("https://a.com".into()), StringMatch::Presence),
-            ("iss/pre*", StringMatch::Exact("iss".into()), StringMatch::Prefix("pre".into())),
-            ("foo*", StringMatch::Prefix("foo".into()), StringMatch::Presence),
-            ("https://iss/a/b", StringMatch::Exact("https://iss/a".into()), StringMatch::Exact("b".into())),
-            ("alice", StringMatch::Exact("alice".into()), StringMatch::Exact(String::new())),
+            (
+                "*/bob",
+                StringMatch::Presence,
+                StringMatch::Exact("bob".into()),
+            ),
+            (
+                "*.example.com/bob",
+                StringMatch::Suffix(".example.com".into()),
+                StringMatch::Exact("bob".into()),
+            ),
+            (
+                "*bob",
+                StringMatch::Presence,
+                StringMatch::Suffix("bob".into()),
+            ),
+            (
+                "https://a.com/*",
+                StringMatch::Exact("https://a.com".into()),
+                StringMatch::Presence,
+            ),
+            (
+                "iss/pre*",
+                StringMatch::Exact("iss".into()),
+                StringMatch::Prefix("pre".into()),
+            ),
+            (
+                "foo*",
+                StringMatch::Prefix("foo".into()),
+                StringMatch::Presence,
+            ),
+            (
+                "https://iss/a/b",
+                StringMatch::Exact("https://iss/a".into()),
+                StringMatch::Exact("b".into()),
+            ),
+            (
+                "alice",
+                StringMatch::Exact("alice".into()),
+                StringMatch::Exact(String::new()),
+            ),
         ];
         for (v, iss, sub) in cases {
             let m = PrincipalMatch::parse(v);
@@ -419,7 +471,11 @@ mod tests {
         assert!(m.matches(Some("10.1.2.3".parse().unwrap())));
         assert!(!m.matches(Some("11.1.2.3".parse().unwrap())));
         assert!(!m.matches(None));
-        assert!(IpMatch::parse("1.2.3.4").unwrap().matches(Some("1.2.3.4".parse().unwrap())));
+        assert!(
+            IpMatch::parse("1.2.3.4")
+                .unwrap()
+                .matches(Some("1.2.3.4".parse().unwrap()))
+        );
         assert!(IpMatch::parse("1.2.3.400").is_err());
         assert!(IpMatch::parse("1.2.3.4/40").is_err());
         assert!(PortMatch::parse("70000").is_err());

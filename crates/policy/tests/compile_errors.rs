@@ -6,8 +6,11 @@ use std::path::Path;
 use meshguard_model::{LoadOptions, Workload, load_str};
 
 fn compile_err(spec_kind: &str, spec: &str) -> String {
-    let text = format!("apiVersion: security.istio.io/v1\nkind: {spec_kind}\nmetadata: {{name: p, namespace: foo}}\nspec:\n{spec}");
-    let set = load_str(Path::new("p.yaml"), &text, &LoadOptions::default()).unwrap_or_else(|e| panic!("load: {e}"));
+    let text = format!(
+        "apiVersion: security.istio.io/v1\nkind: {spec_kind}\nmetadata: {{name: p, namespace: foo}}\nspec:\n{spec}"
+    );
+    let set = load_str(Path::new("p.yaml"), &text, &LoadOptions::default())
+        .unwrap_or_else(|e| panic!("load: {e}"));
     let wl = Workload::new("foo", BTreeMap::new());
     match meshguard_policy::compile(&set, &wl) {
         Ok(_) => panic!("compiled without error: {spec}"),
@@ -33,28 +36,76 @@ fn request_authentication_errors() {
     for (spec, want) in cases {
         let got = compile_err("RequestAuthentication", &spec);
         assert!(got.contains(want), "{spec}\n got: {got}\nwant: {want}");
-        assert!(got.contains("p.yaml: document 0 (RequestAuthentication foo/p)"), "{got}");
+        assert!(
+            got.contains("p.yaml: document 0 (RequestAuthentication foo/p)"),
+            "{got}"
+        );
     }
 }
 
 #[test]
 fn authorization_policy_errors() {
     let cases = [
-        ("  action: DENY\n", "DENY action without `rules` is meaningless"),
-        ("  action: CUSTOM\n  rules: [{}]\n", "`provider.name` must not be empty"),
-        ("  provider: {name: x}\n  rules: [{}]\n", "`provider` must not be with non CUSTOM action, found ALLOW"),
-        ("  rules: [{from: []}]\n", "spec.rules[0].from = \"[]\": `from` must not be empty"),
-        ("  rules: [{to: [{operation: {}}]}]\n", "spec.rules[0].to[0].operation = \"{}\": `to.operation` must not be empty"),
-        ("  rules: [{to: [{operation: {ports: ['99999']}}]}]\n", "spec.rules[0].to[0].operation.ports[0] = \"99999\": bad port (99999)"),
-        ("  rules: [{to: [{operation: {paths: ['']}}]}]\n", "empty value not allowed, found in paths"),
-        ("  rules: [{to: [{operation: {paths: ['/a/{**}/b/{*}']}}]}]\n", "{**} is not the last operator"),
-        ("  rules: [{from: [{source: {remoteIpBlocks: ['10.0.0.0/33']}}]}]\n", "bad CIDR range (10.0.0.0/33)"),
-        ("  rules: [{from: [{source: {serviceAccounts: [a], namespaces: [b]}}]}]\n", "cannot set serviceAccounts with namespaces or principals"),
-        ("  rules: [{when: [{key: 'request.auth.claim[groups]', values: [a]}]}]\n", "unknown attribute request.auth.claim[groups]; did you mean request.auth.claims[]?"),
-        ("  rules: [{when: [{key: destination.namespace, values: [a]}]}]\n", "attribute destination.namespace is replaced by the metadata.namespace"),
-        ("  rules: [{when: [{key: 'request.headers[]', values: [a]}]}]\n", "must be of the form request.headers[<name>]"),
-        ("  rules: [{when: [{key: source.ip}]}]\n", "at least one of `values` or `notValues` must be set for key source.ip"),
-        ("  action: CUSTOM\n  provider: {name: x}\n  rules: [{from: [{source: {requestPrincipals: ['*']}}]}]\n", "requestPrincipals is currently not supported with CUSTOM action"),
+        (
+            "  action: DENY\n",
+            "DENY action without `rules` is meaningless",
+        ),
+        (
+            "  action: CUSTOM\n  rules: [{}]\n",
+            "`provider.name` must not be empty",
+        ),
+        (
+            "  provider: {name: x}\n  rules: [{}]\n",
+            "`provider` must not be with non CUSTOM action, found ALLOW",
+        ),
+        (
+            "  rules: [{from: []}]\n",
+            "spec.rules[0].from = \"[]\": `from` must not be empty",
+        ),
+        (
+            "  rules: [{to: [{operation: {}}]}]\n",
+            "spec.rules[0].to[0].operation = \"{}\": `to.operation` must not be empty",
+        ),
+        (
+            "  rules: [{to: [{operation: {ports: ['99999']}}]}]\n",
+            "spec.rules[0].to[0].operation.ports[0] = \"99999\": bad port (99999)",
+        ),
+        (
+            "  rules: [{to: [{operation: {paths: ['']}}]}]\n",
+            "empty value not allowed, found in paths",
+        ),
+        (
+            "  rules: [{to: [{operation: {paths: ['/a/{**}/b/{*}']}}]}]\n",
+            "{**} is not the last operator",
+        ),
+        (
+            "  rules: [{from: [{source: {remoteIpBlocks: ['10.0.0.0/33']}}]}]\n",
+            "bad CIDR range (10.0.0.0/33)",
+        ),
+        (
+            "  rules: [{from: [{source: {serviceAccounts: [a], namespaces: [b]}}]}]\n",
+            "cannot set serviceAccounts with namespaces or principals",
+        ),
+        (
+            "  rules: [{when: [{key: 'request.auth.claim[groups]', values: [a]}]}]\n",
+            "unknown attribute request.auth.claim[groups]; did you mean request.auth.claims[]?",
+        ),
+        (
+            "  rules: [{when: [{key: destination.namespace, values: [a]}]}]\n",
+            "attribute destination.namespace is replaced by the metadata.namespace",
+        ),
+        (
+            "  rules: [{when: [{key: 'request.headers[]', values: [a]}]}]\n",
+            "must be of the form request.headers[<name>]",
+        ),
+        (
+            "  rules: [{when: [{key: source.ip}]}]\n",
+            "at least one of `values` or `notValues` must be set for key source.ip",
+        ),
+        (
+            "  action: CUSTOM\n  provider: {name: x}\n  rules: [{from: [{source: {requestPrincipals: ['*']}}]}]\n",
+            "requestPrincipals is currently not supported with CUSTOM action",
+        ),
     ];
     for (spec, want) in cases {
         let got = compile_err("AuthorizationPolicy", spec);
@@ -66,8 +117,13 @@ fn authorization_policy_errors() {
 fn dry_run_annotation_is_validated() {
     let text = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: foo, annotations: {istio.io/dry-run: 'yes'}}\nspec: {}\n";
     let set = load_str(Path::new("p.yaml"), text, &LoadOptions::default()).unwrap();
-    let err = meshguard_policy::compile(&set, &Workload::new("foo", BTreeMap::new())).unwrap_err().to_string();
-    assert!(err.contains("metadata.annotations[istio.io/dry-run] = \"yes\": invalid value"), "{err}");
+    let err = meshguard_policy::compile(&set, &Workload::new("foo", BTreeMap::new()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("metadata.annotations[istio.io/dry-run] = \"yes\": invalid value"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -77,12 +133,22 @@ fn providers_are_sorted_by_issuer_and_named_origins() {
     );
     let set = load_str(Path::new("p.yaml"), &text, &LoadOptions::default()).unwrap();
     let cw = meshguard_policy::compile(&set, &Workload::new("foo", BTreeMap::new())).unwrap();
-    let names: Vec<(&str, &str)> = cw.providers.iter().map(|p| (p.name.as_str(), p.issuer.as_str())).collect();
+    let names: Vec<(&str, &str)> = cw
+        .providers
+        .iter()
+        .map(|p| (p.name.as_str(), p.issuer.as_str()))
+        .collect();
     assert_eq!(names, vec![("origins-0", "alpha"), ("origins-1", "zeta")]);
     let alpha = &cw.providers[0];
     let headers: Vec<&str> = alpha.headers.iter().map(|h| h.name.as_str()).collect();
     assert_eq!(headers, vec!["x-a", "x-b"], "lowercased and sorted");
-    assert!(alpha.params.is_empty(), "explicit locations replace the defaults");
+    assert!(
+        alpha.params.is_empty(),
+        "explicit locations replace the defaults"
+    );
     assert_eq!(cw.providers[1].params, vec!["access_token"]);
-    assert_eq!(cw.providers[1].space_delimited_claims, vec!["permission", "scope"]);
+    assert_eq!(
+        cw.providers[1].space_delimited_claims,
+        vec!["permission", "scope"]
+    );
 }

@@ -120,21 +120,10 @@ fn verify_provider(
     ProviderState::Ok(tokens)
 }
 
-/// Authenticates a request against `providers`, mutating `headers` as Envoy would on success.
-/// `ops` receives every header change, in order.
-pub fn authenticate(
-    providers: &[JwtProvider],
-    headers: &mut HeaderMap,
-    query: Option<&str>,
-    now: u64,
-    reports: &mut Vec<ProviderReport>,
-    ops: &mut Vec<HeaderOp>,
-) -> AuthnResult {
-    if providers.is_empty() {
-        return AuthnResult::NotApplicable;
-    }
-    // Clients must not be able to pose as the verifier: output headers are removed first, for
-    // every provider (Envoy removes only those of providers it runs; this is the safe superset).
+/// Removes client-sent copies of every provider's output headers. Clients must not be able to
+/// pose as the verifier: Envoy removes them only for the providers it runs; meshguard removes
+/// them for all providers on every request, CORS preflights included.
+pub fn sanitize(providers: &[JwtProvider], headers: &mut HeaderMap, ops: &mut Vec<HeaderOp>) {
     for p in providers {
         let outputs = p
             .output_payload_to_header
@@ -147,6 +136,21 @@ pub fn authenticate(
                 });
             }
         }
+    }
+}
+
+/// Authenticates a request against `providers`, mutating `headers` as Envoy would on success.
+/// `ops` receives every header change, in order.
+pub fn authenticate(
+    providers: &[JwtProvider],
+    headers: &mut HeaderMap,
+    query: Option<&str>,
+    now: u64,
+    reports: &mut Vec<ProviderReport>,
+    ops: &mut Vec<HeaderOp>,
+) -> AuthnResult {
+    if providers.is_empty() {
+        return AuthnResult::NotApplicable;
     }
     let mut states: Vec<ProviderState> = Vec::with_capacity(providers.len());
     let mut accepted = None;

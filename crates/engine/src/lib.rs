@@ -128,6 +128,7 @@ pub fn evaluate(cw: &CompiledWorkload, req: HttpRequest<'_>, opts: &EvalOptions)
     };
     let realm = || realm(req.scheme, req.host, &path);
 
+    authn::sanitize(&cw.providers, req.headers, &mut out.header_ops);
     out.cors_preflight = !cw.providers.is_empty() && is_cors_preflight(req.method, req.headers);
     if !out.cors_preflight {
         match authn::authenticate(

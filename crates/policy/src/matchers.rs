@@ -196,9 +196,9 @@ impl HeaderMatch {
         req.headers
             .get_all(&self.name)
             .iter()
-            // A value that is not visible ASCII can still match presence; it never equals a
-            // policy string, which YAML gives us as UTF-8 text.
-            .any(|v| match v.to_str() {
+            // Header values are bytes; UTF-8 values compare with the policy's UTF-8 text,
+            // anything else can only satisfy presence.
+            .any(|v| match std::str::from_utf8(v.as_bytes()) {
                 Ok(s) => self.value.matches(s),
                 Err(_) => matches!(self.value, StringMatch::Presence),
             })
@@ -463,6 +463,43 @@ mod tests {
         assert_eq!(parse_claim_path("[nested][key1]"), vec!["nested", "key1"]);
         assert_eq!(parse_claim_path("[foo.com/name]"), vec!["foo.com/name"]);
         assert_eq!(parse_claim_path("[a[b]"), vec!["a[b"]);
+    }
+
+    #[test]
+    fn header_values_are_matched_one_by_one_and_as_utf8() {
+        let mut headers = HeaderMap::new();
+        headers.append("x-role", http::HeaderValue::from_static("user"));
+        headers.append(
+            "x-role",
+            http::HeaderValue::from_bytes("adminé".as_bytes()).unwrap(),
+        );
+        headers.append(
+            "x-bin",
+            http::HeaderValue::from_bytes(&[0xff, 0xfe]).unwrap(),
+        );
+        let req = RequestAttributes {
+            method: "GET",
+            path: "/",
+            host: "h",
+            headers: &headers,
+            source_ip: None,
+            remote_ip: None,
+            destination_ip: None,
+            destination_port: None,
+            sni: None,
+            peer_identity: None,
+            jwt: None,
+        };
+        let m = |name: &'static str, v: &str| HeaderMatch {
+            name: http::HeaderName::from_static(name),
+            value: StringMatch::parse(v, false),
+        };
+        assert!(m("x-role", "adminé").matches(&req));
+        assert!(m("x-role", "user").matches(&req));
+        assert!(!m("x-role", "user,adminé").matches(&req));
+        assert!(m("x-bin", "*").matches(&req));
+        assert!(!m("x-bin", "\u{fffd}*").matches(&req));
+        assert!(!m("x-none", "*").matches(&req));
     }
 
     #[test]

@@ -46,6 +46,16 @@ pub(crate) enum Family {
 }
 
 impl Algorithm {
+    /// The algorithms an RSA key can verify (PKCS#1 v1.5 and PSS).
+    pub const RSA: [Algorithm; 6] = [
+        Algorithm::RS256,
+        Algorithm::RS384,
+        Algorithm::RS512,
+        Algorithm::PS256,
+        Algorithm::PS384,
+        Algorithm::PS512,
+    ];
+
     /// All algorithms, in declaration order.
     pub const ALL: [Algorithm; 13] = [
         Algorithm::HS256,

@@ -1062,14 +1062,7 @@ fn alg_selection() {
     let pinned = jwks_of(&[rs256_only]);
     let any = jwks_of(&[k.public_jwk(Some("r"))]);
     let claims = json!({"sub": "x"});
-    for alg in [
-        Algorithm::RS256,
-        Algorithm::RS384,
-        Algorithm::RS512,
-        Algorithm::PS256,
-        Algorithm::PS384,
-        Algorithm::PS512,
-    ] {
+    for alg in Algorithm::RSA {
         let t = decode(&token_with(alg, k, json!({"kid": "r"}), claims.clone())).unwrap();
         assert_eq!(t.verify_signature(&any), Ok(()), "{alg} with alg-less key");
         let want = if alg == Algorithm::RS256 {

@@ -110,14 +110,7 @@ fn sample_private_key_signs_verifiable_tokens() {
     assert_eq!(jwk["e"], published["e"]);
     let header = json!({"kid": KID, "typ": "JWT"});
     let claims = json!({"iss": ISSUER, "sub": ISSUER, "exp": NOW + 3600, "iat": NOW});
-    for alg in [
-        Algorithm::RS256,
-        Algorithm::RS384,
-        Algorithm::RS512,
-        Algorithm::PS256,
-        Algorithm::PS384,
-        Algorithm::PS512,
-    ] {
+    for alg in Algorithm::RSA {
         let t = sign(
             alg,
             &key,

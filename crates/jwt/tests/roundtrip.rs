@@ -7,14 +7,7 @@ const NOW: u64 = 1_700_000_000;
 
 fn algorithms_for(kind: KeyKind) -> Vec<Algorithm> {
     match kind {
-        KeyKind::Rsa(_) => vec![
-            Algorithm::RS256,
-            Algorithm::RS384,
-            Algorithm::RS512,
-            Algorithm::PS256,
-            Algorithm::PS384,
-            Algorithm::PS512,
-        ],
+        KeyKind::Rsa(_) => Algorithm::RSA.to_vec(),
         KeyKind::EcP256 => vec![Algorithm::ES256],
         KeyKind::EcP384 => vec![Algorithm::ES384],
         KeyKind::EcP521 => vec![Algorithm::ES512],

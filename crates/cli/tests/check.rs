@@ -218,3 +218,56 @@ fn help_teaches_with_examples() {
         "{out}"
     );
 }
+
+#[test]
+fn headers_root_namespace_and_skipped_kinds() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-headers");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("mesh.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: httpbin}\n---\n\
+         apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-admin, namespace: mesh-root}\n\
+         spec:\n  action: DENY\n  rules: [{when: [{key: 'request.headers[x-role]', values: [admin]}]}]\n",
+    )
+    .unwrap();
+    let policies = ["--policies", file.to_str().unwrap()];
+    // Not in the default root namespace: the policy does not apply.
+    let o = check(&[&policies[..], &WL, &["-H", "x-role: admin"]].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("  applies:    nothing (no policy selects this workload)\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  note:       ") && out.contains("skipped Service \"httpbin\""),
+        "{out}"
+    );
+    // With --root-namespace it applies mesh-wide, and each header value is matched on its own.
+    let root = ["--root-namespace", "mesh-root"];
+    let o = check(
+        &[
+            &policies[..],
+            &WL,
+            &root,
+            &["-H", "x-role: user", "-H", "X-Role: admin"],
+        ]
+        .concat(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("  details:    rbac_access_denied_matched_policy[ns[mesh-root]-policy[deny-admin]-rule[0]]\n"),
+        "{}",
+        stdout(&o)
+    );
+    let o = check(&[&policies[..], &WL, &root, &["-H", "x-role: user"]].concat());
+    assert_eq!(o.status.code(), Some(0));
+    let o = check(&[&policies[..], &WL, &["-H", "no colon"]].concat());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("expected 'Name: value'"),
+        "{}",
+        stderr(&o)
+    );
+}

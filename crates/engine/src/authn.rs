@@ -8,15 +8,12 @@
 //! the response: it returns a [`Status`] and the decision module turns it into one.
 
 use http::{HeaderMap, HeaderValue};
-use meshguard_jwt::{Jwks, Status, Token, Validation};
+use meshguard_jwt::{Jwks, Status, Token};
 use meshguard_policy::{JwtProvider, KeySource};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::extract::{Extracted, Location, extract};
-
-/// Envoy's clock skew; Istio never changes it.
-pub const CLOCK_SKEW_SECS: u64 = 60;
 
 /// What happened at one provider, for reports and metrics.
 #[derive(Clone, Debug, Serialize)]
@@ -91,25 +88,16 @@ fn verify_provider(
     if extracted.is_empty() {
         return ProviderState::Missing;
     }
-    let validation = Validation {
-        issuer: (!p.issuer.is_empty()).then(|| p.issuer.clone()),
-        audiences: p.audiences.clone(),
-        skew_secs: CLOCK_SKEW_SECS,
-        limits: Default::default(),
-    };
-    let empty;
+    // Remote keys are not fetched yet: an empty set, reported as a failed fetch.
+    static NO_KEYS: std::sync::LazyLock<Jwks> = std::sync::LazyLock::new(Jwks::empty);
     let jwks = match &p.keys {
         KeySource::Inline(j) => j,
-        KeySource::Remote { .. } => {
-            // Remote keys are not fetched yet: an empty set, reported as a failed fetch.
-            empty = Jwks::empty();
-            &empty
-        }
+        KeySource::Remote { .. } => &*NO_KEYS,
     };
     let mut tokens = Vec::with_capacity(extracted.len());
     // Envoy pops tokens from the back of the extraction list; the first failure wins.
     for e in extracted.into_iter().rev() {
-        match meshguard_jwt::verify(&e.token, &validation, jwks, now) {
+        match meshguard_jwt::verify(&e.token, &p.validation, jwks, now) {
             Ok(t) => tokens.push((e, t)),
             Err(Status::JwksNoValidKeys) if matches!(p.keys, KeySource::Remote { .. }) => {
                 return ProviderState::Failed(Status::JwksFetchFail);
@@ -265,7 +253,7 @@ fn apply_success(
                 name: h.to_string(),
             });
         }
-        payload = token.claims().payload.clone();
+        payload = token.into_claims().payload;
     }
     for claim in &p.space_delimited_claims {
         if let Some(Value::String(s)) = payload.get(claim) {

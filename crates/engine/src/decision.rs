@@ -7,7 +7,7 @@
 
 use meshguard_jwt::Status;
 use meshguard_model::Action;
-use meshguard_policy::{CompiledPolicy, CompiledWorkload, RequestAttributes};
+use meshguard_policy::{CompiledPolicy, CompiledRule, CompiledWorkload, RequestAttributes};
 use serde::Serialize;
 
 use crate::normalize::NormalizeError;
@@ -112,26 +112,28 @@ pub struct AuthzReport {
     pub denied: Option<DenyReason>,
 }
 
+/// The first (policy, rule) that matches, in Envoy's order.
 fn first_match<'a>(
-    policies: impl Iterator<Item = &'a CompiledPolicy>,
+    mut policies: impl Iterator<Item = &'a CompiledPolicy>,
     req: &RequestAttributes<'_>,
-) -> Option<String> {
-    policies
-        .filter_map(|p| p.matching_rule(req))
-        .map(|r| r.id.clone())
-        .next()
+) -> Option<(&'a CompiledPolicy, &'a CompiledRule)> {
+    policies.find_map(|p| p.matching_rule(req).map(|r| (p, r)))
+}
+
+fn id_of(m: Option<(&CompiledPolicy, &CompiledRule)>) -> Option<String> {
+    m.map(|(_, r)| r.id.clone())
 }
 
 /// Istio's order after JWT: CUSTOM (as DENY, no ext_authz client yet: PRODUCT.md decision 5),
 /// AUDIT, DENY, then ALLOW. Dry-run policies are evaluated into shadow results only.
 pub fn authorize(cw: &CompiledWorkload, req: &RequestAttributes<'_>) -> AuthzReport {
     let mut report = AuthzReport {
-        audit: first_match(cw.audit.iter(), req),
+        audit: id_of(first_match(cw.audit.iter(), req)),
         ..Default::default()
     };
     for (action, set) in [("DENY", &cw.deny), ("ALLOW", &cw.allow)] {
         if set.iter().any(|p| p.dry_run) {
-            let matched = first_match(set.iter().filter(|p| p.dry_run), req);
+            let matched = id_of(first_match(set.iter().filter(|p| p.dry_run), req));
             let result = match (action, matched.is_some()) {
                 ("DENY", true) | ("ALLOW", false) => "denied",
                 _ => "allowed",
@@ -147,21 +149,19 @@ pub fn authorize(cw: &CompiledWorkload, req: &RequestAttributes<'_>) -> AuthzRep
         .custom
         .iter()
         .chain(cw.deny.iter().filter(|p| !p.dry_run));
-    for p in deny_like {
-        if let Some(rule) = p.matching_rule(req) {
-            report.matched_policy = Some(rule.id.clone());
-            report.matched_action = Some(p.action.as_str());
-            report.denied = Some(DenyReason::DenyPolicy(rule.id.clone()));
-            return report;
-        }
+    if let Some((p, rule)) = first_match(deny_like, req) {
+        report.matched_policy = Some(rule.id.clone());
+        report.matched_action = Some(p.action.as_str());
+        report.denied = Some(DenyReason::DenyPolicy(rule.id.clone()));
+        return report;
     }
     let mut allow = cw.allow.iter().filter(|p| !p.dry_run).peekable();
     if allow.peek().is_none() {
         return report;
     }
     match first_match(allow, req) {
-        Some(id) => {
-            report.matched_policy = Some(id);
+        Some((_, rule)) => {
+            report.matched_policy = Some(rule.id.clone());
             report.matched_action = Some(Action::Allow.as_str());
         }
         None => report.denied = Some(DenyReason::NoAllowMatch),

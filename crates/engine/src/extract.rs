@@ -81,37 +81,33 @@ pub fn extract(
             });
         }
     }
-    if !provider.params.is_empty()
-        && let Some(query) = query
-    {
+    if let Some(query) = query {
         for name in &provider.params {
-            let mut found = query_values(query, name);
-            if let Some(token) = found.next() {
-                if found.next().is_some() {
-                    return Err(MultipleTokens(Location::Param(name.clone())));
-                }
-                out.push(Extracted {
-                    token,
-                    location: Location::Param(name.clone()),
-                });
-            }
+            let found = query_values(query, name);
+            out.extend(at_most_one(found, || Location::Param(name.clone()))?);
         }
     }
-    if !provider.cookies.is_empty() {
-        for name in &provider.cookies {
-            let mut found = cookie_values(headers, name);
-            if let Some(token) = found.next() {
-                if found.next().is_some() {
-                    return Err(MultipleTokens(Location::Cookie(name.clone())));
-                }
-                out.push(Extracted {
-                    token,
-                    location: Location::Cookie(name.clone()),
-                });
-            }
-        }
+    for name in &provider.cookies {
+        let found = cookie_values(headers, name);
+        out.extend(at_most_one(found, || Location::Cookie(name.clone()))?);
     }
     Ok(out)
+}
+
+/// The one token a location carries, or an error if it carries more.
+fn at_most_one(
+    mut found: impl Iterator<Item = String>,
+    location: impl FnOnce() -> Location,
+) -> Result<Option<Extracted>, MultipleTokens> {
+    // The location is built only when there is a token: most requests carry none here.
+    match (found.next(), found.next()) {
+        (None, _) => Ok(None),
+        (Some(token), None) => Ok(Some(Extracted {
+            token,
+            location: location(),
+        })),
+        (Some(_), Some(_)) => Err(MultipleTokens(location())),
+    }
 }
 
 fn query_values<'a>(query: &'a str, name: &'a str) -> impl Iterator<Item = String> + 'a {

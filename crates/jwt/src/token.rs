@@ -306,6 +306,11 @@ impl Token {
         &self.claims
     }
 
+    /// The claims, taken out of a token that is no longer needed (no copy of the payload).
+    pub fn into_claims(self) -> Claims {
+        self.claims
+    }
+
     /// The second section exactly as sent (for `outputPayloadToHeader`).
     pub fn payload_b64(&self) -> &str {
         &self.raw[self.dot1 + 1..self.dot2]

@@ -12,7 +12,5 @@ pub mod types;
 
 pub use duration::parse_duration;
 pub use load::{LoadError, LoadErrors, LoadOptions, PolicySet, Skipped, load_paths, load_str};
-pub use select::{
-    Attachment, DEFAULT_ROOT_NAMESPACE, Workload, applicable, attachment, parse_labels,
-};
+pub use select::{Attachment, DEFAULT_ROOT_NAMESPACE, Workload, attachment, parse_labels};
 pub use types::*;

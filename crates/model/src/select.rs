@@ -90,16 +90,6 @@ pub fn attachment<S: Attachable>(resource: &Resource<S>, workload: &Workload) ->
     }
 }
 
-/// The resources of `all` that apply to `workload`, in their loaded order.
-pub fn applicable<'a, S: Attachable>(
-    all: &'a [Resource<S>],
-    workload: &Workload,
-) -> Vec<&'a Resource<S>> {
-    all.iter()
-        .filter(|r| attachment(*r, workload) == Attachment::Applies)
-        .collect()
-}
-
 /// Parses `k=v,k2=v2` (the `--labels` flag).
 pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
     let mut out = BTreeMap::new();

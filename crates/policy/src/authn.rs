@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use meshguard_jwt::Jwks;
+use meshguard_jwt::{Jwks, Validation};
 use meshguard_model::{JwtRule, LoadError, Presence, RequestAuthenticationSpec, Resource};
 
 /// Where a provider's keys come from.
@@ -37,7 +37,9 @@ pub struct JwtProvider {
     /// `RequestAuthentication foo/jwt-example jwtRules[0]`, for messages.
     pub source: String,
     pub issuer: String,
-    pub audiences: Vec<String>,
+    /// Issuer, audiences and skew as the verifier takes them, built once here so that a
+    /// request does not rebuild (and reallocate) them.
+    pub validation: Validation,
     pub keys: KeySource,
     /// Header locations in Envoy's extraction order (sorted by lowercase name + prefix).
     pub headers: Vec<HeaderLocation>,
@@ -280,7 +282,11 @@ fn compile_rule(rule: &JwtRule, source: &str) -> Result<JwtProvider, (String, St
         name: String::new(),
         source: source.to_string(),
         issuer: rule.issuer.clone(),
-        audiences: rule.audiences.clone(),
+        validation: Validation {
+            issuer: (!rule.issuer.is_empty()).then(|| rule.issuer.clone()),
+            audiences: rule.audiences.clone(),
+            ..Validation::default()
+        },
         keys,
         headers,
         params,

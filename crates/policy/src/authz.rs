@@ -212,61 +212,29 @@ pub fn compile_policy(
                 format!("`rule` must not be nil, found at rule {i}"),
             ));
         };
-        let mut compiled = CompiledRule {
-            id: policy_id(&res.namespace, &res.name, i),
+        let ns = &res.namespace;
+        let compiled = CompiledRule {
+            id: policy_id(ns, &res.name, i),
             index: i,
-            from: Vec::new(),
-            to: Vec::new(),
-            when: Vec::new(),
+            from: compile_entries(
+                rule.from.as_ref(),
+                &format!("{at}.from"),
+                "source",
+                |f| f.source.as_ref(),
+                |s, at| compile_source(s, ns, at),
+            )
+            .map_err(|(f, v, m)| err(f, &v, m))?,
+            to: compile_entries(
+                rule.to.as_ref(),
+                &format!("{at}.to"),
+                "operation",
+                |t| t.operation.as_ref(),
+                compile_operation,
+            )
+            .map_err(|(f, v, m)| err(f, &v, m))?,
+            when: compile_when(rule.when.as_deref().unwrap_or_default(), ns, &at)
+                .map_err(|(f, v, m)| err(f, &v, m))?,
         };
-        if let Some(from) = &rule.from {
-            if from.is_empty() {
-                return Err(err(
-                    format!("{at}.from"),
-                    "[]",
-                    "`from` must not be empty".into(),
-                ));
-            }
-            for (j, f) in from.iter().enumerate() {
-                let at = format!("{at}.from[{j}].source");
-                let source = f.as_ref().and_then(|f| f.source.as_ref());
-                let Some(source) = source else {
-                    return Err(err(at, "null", "`from.source` must not be nil".into()));
-                };
-                compiled.from.push(
-                    compile_source(source, &res.namespace, &at)
-                        .map_err(|(f, v, m)| err(f, &v, m))?,
-                );
-            }
-        }
-        if let Some(to) = &rule.to {
-            if to.is_empty() {
-                return Err(err(
-                    format!("{at}.to"),
-                    "[]",
-                    "`to` must not be empty".into(),
-                ));
-            }
-            for (j, t) in to.iter().enumerate() {
-                let at = format!("{at}.to[{j}].operation");
-                let op = t.as_ref().and_then(|t| t.operation.as_ref());
-                let Some(op) = op else {
-                    return Err(err(at, "null", "`to.operation` must not be nil".into()));
-                };
-                compiled
-                    .to
-                    .push(compile_operation(op, &at).map_err(|(f, v, m)| err(f, &v, m))?);
-            }
-        }
-        for (j, c) in rule.when.iter().flatten().enumerate() {
-            let at = format!("{at}.when[{j}]");
-            let Some(c) = c else {
-                return Err(err(at, "null", "`when` entry must not be nil".into()));
-            };
-            compiled.when.push(
-                compile_condition(c, &res.namespace, &at).map_err(|(f, v, m)| err(f, &v, m))?,
-            );
-        }
         if spec.action == Action::Custom {
             check_custom_rule(&compiled).map_err(|(f, m)| err(format!("{at}.{f}"), "", m))?;
         }
@@ -286,6 +254,58 @@ pub fn compile_policy(
 }
 
 type FieldError = (String, String, String);
+
+/// A `from` or `to` list: absent means "any"; present but empty, a null entry, or an entry
+/// without its `source`/`operation` are errors (Istio's validation).
+fn compile_entries<E, X>(
+    list: Option<&Vec<Option<E>>>,
+    at: &str,
+    inner: &str,
+    get: impl Fn(&E) -> Option<&X>,
+    compile: impl Fn(&X, &str) -> Result<Clause, FieldError>,
+) -> Result<Vec<Clause>, FieldError> {
+    let Some(list) = list else {
+        return Ok(Vec::new());
+    };
+    if list.is_empty() {
+        let name = at.rsplit('.').next().unwrap_or(at);
+        return Err((
+            at.to_string(),
+            "[]".into(),
+            format!("`{name}` must not be empty"),
+        ));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(j, entry)| {
+            let at = format!("{at}[{j}].{inner}");
+            match entry.as_ref().and_then(&get) {
+                Some(x) => compile(x, &at),
+                None => {
+                    let name = format!("{}.{inner}", if inner == "source" { "from" } else { "to" });
+                    Err((at, "null".into(), format!("`{name}` must not be nil")))
+                }
+            }
+        })
+        .collect()
+}
+
+fn compile_when(
+    when: &[Option<Condition>],
+    policy_ns: &str,
+    at: &str,
+) -> Result<Vec<Clause>, FieldError> {
+    when.iter()
+        .enumerate()
+        .map(|(j, c)| {
+            let at = format!("{at}.when[{j}]");
+            match c {
+                Some(c) => compile_condition(c, policy_ns, &at),
+                None => Err((at, "null".into(), "`when` entry must not be nil".into())),
+            }
+        })
+        .collect()
+}
 
 /// Turns one YAML value of a `when` key into a matcher.
 type ValueParser = Box<dyn Fn(&str) -> Result<Matcher, String>>;

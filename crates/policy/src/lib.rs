@@ -12,7 +12,9 @@ pub mod authz;
 pub mod matchers;
 pub mod path_template;
 
-use meshguard_model::{Action, LoadError, LoadErrors, PolicySet, Resource, Workload, applicable};
+use meshguard_model::{
+    Action, Attachment, LoadError, LoadErrors, PolicySet, Resource, Workload, attachment,
+};
 
 pub use authn::{JwtProvider, KeySource};
 pub use authz::{CompiledPolicy, CompiledRule};
@@ -56,10 +58,9 @@ pub fn compile(set: &PolicySet, workload: &Workload) -> Result<CompiledWorkload,
     let mut errors = Vec::new();
     let mut providers = Vec::new();
     let mut applied = Vec::new();
-    let ras = applicable(&set.request_authentications, workload);
     for ra in &set.request_authentications {
         match authn::compile_request_authentication(ra) {
-            Ok(p) if ras.iter().any(|r| std::ptr::eq(*r, ra)) => {
+            Ok(p) if attachment(ra, workload) == Attachment::Applies => {
                 applied.push(format!("RequestAuthentication {}", ra.key()));
                 providers.extend(p);
             }
@@ -73,12 +74,11 @@ pub fn compile(set: &PolicySet, workload: &Workload) -> Result<CompiledWorkload,
     for (i, p) in providers.iter_mut().enumerate() {
         p.name = format!("origins-{i}");
     }
-    let aps = applicable(&set.authorization_policies, workload);
     let (mut custom, mut audit, mut deny, mut allow) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for ap in &set.authorization_policies {
         match authz::compile_policy(ap) {
-            Ok(p) if aps.iter().any(|r| std::ptr::eq(*r, ap)) => {
+            Ok(p) if attachment(ap, workload) == Attachment::Applies => {
                 applied.push(format!("AuthorizationPolicy {}", ap.key()));
                 match p.action {
                     Action::Custom => custom.push(p),

@@ -212,6 +212,20 @@ pub fn load_str(file: &Path, text: &str, opts: &LoadOptions) -> Result<PolicySet
     }
 }
 
+/// The YAML parser's limits, raised from its defaults (1,024 documents, 250,000 nodes per
+/// stream) so that one file can hold a mesh's worth of policies (10,000 and more), while still
+/// bounding alias expansion and nesting. Duplicate mapping keys stay errors: `action: ALLOW`
+/// followed by `action: DENY` must not quietly mean one of them.
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_documents: 1_000_000,
+            max_nodes: 50_000_000,
+            max_events: 200_000_000,
+        },
+    }
+}
+
 fn load_into(
     set: &mut PolicySet,
     file: &Path,
@@ -219,13 +233,14 @@ fn load_into(
     opts: &LoadOptions,
     errors: &mut Vec<LoadError>,
 ) {
-    let docs: Vec<Value> = match serde_saphyr::from_multiple::<Value>(text) {
-        Ok(docs) => docs,
-        Err(e) => {
-            errors.push(file_error(file, format!("invalid YAML: {e}")));
-            return;
-        }
-    };
+    let docs: Vec<Value> =
+        match serde_saphyr::from_multiple_with_options::<Value>(text, yaml_options()) {
+            Ok(docs) => docs,
+            Err(e) => {
+                errors.push(file_error(file, format!("invalid YAML: {e}")));
+                return;
+            }
+        };
     // `kind: List` expands in place so that document numbers count resources.
     let mut flat = Vec::new();
     for doc in docs {

@@ -276,3 +276,32 @@ spec: {selector: {}}
         Attachment::OtherNamespace
     );
 }
+
+#[test]
+fn duplicate_keys_are_errors() {
+    let text = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: foo}\nspec:\n  action: ALLOW\n  action: DENY\n  rules: [{}]\n";
+    let errs = load_str(Path::new("dup.yaml"), text, &LoadOptions::default()).unwrap_err();
+    assert!(errs.0[0].message.starts_with("invalid YAML"), "{errs}");
+    assert!(
+        errs.0[0].message.to_lowercase().contains("duplicate"),
+        "{errs}"
+    );
+}
+
+#[test]
+fn one_file_can_hold_thousands_of_policies() {
+    let doc = |i: usize| {
+        format!(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: p{i}, namespace: ns{}}}\nspec:\n  rules:\n  - to: [{{operation: {{paths: [\"/api/{i}/*\"], methods: [GET]}}}}]\n",
+            i % 100
+        )
+    };
+    let text: Vec<String> = (0..5000).map(doc).collect();
+    let set = load_str(
+        Path::new("big.yaml"),
+        &text.join("---\n"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(set.authorization_policies.len(), 5000);
+}

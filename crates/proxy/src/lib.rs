@@ -1,0 +1,4 @@
+//! The proxy: meshguard's engine on live HTTP traffic.
+#![forbid(unsafe_code)]
+
+pub mod echo;

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod check;
+mod proxy;
 
 use std::process::ExitCode;
 
@@ -21,8 +22,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Enforce the policies on live HTTP traffic in front of an upstream.
+    Proxy(proxy::ProxyArgs),
     /// Decide one request offline: status, body, matched policy, JWT outcome and why.
     Check(check::CheckArgs),
+    /// Serve the built-in echo upstream (an httpbin work-alike) on its own.
+    Echo(proxy::EchoArgs),
 }
 
 /// `--output` of the subcommands that report.
@@ -53,8 +58,18 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // Diagnostics go to stderr; stdout is for command output and access-log lines.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
     let result = match cli.command {
+        Command::Proxy(args) => proxy::run(args),
         Command::Check(args) => check::run(args),
+        Command::Echo(args) => proxy::run_echo(args),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),

@@ -1,4 +1,21 @@
 //! The proxy: meshguard's engine on live HTTP traffic.
+//!
+//! [`server::start`] loads the policies, binds the proxy and admin listeners, starts the
+//! built-in echo upstream when no upstream is given, and serves until told to stop. Each
+//! request goes through [`handler::handle`]: one snapshot load, one engine evaluation, then a
+//! local reply ([`response`]) or a forwarded request. Reloads ([`reload`], [`state`]) swap the
+//! snapshot atomically and keep the last good one on error.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod config;
 pub mod echo;
+pub mod handler;
+pub mod metrics;
+pub mod reload;
+pub mod response;
+pub mod server;
+pub mod state;
+
+pub use config::{Limits, MeshConfig, ProxyConfig};
+pub use server::{Running, StartError, shutdown_signal, start};

@@ -1,0 +1,186 @@
+//! `meshguard proxy` and `meshguard echo`: flags into a [`ProxyConfig`], then run until
+//! SIGTERM/SIGINT.
+//!
+//! Owns the flags, how they override the MeshConfig file, and start-up error reporting. The
+//! proxy itself lives in `meshguard-proxy`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use meshguard_engine::PathNormalization;
+use meshguard_model::{Workload, parse_labels, parse_duration};
+use meshguard_proxy::{Limits, MeshConfig, ProxyConfig};
+
+use crate::CliError;
+
+#[derive(Debug, Args)]
+#[command(after_long_help = "\
+Examples:
+  # The walkthrough's step 3 in front of the built-in echo upstream (httpbin work-alike)
+  meshguard proxy --policies examples/step3-require-jwt --namespace foo --labels app=httpbin
+  curl -i localhost:8080/headers                                            # 403
+  curl -i -H \"Authorization: Bearer $(cat testdata/istio-demo/demo.jwt)\" localhost:8080/headers   # 200
+
+  # In front of a real service, policies reloaded when the directory changes
+  meshguard proxy --policies /etc/meshguard/ --namespace shop --labels app=cart \\
+      --listen 0.0.0.0:15006 --upstream http://127.0.0.1:8000
+
+Admin listener: /healthz/ready, /metrics (Prometheus), /config_dump (JSON).
+Reload: on file change and on SIGHUP; a broken set of files keeps the last good policies.
+Access log: one JSON line per request on stdout; diagnostics go to stderr (RUST_LOG=debug for more).")]
+pub struct ProxyArgs {
+    /// Policy files or directories of Kubernetes YAML (repeatable).
+    #[arg(long, short = 'p', required = true, num_args = 1.., value_name = "PATH")]
+    pub policies: Vec<PathBuf>,
+    /// The workload's namespace; also the namespace of resources that do not set one.
+    #[arg(long, short = 'n', default_value = "default", value_name = "NS")]
+    pub namespace: String,
+    /// The workload's labels, matched against `selector.matchLabels`.
+    #[arg(long, short = 'l', default_value = "", value_name = "k=v,k=v")]
+    pub labels: String,
+    /// Address to accept traffic on (HTTP/1.1 and HTTP/2 prior knowledge).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// Where allowed requests go, `http://host:port`. Default: the built-in echo upstream.
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<http::Uri>,
+    /// Admin listener (/healthz/ready, /metrics, /config_dump).
+    #[arg(long, default_value = "127.0.0.1:15000", value_name = "ADDR")]
+    pub admin: SocketAddr,
+    /// An Istio MeshConfig YAML (rootNamespace, pathNormalization,
+    /// defaultConfig.gatewayTopology.numTrustedProxies); flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub mesh_config: Option<PathBuf>,
+    /// Istio's root namespace, whose policies apply to every workload [default: istio-system].
+    #[arg(long, value_name = "NS")]
+    pub root_namespace: Option<String>,
+    /// NONE, BASE, MERGE_SLASHES or DECODE_AND_MERGE_SLASHES [default: BASE].
+    #[arg(long, value_name = "MODE")]
+    pub path_normalization: Option<PathNormalization>,
+    /// X-Forwarded-For hops to trust for `remote.ip` [default: 0, the peer address].
+    #[arg(long, value_name = "N")]
+    pub trusted_proxies: Option<usize>,
+    /// Largest request head in bytes; larger requests get 431.
+    #[arg(long, default_value_t = Limits::default().max_header_bytes, value_name = "BYTES")]
+    pub max_header_bytes: usize,
+    /// Time a client has to send its request head (e.g. 10s).
+    #[arg(long, default_value = "10s", value_parser = duration, value_name = "DURATION")]
+    pub header_read_timeout: Duration,
+    /// Connections served at once.
+    #[arg(long, default_value_t = Limits::default().max_connections, value_name = "N")]
+    pub max_connections: usize,
+    /// Time to connect to the upstream.
+    #[arg(long, default_value = "5s", value_parser = duration, value_name = "DURATION")]
+    pub upstream_connect_timeout: Duration,
+    /// Time for the upstream to send its response head (504 after).
+    #[arg(long, default_value = "15s", value_parser = duration, value_name = "DURATION")]
+    pub upstream_timeout: Duration,
+    /// Time in-flight requests get to finish on SIGTERM/SIGINT.
+    #[arg(long, default_value = "10s", value_parser = duration, value_name = "DURATION")]
+    pub drain_timeout: Duration,
+    /// Do not reload when policy files change (SIGHUP still reloads).
+    #[arg(long)]
+    pub no_watch: bool,
+    /// Do not write access-log lines.
+    #[arg(long)]
+    pub no_access_log: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EchoArgs {
+    /// Address to serve the echo upstream on.
+    #[arg(long, default_value = "127.0.0.1:8000", value_name = "ADDR")]
+    pub listen: SocketAddr,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s)
+}
+
+impl ProxyArgs {
+    fn into_config(self) -> Result<ProxyConfig, CliError> {
+        let mesh = match &self.mesh_config {
+            Some(p) => MeshConfig::load(p).map_err(CliError::Usage)?,
+            None => MeshConfig::default(),
+        };
+        let labels = parse_labels(&self.labels).map_err(|e| CliError::Usage(format!("--labels: {e}")))?;
+        let root = self
+            .root_namespace
+            .or(mesh.root_namespace.clone())
+            .unwrap_or_else(|| meshguard_model::DEFAULT_ROOT_NAMESPACE.to_string());
+        let path_normalization = match self.path_normalization {
+            Some(p) => p,
+            None => mesh.path_normalization().map_err(CliError::Usage)?.unwrap_or_default(),
+        };
+        if let Some(u) = &self.upstream
+            && (u.scheme_str() != Some("http") || u.authority().is_none())
+        {
+            return Err(CliError::Usage(format!(
+                "--upstream {u}: expected http://host:port (https upstreams are not supported yet)"
+            )));
+        }
+        Ok(ProxyConfig {
+            policies: self.policies,
+            workload: Workload::new(self.namespace, labels).with_root_namespace(root),
+            listen: self.listen,
+            upstream: self.upstream,
+            admin: self.admin,
+            path_normalization,
+            trusted_proxies: self.trusted_proxies.or(mesh.trusted_proxies()).unwrap_or(0),
+            limits: Limits {
+                max_header_bytes: self.max_header_bytes,
+                header_read_timeout: self.header_read_timeout,
+                max_connections: self.max_connections.max(1),
+                upstream_connect_timeout: self.upstream_connect_timeout,
+                upstream_timeout: self.upstream_timeout,
+                drain_timeout: self.drain_timeout,
+            },
+            watch: !self.no_watch,
+            access_log: !self.no_access_log,
+        })
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Internal(format!("cannot start the runtime: {e}")))
+}
+
+/// Runs `meshguard proxy` until SIGTERM/SIGINT; exit code 0 after a clean drain.
+pub fn run(args: ProxyArgs) -> Result<i32, CliError> {
+    let config = args.into_config()?;
+    runtime()?.block_on(async move {
+        let running = meshguard_proxy::start(config, meshguard_proxy::shutdown_signal())
+            .await
+            .map_err(|e| match e {
+                meshguard_proxy::StartError::Policies(errs) => CliError::Policies(errs),
+                other => CliError::Usage(other.to_string()),
+            })?;
+        eprintln!(
+            "meshguard: proxy on http://{} -> {}, admin on http://{}",
+            running.listen, running.upstream, running.admin
+        );
+        running.wait().await;
+        eprintln!("meshguard: stopped");
+        Ok(0)
+    })
+}
+
+/// Runs `meshguard echo` until SIGTERM/SIGINT.
+pub fn run_echo(args: EchoArgs) -> Result<i32, CliError> {
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| CliError::Usage(format!("cannot listen on {} (echo upstream): {e}", args.listen)))?;
+        let addr = listener.local_addr().map_err(|e| CliError::Internal(e.to_string()))?;
+        eprintln!("meshguard: echo upstream on http://{addr}");
+        meshguard_proxy::echo::serve(listener, meshguard_proxy::shutdown_signal())
+            .await
+            .map_err(|e| CliError::Internal(e.to_string()))?;
+        Ok(0)
+    })
+}

@@ -1,0 +1,381 @@
+//! One request through the proxy: evaluate, then answer locally or forward.
+//!
+//! Owns: turning a hyper request into the engine's input (host, path, peer, `remote.ip` from
+//! `X-Forwarded-For`), loading the policy snapshot once, counting the outcome, the access log
+//! line, and forwarding with hop-by-hop headers removed and the forwarding headers set. Does
+//! not decide (the engine does) and does not build local replies (see [`crate::response`]).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use meshguard_engine::{EvalOptions, HttpRequest, Outcome, PathNormalization, evaluate};
+use serde::Serialize;
+
+use crate::metrics::{AuthzLabels, CodeLabels, JwtLabels, Metrics, ResultLabels};
+use crate::response::{Body, LocalReply, UpstreamFailure, is_grpc, local_reply};
+use crate::state::{PolicyState, unix_now};
+
+/// What every request shares.
+#[derive(Debug)]
+pub struct Shared {
+    pub state: Arc<PolicyState>,
+    pub metrics: Arc<Metrics>,
+    pub client: Client<HttpConnector, Incoming>,
+    /// `scheme://authority` of the upstream.
+    pub upstream: Uri,
+    pub path_normalization: PathNormalization,
+    pub trusted_proxies: usize,
+    pub upstream_timeout: std::time::Duration,
+    pub request_ids: RequestIds,
+    /// Write one JSON access-log line per request to stdout.
+    pub access_log: bool,
+}
+
+/// The two ends of the client's connection.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+}
+
+/// Generates `x-request-id` values: unique per process, unpredictable across processes.
+#[derive(Debug)]
+pub struct RequestIds {
+    hasher: std::hash::RandomState,
+    counter: AtomicU64,
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        RequestIds {
+            hasher: std::hash::RandomState::new(),
+            counter: AtomicU64::new(0),
+        }
+    }
+}
+
+impl RequestIds {
+    /// A UUID-shaped id (version 4 layout).
+    pub fn next(&self) -> String {
+        use std::hash::BuildHasher;
+        // A keyed hash of a counter: distinct within the process, not guessable outside it.
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let a = self.hasher.hash_one((n, 0u8));
+        let b = self.hasher.hash_one((n, 1u8));
+        format!(
+            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0x0fff,
+            0x8000 | ((b >> 48) & 0x3fff),
+            b & 0xffff_ffff_ffff
+        )
+    }
+}
+
+/// Headers that describe one connection and are never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        headers.remove(n);
+    }
+}
+
+/// `remote.ip`: with N trusted proxies, the N-th address from the right of
+/// `X-Forwarded-For`; the peer when N is 0 or the header is shorter (Envoy's
+/// `xff_num_trusted_hops`).
+pub fn remote_ip(headers: &HeaderMap, peer: IpAddr, trusted: usize) -> IpAddr {
+    if trusted == 0 {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if hops.len() < trusted {
+        return peer;
+    }
+    hops[hops.len() - trusted].parse().unwrap_or(peer)
+}
+
+/// The access log line (one JSON object per request). Never holds a token.
+#[derive(Debug, Serialize)]
+struct AccessLog<'a> {
+    start_time: u64,
+    method: &'a str,
+    authority: &'a str,
+    /// The normalized path without the query (query strings can carry tokens).
+    path: &'a str,
+    protocol: &'a str,
+    response_code: u16,
+    response_code_details: &'a str,
+    duration_ms: f64,
+    upstream_duration_ms: Option<f64>,
+    principal: Option<&'a str>,
+    request_id: &'a str,
+    downstream_remote_address: String,
+    policy: Option<&'a str>,
+    config_generation: u64,
+}
+
+fn protocol_name(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_11 => "HTTP/1.1",
+        http::Version::HTTP_2 => "HTTP/2",
+        _ => "HTTP",
+    }
+}
+
+fn record_outcome(metrics: &Metrics, out: &Outcome) {
+    for r in &out.jwt {
+        metrics
+            .jwt
+            .get_or_create(&JwtLabels {
+                issuer: r.issuer.clone(),
+                result: r.result.to_string(),
+                reason: r.status.unwrap_or("").to_string(),
+            })
+            .inc();
+    }
+    let a = &out.authz;
+    if a.matched_policy.is_some() || a.denied.is_some() {
+        metrics
+            .authz
+            .get_or_create(&AuthzLabels {
+                policy: a.matched_policy.clone().unwrap_or_else(|| "none".into()),
+                action: a.matched_action.unwrap_or("ALLOW").to_string(),
+                result: if a.denied.is_some() { "denied" } else { "allowed" }.into(),
+                dry_run: "false".into(),
+            })
+            .inc();
+    }
+    for d in &a.dry_run {
+        metrics
+            .authz
+            .get_or_create(&AuthzLabels {
+                policy: d.policy.clone().unwrap_or_else(|| "none".into()),
+                action: d.action.to_string(),
+                result: d.result.to_string(),
+                dry_run: "true".into(),
+            })
+            .inc();
+    }
+}
+
+/// Serves one request.
+pub async fn handle(req: Request<Incoming>, conn: ConnInfo, shared: Arc<Shared>) -> Result<Response<Body>, std::convert::Infallible> {
+    let started = Instant::now();
+    let start_time = unix_now();
+    let snapshot = shared.state.snapshot();
+    let (mut parts, body) = req.into_parts();
+
+    let host = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
+        .unwrap_or_default();
+    let raw_path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let method = parts.method.as_str().to_string();
+    let grpc = is_grpc(&parts.headers);
+    let request_id = match parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+        Some(id) if !id.is_empty() => id.to_string(),
+        _ => {
+            let id = shared.request_ids.next();
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                parts.headers.insert("x-request-id", v);
+            }
+            id
+        }
+    };
+    let remote = remote_ip(&parts.headers, conn.peer.ip(), shared.trusted_proxies);
+
+    let outcome = evaluate(
+        &snapshot.compiled,
+        HttpRequest {
+            method: &method,
+            path: &raw_path,
+            host: &host,
+            scheme: "http",
+            headers: &mut parts.headers,
+            source_ip: Some(conn.peer.ip()),
+            remote_ip: Some(remote),
+            destination_ip: Some(conn.local.ip()),
+            destination_port: Some(conn.local.port()),
+            sni: None,
+        },
+        &EvalOptions {
+            path_normalization: shared.path_normalization,
+            now: start_time,
+        },
+    );
+    record_outcome(&shared.metrics, &outcome);
+
+    let log_path = outcome.path.as_deref().unwrap_or("").split('?').next().unwrap_or("").to_string();
+    let log = |status: u16, details: &str, upstream_ms: Option<f64>| {
+        let line = AccessLog {
+            start_time,
+            method: &method,
+            authority: &host,
+            path: &log_path,
+            protocol: protocol_name(parts.version),
+            response_code: status,
+            response_code_details: details,
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            upstream_duration_ms: upstream_ms,
+            principal: outcome.principal.as_deref(),
+            request_id: &request_id,
+            downstream_remote_address: conn.peer.to_string(),
+            policy: outcome.authz.matched_policy.as_deref(),
+            config_generation: snapshot.generation,
+        };
+        if shared.access_log
+            && let Ok(mut text) = serde_json::to_string(&line)
+        {
+            // One write per line, so concurrent requests never interleave within a line.
+            text.push('\n');
+            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+        }
+        shared.metrics.requests.get_or_create(&CodeLabels { code: status }).inc();
+    };
+
+    if let Some(denial) = &outcome.denial {
+        let reply = LocalReply::from(denial);
+        log(reply.status, &reply.details, None);
+        return Ok(local_reply(&reply, grpc));
+    }
+
+    // Forward: the normalized path, the original Host, forwarding headers set.
+    let path = outcome.path.as_deref().unwrap_or("/");
+    let uri = format!("{}{}", shared.upstream.to_string().trim_end_matches('/'), path);
+    let Ok(uri) = uri.parse::<Uri>() else {
+        let reply = LocalReply {
+            status: 400,
+            body: "Bad Request".into(),
+            details: "invalid_upstream_uri".into(),
+            www_authenticate: None,
+        };
+        log(400, &reply.details, None);
+        return Ok(local_reply(&reply, grpc));
+    };
+    let mut headers = std::mem::take(&mut parts.headers);
+    strip_hop_by_hop(&mut headers);
+    if !headers.contains_key(header::HOST)
+        && let Ok(v) = HeaderValue::from_str(&host)
+    {
+        headers.insert(header::HOST, v);
+    }
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {}", conn.peer.ip()),
+        None => conn.peer.ip().to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    let mut up = Request::new(body);
+    *up.method_mut() = parts.method.clone();
+    *up.uri_mut() = uri;
+    *up.headers_mut() = headers;
+
+    let sent = Instant::now();
+    let result = tokio::time::timeout(shared.upstream_timeout, shared.client.request(up)).await;
+    let failure = match result {
+        Ok(Ok(resp)) => {
+            let upstream_ms = sent.elapsed().as_secs_f64() * 1000.0;
+            let (mut rparts, rbody) = resp.into_parts();
+            strip_hop_by_hop(&mut rparts.headers);
+            log(rparts.status.as_u16(), "via_upstream", Some(upstream_ms));
+            return Ok(Response::from_parts(rparts, rbody.boxed()));
+        }
+        Ok(Err(e)) if e.is_connect() => UpstreamFailure::Connect(e.to_string()),
+        Ok(Err(e)) => UpstreamFailure::Protocol(e.to_string()),
+        Err(_) => UpstreamFailure::Timeout,
+    };
+    let cause = match &failure {
+        UpstreamFailure::Connect(_) => "connect",
+        UpstreamFailure::Timeout => "timeout",
+        UpstreamFailure::Protocol(_) => "protocol",
+    };
+    shared
+        .metrics
+        .upstream_errors
+        .get_or_create(&ResultLabels { result: cause.into() })
+        .inc();
+    tracing::warn!(upstream = %shared.upstream, ?failure, "upstream failed");
+    let reply = LocalReply::from(&failure);
+    log(reply.status, &reply.details, None);
+    Ok(local_reply(&reply, grpc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_ip_honours_trusted_hops() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("203.0.113.7, 10.0.0.2"));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.3"));
+        let peer: IpAddr = "10.0.0.9".parse().unwrap();
+        assert_eq!(remote_ip(&h, peer, 0), peer);
+        assert_eq!(remote_ip(&h, peer, 1).to_string(), "10.0.0.3");
+        assert_eq!(remote_ip(&h, peer, 3).to_string(), "203.0.113.7");
+        assert_eq!(remote_ip(&h, peer, 4), peer, "shorter than the trusted hops: the peer");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn request_ids_are_unique_and_uuid_shaped() {
+        let ids = RequestIds::default();
+        let a = ids.next();
+        let b = ids.next();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+    }
+}

@@ -1,0 +1,162 @@
+//! The one place where meshguard's own answers are built: denials, bad requests and upstream
+//! failures, as plain text or, for gRPC clients, as a trailers-only gRPC status.
+//!
+//! Owns the status, body, `content-type`, `www-authenticate`, gRPC status codes and the
+//! `response_code_details` of every local reply. Does not decide whether to reply locally.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use meshguard_engine::Denial;
+
+/// The response body type of the proxy: a local reply or the upstream's streamed body.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// A whole body from bytes.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+}
+
+/// Why the upstream could not answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// The connection could not be made (refused, unreachable, connect timeout).
+    Connect(String),
+    /// No response head within the upstream timeout.
+    Timeout,
+    /// The connection broke or the response was not valid HTTP.
+    Protocol(String),
+}
+
+/// A reply meshguard sends itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalReply {
+    pub status: u16,
+    pub body: String,
+    /// Envoy's `response_code_details`.
+    pub details: String,
+    pub www_authenticate: Option<String>,
+}
+
+impl From<&Denial> for LocalReply {
+    fn from(d: &Denial) -> Self {
+        LocalReply {
+            status: d.status,
+            body: d.body.clone(),
+            details: d.details.clone(),
+            www_authenticate: d.www_authenticate.clone(),
+        }
+    }
+}
+
+impl From<&UpstreamFailure> for LocalReply {
+    /// Envoy's texts for the same failures.
+    fn from(f: &UpstreamFailure) -> Self {
+        match f {
+            UpstreamFailure::Connect(_) => LocalReply {
+                status: 503,
+                body: "upstream connect error or disconnect/reset before headers. reset reason: connection failure".into(),
+                details: "upstream_reset_before_response_started{connection_failure}".into(),
+                www_authenticate: None,
+            },
+            UpstreamFailure::Timeout => LocalReply {
+                status: 504,
+                body: "upstream request timeout".into(),
+                details: "upstream_response_timeout".into(),
+                www_authenticate: None,
+            },
+            UpstreamFailure::Protocol(_) => LocalReply {
+                status: 502,
+                body: "upstream connect error or disconnect/reset before headers. reset reason: protocol error".into(),
+                details: "upstream_reset_before_response_started{protocol_error}".into(),
+                www_authenticate: None,
+            },
+        }
+    }
+}
+
+/// A request is gRPC when its content-type is `application/grpc` or `application/grpc+...`.
+pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct == "application/grpc" || ct.starts_with("application/grpc+") || ct.starts_with("application/grpc;"))
+}
+
+/// gRPC code for an HTTP status, as Envoy maps local replies.
+fn grpc_status(status: u16) -> u8 {
+    match status {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502..=504 => 14,
+        _ => 2,
+    }
+}
+
+/// Builds the response for a local reply. gRPC clients get HTTP 200 with no body and the
+/// status in `grpc-status`/`grpc-message` (trailers-only), as Envoy does.
+pub fn local_reply(reply: &LocalReply, grpc: bool) -> Response<Body> {
+    let mut resp = if grpc {
+        let mut r = Response::new(full(Bytes::new()));
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert("grpc-status", HeaderValue::from(u16::from(grpc_status(reply.status))));
+        if let Ok(v) = HeaderValue::from_str(&percent_encode_grpc(&reply.body)) {
+            h.insert("grpc-message", v);
+        }
+        r
+    } else {
+        let mut r = Response::new(full(reply.body.clone()));
+        *r.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::FORBIDDEN);
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        r
+    };
+    if let Some(w) = reply.www_authenticate.as_deref().and_then(|w| HeaderValue::from_str(w).ok()) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, w);
+    }
+    resp
+}
+
+/// gRPC's percent-encoding of `grpc-message` (spaces are allowed as they are).
+fn percent_encode_grpc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_replies_are_trailers_only() {
+        let r = LocalReply {
+            status: 401,
+            body: "Jwt is expired".into(),
+            details: String::new(),
+            www_authenticate: Some("Bearer realm=\"x\"".into()),
+        };
+        let resp = local_reply(&r, true);
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["grpc-status"], "16");
+        assert_eq!(resp.headers()["grpc-message"], "Jwt is expired");
+        assert_eq!(resp.headers()["content-type"], "application/grpc");
+        let plain = local_reply(&r, false);
+        assert_eq!(plain.status(), 401);
+        assert_eq!(plain.headers()["content-type"], "text/plain");
+        assert_eq!(plain.headers()["www-authenticate"], "Bearer realm=\"x\"");
+        assert_eq!(grpc_status(403), 7);
+        let mut h = http::HeaderMap::new();
+        h.insert("content-type", HeaderValue::from_static("application/grpc+proto"));
+        assert!(is_grpc(&h));
+    }
+}

@@ -1,0 +1,177 @@
+//! The live policy snapshot and its reloads (PRODUCT.md decision 8).
+//!
+//! Owns: loading and compiling the policy files into a [`Snapshot`], publishing it atomically
+//! (a request loads the snapshot once and never sees a half-applied change), keeping the last
+//! good snapshot when a reload fails, and what `/config_dump` shows. Does not own when reloads
+//! happen (file watching and SIGHUP live in [`crate::reload`]).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use meshguard_model::{LoadErrors, LoadOptions, Workload, load_paths};
+use meshguard_policy::{CompiledWorkload, KeySource};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// One loaded and compiled policy set.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub compiled: CompiledWorkload,
+    /// Files read, for `/config_dump`.
+    pub files: Vec<PathBuf>,
+    /// Documents of other kinds that were skipped.
+    pub skipped: Vec<String>,
+    /// 1 for the start-up load, +1 per successful reload.
+    pub generation: u64,
+    /// Unix seconds.
+    pub loaded_at: u64,
+}
+
+/// A failed reload, kept for `/config_dump` until the next success.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReloadFailure {
+    pub at: u64,
+    pub errors: Vec<String>,
+}
+
+/// The shared, swappable policy state.
+#[derive(Debug)]
+pub struct PolicyState {
+    paths: Vec<PathBuf>,
+    workload: Workload,
+    current: ArcSwap<Snapshot>,
+    last_error: Mutex<Option<ReloadFailure>>,
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn load(paths: &[PathBuf], workload: &Workload, generation: u64) -> Result<Snapshot, LoadErrors> {
+    let opts = LoadOptions {
+        default_namespace: workload.namespace.clone(),
+    };
+    let set = load_paths(paths, &opts)?;
+    let compiled = meshguard_policy::compile(&set, workload)?;
+    Ok(Snapshot {
+        compiled,
+        skipped: set.skipped.iter().map(ToString::to_string).collect(),
+        files: set.files,
+        generation,
+        loaded_at: unix_now(),
+    })
+}
+
+/// The outcome of one reload attempt.
+#[derive(Debug)]
+pub enum ReloadOutcome {
+    Applied { generation: u64 },
+    Failed(LoadErrors),
+}
+
+impl PolicyState {
+    /// Loads the policies for the first time; any error is fatal to start-up.
+    pub fn load(paths: Vec<PathBuf>, workload: Workload) -> Result<PolicyState, LoadErrors> {
+        let snap = load(&paths, &workload, 1)?;
+        Ok(PolicyState {
+            paths,
+            workload,
+            current: ArcSwap::from_pointee(snap),
+            last_error: Mutex::new(None),
+        })
+    }
+
+    /// The snapshot to use for one request.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Loads the files again. On success the new snapshot replaces the old one in one step;
+    /// on failure the old one stays and the errors are kept for `/config_dump`.
+    pub fn reload(&self) -> ReloadOutcome {
+        let next_gen = self.current.load().generation + 1;
+        match load(&self.paths, &self.workload, next_gen) {
+            Ok(snap) => {
+                self.current.store(Arc::new(snap));
+                *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                ReloadOutcome::Applied { generation: next_gen }
+            }
+            Err(errors) => {
+                *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(ReloadFailure {
+                    at: unix_now(),
+                    errors: errors.0.iter().map(ToString::to_string).collect(),
+                });
+                ReloadOutcome::Failed(errors)
+            }
+        }
+    }
+
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+
+    pub fn last_error(&self) -> Option<ReloadFailure> {
+        self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The `/config_dump` document: what is loaded, what applies, the JWT providers and
+    /// their keys (ids only, never key material), and the last reload error.
+    pub fn dump(&self) -> Value {
+        let snap = self.snapshot();
+        let cw = &snap.compiled;
+        let providers: Vec<Value> = cw
+            .providers
+            .iter()
+            .map(|p| {
+                let keys = match &p.keys {
+                    KeySource::Inline(jwks) => json!({
+                        "source": "inline",
+                        "key_ids": jwks.keys().iter().map(|k| k.kid()).collect::<Vec<_>>(),
+                        "skipped_keys": jwks.skipped().iter().map(|s| json!({"index": s.index, "kid": s.kid, "reason": s.reason})).collect::<Vec<_>>(),
+                    }),
+                    KeySource::Remote { uri } => json!({"source": "remote", "uri": uri, "status": "not fetched"}),
+                };
+                json!({
+                    "name": p.name,
+                    "rule": p.source,
+                    "issuer": p.issuer,
+                    "audiences": p.validation.audiences,
+                    "keys": keys,
+                    "required": p.required,
+                })
+            })
+            .collect();
+        let policies: Vec<Value> = cw
+            .policies()
+            .map(|p| {
+                json!({
+                    "namespace": p.namespace,
+                    "name": p.name,
+                    "action": p.action.as_str(),
+                    "dry_run": p.dry_run,
+                    "rules": p.rules.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        json!({
+            "workload": {
+                "namespace": cw.workload.namespace,
+                "labels": cw.workload.labels,
+                "root_namespace": cw.workload.root_namespace,
+            },
+            "generation": snap.generation,
+            "loaded_at": snap.loaded_at,
+            "files": snap.files,
+            "skipped": snap.skipped,
+            "applied": cw.applied,
+            "jwt_providers": providers,
+            "authorization_policies": policies,
+            "last_reload_error": self.last_error(),
+        })
+    }
+}

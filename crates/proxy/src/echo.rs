@@ -34,7 +34,9 @@
 //!   `access-control-allow-origin: *` and `access-control-allow-credentials: true`. A `HEAD`
 //!   request gets the same status and headers (its `content-length` is the length the body would
 //!   have had) and no body. Request bodies are read up to [`MAX_BODY`] bytes; a larger body is
-//!   answered `413` with a text body, without buffering it; a body that fails to arrive is `400`.
+//!   answered `413` with a text body and is never buffered past the cap (up to another MiB of it
+//!   is read and dropped so that HTTP/2 clients see the answer rather than a stream reset);
+//!   a body that fails to arrive is `400`.
 //! * [`serve`]: serves [`handle`] on a listener, HTTP/1.1 and HTTP/2 with prior knowledge on the
 //!   same port, one tokio task per connection, with graceful shutdown bounded by
 //!   [`SHUTDOWN_GRACE`].
@@ -43,9 +45,9 @@
 //!
 //! No TLS, no policy enforcement, no forwarding, no httpbin endpoints beyond the ones above (no
 //! `form`/`files` parsing, no compression, no redirects, no delays, no weighted `/status/a,b`),
-//! no `x-forwarded-for` interpretation. hyper cannot send a 1xx status as a final response: over
-//! the wire `/status/1xx` is whatever hyper makes of it (HTTP/1.1 answers `500`); [`handle`]
-//! itself returns the 1xx status, which is what unit tests see.
+//! no `x-forwarded-for` interpretation. hyper cannot send a 1xx status as a final response:
+//! [`handle`] returns the 1xx status (with no body), but [`serve`] answers `/status/1xx` with a
+//! `501` and a text body saying so.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -70,6 +72,10 @@ use tokio::task::JoinSet;
 /// The largest request body the echo server reads (1 MiB); beyond it the answer is `413`.
 pub const MAX_BODY: usize = 1024 * 1024;
 
+/// How much of an oversize body is still read (and dropped) before answering `413`, so that
+/// the client sees the answer instead of a reset (see [`read_body`]).
+const OVERSIZE_DRAIN: usize = 1024 * 1024;
+
 /// How long [`serve`] lets in-flight connections finish after shutdown before aborting them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -86,7 +92,7 @@ where
     let (parts, body) = req.into_parts();
     let head = parts.method == Method::HEAD;
 
-    let body = match read_body(body, MAX_BODY).await {
+    let body = match read_body(body, MAX_BODY, OVERSIZE_DRAIN).await {
         Ok(body) => body,
         Err(BodyError::TooLarge) => {
             return text_response(
@@ -238,7 +244,19 @@ async fn serve_connection(
 ) {
     let service =
         hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| async move {
-            Ok::<_, Infallible>(handle(req, peer).await)
+            let head = req.method() == Method::HEAD;
+            let response = handle(req, peer).await;
+            Ok::<_, Infallible>(if response.status().is_informational() {
+                // hyper cannot send a 1xx as the final answer (HTTP/1.1 turns it into a bare 500,
+                // 101 into a dead upgrade, HTTP/2 into a stream error): say so instead.
+                text_response(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "a 1xx status cannot be sent as a final response\n",
+                    head,
+                )
+            } else {
+                response
+            })
         });
     let mut conn = pin!(builder.serve_connection(TokioIo::new(stream), service));
     tokio::select! {
@@ -277,38 +295,49 @@ enum BodyError {
     Read(String),
 }
 
-/// Reads `body` into memory, refusing (without buffering the rest) anything above `cap` bytes.
-async fn read_body<B>(body: B, cap: usize) -> Result<Bytes, BodyError>
+/// Reads `body` into memory up to `cap` bytes; a larger body is [`BodyError::TooLarge`].
+///
+/// Past the cap nothing more is kept, but up to `drain` more bytes are read and dropped so that
+/// the request ends cleanly and the client sees the `413`: an HTTP/2 stream whose body is left
+/// unread is reset, which clients such as curl report as an error instead of the answer. A body
+/// larger still (or announced larger by its length) is cut off.
+async fn read_body<B>(body: B, cap: usize, drain: usize) -> Result<Bytes, BodyError>
 where
     B: Body + Send,
     B::Data: Send,
     B::Error: std::fmt::Display,
 {
-    let cap_u64 = u64::try_from(cap).unwrap_or(u64::MAX);
-    if body.size_hint().lower() > cap_u64 {
+    use bytes::{Buf, BufMut};
+
+    let limit = cap.saturating_add(drain);
+    if body.size_hint().lower() > u64::try_from(limit).unwrap_or(u64::MAX) {
         return Err(BodyError::TooLarge);
     }
     let mut body = pin!(body);
     let mut buf = BytesMut::new();
-    loop {
-        let frame = match body.frame().await {
-            None => break,
-            Some(Ok(frame)) => frame,
-            Some(Err(e)) => return Err(BodyError::Read(e.to_string())),
+    let mut seen: usize = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(_) if seen > cap => return Err(BodyError::TooLarge),
+            Err(e) => return Err(BodyError::Read(e.to_string())),
         };
-        if let Ok(mut data) = frame.into_data() {
-            use bytes::Buf;
-            if data.remaining() > cap - buf.len() {
-                return Err(BodyError::TooLarge);
-            }
-            while data.has_remaining() {
-                let chunk = data.chunk();
-                let n = chunk.len();
-                buf.extend_from_slice(chunk);
-                data.advance(n);
-            }
-        }
         // Trailers are ignored.
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen = seen.saturating_add(data.remaining());
+        if seen > limit {
+            return Err(BodyError::TooLarge);
+        }
+        if seen > cap {
+            buf = BytesMut::new();
+        } else {
+            buf.put(data);
+        }
+    }
+    if seen > cap {
+        return Err(BodyError::TooLarge);
     }
     Ok(buf.freeze())
 }
@@ -793,6 +822,29 @@ mod tests {
             .expect("request");
         let response = handle(req, peer()).await;
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    /// Just past the cap, the rest of the body is still read (and dropped), so the request ends
+    /// cleanly; far past it, reading stops.
+    #[tokio::test]
+    async fn oversize_body_is_drained_within_bounds() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        for (chunks, read_all) in [(24, true), (64, false)] {
+            let polled = Arc::new(AtomicUsize::new(0));
+            let counter = Arc::clone(&polled);
+            let chunk = Bytes::from(vec![b'y'; 64 * 1024]);
+            let frames = (0..chunks).map(move |_| {
+                counter.fetch_add(1, Ordering::Relaxed);
+                Ok(chunk.clone())
+            });
+            let req = request("POST", "/anything")
+                .body(Frames(frames))
+                .expect("request");
+            let response = handle(req, peer()).await;
+            assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+            let polled = polled.load(Ordering::Relaxed);
+            assert_eq!(polled == chunks, read_all, "{chunks} chunks, {polled} read");
+        }
     }
 
     #[tokio::test]

@@ -224,6 +224,11 @@ async fn anything_status_head_and_413() {
         assert_eq!(answer.status, 204);
         assert!(answer.body.is_empty());
 
+        // hyper cannot send a 1xx as the final answer: serve says so.
+        let url = server.url("/status/101");
+        let answer = curl(http2, &[url.as_str()], None).await;
+        assert_eq!(answer.status, 501);
+
         let url = server.url("/status/abc");
         let answer = curl(http2, &[url.as_str()], None).await;
         assert_eq!(answer.status, 400);

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Args;
 use meshguard_engine::PathNormalization;
-use meshguard_model::{Workload, parse_labels, parse_duration};
+use meshguard_model::{Workload, parse_duration, parse_labels};
 use meshguard_proxy::{Limits, MeshConfig, ProxyConfig};
 
 use crate::CliError;
@@ -105,14 +105,18 @@ impl ProxyArgs {
             Some(p) => MeshConfig::load(p).map_err(CliError::Usage)?,
             None => MeshConfig::default(),
         };
-        let labels = parse_labels(&self.labels).map_err(|e| CliError::Usage(format!("--labels: {e}")))?;
+        let labels =
+            parse_labels(&self.labels).map_err(|e| CliError::Usage(format!("--labels: {e}")))?;
         let root = self
             .root_namespace
             .or(mesh.root_namespace.clone())
             .unwrap_or_else(|| meshguard_model::DEFAULT_ROOT_NAMESPACE.to_string());
         let path_normalization = match self.path_normalization {
             Some(p) => p,
-            None => mesh.path_normalization().map_err(CliError::Usage)?.unwrap_or_default(),
+            None => mesh
+                .path_normalization()
+                .map_err(CliError::Usage)?
+                .unwrap_or_default(),
         };
         if let Some(u) = &self.upstream
             && (u.scheme_str() != Some("http") || u.authority().is_none())
@@ -175,8 +179,15 @@ pub fn run_echo(args: EchoArgs) -> Result<i32, CliError> {
     runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
-            .map_err(|e| CliError::Usage(format!("cannot listen on {} (echo upstream): {e}", args.listen)))?;
-        let addr = listener.local_addr().map_err(|e| CliError::Internal(e.to_string()))?;
+            .map_err(|e| {
+                CliError::Usage(format!(
+                    "cannot listen on {} (echo upstream): {e}",
+                    args.listen
+                ))
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| CliError::Internal(e.to_string()))?;
         eprintln!("meshguard: echo upstream on http://{addr}");
         meshguard_proxy::echo::serve(listener, meshguard_proxy::shutdown_signal())
             .await

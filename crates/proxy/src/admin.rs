@@ -19,19 +19,29 @@ use crate::state::PolicyState;
 fn page(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
     r
 }
 
 fn route(req: &Request<Incoming>, state: &PolicyState, metrics: &Metrics) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return page(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use GET\n".into());
+        return page(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "use GET\n".into(),
+        );
     }
     match req.uri().path() {
         // Policies are loaded before the listeners open, so a listening proxy is ready.
         "/healthz/ready" | "/ready" => page(StatusCode::OK, "text/plain", "LIVE\n".into()),
-        "/metrics" => page(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics.encode()),
+        "/metrics" => page(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.encode(),
+        ),
         "/config_dump" => {
             let body = serde_json::to_string_pretty(&state.dump()).unwrap_or_default() + "\n";
             page(StatusCode::OK, "application/json", body)
@@ -45,7 +55,12 @@ fn route(req: &Request<Incoming>, state: &PolicyState, metrics: &Metrics) -> Res
 }
 
 /// Serves the admin pages until `shutdown`.
-pub async fn serve(listener: TcpListener, state: Arc<PolicyState>, metrics: Arc<Metrics>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<PolicyState>,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {

@@ -105,11 +105,17 @@ impl MeshConfig {
     /// Reads a MeshConfig YAML file; either the bare MeshConfig or a ConfigMap `istio` whose
     /// `data.mesh` holds it (as Istio stores it).
     pub fn load(path: &Path) -> Result<MeshConfig, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        let value: serde_json::Value =
-            serde_saphyr::from_str(&text).map_err(|e| format!("{}: invalid YAML: {e}", path.display()))?;
-        let mesh = match value.get("data").and_then(|d| d.get("mesh")).and_then(|m| m.as_str()) {
-            Some(inner) => serde_saphyr::from_str(inner).map_err(|e| format!("{}: data.mesh: invalid YAML: {e}", path.display()))?,
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        let value: serde_json::Value = serde_saphyr::from_str(&text)
+            .map_err(|e| format!("{}: invalid YAML: {e}", path.display()))?;
+        let mesh = match value
+            .get("data")
+            .and_then(|d| d.get("mesh"))
+            .and_then(|m| m.as_str())
+        {
+            Some(inner) => serde_saphyr::from_str(inner)
+                .map_err(|e| format!("{}: data.mesh: invalid YAML: {e}", path.display()))?,
             None => value,
         };
         serde_json::from_value(mesh).map_err(|e| format!("{}: {e}", path.display()))
@@ -117,7 +123,11 @@ impl MeshConfig {
 
     /// `pathNormalization.normalization`, parsed.
     pub fn path_normalization(&self) -> Result<Option<PathNormalization>, String> {
-        match self.path_normalization.as_ref().and_then(|p| p.normalization.as_deref()) {
+        match self
+            .path_normalization
+            .as_ref()
+            .and_then(|p| p.normalization.as_deref())
+        {
             None => Ok(None),
             Some(v) => v
                 .parse()
@@ -151,14 +161,26 @@ mod tests {
         .unwrap();
         let m = MeshConfig::load(&bare).unwrap();
         assert_eq!(m.root_namespace.as_deref(), Some("mesh-root"));
-        assert_eq!(m.path_normalization().unwrap(), Some(PathNormalization::MergeSlashes));
+        assert_eq!(
+            m.path_normalization().unwrap(),
+            Some(PathNormalization::MergeSlashes)
+        );
         assert_eq!(m.trusted_proxies(), Some(2));
         assert_eq!(m.extension_providers[0].name, "ext");
         let cm = dir.join("cm.yaml");
         std::fs::write(&cm, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio}\ndata:\n  mesh: |\n    rootNamespace: other\n").unwrap();
-        assert_eq!(MeshConfig::load(&cm).unwrap().root_namespace.as_deref(), Some("other"));
+        assert_eq!(
+            MeshConfig::load(&cm).unwrap().root_namespace.as_deref(),
+            Some("other")
+        );
         let bad = dir.join("bad.yaml");
         std::fs::write(&bad, "pathNormalization: {normalization: SOMETIMES}\n").unwrap();
-        assert!(MeshConfig::load(&bad).unwrap().path_normalization().unwrap_err().contains("SOMETIMES"));
+        assert!(
+            MeshConfig::load(&bad)
+                .unwrap()
+                .path_normalization()
+                .unwrap_err()
+                .contains("SOMETIMES")
+        );
     }
 }

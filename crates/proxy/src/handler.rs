@@ -177,7 +177,12 @@ fn record_outcome(metrics: &Metrics, out: &Outcome) {
             .get_or_create(&AuthzLabels {
                 policy: a.matched_policy.clone().unwrap_or_else(|| "none".into()),
                 action: a.matched_action.unwrap_or("ALLOW").to_string(),
-                result: if a.denied.is_some() { "denied" } else { "allowed" }.into(),
+                result: if a.denied.is_some() {
+                    "denied"
+                } else {
+                    "allowed"
+                }
+                .into(),
                 dry_run: "false".into(),
             })
             .inc();
@@ -196,7 +201,11 @@ fn record_outcome(metrics: &Metrics, out: &Outcome) {
 }
 
 /// Serves one request.
-pub async fn handle(req: Request<Incoming>, conn: ConnInfo, shared: Arc<Shared>) -> Result<Response<Body>, std::convert::Infallible> {
+pub async fn handle(
+    req: Request<Incoming>,
+    conn: ConnInfo,
+    shared: Arc<Shared>,
+) -> Result<Response<Body>, std::convert::Infallible> {
     let started = Instant::now();
     let start_time = unix_now();
     let snapshot = shared.state.snapshot();
@@ -206,12 +215,26 @@ pub async fn handle(req: Request<Incoming>, conn: ConnInfo, shared: Arc<Shared>)
         .uri
         .authority()
         .map(|a| a.as_str().to_string())
-        .or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
         .unwrap_or_default();
-    let raw_path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let raw_path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
     let method = parts.method.as_str().to_string();
     let grpc = is_grpc(&parts.headers);
-    let request_id = match parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+    let request_id = match parts
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+    {
         Some(id) if !id.is_empty() => id.to_string(),
         _ => {
             let id = shared.request_ids.next();
@@ -244,7 +267,14 @@ pub async fn handle(req: Request<Incoming>, conn: ConnInfo, shared: Arc<Shared>)
     );
     record_outcome(&shared.metrics, &outcome);
 
-    let log_path = outcome.path.as_deref().unwrap_or("").split('?').next().unwrap_or("").to_string();
+    let log_path = outcome
+        .path
+        .as_deref()
+        .unwrap_or("")
+        .split('?')
+        .next()
+        .unwrap_or("")
+        .to_string();
     let log = |status: u16, details: &str, upstream_ms: Option<f64>| {
         let line = AccessLog {
             start_time,
@@ -269,7 +299,11 @@ pub async fn handle(req: Request<Incoming>, conn: ConnInfo, shared: Arc<Shared>)
             text.push('\n');
             let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
         }
-        shared.metrics.requests.get_or_create(&CodeLabels { code: status }).inc();
+        shared
+            .metrics
+            .requests
+            .get_or_create(&CodeLabels { code: status })
+            .inc();
     };
 
     if let Some(denial) = &outcome.denial {
@@ -280,7 +314,11 @@ pub async fn handle(req: Request<Incoming>, conn: ConnInfo, shared: Arc<Shared>)
 
     // Forward: the normalized path, the original Host, forwarding headers set.
     let path = outcome.path.as_deref().unwrap_or("/");
-    let uri = format!("{}{}", shared.upstream.to_string().trim_end_matches('/'), path);
+    let uri = format!(
+        "{}{}",
+        shared.upstream.to_string().trim_end_matches('/'),
+        path
+    );
     let Ok(uri) = uri.parse::<Uri>() else {
         let reply = LocalReply {
             status: 400,
@@ -333,7 +371,9 @@ pub async fn handle(req: Request<Incoming>, conn: ConnInfo, shared: Arc<Shared>)
     shared
         .metrics
         .upstream_errors
-        .get_or_create(&ResultLabels { result: cause.into() })
+        .get_or_create(&ResultLabels {
+            result: cause.into(),
+        })
         .inc();
     tracing::warn!(upstream = %shared.upstream, ?failure, "upstream failed");
     let reply = LocalReply::from(&failure);
@@ -348,13 +388,20 @@ mod tests {
     #[test]
     fn remote_ip_honours_trusted_hops() {
         let mut h = HeaderMap::new();
-        h.append("x-forwarded-for", HeaderValue::from_static("203.0.113.7, 10.0.0.2"));
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("203.0.113.7, 10.0.0.2"),
+        );
         h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.3"));
         let peer: IpAddr = "10.0.0.9".parse().unwrap();
         assert_eq!(remote_ip(&h, peer, 0), peer);
         assert_eq!(remote_ip(&h, peer, 1).to_string(), "10.0.0.3");
         assert_eq!(remote_ip(&h, peer, 3).to_string(), "203.0.113.7");
-        assert_eq!(remote_ip(&h, peer, 4), peer, "shorter than the trusted hops: the peer");
+        assert_eq!(
+            remote_ip(&h, peer, 4),
+            peer,
+            "shorter than the trusted hops: the peer"
+        );
     }
 
     #[test]

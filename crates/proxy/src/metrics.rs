@@ -54,9 +54,17 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("meshguard");
         let requests = Family::<CodeLabels, Counter>::default();
-        registry.register("requests", "Requests answered, by HTTP status", requests.clone());
+        registry.register(
+            "requests",
+            "Requests answered, by HTTP status",
+            requests.clone(),
+        );
         let jwt = Family::<JwtLabels, Counter>::default();
-        registry.register("jwt_results", "JWT provider results, by issuer, result and reason", jwt.clone());
+        registry.register(
+            "jwt_results",
+            "JWT provider results, by issuer, result and reason",
+            jwt.clone(),
+        );
         let authz = Family::<AuthzLabels, Counter>::default();
         registry.register(
             "authz_decisions",
@@ -64,7 +72,11 @@ impl Default for Metrics {
             authz.clone(),
         );
         let reloads = Family::<ResultLabels, Counter>::default();
-        registry.register("config_reloads", "Policy reloads, by result (success or failure)", reloads.clone());
+        registry.register(
+            "config_reloads",
+            "Policy reloads, by result (success or failure)",
+            reloads.clone(),
+        );
         let config_generation = Gauge::default();
         registry.register(
             "config_generation",
@@ -72,7 +84,11 @@ impl Default for Metrics {
             config_generation.clone(),
         );
         let upstream_errors = Family::<ResultLabels, Counter>::default();
-        registry.register("upstream_errors", "Requests the upstream could not answer, by cause", upstream_errors.clone());
+        registry.register(
+            "upstream_errors",
+            "Requests the upstream could not answer, by cause",
+            upstream_errors.clone(),
+        );
         Metrics {
             registry,
             requests,

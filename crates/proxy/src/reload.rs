@@ -22,12 +22,24 @@ const DEBOUNCE: Duration = Duration::from_millis(200);
 pub fn reload_now(state: &PolicyState, metrics: &Metrics, why: &str) {
     match state.reload() {
         ReloadOutcome::Applied { generation } => {
-            metrics.reloads.get_or_create(&ResultLabels { result: "success".into() }).inc();
-            metrics.config_generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
+            metrics
+                .reloads
+                .get_or_create(&ResultLabels {
+                    result: "success".into(),
+                })
+                .inc();
+            metrics
+                .config_generation
+                .set(i64::try_from(generation).unwrap_or(i64::MAX));
             tracing::info!(generation, trigger = why, "policies reloaded");
         }
         ReloadOutcome::Failed(errors) => {
-            metrics.reloads.get_or_create(&ResultLabels { result: "failure".into() }).inc();
+            metrics
+                .reloads
+                .get_or_create(&ResultLabels {
+                    result: "failure".into(),
+                })
+                .inc();
             for e in &errors.0 {
                 tracing::error!(trigger = why, error = %e, "policy reload failed; keeping the last good policies");
             }
@@ -56,21 +68,27 @@ fn watch_targets(paths: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 /// Runs until `shutdown`: reloads on SIGHUP and, with `watch`, on file changes.
-pub async fn run(state: Arc<PolicyState>, metrics: Arc<Metrics>, watch: bool, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    state: Arc<PolicyState>,
+    metrics: Arc<Metrics>,
+    watch: bool,
+    shutdown: impl Future<Output = ()>,
+) {
     let (tx, mut rx) = mpsc::unbounded_channel::<&'static str>();
     let _watcher = if watch {
         let tx = tx.clone();
-        let mut watcher = match notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-            if ev.is_ok_and(|e| !e.kind.is_access()) {
-                let _ = tx.send("file change");
-            }
-        }) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch policy files; reload with SIGHUP");
-                None
-            }
-        };
+        let mut watcher =
+            match notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+                if ev.is_ok_and(|e| !e.kind.is_access()) {
+                    let _ = tx.send("file change");
+                }
+            }) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch policy files; reload with SIGHUP");
+                    None
+                }
+            };
         if let Some(w) = watcher.as_mut() {
             for target in watch_targets(state.paths()) {
                 if let Err(e) = w.watch(&target, RecursiveMode::Recursive) {
@@ -85,7 +103,8 @@ pub async fn run(state: Arc<PolicyState>, metrics: Arc<Metrics>, watch: bool, sh
     #[cfg(unix)]
     {
         let tx = tx.clone();
-        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
                     if tx.send("SIGHUP").is_err() {

@@ -14,7 +14,9 @@ pub type Body = BoxBody<Bytes, hyper::Error>;
 
 /// A whole body from bytes.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// Why the upstream could not answer.
@@ -80,7 +82,11 @@ pub fn is_grpc(headers: &http::HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct == "application/grpc" || ct.starts_with("application/grpc+") || ct.starts_with("application/grpc;"))
+        .is_some_and(|ct| {
+            ct == "application/grpc"
+                || ct.starts_with("application/grpc+")
+                || ct.starts_with("application/grpc;")
+        })
 }
 
 /// gRPC code for an HTTP status, as Envoy maps local replies.
@@ -101,8 +107,14 @@ pub fn local_reply(reply: &LocalReply, grpc: bool) -> Response<Body> {
     let mut resp = if grpc {
         let mut r = Response::new(full(Bytes::new()));
         let h = r.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        h.insert("grpc-status", HeaderValue::from(u16::from(grpc_status(reply.status))));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert(
+            "grpc-status",
+            HeaderValue::from(u16::from(grpc_status(reply.status))),
+        );
         if let Ok(v) = HeaderValue::from_str(&percent_encode_grpc(&reply.body)) {
             h.insert("grpc-message", v);
         }
@@ -114,7 +126,11 @@ pub fn local_reply(reply: &LocalReply, grpc: bool) -> Response<Body> {
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         r
     };
-    if let Some(w) = reply.www_authenticate.as_deref().and_then(|w| HeaderValue::from_str(w).ok()) {
+    if let Some(w) = reply
+        .www_authenticate
+        .as_deref()
+        .and_then(|w| HeaderValue::from_str(w).ok())
+    {
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, w);
     }
     resp
@@ -156,7 +172,10 @@ mod tests {
         assert_eq!(plain.headers()["www-authenticate"], "Bearer realm=\"x\"");
         assert_eq!(grpc_status(403), 7);
         let mut h = http::HeaderMap::new();
-        h.insert("content-type", HeaderValue::from_static("application/grpc+proto"));
+        h.insert(
+            "content-type",
+            HeaderValue::from_static("application/grpc+proto"),
+        );
         assert!(is_grpc(&h));
     }
 }

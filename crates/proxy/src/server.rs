@@ -29,7 +29,11 @@ use crate::state::PolicyState;
 #[derive(Debug)]
 pub enum StartError {
     Policies(meshguard_model::LoadErrors),
-    Bind { what: &'static str, addr: SocketAddr, error: std::io::Error },
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
     Io(String),
 }
 
@@ -37,7 +41,9 @@ impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StartError::Policies(e) => write!(f, "{e}"),
-            StartError::Bind { what, addr, error } => write!(f, "cannot listen on {addr} ({what}): {error}"),
+            StartError::Bind { what, addr, error } => {
+                write!(f, "cannot listen on {addr} ({what}): {error}")
+            }
             StartError::Io(m) => write!(f, "{m}"),
         }
     }
@@ -72,15 +78,25 @@ impl Running {
 /// Starts the proxy and returns once it is listening. It stops when `shutdown` resolves:
 /// it stops accepting, lets in-flight requests finish (bounded by the drain timeout), then
 /// the returned [`Running::wait`] completes.
-pub async fn start(config: ProxyConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<Running, StartError> {
-    let state = Arc::new(PolicyState::load(config.policies.clone(), config.workload.clone()).map_err(StartError::Policies)?);
+pub async fn start(
+    config: ProxyConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Running, StartError> {
+    let state = Arc::new(
+        PolicyState::load(config.policies.clone(), config.workload.clone())
+            .map_err(StartError::Policies)?,
+    );
     let metrics = Arc::new(Metrics::default());
     metrics.config_generation.set(1);
 
     let listener = bind("proxy listener", config.listen).await?;
     let admin_listener = bind("admin listener", config.admin).await?;
-    let listen = listener.local_addr().map_err(|e| StartError::Io(e.to_string()))?;
-    let admin = admin_listener.local_addr().map_err(|e| StartError::Io(e.to_string()))?;
+    let listen = listener
+        .local_addr()
+        .map_err(|e| StartError::Io(e.to_string()))?;
+    let admin = admin_listener
+        .local_addr()
+        .map_err(|e| StartError::Io(e.to_string()))?;
 
     // One shutdown signal fans out to every task.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -93,10 +109,18 @@ pub async fn start(config: ProxyConfig, shutdown: impl Future<Output = ()> + Sen
         None => {
             // The built-in echo upstream runs in-process on a loopback port of its own, so that
             // forwarding takes the same path as with a real upstream.
-            let echo = bind("built-in echo upstream", SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-            let addr = echo.local_addr().map_err(|e| StartError::Io(e.to_string()))?;
+            let echo = bind(
+                "built-in echo upstream",
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+            )
+            .await?;
+            let addr = echo
+                .local_addr()
+                .map_err(|e| StartError::Io(e.to_string()))?;
             tokio::spawn(crate::echo::serve(echo, stopped(stop_rx.clone())));
-            format!("http://{addr}").parse().map_err(|e| StartError::Io(format!("{e}")))?
+            format!("http://{addr}")
+                .parse()
+                .map_err(|e| StartError::Io(format!("{e}")))?
         }
     };
 
@@ -120,8 +144,18 @@ pub async fn start(config: ProxyConfig, shutdown: impl Future<Output = ()> + Sen
         access_log: config.access_log,
     });
 
-    tokio::spawn(crate::reload::run(state.clone(), metrics.clone(), config.watch, stopped(stop_rx.clone())));
-    tokio::spawn(crate::admin::serve(admin_listener, state.clone(), metrics.clone(), stopped(stop_rx.clone())));
+    tokio::spawn(crate::reload::run(
+        state.clone(),
+        metrics.clone(),
+        config.watch,
+        stopped(stop_rx.clone()),
+    ));
+    tokio::spawn(crate::admin::serve(
+        admin_listener,
+        state.clone(),
+        metrics.clone(),
+        stopped(stop_rx.clone()),
+    ));
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -153,7 +187,12 @@ fn connection_builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, config: ProxyConfig, shutdown: impl Future<Output = ()>) {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    config: ProxyConfig,
+    shutdown: impl Future<Output = ()>,
+) {
     let builder = connection_builder(&config);
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(config.limits.max_connections));
@@ -180,7 +219,9 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, config: ProxyCo
         let conn_info = ConnInfo { peer, local };
         let shared = shared.clone();
         let service = service_fn(move |req| handle(req, conn_info, shared.clone()));
-        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -191,7 +232,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, config: ProxyCo
     }
     drop(listener);
     tracing::info!("shutting down: draining in-flight requests");
-    if tokio::time::timeout(config.limits.drain_timeout, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(config.limits.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(timeout = ?config.limits.drain_timeout, "drain timeout reached; closing remaining connections");
     }
 }

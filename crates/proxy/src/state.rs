@@ -99,7 +99,9 @@ impl PolicyState {
             Ok(snap) => {
                 self.current.store(Arc::new(snap));
                 *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                ReloadOutcome::Applied { generation: next_gen }
+                ReloadOutcome::Applied {
+                    generation: next_gen,
+                }
             }
             Err(errors) => {
                 *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(ReloadFailure {
@@ -116,7 +118,10 @@ impl PolicyState {
     }
 
     pub fn last_error(&self) -> Option<ReloadFailure> {
-        self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The `/config_dump` document: what is loaded, what applies, the JWT providers and

@@ -663,3 +663,143 @@ fn start_up_errors_exit_1_with_a_clear_message() {
         "{err}"
     );
 }
+
+#[test]
+fn sighup_reloads_when_watching_is_off() {
+    let dir = tmp("sighup");
+    std::fs::copy(
+        root().join("examples/step3-require-jwt/authorization-policy.yaml"),
+        dir.join("ap.yaml"),
+    )
+    .unwrap();
+    std::fs::copy(
+        root().join("examples/step3-require-jwt/request-authentication.yaml"),
+        dir.join("ra.yaml"),
+    )
+    .unwrap();
+    let p = start(
+        &[
+            &["--policies", dir.to_str().unwrap(), "--no-watch"][..],
+            &WL,
+        ]
+        .concat(),
+    );
+    let url = format!("{}/headers", p.base);
+    assert_eq!(curl(&[url.as_str()]).status, 403);
+    std::fs::remove_file(dir.join("ap.yaml")).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        curl(&[url.as_str()]).status,
+        403,
+        "no reload without SIGHUP when --no-watch"
+    );
+    let pid = p.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", pid.as_str()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while curl(&[url.as_str()]).status != 200 {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn remote_ip_from_x_forwarded_for_with_trusted_proxies() {
+    let dir = tmp("xff");
+    write_policies(
+        &dir,
+        "ap.yaml",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: office-only, namespace: foo}\nspec:\n  rules: [{from: [{source: {remoteIpBlocks: [203.0.113.0/24]}}]}]\n",
+    );
+    let policies = ["--policies", dir.to_str().unwrap()];
+    let p = start(&[&policies[..], &WL, &["--trusted-proxies", "1"]].concat());
+    let url = format!("{}/get", p.base);
+    assert_eq!(
+        curl(&["-H", "X-Forwarded-For: 203.0.113.5", url.as_str()]).status,
+        200
+    );
+    assert_eq!(
+        curl(&[
+            "-H",
+            "X-Forwarded-For: 203.0.113.5, 198.51.100.1",
+            url.as_str()
+        ])
+        .status,
+        403
+    );
+    assert_eq!(
+        curl(&[url.as_str()]).status,
+        403,
+        "no XFF: the peer (127.0.0.1)"
+    );
+    // Without trusted proxies the header is not believed.
+    let p = start(&[&policies[..], &WL].concat());
+    let url = format!("{}/get", p.base);
+    assert_eq!(
+        curl(&["-H", "X-Forwarded-For: 203.0.113.5", url.as_str()]).status,
+        403
+    );
+}
+
+#[test]
+fn max_connections_holds_further_clients_back() {
+    let p = start(
+        &[
+            &[
+                "--policies",
+                "examples/step2-request-authentication",
+                "--max-connections",
+                "1",
+            ][..],
+            &WL,
+        ]
+        .concat(),
+    );
+    let addr = p.base.trim_start_matches("http://").to_string();
+    let url = format!("{}/get", p.base);
+    // One idle keep-alive connection takes the only slot.
+    let mut held = TcpStream::connect(&addr).unwrap();
+    held.write_all(b"GET /get HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = held.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "--max-time", "1", url.as_str()])
+        .status()
+        .unwrap();
+    assert!(
+        !out.success(),
+        "a second client was served while the slot was taken"
+    );
+    drop(held);
+    assert_eq!(curl(&[url.as_str()]).status, 200);
+}
+
+#[test]
+fn echo_subcommand_serves_on_its_own() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meshguard"))
+        .args(["echo", "--listen", addr.as_str()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert_eq!(first, format!("meshguard: echo upstream on http://{addr}"));
+    let r = curl(&["-H", "x-test: 1", &format!("http://{addr}/headers")]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["headers"]["x-test"], "1");
+    let _ = child.kill();
+    let _ = child.wait();
+}

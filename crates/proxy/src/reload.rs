@@ -47,23 +47,27 @@ pub fn reload_now(state: &PolicyState, metrics: &Metrics, why: &str) {
     }
 }
 
-/// What to watch for a path: a directory itself, or the directory holding a file (a file that
-/// is replaced by rename would otherwise drop out of the watch).
-fn watch_targets(paths: &[PathBuf]) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = paths
+/// What to watch for a path: a directory recursively; for a file, its directory without
+/// recursion (a file replaced by rename, or a ConfigMap symlink swap, would otherwise drop out
+/// of the watch, and the parent of a file may be a large tree).
+fn watch_targets(paths: &[PathBuf]) -> Vec<(PathBuf, RecursiveMode)> {
+    let mut out: Vec<(PathBuf, RecursiveMode)> = paths
         .iter()
         .map(|p| {
             if p.is_dir() {
-                p.clone()
+                (p.clone(), RecursiveMode::Recursive)
             } else {
-                p.parent()
+                let dir = p
+                    .parent()
                     .filter(|d| !d.as_os_str().is_empty())
-                    .map_or_else(|| PathBuf::from("."), |d| d.to_path_buf())
+                    .map_or_else(|| PathBuf::from("."), |d| d.to_path_buf());
+                (dir, RecursiveMode::NonRecursive)
             }
         })
         .collect();
-    out.sort();
-    out.dedup();
+    // For a directory named both ways, keep the recursive watch (sorted first).
+    out.sort_by_key(|(p, m)| (p.clone(), *m != RecursiveMode::Recursive));
+    out.dedup_by(|a, b| a.0 == b.0);
     out
 }
 
@@ -90,8 +94,8 @@ pub async fn run(
                 }
             };
         if let Some(w) = watcher.as_mut() {
-            for target in watch_targets(state.paths()) {
-                if let Err(e) = w.watch(&target, RecursiveMode::Recursive) {
+            for (target, mode) in watch_targets(state.paths()) {
+                if let Err(e) = w.watch(&target, mode) {
                     tracing::warn!(path = %target.display(), error = %e, "cannot watch; reload with SIGHUP");
                 }
             }
@@ -126,5 +130,31 @@ pub async fn run(
         while rx.try_recv().is_ok() {}
         let (s, m) = (state.clone(), metrics.clone());
         let _ = tokio::task::spawn_blocking(move || reload_now(&s, &m, why)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_watch_their_directory_and_directories_recurse() {
+        let dir = std::env::temp_dir().join(format!("meshguard-watch-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("a.yaml"), "").unwrap();
+        let got = watch_targets(&[dir.join("a.yaml"), dir.join("sub"), dir.clone()]);
+        assert_eq!(
+            got,
+            vec![
+                (dir.clone(), RecursiveMode::Recursive),
+                (dir.join("sub"), RecursiveMode::Recursive)
+            ]
+        );
+        let got = watch_targets(&[dir.join("a.yaml")]);
+        assert_eq!(got, vec![(dir.clone(), RecursiveMode::NonRecursive)]);
+        assert_eq!(
+            watch_targets(&[PathBuf::from("x.yaml")])[0].0,
+            PathBuf::from(".")
+        );
     }
 }

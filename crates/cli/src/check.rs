@@ -189,6 +189,7 @@ pub fn run(args: CheckArgs) -> Result<i32, CliError> {
         &EvalOptions {
             path_normalization: args.path_normalization,
             now,
+            keys: &meshguard_engine::NoRemoteKeys,
         },
     );
     let skipped: Vec<String> = set.skipped.iter().map(|s| s.to_string()).collect();

@@ -9,7 +9,7 @@
 
 use http::{HeaderMap, HeaderValue};
 use meshguard_jwt::{Jwks, Status, Token};
-use meshguard_policy::{JwtProvider, KeySource};
+use meshguard_policy::{JwtProvider, KeySource, RemoteKeySource};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -75,11 +75,29 @@ impl ProviderState {
     }
 }
 
+/// Remote keys, as fetched by someone else (the proxy's JWKS manager, `check`'s one fetch).
+pub trait KeyStore {
+    /// The keys in use for `source`; `None` when they were never fetched or are too stale.
+    fn remote(&self, source: &RemoteKeySource) -> Option<Jwks>;
+}
+
+/// A key store with no remote keys: every remote provider answers `Jwks remote fetch is failed`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoRemoteKeys;
+
+impl KeyStore for NoRemoteKeys {
+    fn remote(&self, _: &RemoteKeySource) -> Option<Jwks> {
+        None
+    }
+}
+
 fn verify_provider(
     p: &JwtProvider,
     headers: &HeaderMap,
     query: Option<&str>,
     now: u64,
+    keys: &dyn KeyStore,
+    unknown_kid: &mut Vec<RemoteKeySource>,
 ) -> ProviderState {
     let extracted = match extract(p, headers, query) {
         Ok(e) => e,
@@ -88,21 +106,38 @@ fn verify_provider(
     if extracted.is_empty() {
         return ProviderState::Missing;
     }
-    // Remote keys are not fetched yet: an empty set, reported as a failed fetch.
+    // Without remote keys the signature step fails as a failed fetch, after the issuer, time
+    // and audience checks, which is where Envoy reports it.
     static NO_KEYS: std::sync::LazyLock<Jwks> = std::sync::LazyLock::new(Jwks::empty);
-    let jwks = match &p.keys {
-        KeySource::Inline(j) => j,
-        KeySource::Remote { .. } => &*NO_KEYS,
+    let fetched;
+    let (jwks, remote) = match &p.keys {
+        KeySource::Inline(j) => (j, None),
+        KeySource::Remote(src) => match keys.remote(src) {
+            Some(j) => {
+                fetched = j;
+                (&fetched, Some(src))
+            }
+            None => (&*NO_KEYS, Some(src)),
+        },
     };
     let mut tokens = Vec::with_capacity(extracted.len());
     // Envoy pops tokens from the back of the extraction list; the first failure wins.
     for e in extracted.into_iter().rev() {
         match meshguard_jwt::verify(&e.token, &p.validation, jwks, now) {
             Ok(t) => tokens.push((e, t)),
-            Err(Status::JwksNoValidKeys) if matches!(p.keys, KeySource::Remote { .. }) => {
+            Err(Status::JwksNoValidKeys) if remote.is_some() => {
                 return ProviderState::Failed(Status::JwksFetchFail);
             }
-            Err(s) => return ProviderState::Failed(s),
+            Err(s) => {
+                // A kid the remote set lacks may be a key rotated in since the last fetch: tell
+                // the caller, who may refetch and evaluate again.
+                if let (Status::JwksKidAlgMismatch, Some(src)) = (s, remote)
+                    && !unknown_kid.contains(src)
+                {
+                    unknown_kid.push(src.clone());
+                }
+                return ProviderState::Failed(s);
+            }
         }
     }
     ProviderState::Ok(tokens)
@@ -129,13 +164,16 @@ pub fn sanitize(providers: &[JwtProvider], headers: &mut HeaderMap, ops: &mut Ve
 
 /// Authenticates a request against `providers`, mutating `headers` as Envoy would on success.
 /// `ops` receives every header change, in order.
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 pub fn authenticate(
     providers: &[JwtProvider],
     headers: &mut HeaderMap,
     query: Option<&str>,
     now: u64,
+    keys: &dyn KeyStore,
     reports: &mut Vec<ProviderReport>,
     ops: &mut Vec<HeaderOp>,
+    unknown_kid: &mut Vec<RemoteKeySource>,
 ) -> AuthnResult {
     if providers.is_empty() {
         return AuthnResult::NotApplicable;
@@ -143,7 +181,7 @@ pub fn authenticate(
     let mut states: Vec<ProviderState> = Vec::with_capacity(providers.len());
     let mut accepted = None;
     for (i, p) in providers.iter().enumerate() {
-        let st = verify_provider(p, headers, query, now);
+        let st = verify_provider(p, headers, query, now, keys, unknown_kid);
         let ok = matches!(st, ProviderState::Ok(_));
         states.push(st);
         // `requires_any` stops at the first provider that accepts.

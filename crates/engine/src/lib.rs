@@ -20,7 +20,7 @@ use meshguard_policy::{CompiledWorkload, RequestAttributes};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-pub use authn::{HeaderOp, ProviderReport};
+pub use authn::{HeaderOp, KeyStore, NoRemoteKeys, ProviderReport};
 pub use decision::{AuthzReport, Denial, DenyReason, DryRunResult};
 pub use normalize::{NormalizeError, PathNormalization};
 
@@ -44,11 +44,22 @@ pub struct HttpRequest<'a> {
 }
 
 /// Settings of the evaluation that do not come from the policies.
-#[derive(Clone, Copy, Debug)]
-pub struct EvalOptions {
+#[derive(Clone, Copy)]
+pub struct EvalOptions<'a> {
     pub path_normalization: PathNormalization,
     /// Unix time in seconds.
     pub now: u64,
+    /// Keys of providers with `jwksUri` or discovery.
+    pub keys: &'a dyn KeyStore,
+}
+
+impl std::fmt::Debug for EvalOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EvalOptions")
+            .field("path_normalization", &self.path_normalization)
+            .field("now", &self.now)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Everything the engine decided about one request.
@@ -67,6 +78,10 @@ pub struct Outcome {
     pub jwt: Vec<ProviderReport>,
     pub header_ops: Vec<HeaderOp>,
     pub authz: AuthzReport,
+    /// Remote key sources that lacked a token's `kid`: a caller that can refetch them may
+    /// evaluate the request again (key rotation picked up on the first request).
+    #[serde(skip)]
+    pub unknown_kid: Vec<meshguard_policy::RemoteKeySource>,
     /// The verified payload authorization saw (space-delimited claims split).
     #[serde(skip)]
     pub payload: Option<Map<String, Value>>,
@@ -103,7 +118,7 @@ fn realm(scheme: &str, host: &str, path: &str) -> String {
 }
 
 /// Evaluates one request. See the crate documentation for the order of steps.
-pub fn evaluate(cw: &CompiledWorkload, req: HttpRequest<'_>, opts: &EvalOptions) -> Outcome {
+pub fn evaluate(cw: &CompiledWorkload, req: HttpRequest<'_>, opts: &EvalOptions<'_>) -> Outcome {
     let mut out = Outcome {
         denial: None,
         path: None,
@@ -113,6 +128,7 @@ pub fn evaluate(cw: &CompiledWorkload, req: HttpRequest<'_>, opts: &EvalOptions)
         jwt: Vec::new(),
         header_ops: Vec::new(),
         authz: AuthzReport::default(),
+        unknown_kid: Vec::new(),
         payload: None,
     };
     let path = match normalize::normalize(req.path, opts.path_normalization) {
@@ -136,8 +152,10 @@ pub fn evaluate(cw: &CompiledWorkload, req: HttpRequest<'_>, opts: &EvalOptions)
             req.headers,
             query,
             opts.now,
+            opts.keys,
             &mut out.jwt,
             &mut out.header_ops,
+            &mut out.unknown_kid,
         ) {
             authn::AuthnResult::Rejected(status) => {
                 out.denial = Some(Denial::new(DenyReason::Jwt(status), &realm()));

@@ -238,6 +238,7 @@ fn run_case(
         &EvalOptions {
             path_normalization: mode,
             now: now(),
+            keys: &meshguard_engine::NoRemoteKeys,
         },
     );
     let e = &case.expect;

@@ -16,10 +16,32 @@ use meshguard_model::{JwtRule, LoadError, Presence, RequestAuthenticationSpec, R
 pub enum KeySource {
     /// `jwks`: parsed at load time.
     Inline(Jwks),
-    /// `jwksUri`, or OpenID discovery from `issuer` when neither is set. Not fetched by this
-    /// crate; until a fetcher supplies keys, tokens for this provider fail with
+    /// `jwksUri`, or OpenID discovery from `issuer` when neither is set. Fetched outside this
+    /// crate (the engine asks a key store); without keys, tokens for this provider fail with
     /// `Jwks remote fetch is failed`.
-    Remote { uri: String },
+    Remote(RemoteKeySource),
+}
+
+/// Where remote keys are fetched from; one fetcher serves every rule naming the same source.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RemoteKeySource {
+    /// `jwksUri`.
+    JwksUri(String),
+    /// Neither `jwks` nor `jwksUri`: `<issuer>/.well-known/openid-configuration` names the JWKS.
+    Discovery { issuer: String },
+}
+
+impl std::fmt::Display for RemoteKeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RemoteKeySource::JwksUri(u) => f.write_str(u),
+            RemoteKeySource::Discovery { issuer } => write!(
+                f,
+                "{}/.well-known/openid-configuration",
+                issuer.trim_end_matches('/')
+            ),
+        }
+    }
 }
 
 /// A header location: lowercased name and the prefix to search for.
@@ -148,16 +170,11 @@ fn compile_rule(rule: &JwtRule, source: &str) -> Result<JwtProvider, (String, St
                 "url must have scheme http:// or https://".into(),
             ));
         }
-        KeySource::Remote {
-            uri: rule.jwks_uri.clone(),
-        }
+        KeySource::Remote(RemoteKeySource::JwksUri(rule.jwks_uri.clone()))
     } else {
-        KeySource::Remote {
-            uri: format!(
-                "{}/.well-known/openid-configuration",
-                rule.issuer.trim_end_matches('/')
-            ),
-        }
+        KeySource::Remote(RemoteKeySource::Discovery {
+            issuer: rule.issuer.clone(),
+        })
     };
     let mut headers = Vec::new();
     for (i, h) in rule.from_headers.iter().enumerate() {

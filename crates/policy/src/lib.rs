@@ -16,7 +16,7 @@ use meshguard_model::{
     Action, Attachment, LoadError, LoadErrors, PolicySet, Resource, Workload, attachment,
 };
 
-pub use authn::{JwtProvider, KeySource};
+pub use authn::{JwtProvider, KeySource, RemoteKeySource};
 pub use authz::{CompiledPolicy, CompiledRule};
 pub use matchers::RequestAttributes;
 
@@ -43,6 +43,21 @@ impl CompiledWorkload {
             .chain(&self.audit)
             .chain(&self.deny)
             .chain(&self.allow)
+    }
+
+    /// The distinct remote key sources the providers need, for a fetcher to serve.
+    pub fn remote_sources(&self) -> Vec<(&RemoteKeySource, std::time::Duration)> {
+        let mut out: Vec<(&RemoteKeySource, std::time::Duration)> = Vec::new();
+        for p in &self.providers {
+            if let KeySource::Remote(src) = &p.keys {
+                match out.iter_mut().find(|(s, _)| *s == src) {
+                    // Several rules share a source: the longest timeout wins.
+                    Some((_, t)) => *t = (*t).max(p.timeout),
+                    None => out.push((src, p.timeout)),
+                }
+            }
+        }
+        out
     }
 
     /// The number of rules across all policies, a measure of per-request work.

@@ -263,6 +263,7 @@ pub async fn handle(
         &EvalOptions {
             path_normalization: shared.path_normalization,
             now: start_time,
+            keys: &meshguard_engine::NoRemoteKeys,
         },
     );
     record_outcome(&shared.metrics, &outcome);

@@ -139,7 +139,7 @@ impl PolicyState {
                         "key_ids": jwks.keys().iter().map(|k| k.kid()).collect::<Vec<_>>(),
                         "skipped_keys": jwks.skipped().iter().map(|s| json!({"index": s.index, "kid": s.kid, "reason": s.reason})).collect::<Vec<_>>(),
                     }),
-                    KeySource::Remote { uri } => json!({"source": "remote", "uri": uri, "status": "not fetched"}),
+                    KeySource::Remote(src) => json!({"source": "remote", "uri": src.to_string()}),
                 };
                 json!({
                     "name": p.name,

@@ -73,9 +73,73 @@ pub struct CheckArgs {
     /// Evaluate at this Unix time (seconds) instead of now, e.g. to test expiry.
     #[arg(long, value_name = "SECONDS")]
     pub now: Option<u64>,
+    /// A PEM bundle of CA certificates trusted for https JWKS, in addition to the system's.
+    #[arg(long, value_name = "FILE")]
+    pub jwks_ca_file: Option<PathBuf>,
     /// Output format.
     #[arg(long, short = 'o', default_value = "text", value_name = "FORMAT")]
     pub output: OutputFormat,
+}
+
+/// Remote keys fetched once for this check.
+#[derive(Debug, Default)]
+struct FetchedKeys(
+    std::collections::HashMap<meshguard_policy::RemoteKeySource, meshguard_jwt::Jwks>,
+);
+
+impl meshguard_engine::KeyStore for FetchedKeys {
+    fn remote(&self, source: &meshguard_policy::RemoteKeySource) -> Option<meshguard_jwt::Jwks> {
+        self.0.get(source).cloned()
+    }
+}
+
+/// Fetches every remote key source once (each bounded by its rule's timeout). Returns the keys
+/// and, per source that failed, a note saying why.
+fn fetch_remote_keys(
+    compiled: &meshguard_policy::CompiledWorkload,
+    ca: Option<PathBuf>,
+) -> Result<(FetchedKeys, Vec<String>), CliError> {
+    let sources = compiled.remote_sources();
+    if sources.is_empty() {
+        return Ok((FetchedKeys::default(), Vec::new()));
+    }
+    let rt = crate::proxy::runtime()?;
+    rt.block_on(async {
+        let settings = meshguard_jwks::JwksSettings {
+            extra_ca: ca,
+            ..Default::default()
+        };
+        let manager = meshguard_jwks::JwksManager::new(settings, Default::default())
+            .map_err(|e| CliError::Usage(format!("--jwks-ca-file: {e}")))?;
+        let mut keys = FetchedKeys::default();
+        let mut notes = Vec::new();
+        for (src, timeout) in sources {
+            let handle = manager.source(&meshguard_proxy::state::jwks_source(src), timeout);
+            match handle.wait_first_fetch(timeout).await {
+                Some(jwks) => {
+                    keys.0.insert(src.clone(), jwks);
+                }
+                None => notes.push(format!("fetching keys from {src} failed")),
+            }
+        }
+        // The reasons, from the fetchers' status.
+        for st in manager.status() {
+            if let Some(err) = serde_json::to_value(&st)
+                .ok()
+                .and_then(|v| v.get("last_error").cloned())
+                .filter(|e| !e.is_null())
+            {
+                let msg = err
+                    .get("message")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_string)
+                    .unwrap_or_else(|| err.to_string());
+                notes.push(format!("JWKS: {msg}"));
+            }
+        }
+        manager.shutdown();
+        Ok((keys, notes))
+    })
 }
 
 /// The JSON document `check --output json` prints.
@@ -154,6 +218,7 @@ pub fn run(args: CheckArgs) -> Result<i32, CliError> {
     let set = load_paths(&args.policies, &opts).map_err(CliError::Policies)?;
     let compiled = meshguard_policy::compile(&set, &workload).map_err(CliError::Policies)?;
 
+    let (remote_keys, fetch_notes) = fetch_remote_keys(&compiled, args.jwks_ca_file.clone())?;
     let mut headers = HeaderMap::new();
     for h in &args.headers {
         let (n, v) = parse_header(h)?;
@@ -189,10 +254,11 @@ pub fn run(args: CheckArgs) -> Result<i32, CliError> {
         &EvalOptions {
             path_normalization: args.path_normalization,
             now,
-            keys: &meshguard_engine::NoRemoteKeys,
+            keys: &remote_keys,
         },
     );
-    let skipped: Vec<String> = set.skipped.iter().map(|s| s.to_string()).collect();
+    let mut skipped: Vec<String> = set.skipped.iter().map(|s| s.to_string()).collect();
+    skipped.extend(fetch_notes);
     match args.output {
         OutputFormat::Json => {
             let d = outcome.denial.as_ref();

@@ -80,6 +80,16 @@ pub struct ProxyArgs {
     /// Time in-flight requests get to finish on SIGTERM/SIGINT.
     #[arg(long, default_value = "10s", value_parser = duration, value_name = "DURATION")]
     pub drain_timeout: Duration,
+    /// How often remote JWKS (jwksUri, OpenID discovery) are fetched again.
+    #[arg(long, default_value = "5m", value_parser = duration, value_name = "DURATION")]
+    pub jwks_refresh_interval: Duration,
+    /// How long the last good remote keys stay in use while fetches fail; then tokens fail
+    /// closed with 401 `Jwks remote fetch is failed`.
+    #[arg(long, default_value = "24h", value_parser = duration, value_name = "DURATION")]
+    pub jwks_max_staleness: Duration,
+    /// A PEM bundle of CA certificates trusted for https JWKS, in addition to the system's.
+    #[arg(long, value_name = "FILE")]
+    pub jwks_ca_file: Option<PathBuf>,
     /// Do not reload when policy files change (SIGHUP still reloads).
     #[arg(long)]
     pub no_watch: bool,
@@ -143,11 +153,17 @@ impl ProxyArgs {
             },
             watch: !self.no_watch,
             access_log: !self.no_access_log,
+            jwks: meshguard_jwks::JwksSettings {
+                refresh_interval: self.jwks_refresh_interval,
+                max_staleness: self.jwks_max_staleness,
+                extra_ca: self.jwks_ca_file,
+                ..Default::default()
+            },
         })
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

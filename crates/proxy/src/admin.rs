@@ -35,8 +35,16 @@ fn route(req: &Request<Incoming>, state: &PolicyState, metrics: &Metrics) -> Res
         );
     }
     match req.uri().path() {
-        // Policies are loaded before the listeners open, so a listening proxy is ready.
-        "/healthz/ready" | "/ready" => page(StatusCode::OK, "text/plain", "LIVE\n".into()),
+        // Policies load before the listeners open; remote keys must have had their first
+        // fetch (success or failure) before traffic is sent our way.
+        "/healthz/ready" | "/ready" if state.jwks().ready() => {
+            page(StatusCode::OK, "text/plain", "LIVE\n".into())
+        }
+        "/healthz/ready" | "/ready" => page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "NOT READY: first JWKS fetch in progress\n".into(),
+        ),
         "/metrics" => page(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",

@@ -59,6 +59,8 @@ pub struct ProxyConfig {
     pub watch: bool,
     /// One JSON line per request on stdout.
     pub access_log: bool,
+    /// Remote JWKS fetching: refresh, staleness, extra CA.
+    pub jwks: meshguard_jwks::JwksSettings,
 }
 
 /// The parts of Istio's `MeshConfig` meshguard reads.

@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::metrics::{AuthzLabels, CodeLabels, JwtLabels, Metrics, ResultLabels};
 use crate::response::{Body, LocalReply, UpstreamFailure, is_grpc, local_reply};
-use crate::state::{PolicyState, unix_now};
+use crate::state::{PolicyState, Snapshot, unix_now};
 
 /// What every request shares.
 #[derive(Debug)]
@@ -200,6 +200,40 @@ fn record_outcome(metrics: &Metrics, out: &Outcome) {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // the request's parts, borrowed separately
+fn evaluate_once(
+    snapshot: &Snapshot,
+    headers: &mut HeaderMap,
+    method: &str,
+    path: &str,
+    host: &str,
+    conn: ConnInfo,
+    remote: IpAddr,
+    shared: &Shared,
+    now: u64,
+) -> Outcome {
+    evaluate(
+        &snapshot.compiled,
+        HttpRequest {
+            method,
+            path,
+            host,
+            scheme: "http",
+            headers,
+            source_ip: Some(conn.peer.ip()),
+            remote_ip: Some(remote),
+            destination_ip: Some(conn.local.ip()),
+            destination_port: Some(conn.local.port()),
+            sni: None,
+        },
+        &EvalOptions {
+            path_normalization: shared.path_normalization,
+            now,
+            keys: snapshot,
+        },
+    )
+}
+
 /// Serves one request.
 pub async fn handle(
     req: Request<Incoming>,
@@ -246,26 +280,46 @@ pub async fn handle(
     };
     let remote = remote_ip(&parts.headers, conn.peer.ip(), shared.trusted_proxies);
 
-    let outcome = evaluate(
-        &snapshot.compiled,
-        HttpRequest {
-            method: &method,
-            path: &raw_path,
-            host: &host,
-            scheme: "http",
-            headers: &mut parts.headers,
-            source_ip: Some(conn.peer.ip()),
-            remote_ip: Some(remote),
-            destination_ip: Some(conn.local.ip()),
-            destination_port: Some(conn.local.port()),
-            sni: None,
-        },
-        &EvalOptions {
-            path_normalization: shared.path_normalization,
-            now: start_time,
-            keys: &meshguard_engine::NoRemoteKeys,
-        },
+    // Requests that arrive while a provider's first JWKS fetch is in flight wait for it,
+    // bounded by the rule's timeout (PRODUCT.md decision 1).
+    for (keys, timeout) in snapshot.remote.values() {
+        keys.wait_first_fetch(*timeout).await;
+    }
+    let mut outcome = evaluate_once(
+        &snapshot,
+        &mut parts.headers,
+        &method,
+        &raw_path,
+        &host,
+        conn,
+        remote,
+        &shared,
+        start_time,
     );
+    if outcome.denial.is_some() && !outcome.unknown_kid.is_empty() {
+        // The token names a key the fetched set lacks: maybe a rotation. Refetch (coalesced,
+        // rate-limited per source) and decide again with the new keys.
+        let mut refetched = false;
+        for src in &outcome.unknown_kid {
+            if let Some((keys, timeout)) = snapshot.remote.get(src) {
+                keys.refetch_for_unknown_kid(*timeout).await;
+                refetched = true;
+            }
+        }
+        if refetched {
+            outcome = evaluate_once(
+                &snapshot,
+                &mut parts.headers,
+                &method,
+                &raw_path,
+                &host,
+                conn,
+                remote,
+                &shared,
+                start_time,
+            );
+        }
+    }
     record_outcome(&shared.metrics, &outcome);
 
     let log_path = outcome

@@ -48,6 +48,8 @@ pub struct Metrics {
     pub reloads: Family<ResultLabels, Counter>,
     pub config_generation: Gauge,
     pub upstream_errors: Family<ResultLabels, Counter>,
+    /// Updated by the JWKS fetchers.
+    pub jwks: meshguard_jwks::JwksMetrics,
 }
 
 impl Default for Metrics {
@@ -89,7 +91,19 @@ impl Default for Metrics {
             "Requests the upstream could not answer, by cause",
             upstream_errors.clone(),
         );
+        let jwks = meshguard_jwks::JwksMetrics::default();
+        registry.register(
+            "jwks_fetches",
+            "Remote JWKS fetches, by source URI and result",
+            jwks.fetches.clone(),
+        );
+        registry.register(
+            "jwks_key_age_seconds",
+            "Age of the remote keys in use, by source URI (seconds since their fetch)",
+            jwks.key_age_seconds.clone(),
+        );
         Metrics {
+            jwks,
             registry,
             requests,
             jwt,

@@ -82,11 +82,13 @@ pub async fn start(
     config: ProxyConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, StartError> {
+    let metrics = Arc::new(Metrics::default());
+    let jwks = meshguard_jwks::JwksManager::new(config.jwks.clone(), metrics.jwks.clone())
+        .map_err(|e| StartError::Io(format!("JWKS client: {e}")))?;
     let state = Arc::new(
-        PolicyState::load(config.policies.clone(), config.workload.clone())
+        PolicyState::load(config.policies.clone(), config.workload.clone(), jwks)
             .map_err(StartError::Policies)?,
     );
-    let metrics = Arc::new(Metrics::default());
     metrics.config_generation.set(1);
 
     let listener = bind("proxy listener", config.listen).await?;
@@ -156,9 +158,11 @@ pub async fn start(
         metrics.clone(),
         stopped(stop_rx.clone()),
     ));
+    let fetchers = state.clone();
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
+        fetchers.jwks().shutdown();
     });
     let done = tokio::spawn(accept_loop(listener, shared, config, stopped(stop_rx)));
     tracing::info!(%listen, %admin, %upstream, "meshguard proxy listening");

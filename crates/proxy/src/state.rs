@@ -9,9 +9,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::collections::HashMap;
+use std::time::Duration;
+
 use arc_swap::ArcSwap;
+use meshguard_engine::KeyStore;
+use meshguard_jwks::{JwksManager, RemoteKeys, RemoteSource};
+use meshguard_jwt::Jwks;
 use meshguard_model::{LoadErrors, LoadOptions, Workload, load_paths};
-use meshguard_policy::{CompiledWorkload, KeySource};
+use meshguard_policy::{CompiledWorkload, KeySource, RemoteKeySource};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -27,6 +33,24 @@ pub struct Snapshot {
     pub generation: u64,
     /// Unix seconds.
     pub loaded_at: u64,
+    /// The fetcher of each remote key source the providers use, with the rule timeout.
+    pub remote: HashMap<RemoteKeySource, (Arc<RemoteKeys>, Duration)>,
+}
+
+impl KeyStore for Snapshot {
+    fn remote(&self, source: &RemoteKeySource) -> Option<Jwks> {
+        self.remote.get(source).and_then(|(keys, _)| keys.current())
+    }
+}
+
+/// The fetcher's name for a policy's remote key source.
+pub fn jwks_source(src: &RemoteKeySource) -> RemoteSource {
+    match src {
+        RemoteKeySource::JwksUri(u) => RemoteSource::JwksUri(u.clone()),
+        RemoteKeySource::Discovery { issuer } => RemoteSource::Discovery {
+            issuer: issuer.clone(),
+        },
+    }
 }
 
 /// A failed reload, kept for `/config_dump` until the next success.
@@ -41,6 +65,7 @@ pub struct ReloadFailure {
 pub struct PolicyState {
     paths: Vec<PathBuf>,
     workload: Workload,
+    jwks: JwksManager,
     current: ArcSwap<Snapshot>,
     last_error: Mutex<Option<ReloadFailure>>,
 }
@@ -52,13 +77,30 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-fn load(paths: &[PathBuf], workload: &Workload, generation: u64) -> Result<Snapshot, LoadErrors> {
+fn load(
+    paths: &[PathBuf],
+    workload: &Workload,
+    jwks: &JwksManager,
+    generation: u64,
+) -> Result<Snapshot, LoadErrors> {
     let opts = LoadOptions {
         default_namespace: workload.namespace.clone(),
     };
     let set = load_paths(paths, &opts)?;
     let compiled = meshguard_policy::compile(&set, workload)?;
+    // One fetcher per distinct source, shared across reloads: the manager keeps them.
+    let remote = compiled
+        .remote_sources()
+        .into_iter()
+        .map(|(src, timeout)| {
+            (
+                src.clone(),
+                (jwks.source(&jwks_source(src), timeout), timeout),
+            )
+        })
+        .collect();
     Ok(Snapshot {
+        remote,
         compiled,
         skipped: set.skipped.iter().map(ToString::to_string).collect(),
         files: set.files,
@@ -76,11 +118,16 @@ pub enum ReloadOutcome {
 
 impl PolicyState {
     /// Loads the policies for the first time; any error is fatal to start-up.
-    pub fn load(paths: Vec<PathBuf>, workload: Workload) -> Result<PolicyState, LoadErrors> {
-        let snap = load(&paths, &workload, 1)?;
+    pub fn load(
+        paths: Vec<PathBuf>,
+        workload: Workload,
+        jwks: JwksManager,
+    ) -> Result<PolicyState, LoadErrors> {
+        let snap = load(&paths, &workload, &jwks, 1)?;
         Ok(PolicyState {
             paths,
             workload,
+            jwks,
             current: ArcSwap::from_pointee(snap),
             last_error: Mutex::new(None),
         })
@@ -95,9 +142,12 @@ impl PolicyState {
     /// on failure the old one stays and the errors are kept for `/config_dump`.
     pub fn reload(&self) -> ReloadOutcome {
         let next_gen = self.current.load().generation + 1;
-        match load(&self.paths, &self.workload, next_gen) {
+        match load(&self.paths, &self.workload, &self.jwks, next_gen) {
             Ok(snap) => {
+                // Fetchers of sources no rule names any more stop; kept ones keep their keys.
+                let used: Vec<RemoteSource> = snap.remote.keys().map(jwks_source).collect();
                 self.current.store(Arc::new(snap));
+                self.jwks.retain(|s| used.contains(s));
                 *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 ReloadOutcome::Applied {
                     generation: next_gen,
@@ -111,6 +161,10 @@ impl PolicyState {
                 ReloadOutcome::Failed(errors)
             }
         }
+    }
+
+    pub fn jwks(&self) -> &JwksManager {
+        &self.jwks
     }
 
     pub fn paths(&self) -> &[PathBuf] {
@@ -176,6 +230,7 @@ impl PolicyState {
             "applied": cw.applied,
             "jwt_providers": providers,
             "authorization_policies": policies,
+            "jwks": self.jwks.status(),
             "last_reload_error": self.last_error(),
         })
     }

@@ -1,0 +1,389 @@
+//! Remote JWKS through the real binary: `jwksUri` and discovery, key rotation on the first
+//! request, an issuer that is down at start and recovers, readiness, `/config_dump`, and
+//! `meshguard check` fetching once. The JWKS server is a small HTTP server started here.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use meshguard_jwt::{Algorithm, KeyKind, SigningKey, sign};
+use serde_json::{Map, json};
+
+/// An HTTP server answering every GET with the current body (or 503 while "down").
+#[derive(Clone)]
+struct JwksServer {
+    addr: String,
+    body: Arc<Mutex<String>>,
+    down: Arc<AtomicBool>,
+    hits: Arc<AtomicUsize>,
+}
+
+impl JwksServer {
+    fn start(body: String) -> JwksServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = JwksServer {
+            addr: listener.local_addr().unwrap().to_string(),
+            body: Arc::new(Mutex::new(body)),
+            down: Arc::new(AtomicBool::new(false)),
+            hits: Arc::new(AtomicUsize::new(0)),
+        };
+        let s = server.clone();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    let n = stream.read(&mut buf).unwrap_or(0);
+                    let req = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let path = req.split(' ').nth(1).unwrap_or("/").to_string();
+                    s.hits.fetch_add(1, Ordering::SeqCst);
+                    let (status, body) = if s.down.load(Ordering::SeqCst) {
+                        ("503 Service Unavailable", "down".to_string())
+                    } else if path.ends_with("/.well-known/openid-configuration") {
+                        (
+                            "200 OK",
+                            format!(
+                                "{{\"issuer\":\"http://{}\",\"jwks_uri\":\"http://{}/keys\"}}",
+                                s.addr, s.addr
+                            ),
+                        )
+                    } else {
+                        ("200 OK", s.body.lock().unwrap().clone())
+                    };
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                });
+            }
+        });
+        server
+    }
+}
+
+fn key() -> SigningKey {
+    SigningKey::generate(KeyKind::EcP256).unwrap()
+}
+
+fn jwks_of(keys: &[(&SigningKey, &str)]) -> String {
+    json!({"keys": keys.iter().map(|(k, kid)| k.public_jwk(Some(kid))).collect::<Vec<_>>()})
+        .to_string()
+}
+
+fn token(key: &SigningKey, kid: &str, iss: &str) -> String {
+    let mut header = Map::new();
+    header.insert("kid".into(), json!(kid));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = json!({"iss": iss, "sub": "alice", "exp": now + 600});
+    sign(Algorithm::ES256, key, &header, claims.as_object().unwrap()).unwrap()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn policy(dir: &Path, rule: &str) {
+    std::fs::write(
+        dir.join("ra.yaml"),
+        format!("apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: remote, namespace: foo}}\nspec:\n  jwtRules:\n  - {rule}\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: require, namespace: foo}}\nspec:\n  rules: [{{from: [{{source: {{requestPrincipals: ['*']}}}}]}}]\n"),
+    )
+    .unwrap();
+}
+
+struct Proxy {
+    child: Child,
+    base: String,
+    admin: String,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(dir: &Path, extra: &[&str]) -> Proxy {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meshguard"))
+        .args([
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--no-access-log",
+            "--namespace",
+            "foo",
+            "--policies",
+        ])
+        .arg(dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (base, admin) = loop {
+        let line = lines.next().expect("proxy exited").unwrap();
+        if let Some(rest) = line.strip_prefix("meshguard: proxy on ") {
+            break (
+                rest.split(' ').next().unwrap().to_string(),
+                rest.rsplit(' ').next().unwrap().to_string(),
+            );
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Proxy { child, base, admin }
+}
+
+/// (status, body)
+fn get(url: &str, token: Option<&str>) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "--max-time", "20", "-w", "\n%{http_code}", url]);
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    let out = String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned();
+    let (body, code) = out.rsplit_once('\n').unwrap();
+    (code.parse().unwrap(), body.to_string())
+}
+
+#[test]
+fn jwks_uri_rotation_on_first_request() {
+    let (k1, k2) = (key(), key());
+    let server = JwksServer::start(jwks_of(&[(&k1, "k1")]));
+    let dir = tmp("remote-rotation");
+    policy(
+        &dir,
+        &format!(
+            "{{issuer: https://issuer.example, jwksUri: 'http://{}/keys', timeout: 2s}}",
+            server.addr
+        ),
+    );
+    let p = start(&dir, &[]);
+    let url = format!("{}/headers", p.base);
+    assert_eq!(get(&format!("{}/healthz/ready", p.admin), None).0, 200);
+    assert_eq!(
+        get(&url, Some(&token(&k1, "k1", "https://issuer.example"))).0,
+        200
+    );
+    // The issuer rotates: the new kid is accepted on its first request.
+    *server.body.lock().unwrap() = jwks_of(&[(&k1, "k1"), (&k2, "k2")]);
+    assert_eq!(
+        get(&url, Some(&token(&k2, "k2", "https://issuer.example"))).0,
+        200
+    );
+    // The old key keeps working while it is in the set...
+    assert_eq!(
+        get(&url, Some(&token(&k1, "k1", "https://issuer.example"))).0,
+        200
+    );
+    // ...and unknown kids do not cause a fetch per request (at most one per 30 s per URI).
+    let before = server.hits.load(Ordering::SeqCst);
+    for i in 0..20 {
+        let (status, body) = get(
+            &url,
+            Some(&token(
+                &k2,
+                &format!("random-{i}"),
+                "https://issuer.example",
+            )),
+        );
+        assert_eq!(status, 401);
+        assert_eq!(body, "Jwks doesn't have key to match kid or alg from Jwt");
+    }
+    assert!(
+        server.hits.load(Ordering::SeqCst) - before <= 1,
+        "unknown kids caused {} fetches",
+        server.hits.load(Ordering::SeqCst) - before
+    );
+    let dump: serde_json::Value =
+        serde_json::from_str(&get(&format!("{}/config_dump", p.admin), None).1).unwrap();
+    let text = dump["jwks"].to_string();
+    assert!(text.contains("k1") && text.contains("k2"), "{text}");
+    let metrics = get(&format!("{}/metrics", p.admin), None).1;
+    assert!(
+        metrics.contains("meshguard_jwks_fetches_total"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn issuer_down_at_start_then_recovers_without_restart() {
+    let k = key();
+    let server = JwksServer::start(jwks_of(&[(&k, "k")]));
+    server.down.store(true, Ordering::SeqCst);
+    let dir = tmp("remote-down");
+    policy(
+        &dir,
+        &format!(
+            "{{issuer: https://issuer.example, jwksUri: 'http://{}/keys', timeout: 1s}}",
+            server.addr
+        ),
+    );
+    let p = start(&dir, &[]);
+    let url = format!("{}/headers", p.base);
+    let t = token(&k, "k", "https://issuer.example");
+    let (status, body) = get(&url, Some(&t));
+    assert_eq!(
+        (status, body.as_str()),
+        (401, "Jwks remote fetch is failed")
+    );
+    // No token: still refused by the AuthorizationPolicy, not by JWT.
+    assert_eq!(get(&url, None).0, 403);
+    server.down.store(false, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while get(&url, Some(&t)).0 != 200 {
+        assert!(Instant::now() < deadline, "never recovered");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn openid_discovery_from_the_issuer() {
+    let k = key();
+    let server = JwksServer::start(jwks_of(&[(&k, "k")]));
+    let issuer = format!("http://{}", server.addr);
+    let dir = tmp("remote-discovery");
+    policy(&dir, &format!("{{issuer: '{issuer}'}}"));
+    let p = start(&dir, &[]);
+    assert_eq!(
+        get(&format!("{}/get", p.base), Some(&token(&k, "k", &issuer))).0,
+        200
+    );
+}
+
+#[test]
+fn check_fetches_remote_keys_once() {
+    let k = key();
+    let server = JwksServer::start(jwks_of(&[(&k, "k")]));
+    let dir = tmp("remote-check");
+    policy(
+        &dir,
+        &format!(
+            "{{issuer: https://issuer.example, jwksUri: 'http://{}/keys'}}",
+            server.addr
+        ),
+    );
+    let t = token(&k, "k", "https://issuer.example");
+    let out = Command::new(env!("CARGO_BIN_EXE_meshguard"))
+        .args([
+            "check",
+            "--namespace",
+            "foo",
+            "--token",
+            t.as_str(),
+            "--policies",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(server.hits.load(Ordering::SeqCst), 1);
+    server.down.store(true, Ordering::SeqCst);
+    let out = Command::new(env!("CARGO_BIN_EXE_meshguard"))
+        .args([
+            "check",
+            "--namespace",
+            "foo",
+            "--token",
+            t.as_str(),
+            "--policies",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Jwks remote fetch is failed"), "{text}");
+    assert!(text.contains("JWKS:"), "the fetch error is shown: {text}");
+}
+
+#[test]
+fn readiness_waits_for_the_first_fetch_and_requests_wait_bounded() {
+    // An issuer that accepts connections and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in silent.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let dir = tmp("remote-ready");
+    policy(
+        &dir,
+        &format!("{{issuer: https://issuer.example, jwksUri: 'http://{addr}/keys', timeout: 2s}}"),
+    );
+    let p = start(&dir, &[]);
+    let (status, body) = get(&format!("{}/healthz/ready", p.admin), None);
+    assert_eq!(
+        (status, body.trim()),
+        (503, "NOT READY: first JWKS fetch in progress")
+    );
+    let k = key();
+    let t = Instant::now();
+    let (status, body) = get(
+        &format!("{}/get", p.base),
+        Some(&token(&k, "k", "https://issuer.example")),
+    );
+    assert_eq!(
+        (status, body.as_str()),
+        (401, "Jwks remote fetch is failed")
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "the request waited {:?}",
+        t.elapsed()
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while get(&format!("{}/healthz/ready", p.admin), None).0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "never ready after the first fetch failed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn unreadable_ca_file_is_a_start_up_error() {
+    let dir = tmp("remote-ca");
+    policy(
+        &dir,
+        "{issuer: https://issuer.example, jwksUri: 'https://127.0.0.1:1/keys'}",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_meshguard"))
+        .args([
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--jwks-ca-file",
+            "/nonexistent/ca.pem",
+            "--policies",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+}

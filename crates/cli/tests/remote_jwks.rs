@@ -387,3 +387,32 @@ fn unreadable_ca_file_is_a_start_up_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/ca.pem"), "{err}");
 }
+
+#[test]
+fn a_retired_key_stops_working_after_the_next_refresh() {
+    let (k1, k2) = (key(), key());
+    let server = JwksServer::start(jwks_of(&[(&k1, "k1"), (&k2, "k2")]));
+    let dir = tmp("remote-retire");
+    policy(
+        &dir,
+        &format!(
+            "{{issuer: https://issuer.example, jwksUri: 'http://{}/keys'}}",
+            server.addr
+        ),
+    );
+    let p = start(&dir, &["--jwks-refresh-interval", "1s"]);
+    let url = format!("{}/headers", p.base);
+    let old = token(&k1, "k1", "https://issuer.example");
+    assert_eq!(get(&url, Some(&old)).0, 200);
+    // The issuer retires k1: after the next periodic refresh its tokens are refused.
+    *server.body.lock().unwrap() = jwks_of(&[(&k2, "k2")]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&url, Some(&old)).0 != 401 {
+        assert!(Instant::now() < deadline, "the retired key kept working");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        get(&url, Some(&token(&k2, "k2", "https://issuer.example"))).0,
+        200
+    );
+}

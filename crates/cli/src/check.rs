@@ -76,6 +76,9 @@ pub struct CheckArgs {
     /// A PEM bundle of CA certificates trusted for https JWKS, in addition to the system's.
     #[arg(long, value_name = "FILE")]
     pub jwks_ca_file: Option<PathBuf>,
+    /// List every applicable rule in evaluation order, whether it matched and why not.
+    #[arg(long)]
+    pub explain: bool,
     /// Output format.
     #[arg(long, short = 'o', default_value = "text", value_name = "FORMAT")]
     pub output: OutputFormat,
@@ -160,6 +163,8 @@ struct Report<'a> {
     jwt: &'a [meshguard_engine::ProviderReport],
     header_ops: &'a [meshguard_engine::HeaderOp],
     authz: &'a meshguard_engine::AuthzReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    explanation: Option<&'a [meshguard_engine::RuleExplanation]>,
 }
 
 #[derive(Debug, Serialize)]
@@ -255,6 +260,7 @@ pub fn run(args: CheckArgs) -> Result<i32, CliError> {
             path_normalization: args.path_normalization,
             now,
             keys: &remote_keys,
+            explain: args.explain,
         },
     );
     let mut skipped: Vec<String> = set.skipped.iter().map(|s| s.to_string()).collect();
@@ -289,6 +295,7 @@ pub fn run(args: CheckArgs) -> Result<i32, CliError> {
                 jwt: &outcome.jwt,
                 header_ops: &outcome.header_ops,
                 authz: &outcome.authz,
+                explanation: outcome.explanation.as_deref(),
             };
             println!(
                 "{}",
@@ -416,4 +423,60 @@ fn print_text(
                 .unwrap_or_default()
         );
     }
+    if args.explain {
+        // A rejected token ends evaluation before authorization: no rules to list then.
+        print_explanation(o, o.explanation.as_deref().unwrap_or_default());
+    }
+}
+
+/// `--explain`: the JWT outcome, then every rule in evaluation order, then the decision.
+fn print_explanation(o: &Outcome, rules: &[meshguard_engine::RuleExplanation]) {
+    println!("explanation:");
+    if o.jwt.is_empty() && !o.cors_preflight {
+        println!(
+            "  1. JWT: no RequestAuthentication applies; the request has no verified identity"
+        );
+    } else if o.cors_preflight {
+        println!("  1. JWT: skipped for a CORS preflight");
+    } else {
+        let verdict = match (&o.principal, o.denial.as_ref().map(|d| &d.reason)) {
+            (_, Some(meshguard_engine::DenyReason::Jwt(s))) => {
+                format!("rejected ({}), so authorization never runs", s.message())
+            }
+            (Some(p), _) => format!("accepted, principal {p}"),
+            (None, _) => "no token found: the request continues without identity".into(),
+        };
+        println!("  1. JWT: {verdict}");
+    }
+    if matches!(
+        o.denial.as_ref().map(|d| &d.reason),
+        Some(meshguard_engine::DenyReason::Jwt(_))
+    ) {
+        return;
+    }
+    if rules.is_empty() {
+        println!("  2. authorization: no AuthorizationPolicy applies: allowed");
+        return;
+    }
+    println!("  2. authorization, in Istio's order (CUSTOM, AUDIT, DENY, ALLOW; rules by id):");
+    for r in rules {
+        let dry = if r.dry_run { " (dry-run)" } else { "" };
+        match &r.why {
+            None => println!("     {} {}{} {}: MATCHES", r.action, r.policy, dry, r.rule),
+            Some(why) => println!(
+                "     {} {}{} {}: no match: {why}",
+                r.action, r.policy, dry, r.rule
+            ),
+        }
+    }
+    let decision = match (&o.denial, &o.authz.matched_policy) {
+        (None, Some(id)) => format!("allowed: ALLOW rule {id} matched"),
+        (None, None) => "allowed: no DENY rule matched and no enforced ALLOW policy applies".into(),
+        (Some(_), Some(id)) => format!(
+            "denied: {} rule {id} matched",
+            o.authz.matched_action.unwrap_or("DENY")
+        ),
+        (Some(_), None) => "denied: ALLOW policies apply and none of their rules matched".into(),
+    };
+    println!("  3. decision: {decision}");
 }

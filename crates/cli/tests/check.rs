@@ -271,3 +271,90 @@ fn headers_root_namespace_and_skipped_kinds() {
         stderr(&o)
     );
 }
+
+#[test]
+fn explain_lists_every_rule_and_why() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-explain");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("p.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-admin, namespace: foo}\nspec:\n  action: DENY\n  rules:\n  - to: [{operation: {paths: ['/admin*'], methods: [POST, DELETE]}}]\n  - when: [{key: 'request.headers[x-role]', notValues: [admin, ops]}]\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: allow-get, namespace: foo}\nspec:\n  rules:\n  - to: [{operation: {methods: [GET]}}]\n",
+    )
+    .unwrap();
+    let args = [
+        "--policies",
+        file.to_str().unwrap(),
+        "--namespace",
+        "foo",
+        "-H",
+        "x-role: admin",
+        "--path",
+        "/admin/x",
+        "--explain",
+    ];
+    let o = check(&args);
+    assert_eq!(o.status.code(), Some(0));
+    let out = stdout(&o);
+    for want in [
+        "  1. JWT: no RequestAuthentication applies; the request has no verified identity\n",
+        "     DENY foo/deny-admin ns[foo]-policy[deny-admin]-rule[0]: no match: to[0] methods: method \"GET\" matches none of [\"POST\", \"DELETE\"]\n",
+        "     DENY foo/deny-admin ns[foo]-policy[deny-admin]-rule[1]: no match: when[0] request.headers[x-role] notValues: header x-role [\"admin\"] matches \"admin\"\n",
+        "     ALLOW foo/allow-get ns[foo]-policy[allow-get]-rule[0]: MATCHES\n",
+        "  3. decision: allowed: ALLOW rule ns[foo]-policy[allow-get]-rule[0] matched\n",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    // A user role that is not admin: the DENY rule[1] matches.
+    let o = check(
+        &[
+            &args[..4],
+            &[
+                "-H",
+                "x-role: user",
+                "--path",
+                "/x",
+                "--explain",
+                "-o",
+                "json",
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["explanation"][1]["rule"],
+        "ns[foo]-policy[deny-admin]-rule[1]"
+    );
+    assert_eq!(v["explanation"][1]["matched"], true);
+    assert_eq!(
+        v["explanation"][0]["why"],
+        "to[0] methods: method \"GET\" matches none of [\"POST\", \"DELETE\"]"
+    );
+    // Without --explain there is no explanation field.
+    let o = check(&[&args[..4], &["-o", "json"]].concat());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v.get("explanation").is_none());
+}
+
+#[test]
+fn explain_stops_at_a_rejected_token() {
+    let o = check(
+        &[
+            &[
+                "--policies",
+                "examples/step3-require-jwt",
+                "--token",
+                "a.b.c",
+                "--explain",
+            ][..],
+            &WL,
+        ]
+        .concat(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let out = stdout(&o);
+    assert!(out.contains("  1. JWT: rejected (Jwt header is an invalid Base64url encoded), so authorization never runs\n"), "{out}");
+    assert!(!out.contains("  2. authorization"), "{out}");
+}

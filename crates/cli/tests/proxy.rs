@@ -803,3 +803,63 @@ fn echo_subcommand_serves_on_its_own() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn debug_log_explains_live_decisions() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meshguard"))
+        .current_dir(root())
+        .env("RUST_LOG", "meshguard::explain=debug")
+        .args([
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--no-access-log",
+        ])
+        .args(["--policies", "examples/step4-require-claim"])
+        .args(WL)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let base = loop {
+        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+        if let Some(rest) = line.strip_prefix("meshguard: proxy on ") {
+            break rest.split(' ').next().unwrap().to_string();
+        }
+    };
+    let r = curl(&["-H", &bearer(&demo_token()), &format!("{base}/headers")]);
+    assert_eq!(r.status, 403);
+    let mut log = String::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("decision") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        log.contains("result=\"ok\"") || log.contains("result=ok"),
+        "{log}"
+    );
+    assert!(log.contains("ns[foo]-policy[require-jwt]-rule[0]"), "{log}");
+    assert!(
+        log.contains("claim groups (absent) matches none of"),
+        "{log}"
+    );
+    assert!(log.contains("status=403"), "{log}");
+    assert!(
+        !log.contains(demo_token().split('.').nth(2).unwrap()),
+        "token in the debug log"
+    );
+}

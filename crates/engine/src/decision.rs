@@ -168,3 +168,49 @@ pub fn authorize(cw: &CompiledWorkload, req: &RequestAttributes<'_>) -> AuthzRep
     }
     report
 }
+
+/// One rule's verdict for `check --explain` and the proxy's debug log.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct RuleExplanation {
+    /// `namespace/name` of the policy.
+    pub policy: String,
+    pub action: &'static str,
+    pub dry_run: bool,
+    /// The Envoy rule id, or `(no rules)` for a policy without rules.
+    pub rule: String,
+    pub matched: bool,
+    /// Why it did not match, naming the field, the request's value and the policy's values.
+    pub why: Option<String>,
+}
+
+/// Every applicable rule in evaluation order (CUSTOM, AUDIT, DENY, ALLOW), matched or not and
+/// why. Costs a walk over all rules, so it runs only when asked for.
+pub fn explain(cw: &CompiledWorkload, req: &RequestAttributes<'_>) -> Vec<RuleExplanation> {
+    let mut out = Vec::new();
+    for p in cw.policies() {
+        let policy = format!("{}/{}", p.namespace, p.name);
+        if p.rules.is_empty() {
+            out.push(RuleExplanation {
+                policy,
+                action: p.action.as_str(),
+                dry_run: p.dry_run,
+                rule: "(no rules)".into(),
+                matched: false,
+                why: Some("a policy without rules never matches".into()),
+            });
+            continue;
+        }
+        for r in &p.rules {
+            let why = r.explain(req);
+            out.push(RuleExplanation {
+                policy: policy.clone(),
+                action: p.action.as_str(),
+                dry_run: p.dry_run,
+                rule: r.id.clone(),
+                matched: why.is_none(),
+                why,
+            });
+        }
+    }
+    out
+}

@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 pub use authn::{HeaderOp, KeyStore, NoRemoteKeys, ProviderReport};
-pub use decision::{AuthzReport, Denial, DenyReason, DryRunResult};
+pub use decision::{AuthzReport, Denial, DenyReason, DryRunResult, RuleExplanation};
 pub use normalize::{NormalizeError, PathNormalization};
 
 /// One HTTP request as the engine needs it.
@@ -51,6 +51,8 @@ pub struct EvalOptions<'a> {
     pub now: u64,
     /// Keys of providers with `jwksUri` or discovery.
     pub keys: &'a dyn KeyStore,
+    /// Fill [`Outcome::explanation`] (every rule, matched or not, and why).
+    pub explain: bool,
 }
 
 impl std::fmt::Debug for EvalOptions<'_> {
@@ -58,6 +60,7 @@ impl std::fmt::Debug for EvalOptions<'_> {
         f.debug_struct("EvalOptions")
             .field("path_normalization", &self.path_normalization)
             .field("now", &self.now)
+            .field("explain", &self.explain)
             .finish_non_exhaustive()
     }
 }
@@ -82,6 +85,9 @@ pub struct Outcome {
     /// evaluate the request again (key rotation picked up on the first request).
     #[serde(skip)]
     pub unknown_kid: Vec<meshguard_policy::RemoteKeySource>,
+    /// With [`EvalOptions::explain`]: every applicable rule and why it matched or not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<Vec<RuleExplanation>>,
     /// The verified payload authorization saw (space-delimited claims split).
     #[serde(skip)]
     pub payload: Option<Map<String, Value>>,
@@ -129,6 +135,7 @@ pub fn evaluate(cw: &CompiledWorkload, req: HttpRequest<'_>, opts: &EvalOptions<
         header_ops: Vec::new(),
         authz: AuthzReport::default(),
         unknown_kid: Vec::new(),
+        explanation: None,
         payload: None,
     };
     let path = match normalize::normalize(req.path, opts.path_normalization) {
@@ -189,6 +196,9 @@ pub fn evaluate(cw: &CompiledWorkload, req: HttpRequest<'_>, opts: &EvalOptions<
         jwt: out.payload.as_ref(),
     };
     out.authz = decision::authorize(cw, &attrs);
+    if opts.explain {
+        out.explanation = Some(decision::explain(cw, &attrs));
+    }
     if let Some(reason) = out.authz.denied.clone() {
         out.denial = Some(Denial::new(reason, &realm()));
     }

@@ -239,6 +239,7 @@ fn run_case(
             path_normalization: mode,
             now: now(),
             keys: &meshguard_engine::NoRemoteKeys,
+            explain: false,
         },
     );
     let e = &case.expect;

@@ -57,6 +57,7 @@ fn run(cw: &CompiledWorkload, token: &str, store: &dyn KeyStore) -> Outcome {
             path_normalization: PathNormalization::Base,
             now: 1_700_000_000,
             keys: store,
+            explain: false,
         },
     )
 }

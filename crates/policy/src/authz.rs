@@ -34,6 +34,63 @@ pub enum Matcher {
 }
 
 impl Matcher {
+    /// The request attribute this matcher reads, as a user would want to see it.
+    pub fn describe(&self, req: &RequestAttributes<'_>) -> String {
+        let ip = |what: &str, ip: Option<std::net::IpAddr>| match ip {
+            Some(ip) => format!("{what} {ip}"),
+            None => format!("{what} (unknown)"),
+        };
+        match self {
+            Matcher::Host(_) => format!("host {:?}", req.host),
+            Matcher::Method(_) => format!("method {:?}", req.method),
+            Matcher::Path(_) => format!("path {:?}", req.path),
+            Matcher::Port(_) => match req.destination_port {
+                Some(p) => format!("port {p}"),
+                None => "port (unknown)".into(),
+            },
+            Matcher::SourceIp(_) => ip("source ip", req.source_ip),
+            Matcher::RemoteIp(_) => ip("remote ip", req.remote_ip),
+            Matcher::DestinationIp(_) => ip("destination ip", req.destination_ip),
+            Matcher::Header(h) => {
+                let values: Vec<String> = req
+                    .headers
+                    .get_all(&h.name)
+                    .iter()
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .collect();
+                if values.is_empty() {
+                    format!("header {} (absent)", h.name)
+                } else {
+                    format!("header {} {values:?}", h.name)
+                }
+            }
+            Matcher::Claim(c) => match req.jwt {
+                None => "no verified token".into(),
+                Some(p) => match crate::matchers::claim_at(p, &c.path) {
+                    Some(v) => format!("claim {} = {v}", c.path.join(".")),
+                    None => format!("claim {} (absent)", c.path.join(".")),
+                },
+            },
+            Matcher::Principal(_) => match req.jwt {
+                None => "no verified token".into(),
+                Some(p) => format!(
+                    "principal {}/{}",
+                    p.get("iss").and_then(|v| v.as_str()).unwrap_or(""),
+                    p.get("sub").and_then(|v| v.as_str()).unwrap_or("")
+                ),
+            },
+            Matcher::Identity(_) => match req.peer_identity {
+                None => "no mTLS peer identity (plaintext)".into(),
+                Some(id) => format!("peer {id}"),
+            },
+            Matcher::Sni(_) => match req.sni {
+                None => "no TLS SNI".into(),
+                Some(s) => format!("SNI {s:?}"),
+            },
+            Matcher::Absent => "an attribute meshguard does not produce".into(),
+        }
+    }
+
     pub fn matches(&self, req: &RequestAttributes<'_>) -> bool {
         match self {
             Matcher::Host(m) => m.matches(req),
@@ -56,16 +113,47 @@ impl Matcher {
 /// A field: `(values empty OR any value matches) AND NOT(any notValue matches)`.
 #[derive(Clone, Debug)]
 pub struct Field {
-    /// The YAML name (`paths`, `notPaths`, `request.headers[x-role]`), for explanations.
+    /// The YAML name (`paths`, `request.headers[x-role]`), for explanations.
     pub name: String,
+    /// The YAML name of the negative form (`notPaths`, `request.headers[x-role] notValues`).
+    pub not_name: String,
     pub values: Vec<Matcher>,
     pub not_values: Vec<Matcher>,
+    /// The values as written, for explanations (cold data, never read per request).
+    pub values_src: Vec<String>,
+    pub not_values_src: Vec<String>,
 }
 
 impl Field {
     pub fn matches(&self, req: &RequestAttributes<'_>) -> bool {
         (self.values.is_empty() || self.values.iter().any(|m| m.matches(req)))
             && !self.not_values.iter().any(|m| m.matches(req))
+    }
+
+    /// Why this field does not match, in words; `None` when it matches.
+    pub fn explain(&self, req: &RequestAttributes<'_>) -> Option<String> {
+        let attr = || {
+            self.values
+                .iter()
+                .chain(&self.not_values)
+                .next()
+                .map_or_else(String::new, |m| m.describe(req))
+        };
+        if !self.values.is_empty() && !self.values.iter().any(|m| m.matches(req)) {
+            return Some(format!(
+                "{}: {} matches none of {:?}",
+                self.name,
+                attr(),
+                self.values_src
+            ));
+        }
+        let hit = self.not_values.iter().position(|m| m.matches(req))?;
+        Some(format!(
+            "{}: {} matches {:?}",
+            self.not_name,
+            attr(),
+            self.not_values_src.get(hit).map_or("", String::as_str)
+        ))
     }
 }
 
@@ -78,11 +166,6 @@ pub struct Clause {
 impl Clause {
     pub fn matches(&self, req: &RequestAttributes<'_>) -> bool {
         self.fields.iter().all(|f| f.matches(req))
-    }
-
-    /// The first field that fails, for explanations.
-    pub fn first_failure(&self, req: &RequestAttributes<'_>) -> Option<&Field> {
-        self.fields.iter().find(|f| !f.matches(req))
     }
 }
 
@@ -98,6 +181,30 @@ pub struct CompiledRule {
 }
 
 impl CompiledRule {
+    /// Why the rule does not match, in words; `None` when it matches.
+    pub fn explain(&self, req: &RequestAttributes<'_>) -> Option<String> {
+        let first_failure = |c: &Clause| c.fields.iter().find_map(|f| f.explain(req));
+        let list = |what: &str, clauses: &[Clause]| -> Option<String> {
+            if clauses.is_empty() || clauses.iter().any(|c| c.matches(req)) {
+                return None;
+            }
+            let why: Vec<String> = clauses
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| first_failure(c).map(|w| format!("{what}[{i}] {w}")))
+                .collect();
+            Some(why.join("; "))
+        };
+        list("to", &self.to)
+            .or_else(|| list("from", &self.from))
+            .or_else(|| {
+                self.when
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, c)| first_failure(c).map(|w| format!("when[{i}] {w}")))
+            })
+    }
+
     pub fn matches(&self, req: &RequestAttributes<'_>) -> bool {
         (self.to.is_empty() || self.to.iter().any(|c| c.matches(req)))
             && (self.from.is_empty() || self.from.iter().any(|c| c.matches(req)))
@@ -362,13 +469,12 @@ where
             .collect()
     };
     Ok(Some(Field {
-        name: if values.is_empty() {
-            not_name.to_string()
-        } else {
-            name.to_string()
-        },
+        name: name.to_string(),
+        not_name: not_name.to_string(),
         values: compile(values, name)?,
         not_values: compile(not_values, not_name)?,
+        values_src: values.to_vec(),
+        not_values_src: not_values.to_vec(),
     }))
 }
 
@@ -663,6 +769,7 @@ fn compile_condition(c: &Condition, policy_ns: &str, at: &str) -> Result<Clause,
     };
     let f = field("values", "notValues", &c.values, &c.not_values, at, parse)?.map(|mut f| {
         f.name = key.to_string();
+        f.not_name = format!("{key} notValues");
         f
     });
     Ok(Clause {

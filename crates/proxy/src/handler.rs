@@ -230,6 +230,7 @@ fn evaluate_once(
             path_normalization: shared.path_normalization,
             now,
             keys: snapshot,
+            explain: tracing::enabled!(target: "meshguard::explain", tracing::Level::DEBUG),
         },
     )
 }
@@ -321,6 +322,16 @@ pub async fn handle(
         }
     }
     record_outcome(&shared.metrics, &outcome);
+    if let Some(rules) = &outcome.explanation {
+        // RUST_LOG=meshguard::explain=debug: the same account `check --explain` gives.
+        for r in &outcome.jwt {
+            tracing::debug!(target: "meshguard::explain", request_id = %request_id, provider = %r.provider, rule = %r.rule, result = r.result, reason = r.message.unwrap_or(""), "jwt");
+        }
+        for r in rules {
+            tracing::debug!(target: "meshguard::explain", request_id = %request_id, policy = %r.policy, action = r.action, dry_run = r.dry_run, rule = %r.rule, matched = r.matched, why = r.why.as_deref().unwrap_or(""), "authorization rule");
+        }
+        tracing::debug!(target: "meshguard::explain", request_id = %request_id, status = outcome.status(), details = outcome.denial.as_ref().map_or("via_upstream", |d| d.details.as_str()), "decision");
+    }
 
     let log_path = outcome
         .path

@@ -6,6 +6,7 @@
 
 mod check;
 mod proxy;
+mod validate;
 
 use std::process::ExitCode;
 
@@ -26,6 +27,8 @@ enum Command {
     Proxy(proxy::ProxyArgs),
     /// Decide one request offline: status, body, matched policy, JWT outcome and why.
     Check(check::CheckArgs),
+    /// Check policy files: Istio's validation errors, plus warnings for policies that will surprise.
+    Validate(validate::ValidateArgs),
     /// Serve the built-in echo upstream (an httpbin work-alike) on its own.
     Echo(proxy::EchoArgs),
 }
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         Command::Proxy(args) => proxy::run(args),
         Command::Check(args) => check::run(args),
         Command::Echo(args) => proxy::run_echo(args),
+        Command::Validate(args) => validate::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),

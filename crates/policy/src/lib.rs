@@ -11,6 +11,7 @@ pub mod authn;
 pub mod authz;
 pub mod matchers;
 pub mod path_template;
+pub mod validate;
 
 use meshguard_model::{
     Action, Attachment, LoadError, LoadErrors, PolicySet, Resource, Workload, attachment,

@@ -1,0 +1,121 @@
+//! `meshguard validate` on a corpus of broken and surprising policies (tests/validate/*.yaml):
+//! each file's first line names the finding it must produce.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn validate(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_meshguard"))
+        .current_dir(root())
+        .arg("validate")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn corpus_each_file_produces_its_finding() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("tests/validate"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 15);
+    let mut failures = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let expect = text
+            .lines()
+            .next()
+            .unwrap()
+            .strip_prefix("# expect: ")
+            .unwrap();
+        let (severity, needle) = expect.split_once(": ").unwrap();
+        let (code, out) = validate(&[file.to_str().unwrap(), "--output", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let want_code = if severity == "error" { 3 } else { 0 };
+        let found = v["findings"].as_array().unwrap().iter().any(|f| {
+            f["severity"] == severity && {
+                let line = format!(
+                    "{}{}: {}",
+                    f["field"].as_str().unwrap_or(""),
+                    f["value"]
+                        .as_str()
+                        .map(|v| format!(" = {v:?}"))
+                        .unwrap_or_default(),
+                    f["message"].as_str().unwrap_or("")
+                );
+                line.contains(needle) || f["message"].as_str().unwrap_or("").contains(needle)
+            }
+        });
+        if code != Some(want_code) || !found {
+            failures.push(format!(
+                "{}: exit {code:?} (want {want_code}), {severity} {needle:?} found: {found}\n{out}",
+                file.display()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn text_output_and_the_seed_examples() {
+    let (code, out) = validate(&["examples/"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        out,
+        "valid: 0 error(s), 0 warning(s) in 5 resource(s) from 5 file(s)\n"
+    );
+    let (code, out) = validate(&["tests/validate/bad-cidr.yaml"]);
+    assert_eq!(code, Some(3));
+    assert!(out.starts_with("error: tests/validate/bad-cidr.yaml: document 0 (AuthorizationPolicy foo/p): field spec.rules[0].from[0].source.ipBlocks[0] = \"10.0.0.0/40\": bad CIDR range"), "{out}");
+    assert!(
+        out.ends_with("invalid: 1 error(s), 0 warning(s) in 1 resource(s) from 1 file(s)\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn selectors_that_miss_the_workload_are_warned_about() {
+    let (code, out) = validate(&[
+        "examples/step3-require-jwt",
+        "--namespace",
+        "foo",
+        "--labels",
+        "app=sleep",
+    ]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains(
+            "does not select the workload (namespace foo, labels {app=sleep}): it will not apply"
+        ),
+        "{out}"
+    );
+    let (_, out) = validate(&[
+        "examples/step3-require-jwt",
+        "--namespace",
+        "foo",
+        "--labels",
+        "app=httpbin",
+    ]);
+    assert!(!out.contains("does not select"), "{out}");
+}
+
+#[test]
+fn unreadable_paths_exit_1() {
+    let out = Command::new(env!("CARGO_BIN_EXE_meshguard"))
+        .args(["validate", "/nonexistent/policies"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}

@@ -6,6 +6,7 @@
 
 mod check;
 mod proxy;
+mod token;
 mod validate;
 
 use std::process::ExitCode;
@@ -31,6 +32,8 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// Serve the built-in echo upstream (an httpbin work-alike) on its own.
     Echo(proxy::EchoArgs),
+    /// Make keys, sign, decode and verify JWTs (replaces Istio's gen-jwt.py and jwt.io).
+    Token(token::TokenArgs),
 }
 
 /// `--output` of the subcommands that report.
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Echo(args) => proxy::run_echo(args),
         Command::Validate(args) => validate::run(args),
+        Command::Token(args) => token::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),

@@ -339,6 +339,8 @@ fn time_claim_cases(name: &str, not_integer: Status, out_of_range: Status) {
         "-0.5",
         "2.001e206",
         "18446744073709551616",
+        "18446744073709551615", // a double in Envoy: 2^64
+        "18446744073709550592", // 2^64 - 1024 rounds (to even) to 2^64
         "1e5000",
         "-1e5000",
     ] {
@@ -358,7 +360,11 @@ fn time_claim_cases(name: &str, not_integer: Status, out_of_range: Status) {
     assert_eq!(value("1700000000.9"), Some(1_700_000_000));
     assert_eq!(value("0"), Some(0));
     assert_eq!(value("-0.0"), Some(0));
-    assert_eq!(value("18446744073709551615"), Some(u64::MAX));
+    // The largest integer below 2^64 that a double holds exactly.
+    assert_eq!(
+        value("18446744073709549568"),
+        Some(18_446_744_073_709_549_568)
+    );
 }
 
 #[test]
@@ -792,7 +798,7 @@ fn missing_or_zero_exp_never_expires_and_iat_is_ignored() {
 
 #[test]
 fn time_sums_saturate() {
-    let t = time_token(r#"{"exp":18446744073709551615,"nbf":18446744073709551615}"#);
+    let t = time_token(r#"{"exp":18446744073709549568,"nbf":18446744073709549568}"#);
     assert_eq!(t.check_time(u64::MAX, u64::MAX), Ok(()));
     assert_eq!(t.check_time(0, 0), Err(Status::JwtNotYetValid));
 }

@@ -181,27 +181,31 @@ fn string_claim(
 }
 
 /// jwt_verify_lib `GetUInt64`: must be a JSON number; negative or >= 2^64 is out of
-/// range; fractions are dropped.
+/// range; fractions are dropped. Envoy holds every JSON number as a double, so an integer
+/// that rounds to 2^64 as a double (2^64 - 1024 and above) is out of range too.
 fn time_claim(
     payload: &Map<String, Value>,
     name: &str,
     not_integer: Status,
     out_of_range: Status,
 ) -> Result<Option<u64>, Status> {
+    // 2^64 is exactly representable; anything at or above it does not fit.
+    const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
     let n = match payload.get(name) {
         None => return Ok(None),
         Some(Value::Number(n)) => n,
         Some(_) => return Err(not_integer),
     };
     if let Some(u) = n.as_u64() {
+        if u as f64 >= TWO_POW_64 {
+            return Err(out_of_range);
+        }
         return Ok(Some(u));
     }
     if n.is_i64() {
         return Err(out_of_range); // a negative integer
     }
     let f = n.as_f64().ok_or(out_of_range)?;
-    // 2^64 is exactly representable; anything at or above it does not fit.
-    const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
     if !(0.0..TWO_POW_64).contains(&f) {
         return Err(out_of_range);
     }

@@ -1150,15 +1150,12 @@ def placement():
     add("bearer-without-token", cls, "RBAC",
         "an empty Authorization value after 'Bearer' carries no token (the trailing space is not part of the field value): anonymous, denied by the policy",
         header_lines=["Authorization: Bearer "])
-    add("one-header-valid-then-forged", cls, "OK",
-        "Envoy's extractor takes the first token after 'Bearer ' in one header value; the verified token is the valid one and the header is removed, so the forged one reaches nobody. See note",
-        header_lines=[f"Authorization: Bearer {valid}, Bearer {forged}"], tokens=[valid, forged],
-        attack=False,
-        note="GAP vs PRODUCT.md decision 2: two tokens in ONE Authorization value (what an intermediary produces when it joins two headers) are not refused as multiple tokens; with forwardOriginalToken: true the upstream would see the unverified second token")
-    add("one-header-forged-then-valid", cls, "JwtVerificationFail",
-        "Envoy's extractor takes the first token after 'Bearer ' in one header value: the forged one",
+    add("one-header-valid-then-forged", cls, "JwtMultipleTokens",
+        "PRODUCT.md decision 2: two tokens in one Authorization value (what an intermediary produces when it joins two headers, RFC 9110 §5.3) are refused like two headers; Envoy would take the first",
+        header_lines=[f"Authorization: Bearer {valid}, Bearer {forged}"], tokens=[valid, forged])
+    add("one-header-forged-then-valid", cls, "JwtMultipleTokens",
+        "PRODUCT.md decision 2: two tokens in one Authorization value are refused like two headers",
         header_lines=[f"Authorization: Bearer {forged}, Bearer {valid}"], tokens=[forged, valid])
-
 
 def main():
     valid_controls()

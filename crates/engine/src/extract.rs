@@ -74,6 +74,11 @@ pub fn extract(
         // A header that is not valid text cannot carry a token in the JWT alphabet; treat it as
         // present-but-garbage so that it fails verification rather than being ignored.
         let text = String::from_utf8_lossy(first.as_bytes());
+        // Repeated headers may arrive joined into one value (RFC 9110 §5.3): a second
+        // occurrence of the prefix is a second token, refused like a second header.
+        if !loc.prefix.is_empty() && text.matches(loc.prefix.as_str()).nth(1).is_some() {
+            return Err(MultipleTokens(Location::Header(loc.name.clone())));
+        }
         if let Some(token) = token_after_prefix(&text, &loc.prefix) {
             out.push(Extracted {
                 token,

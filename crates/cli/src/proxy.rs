@@ -90,6 +90,10 @@ pub struct ProxyArgs {
     /// A PEM bundle of CA certificates trusted for https JWKS, in addition to the system's.
     #[arg(long, value_name = "FILE")]
     pub jwks_ca_file: Option<PathBuf>,
+    /// Verified tokens to remember, so a repeated token skips signature verification (its
+    /// time is checked on every request); 0 disables the cache.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub token_cache_size: usize,
     /// Do not reload when policy files change (SIGHUP still reloads).
     #[arg(long)]
     pub no_watch: bool,
@@ -153,6 +157,7 @@ impl ProxyArgs {
             },
             watch: !self.no_watch,
             access_log: !self.no_access_log,
+            token_cache: self.token_cache_size,
             jwks: meshguard_jwks::JwksSettings {
                 refresh_interval: self.jwks_refresh_interval,
                 max_staleness: self.jwks_max_staleness,

@@ -7,6 +7,8 @@
 //! header, the payload handed to authorization with space-delimited claims split). Does not own
 //! the response: it returns a [`Status`] and the decision module turns it into one.
 
+use std::sync::Arc;
+
 use http::{HeaderMap, HeaderValue};
 use meshguard_jwt::{Jwks, Status, Token};
 use meshguard_policy::{JwtProvider, KeySource, RemoteKeySource};
@@ -40,9 +42,9 @@ pub enum AuthnResult {
     NotApplicable,
     /// Accepted without a token (anonymous).
     Anonymous,
-    /// Accepted: the payload authorization sees and the principal.
+    /// Accepted: the last verified token, whose payload authorization sees.
     Authenticated {
-        payload: Map<String, Value>,
+        verified: Arc<Verified>,
         provider: usize,
     },
     /// Rejected with this status.
@@ -59,7 +61,7 @@ pub enum HeaderOp {
 
 /// Per provider: Ok with its verified tokens, missing, or failed.
 enum ProviderState {
-    Ok(Vec<(Extracted, Token)>),
+    Ok(Vec<(Extracted, Arc<Verified>)>),
     Missing,
     Failed(Status),
 }
@@ -75,10 +77,84 @@ impl ProviderState {
     }
 }
 
-/// Remote keys, as fetched by someone else (the proxy's JWKS manager, `check`'s one fetch).
+/// Remote keys, as fetched by someone else (the proxy's JWKS manager, `check`'s one fetch),
+/// and the verified-token cache that belongs with them.
 pub trait KeyStore {
     /// The keys in use for `source`; `None` when they were never fetched or are too stale.
     fn remote(&self, source: &RemoteKeySource) -> Option<Jwks>;
+
+    /// Changes whenever the keys of `source` change, so cached verifications are not reused.
+    fn remote_generation(&self, _source: &RemoteKeySource) -> u64 {
+        0
+    }
+
+    /// The cache of verified tokens, if the caller keeps one (PRODUCT.md decision 9).
+    fn verified_cache(&self) -> Option<&VerifiedCache> {
+        None
+    }
+}
+
+/// A token that passed every check for one provider, with the payload authorization sees
+/// (space-delimited claims already split), kept so that a repeated token costs a lookup.
+#[derive(Debug)]
+pub struct Verified {
+    pub token: Token,
+    pub payload: Map<String, Value>,
+}
+
+/// Cache key: the provider's compilation, its keys' generation and the whole token. Every
+/// input of the verdict except the clock is in it; the clock is checked again on each hit.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct CacheKey {
+    provider: u64,
+    keys: u64,
+    token: Box<str>,
+}
+
+/// The borrowed form of [`CacheKey`], so a lookup does not copy the token.
+#[derive(Hash)]
+struct CacheKeyRef<'a> {
+    provider: u64,
+    keys: u64,
+    token: &'a str,
+}
+
+impl quick_cache::Equivalent<CacheKey> for CacheKeyRef<'_> {
+    fn equivalent(&self, key: &CacheKey) -> bool {
+        self.provider == key.provider && self.keys == key.keys && self.token == &*key.token
+    }
+}
+
+/// A bounded cache of verified tokens. Only successes are cached (failures are cheap to
+/// repeat and caching them would let a client fill the cache); entries are re-checked
+/// against the clock on every hit, so an expired token is never accepted from the cache.
+pub struct VerifiedCache {
+    inner: quick_cache::sync::Cache<CacheKey, Arc<Verified>>,
+}
+
+impl std::fmt::Debug for VerifiedCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedCache")
+            .field("len", &self.inner.len())
+            .finish()
+    }
+}
+
+impl VerifiedCache {
+    /// A cache holding at most `capacity` tokens.
+    pub fn new(capacity: usize) -> VerifiedCache {
+        VerifiedCache {
+            inner: quick_cache::sync::Cache::new(capacity.max(1)),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
 }
 
 /// A key store with no remote keys: every remote provider answers `Jwks remote fetch is failed`.
@@ -120,11 +196,47 @@ fn verify_provider(
             None => (&*NO_KEYS, Some(src)),
         },
     };
+    let keys_gen = match remote {
+        Some(src) => keys.remote_generation(src),
+        None => 0,
+    };
+    let cache = keys.verified_cache();
     let mut tokens = Vec::with_capacity(extracted.len());
     // Envoy pops tokens from the back of the extraction list; the first failure wins.
     for e in extracted.into_iter().rev() {
+        let lookup = CacheKeyRef {
+            provider: p.cache_id,
+            keys: keys_gen,
+            token: &e.token,
+        };
+        if let Some(hit) = cache.and_then(|c| c.inner.get(&lookup)) {
+            // Issuer, audiences and signature cannot have changed for this key; time can.
+            match hit.token.check_time(now, p.validation.skew_secs) {
+                Ok(()) => {
+                    tokens.push((e, hit));
+                    continue;
+                }
+                Err(s) => return ProviderState::Failed(s),
+            }
+        }
         match meshguard_jwt::verify(&e.token, &p.validation, jwks, now) {
-            Ok(t) => tokens.push((e, t)),
+            Ok(t) => {
+                let verified = Arc::new(Verified {
+                    payload: normalized_payload(p, &t),
+                    token: t,
+                });
+                if let Some(c) = cache {
+                    c.inner.insert(
+                        CacheKey {
+                            provider: p.cache_id,
+                            keys: keys_gen,
+                            token: e.token.as_str().into(),
+                        },
+                        verified.clone(),
+                    );
+                }
+                tokens.push((e, verified));
+            }
             Err(Status::JwksNoValidKeys) if remote.is_some() => {
                 return ProviderState::Failed(Status::JwksFetchFail);
             }
@@ -216,9 +328,12 @@ pub fn authenticate(
             ProviderState::Ok(tokens) => tokens,
             _ => Vec::new(),
         };
-        let payload = apply_success(&providers[i], tokens, headers, ops);
+        // An accepting provider has at least one verified token.
+        let Some(verified) = apply_success(&providers[i], tokens, headers, ops) else {
+            return AuthnResult::Anonymous;
+        };
         return AuthnResult::Authenticated {
-            payload,
+            verified,
             provider: i,
         };
     }
@@ -256,12 +371,13 @@ fn fold_status(states: &[ProviderState]) -> Status {
 /// payload authorization sees: the last token verified, with space-delimited claims split.
 fn apply_success(
     p: &JwtProvider,
-    tokens: Vec<(Extracted, Token)>,
+    tokens: Vec<(Extracted, Arc<Verified>)>,
     headers: &mut HeaderMap,
     ops: &mut Vec<HeaderOp>,
-) -> Map<String, Value> {
-    let mut payload = Map::new();
-    for (extracted, token) in tokens {
+) -> Option<Arc<Verified>> {
+    let mut last = None;
+    for (extracted, verified) in tokens {
+        let token = &verified.token;
         if let Some(h) = &p.output_payload_to_header
             && let Ok(v) = HeaderValue::from_str(token.payload_b64())
         {
@@ -291,8 +407,15 @@ fn apply_success(
                 name: h.to_string(),
             });
         }
-        payload = token.into_claims().payload;
+        last = Some(verified);
     }
+    last
+}
+
+/// The payload authorization sees: the token's payload with the provider's space-delimited
+/// claims (always `scope` and `permission`) split into lists, as Envoy's metadata holds it.
+fn normalized_payload(p: &JwtProvider, token: &Token) -> Map<String, Value> {
+    let mut payload = token.claims().payload.clone();
     for claim in &p.space_delimited_claims {
         if let Some(Value::String(s)) = payload.get(claim) {
             let parts: Vec<Value> = s

@@ -18,9 +18,9 @@ use std::net::IpAddr;
 use http::HeaderMap;
 use meshguard_policy::{CompiledWorkload, RequestAttributes};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-pub use authn::{HeaderOp, KeyStore, NoRemoteKeys, ProviderReport};
+pub use authn::{HeaderOp, KeyStore, NoRemoteKeys, ProviderReport, Verified, VerifiedCache};
 pub use decision::{AuthzReport, Denial, DenyReason, DryRunResult, RuleExplanation};
 pub use normalize::{NormalizeError, PathNormalization};
 
@@ -90,7 +90,7 @@ pub struct Outcome {
     pub explanation: Option<Vec<RuleExplanation>>,
     /// The verified payload authorization saw (space-delimited claims split).
     #[serde(skip)]
-    pub payload: Option<Map<String, Value>>,
+    pub payload: Option<std::sync::Arc<authn::Verified>>,
 }
 
 impl Outcome {
@@ -169,14 +169,14 @@ pub fn evaluate(cw: &CompiledWorkload, req: HttpRequest<'_>, opts: &EvalOptions<
                 out.path = Some(path.clone());
                 return out;
             }
-            authn::AuthnResult::Authenticated { payload, provider } => {
+            authn::AuthnResult::Authenticated { verified, provider } => {
                 out.accepted_by = Some(cw.providers[provider].name.clone());
                 if let (Some(Value::String(iss)), Some(Value::String(sub))) =
-                    (payload.get("iss"), payload.get("sub"))
+                    (verified.payload.get("iss"), verified.payload.get("sub"))
                 {
                     out.principal = Some(format!("{iss}/{sub}"));
                 }
-                out.payload = Some(payload);
+                out.payload = Some(verified);
             }
             authn::AuthnResult::Anonymous | authn::AuthnResult::NotApplicable => {}
         }
@@ -193,7 +193,7 @@ pub fn evaluate(cw: &CompiledWorkload, req: HttpRequest<'_>, opts: &EvalOptions<
         destination_port: req.destination_port,
         sni: req.sni,
         peer_identity: None,
-        jwt: out.payload.as_ref(),
+        jwt: out.payload.as_ref().map(|v| &v.payload),
     };
     out.authz = decision::authorize(cw, &attrs);
     if opts.explain {

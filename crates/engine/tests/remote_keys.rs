@@ -110,3 +110,99 @@ fn remote_keys_verify_report_unknown_kids_and_fail_closed() {
     let none = run(&cw, &token(demo_kid), &Store(None));
     assert_eq!(none.denial.unwrap().body, "Jwks remote fetch is failed");
 }
+
+/// A store with a cache and a keys generation the test controls.
+struct CachingStore {
+    jwks: Option<Jwks>,
+    generation: u64,
+    cache: meshguard_engine::VerifiedCache,
+}
+
+impl KeyStore for CachingStore {
+    fn remote(&self, _: &RemoteKeySource) -> Option<Jwks> {
+        self.jwks.clone()
+    }
+    fn remote_generation(&self, _: &RemoteKeySource) -> u64 {
+        self.generation
+    }
+    fn verified_cache(&self) -> Option<&meshguard_engine::VerifiedCache> {
+        Some(&self.cache)
+    }
+}
+
+fn run_at(cw: &CompiledWorkload, token: &str, store: &dyn KeyStore, now: u64) -> Outcome {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+    );
+    evaluate(
+        cw,
+        HttpRequest {
+            method: "GET",
+            path: "/",
+            host: "h",
+            scheme: "http",
+            headers: &mut headers,
+            source_ip: None,
+            remote_ip: None,
+            destination_ip: None,
+            destination_port: None,
+            sni: None,
+        },
+        &EvalOptions {
+            path_normalization: PathNormalization::Base,
+            now,
+            keys: store,
+            explain: false,
+        },
+    )
+}
+
+#[test]
+fn verified_tokens_are_cached_but_time_and_key_changes_still_apply() {
+    let cw = compiled();
+    let jwks = Jwks::parse(
+        &std::fs::read_to_string(root().join("testdata/istio-demo/jwks.json")).unwrap(),
+    )
+    .unwrap();
+    let demo_kid = "DHFbpoIUqrY8t2zpA2qXfCmr5VO5ZEr4RzHU_-envvQ";
+    let t = token(demo_kid); // exp 1_800_000_000
+    let mut store = CachingStore {
+        jwks: Some(jwks),
+        generation: 1,
+        cache: meshguard_engine::VerifiedCache::new(100),
+    };
+    assert_eq!(run_at(&cw, &t, &store, 1_700_000_000).status(), 200);
+    assert_eq!(store.cache.len(), 1, "the verified token is remembered");
+    let hit = run_at(&cw, &t, &store, 1_700_000_001);
+    assert_eq!(hit.status(), 200);
+    assert_eq!(hit.principal.as_deref(), Some("testing@secure.istio.io/a"));
+    assert_eq!(store.cache.len(), 1);
+    // The clock is checked on every hit: past exp + 60 s the cached token is expired.
+    let late = run_at(&cw, &t, &store, 1_800_000_061);
+    assert_eq!(late.denial.unwrap().body, "Jwt is expired");
+    // New keys (a new generation) without the token's key: the cache is not consulted.
+    store.generation = 2;
+    store.jwks = Some(Jwks::parse(r#"{"keys":[]}"#).unwrap());
+    let rotated = run_at(&cw, &t, &store, 1_700_000_002);
+    assert_eq!(
+        rotated.status(),
+        401,
+        "a token cached under old keys must not pass"
+    );
+    // Tampered tokens are never cached.
+    let mut bad = t.clone();
+    bad.pop();
+    bad.push(if t.ends_with('A') { 'B' } else { 'A' });
+    store.generation = 1;
+    store.jwks = Some(
+        Jwks::parse(
+            &std::fs::read_to_string(root().join("testdata/istio-demo/jwks.json")).unwrap(),
+        )
+        .unwrap(),
+    );
+    let before = store.cache.len();
+    assert_eq!(run_at(&cw, &bad, &store, 1_700_000_003).status(), 401);
+    assert_eq!(store.cache.len(), before);
+}

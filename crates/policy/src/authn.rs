@@ -56,6 +56,9 @@ pub struct HeaderLocation {
 pub struct JwtProvider {
     /// `origins-<i>`, i = position after sorting all applicable rules by issuer.
     pub name: String,
+    /// Unique per compilation: a verified-token cache keyed by it forgets everything a
+    /// reload may have changed (keys, issuer, audiences, claim settings).
+    pub cache_id: u64,
     /// `RequestAuthentication foo/jwt-example jwtRules[0]`, for messages.
     pub source: String,
     pub issuer: String,
@@ -297,6 +300,10 @@ fn compile_rule(rule: &JwtRule, source: &str) -> Result<JwtProvider, (String, St
     space_delimited_claims.dedup();
     Ok(JwtProvider {
         name: String::new(),
+        cache_id: {
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        },
         source: source.to_string(),
         issuer: rule.issuer.clone(),
         validation: Validation {

@@ -86,8 +86,13 @@ pub async fn start(
     let jwks = meshguard_jwks::JwksManager::new(config.jwks.clone(), metrics.jwks.clone())
         .map_err(|e| StartError::Io(format!("JWKS client: {e}")))?;
     let state = Arc::new(
-        PolicyState::load(config.policies.clone(), config.workload.clone(), jwks)
-            .map_err(StartError::Policies)?,
+        PolicyState::load(
+            config.policies.clone(),
+            config.workload.clone(),
+            jwks,
+            config.token_cache,
+        )
+        .map_err(StartError::Policies)?,
     );
     metrics.config_generation.set(1);
 

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use meshguard_engine::KeyStore;
+use meshguard_engine::{KeyStore, VerifiedCache};
 use meshguard_jwks::{JwksManager, RemoteKeys, RemoteSource};
 use meshguard_jwt::Jwks;
 use meshguard_model::{LoadErrors, LoadOptions, Workload, load_paths};
@@ -35,11 +35,24 @@ pub struct Snapshot {
     pub loaded_at: u64,
     /// The fetcher of each remote key source the providers use, with the rule timeout.
     pub remote: HashMap<RemoteKeySource, (Arc<RemoteKeys>, Duration)>,
+    /// Verified tokens, shared by every snapshot (entries of older snapshots are never hit:
+    /// each compilation gives its providers new cache ids). `None` when disabled.
+    pub verified: Option<Arc<VerifiedCache>>,
 }
 
 impl KeyStore for Snapshot {
     fn remote(&self, source: &RemoteKeySource) -> Option<Jwks> {
         self.remote.get(source).and_then(|(keys, _)| keys.current())
+    }
+
+    fn remote_generation(&self, source: &RemoteKeySource) -> u64 {
+        self.remote
+            .get(source)
+            .map_or(0, |(keys, _)| keys.generation())
+    }
+
+    fn verified_cache(&self) -> Option<&VerifiedCache> {
+        self.verified.as_deref()
     }
 }
 
@@ -66,6 +79,7 @@ pub struct PolicyState {
     paths: Vec<PathBuf>,
     workload: Workload,
     jwks: JwksManager,
+    verified: Option<Arc<VerifiedCache>>,
     current: ArcSwap<Snapshot>,
     last_error: Mutex<Option<ReloadFailure>>,
 }
@@ -81,6 +95,7 @@ fn load(
     paths: &[PathBuf],
     workload: &Workload,
     jwks: &JwksManager,
+    verified: &Option<Arc<VerifiedCache>>,
     generation: u64,
 ) -> Result<Snapshot, LoadErrors> {
     let opts = LoadOptions {
@@ -101,6 +116,7 @@ fn load(
         .collect();
     Ok(Snapshot {
         remote,
+        verified: verified.clone(),
         compiled,
         skipped: set.skipped.iter().map(ToString::to_string).collect(),
         files: set.files,
@@ -118,16 +134,20 @@ pub enum ReloadOutcome {
 
 impl PolicyState {
     /// Loads the policies for the first time; any error is fatal to start-up.
+    /// `token_cache`: how many verified tokens to remember (0 disables the cache).
     pub fn load(
         paths: Vec<PathBuf>,
         workload: Workload,
         jwks: JwksManager,
+        token_cache: usize,
     ) -> Result<PolicyState, LoadErrors> {
-        let snap = load(&paths, &workload, &jwks, 1)?;
+        let verified = (token_cache > 0).then(|| Arc::new(VerifiedCache::new(token_cache)));
+        let snap = load(&paths, &workload, &jwks, &verified, 1)?;
         Ok(PolicyState {
             paths,
             workload,
             jwks,
+            verified,
             current: ArcSwap::from_pointee(snap),
             last_error: Mutex::new(None),
         })
@@ -142,7 +162,13 @@ impl PolicyState {
     /// on failure the old one stays and the errors are kept for `/config_dump`.
     pub fn reload(&self) -> ReloadOutcome {
         let next_gen = self.current.load().generation + 1;
-        match load(&self.paths, &self.workload, &self.jwks, next_gen) {
+        match load(
+            &self.paths,
+            &self.workload,
+            &self.jwks,
+            &self.verified,
+            next_gen,
+        ) {
             Ok(snap) => {
                 // Fetchers of sources no rule names any more stop; kept ones keep their keys.
                 let used: Vec<RemoteSource> = snap.remote.keys().map(jwks_source).collect();

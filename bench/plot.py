@@ -31,14 +31,16 @@ def rows(record):
                              f"{r['token']} token" if r["token"] != "-" else "") if x]
         if extra:
             label += " (" + ", ".join(extra) + ")"
-        out.append((label, r["name"], r["rps"], r.get("p99_ms")))
+        out.append((label, r["name"], r["rps"], r.get("p99_ms"),
+                    r.get("rps_min", r["rps"]), r.get("rps_max", r["rps"])))
     return out
 
 
 def title(record):
     m = record["meta"]
     return (f"meshguard vs HAProxy {m['haproxy'].split()[2] if len(m['haproxy'].split()) > 2 else ''}: "
-            f"{m['date']}, {m['conns']} connections, {m['duration']}s per run, proxy on 1 core")
+            f"{m['date']}, {m['conns']} connections, {m.get('rounds', '1')} rounds x {m['duration']} s, "
+            f"proxy on 1 core")
 
 
 def with_matplotlib(record, out):
@@ -52,11 +54,12 @@ def with_matplotlib(record, out):
     colours = [COLOURS[family(d[1])] for d in data]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 0.45 * len(data) + 1.8), sharey=True)
     y = range(len(data))
-    a1.barh(y, [d[2] for d in data], color=colours)
+    a1.barh(y, [d[2] for d in data], color=colours,
+            xerr=[[d[2] - d[4] for d in data], [d[5] - d[2] for d in data]], ecolor="#333333", capsize=2)
     a1.set_yticks(list(y), labels, fontsize=9)
-    a1.set_xlabel("requests/s (higher is better)")
+    a1.set_xlabel("requests/s, median and range over the rounds (higher is better)")
     for i, d in enumerate(data):
-        a1.text(d[2], i, f" {d[2]:,.0f}", va="center", fontsize=8)
+        a1.text(d[5], i, f" {d[2]:,.0f}", va="center", fontsize=8)
     a2.barh(y, [d[3] or 0 for d in data], color=colours)
     a2.set_xscale("log")
     a2.set_xlabel("p99 latency, ms, log scale (lower is better)")
@@ -76,7 +79,7 @@ def by_hand(record, out):
     label_w, bar_w, gap, row_h, top = 360, 300, 120, 24, 56
     width = label_w + 2 * (bar_w + gap)
     height = top + row_h * len(data) + 40
-    max_rps = max(d[2] for d in data) or 1
+    max_rps = max(d[5] for d in data) or 1
     # p99 on a log scale from 0.1 ms: HTTP/2 runs keep 10x more requests in flight
     floor = 0.1
     max_p99 = max(max((d[3] or 0) for d in data), floor * 10)
@@ -89,15 +92,19 @@ def by_hand(record, out):
          f'<rect width="{width}" height="{height}" fill="white"/>',
          f'<text x="10" y="20" font-size="13">{escape(title(record))}</text>']
     x1, x2 = label_w, label_w + bar_w + gap
-    s.append(f'<text x="{x1}" y="{top - 12}">requests/s (higher is better)</text>')
+    s.append(f'<text x="{x1}" y="{top - 12}">requests/s, median and range over rounds (higher is better)</text>')
     s.append(f'<text x="{x2}" y="{top - 12}">p99 latency, ms, log scale from 0.1 ms (lower is better)</text>')
-    for i, (label, name, rps, p99) in enumerate(data):
+    for i, (label, name, rps, p99, lo, hi) in enumerate(data):
         y = top + i * row_h
         c = COLOURS[family(name)]
         s.append(f'<text x="{label_w - 8}" y="{y + 15}" text-anchor="end">{escape(label)}</text>')
         w = bar_w * rps / max_rps
         s.append(f'<rect x="{x1}" y="{y + 3}" width="{w:.1f}" height="{row_h - 6}" fill="{c}"/>')
-        s.append(f'<text x="{x1 + w + 4:.1f}" y="{y + 15}">{rps:,.0f}</text>')
+        xl, xh = x1 + bar_w * lo / max_rps, x1 + bar_w * hi / max_rps
+        s.append(f'<line x1="{xl:.1f}" y1="{y + 12}" x2="{xh:.1f}" y2="{y + 12}" stroke="#333" stroke-width="1"/>')
+        for xx in (xl, xh):
+            s.append(f'<line x1="{xx:.1f}" y1="{y + 8}" x2="{xx:.1f}" y2="{y + 16}" stroke="#333" stroke-width="1"/>')
+        s.append(f'<text x="{max(x1 + w, xh) + 4:.1f}" y="{y + 15}">{rps:,.0f}</text>')
         if p99 is not None:
             w = p99_width(p99)
             s.append(f'<rect x="{x2}" y="{y + 3}" width="{w:.1f}" height="{row_h - 6}" fill="{c}"/>')

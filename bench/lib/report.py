@@ -3,13 +3,15 @@
 
 usage: report.py WORK_DIR OUT_BASE     (writes OUT_BASE.md and OUT_BASE.json, prints the .md)
 
-Reads WORK_DIR/meta.txt (key=value), runs.tsv (one line per measured configuration, written by
-bench/run), each configuration's load-generator output (NAME.load; wrk or h2load, with the
-h2load per-request log NAME.h2log) and conns.tsv (resident memory with idle connections).
+Reads WORK_DIR/meta.txt (key=value), runs.tsv (one line per measurement, written by bench/run),
+each measurement's load-generator output (NAME.ROUND.load; wrk, or h2load with its per-request
+log NAME.ROUND.h2log) and conns.tsv (resident memory with idle connections). Each configuration
+is measured once per round; the table shows the median over the rounds and the range.
 """
 import json
 import os
 import re
+import statistics
 import sys
 
 LABELS = {
@@ -24,6 +26,7 @@ LABELS = {
     "meshguard-step4-h2": ("meshguard step 4", "h2c", "repeated"),
     "haproxy-jwt-h2": ("HAProxy jwt_verify (step 4)", "h2c", "repeated"),
 }
+ORDER = list(LABELS)
 
 # (id, target text, numerator, denominator, kind, threshold)
 TARGETS = [
@@ -50,8 +53,7 @@ def to_ms(value: str) -> float:
 
 def parse_wrk(text: str) -> dict:
     r = {"tool": "wrk"}
-    m = re.search(r"(\d+) requests in ([\d.]+)(\w+)", text)
-    r["requests"] = int(m.group(1))
+    r["requests"] = int(re.search(r"(\d+) requests in ([\d.]+)(\w+)", text).group(1))
     r["rps"] = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
     for pct in ("50", "75", "90", "99"):
         m = re.search(rf"^\s+{pct}%\s+(\S+)", text, re.M)
@@ -79,6 +81,7 @@ def parse_h2load(text: str, log_path: str) -> dict:
     r["socket_errors"] = int(m.group(5)) + int(m.group(6)) + int(m.group(7))
     m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text)
     r["non_2xx"] = int(m.group(2)) + int(m.group(3)) + int(m.group(4))
+    r["h2c"] = "Application protocol: h2c" in text
     durations = []
     if os.path.exists(log_path):
         with open(log_path) as f:
@@ -88,8 +91,7 @@ def parse_h2load(text: str, log_path: str) -> dict:
                     durations.append(int(parts[2]) / 1000.0)
     durations.sort()
     for pct in (50, 75, 90, 99):
-        v = percentile(durations, pct)
-        r[f"p{pct}_ms"] = v
+        r[f"p{pct}_ms"] = percentile(durations, pct)
     r["latency_samples"] = len(durations)
     return r
 
@@ -107,36 +109,131 @@ def fmt(v, spec, none="-"):
     return none if v is None else format(v, spec)
 
 
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def read_measurements(work, clk):
+    out = []
+    with open(os.path.join(work, "runs.tsv")) as f:
+        for line in f:
+            (name, proto, ticks, hwm, b0, t0, b1, t1, threads,
+             gen, nginx_ticks, other, attempts, rnd) = line.rstrip("\n").split("\t")
+            base = os.path.join(work, f"{name}.{rnd}")
+            text = open(base + ".load").read()
+            r = parse_wrk(text) if proto == "h1" else parse_h2load(text, base + ".h2log")
+            window = int(t0) / clk  # seconds the measured window lasted (core 0's jiffies)
+            r.update(
+                name=name,
+                round=int(rnd),
+                attempts=int(attempts),
+                cpu_us_per_req=(int(ticks) / clk) * 1e6 / r["requests"] if r["requests"] else None,
+                proxy_cpu_seconds=int(ticks) / clk,
+                peak_rss_kb=int(hwm),
+                proxy_core_busy_pct=100.0 * int(b0) / int(t0) if int(t0) else None,
+                load_core_busy_pct=100.0 * int(b1) / int(t1) if int(t1) else None,
+                proxy_threads=int(threads),
+                load_generator_cpu_seconds=int(gen) / clk,
+                upstream_cpu_us_per_req=(int(nginx_ticks) / clk) * 1e6 / r["requests"] if r["requests"] else None,
+                other_cpu_pct=100.0 * (int(other) / clk) / window if window else None,
+            )
+            r["valid"] = (r["non_2xx"] == 0 and r["socket_errors"] == 0 and r["requests"] > 0
+                          and r.get("h2c", True))  # an HTTP/2 run must really have spoken h2c
+            r["disturbed"] = r["other_cpu_pct"] is not None and r["other_cpu_pct"] > OTHER_CPU_LIMIT
+            out.append(r)
+    return out
+
+
+def aggregate(measurements):
+    by_name = {}
+    for m in measurements:
+        by_name.setdefault(m["name"], []).append(m)
+    runs = {}
+    for name in sorted(by_name, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER)):
+        ms = sorted(by_name[name], key=lambda m: m["round"])
+        label, protocol, token = LABELS.get(name, (name, ms[0]["tool"], "-"))
+        rps = [m["rps"] for m in ms]
+        cpu = [m["cpu_us_per_req"] for m in ms if m["cpu_us_per_req"] is not None]
+        runs[name] = {
+            "name": name, "label": label, "protocol": protocol, "token": token,
+            "rounds": len(ms),
+            "rps": med(rps), "rps_min": min(rps), "rps_max": max(rps),
+            "p50_ms": med([m["p50_ms"] for m in ms]),
+            "p99_ms": med([m["p99_ms"] for m in ms]),
+            "cpu_us_per_req": med(cpu), "cpu_min": min(cpu) if cpu else None, "cpu_max": max(cpu) if cpu else None,
+            "peak_rss_kb": max(m["peak_rss_kb"] for m in ms),
+            "proxy_core_busy_pct": med([m["proxy_core_busy_pct"] for m in ms]),
+            "load_core_busy_pct": med([m["load_core_busy_pct"] for m in ms]),
+            "other_cpu_pct": max(m["other_cpu_pct"] for m in ms),
+            "max_requests": max(m["requests"] for m in ms),
+            "valid": all(m["valid"] for m in ms),
+            "non_2xx": sum(m["non_2xx"] for m in ms),
+            "socket_errors": sum(m["socket_errors"] for m in ms),
+            "disturbed": any(m["disturbed"] for m in ms),
+            "retries": sum(m["attempts"] - 1 for m in ms),
+            "proxy_threads": ms[0]["proxy_threads"],
+            "per_round": [{k: m[k] for k in ("round", "rps", "p50_ms", "p99_ms", "cpu_us_per_req",
+                                             "peak_rss_kb", "requests", "other_cpu_pct", "attempts")}
+                          for m in ms],
+        }
+    return runs
+
+
+def compute_targets(runs, conns):
+    targets = []
+    for tid, text, num, den, kind, thr in TARGETS:
+        a, b = runs.get(num), runs.get(den)
+        t = {"id": tid, "target": text, "numerator": num, "denominator": den, "threshold": thr}
+        if not a or not b:
+            t.update(value=None, met=None, note="not measured")
+            targets.append(t)
+            continue
+        if not (a["valid"] and b["valid"]):
+            t.update(value=None, met=None, note="a run had errors or non-2xx answers")
+            targets.append(t)
+            continue
+        ratio = a["rps"] / b["rps"]
+        # the same ratio round by round (the two measurements of a round are minutes apart at most)
+        pairs = {m["round"]: m["rps"] for m in b["per_round"]}
+        per_round = [m["rps"] / pairs[m["round"]] for m in a["per_round"] if m["round"] in pairs]
+        t["cpu_ratio"] = b["cpu_us_per_req"] / a["cpu_us_per_req"] if a["cpu_us_per_req"] else None
+        if kind == "ratio_ge":
+            t.update(value=ratio, met=ratio >= thr, per_round=per_round,
+                     shown=f"{ratio:.2f}x (target >= {thr:g}x)",
+                     spread=f"{min(per_round):.2f}x to {max(per_round):.2f}x" if per_round else "")
+            t["all_rounds_met"] = all(v >= thr for v in per_round)
+            t["no_round_met"] = not any(v >= thr for v in per_round)
+        else:
+            costs = [1.0 - v for v in per_round]
+            cost = 1.0 - ratio
+            t.update(value=cost, met=cost <= thr, per_round=costs,
+                     shown=f"{100 * cost:.1f}% (target <= {100 * thr:g}%)",
+                     spread=f"{100 * min(costs):.1f}% to {100 * max(costs):.1f}%" if costs else "")
+            t["all_rounds_met"] = all(v <= thr for v in costs)
+            t["no_round_met"] = not any(v <= thr for v in costs)
+        targets.append(t)
+    m1k = next((c for c in conns if c["proxy"] == "meshguard-step4" and c["connections"] == 1000), None)
+    t = {"id": "rss_1000_connections", "target": "meshguard under 20 MB resident with 1,000 open connections",
+         "threshold": RSS_TARGET_MB}
+    if m1k and m1k["rss_kb"] and m1k["note"].startswith("open=1000 "):
+        mb = m1k["rss_kb"] * 1024 / 1e6
+        t.update(value=mb, met=mb < RSS_TARGET_MB, shown=f"{mb:.1f} MB (target < {RSS_TARGET_MB:g} MB)",
+                 spread="", all_rounds_met=mb < RSS_TARGET_MB, no_round_met=mb >= RSS_TARGET_MB)
+    else:
+        t.update(value=None, met=None, note="not measured" if not m1k else m1k["note"])
+    targets.append(t)
+    return targets
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
     work, out_base = sys.argv[1], sys.argv[2]
     meta = read_meta(work)
     clk = int(meta["clk_tck"])
-
-    runs = {}
-    with open(os.path.join(work, "runs.tsv")) as f:
-        for line in f:
-            (name, proto, ticks, hwm, b0, t0, b1, t1, threads,
-             gen, nginx_ticks, other, attempts) = line.rstrip("\n").split("\t")
-            text = open(os.path.join(work, name + ".load")).read()
-            r = parse_wrk(text) if proto == "h1" else parse_h2load(text, os.path.join(work, name + ".h2log"))
-            label, protocol, token = LABELS.get(name, (name, proto, "-"))
-            r.update(name=name, label=label, protocol=protocol, token=token)
-            r["cpu_us_per_req"] = (int(ticks) / clk) * 1e6 / r["requests"] if r["requests"] else None
-            r["proxy_cpu_seconds"] = int(ticks) / clk
-            r["peak_rss_kb"] = int(hwm)
-            r["proxy_core_busy_pct"] = 100.0 * int(b0) / int(t0) if int(t0) else None
-            r["load_core_busy_pct"] = 100.0 * int(b1) / int(t1) if int(t1) else None
-            r["proxy_threads"] = int(threads)
-            window = int(t0) / clk  # seconds the measured window lasted (core 0's jiffies)
-            r["load_generator_cpu_seconds"] = int(gen) / clk
-            r["upstream_cpu_us_per_req"] = (int(nginx_ticks) / clk) * 1e6 / r["requests"] if r["requests"] else None
-            r["other_cpu_pct"] = 100.0 * (int(other) / clk) / window if window else None
-            r["disturbed"] = r["other_cpu_pct"] is not None and r["other_cpu_pct"] > OTHER_CPU_LIMIT
-            r["attempts"] = int(attempts)
-            r["valid"] = r["non_2xx"] == 0 and r["socket_errors"] == 0 and r["requests"] > 0
-            runs[name] = r
+    measurements = read_measurements(work, clk)
+    runs = aggregate(measurements)
 
     conns = []
     path = os.path.join(work, "conns.tsv")
@@ -151,72 +248,51 @@ def main():
                     "peak_rss_kb": int(hwm) if hwm else None,
                     "note": note,
                 })
-
-    targets = []
-    for tid, text, num, den, kind, thr in TARGETS:
-        a, b = runs.get(num), runs.get(den)
-        t = {"id": tid, "target": text, "numerator": num, "denominator": den}
-        if not a or not b:
-            t.update(value=None, met=None, note="not measured")
-        elif not (a["valid"] and b["valid"]):
-            t.update(value=None, met=None, note="a run had errors or non-2xx answers")
-        else:
-            ratio = a["rps"] / b["rps"]
-            t["cpu_ratio"] = b["cpu_us_per_req"] / a["cpu_us_per_req"] if a["cpu_us_per_req"] else None
-            if kind == "ratio_ge":
-                t.update(value=ratio, met=ratio >= thr, shown=f"{ratio:.2f}x (target >= {thr:g}x)")
-            else:
-                cost = 1.0 - ratio
-                t.update(value=cost, met=cost <= thr, shown=f"{100 * cost:.1f}% (target <= {100 * thr:g}%)")
-        targets.append(t)
-    m1k = next((c for c in conns if c["proxy"] == "meshguard-step4" and c["connections"] == 1000), None)
-    t = {"id": "rss_1000_connections", "target": "meshguard under 20 MB resident with 1,000 open connections"}
-    if m1k and m1k["rss_kb"] and m1k["note"].startswith("open=1000 "):
-        mb = m1k["rss_kb"] * 1024 / 1e6
-        t.update(value=mb, met=mb < RSS_TARGET_MB, shown=f"{mb:.1f} MB (target < {RSS_TARGET_MB:g} MB)")
-    else:
-        t.update(value=None, met=None, note="not measured" if not m1k else m1k["note"])
-    targets.append(t)
-
+    targets = compute_targets(runs, conns)
+    disturbed = [r["name"] for r in runs.values() if r["disturbed"]]
     record = {"meta": meta, "runs": list(runs.values()), "connections": conns, "targets": targets,
-              "disturbed_runs": [r["name"] for r in runs.values() if r["disturbed"]]}
+              "disturbed_runs": disturbed}
     with open(out_base + ".json", "w") as f:
         json.dump(record, f, indent=2)
         f.write("\n")
 
+    rounds = meta.get("rounds", "1")
     L = []
     L.append(f"# meshguard benchmark, {meta['date']}")
     L.append("")
-    L.append(f"`{meta['command']}` with DURATION={meta['duration']}s (after a {meta['warmup']}s warm-up), "
-             f"{meta['conns']} connections, {meta['threads']} load-generator thread(s); HTTP/2: "
-             f"h2load -c{meta['conns']} -m{meta['h2_streams']}. Proxy pinned to core {meta['proxy_cpu']}; "
-             f"load generator and nginx upstream share core {meta['load_cpu']}. "
-             f"Fresh-token runs cycle through {meta['tokens']} distinct pre-minted RS256 tokens.")
+    L.append(f"`{meta['command']}`: {rounds} rounds; in each, every configuration measured for {meta['duration']} s "
+             f"after a {meta['warmup']} s warm-up, {meta['conns']} connections, {meta['threads']} load-generator "
+             f"thread(s) (wrk; HTTP/2: h2load -c{meta['conns']} -m{meta['h2_streams']}). Proxy pinned to core "
+             f"{meta['proxy_cpu']}; load generator and nginx upstream share core {meta['load_cpu']}. Fresh-token "
+             f"runs walk through {int(meta['tokens']):,} distinct pre-minted RS256 tokens; every other request carries the "
+             f"same `Authorization: Bearer` header (Istio's groups-scope.jwt), which the plain hops forward.")
     L.append("")
     L.append(f"Machine: {meta['nproc']} cores, {meta['cpu_model']}, {meta['kernel']}; {meta['haproxy']}; "
              f"{meta['wrk']}; {meta['h2load']}; {meta['nginx']}; {meta['rustc']}; meshguard {meta['meshguard_commit']} "
              f"({meta['meshguard_tree']}). Before the run: {meta.get('quiet_check', 'not checked')}; "
              f"load average at the end: {meta['loadavg_end']}.")
     L.append("")
-    disturbed = [r["name"] for r in runs.values() if r["disturbed"]]
     if disturbed:
         L.append(f"**WARNING: other processes used more than {OTHER_CPU_LIMIT:g}% of a core during: "
                  f"{', '.join(disturbed)}. Those numbers are skewed; run again on a quiet machine.**")
         L.append("")
-    L.append("| configuration | protocol | token | requests/s | p50 ms | p99 ms | proxy CPU µs/req | peak RSS MB | proxy core busy | load core busy | other CPU | errors |")
-    L.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    L.append("| configuration | protocol | token | requests/s (median) | range over rounds | p50 ms | p99 ms | "
+             "proxy CPU µs/req | peak RSS MB | proxy core busy | load core busy | other CPU (max) | errors |")
+    L.append("|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in runs.values():
         err = "none" if r["valid"] else f"non-2xx {r['non_2xx']}, socket {r['socket_errors']}"
         L.append(
             f"| {r['label']} (`{r['name']}`) | {r['protocol']} | {r['token']} | {r['rps']:,.0f} | "
-            f"{fmt(r['p50_ms'], '.2f')} | {fmt(r['p99_ms'], '.2f')} | {fmt(r['cpu_us_per_req'], '.1f')} | "
-            f"{r['peak_rss_kb'] * 1024 / 1e6:.1f} | {fmt(r['proxy_core_busy_pct'], '.0f')}% | "
-            f"{fmt(r['load_core_busy_pct'], '.0f')}% | {fmt(r['other_cpu_pct'], '.1f')}% | {err} |")
+            f"{r['rps_min']:,.0f} to {r['rps_max']:,.0f} | {fmt(r['p50_ms'], '.2f')} | {fmt(r['p99_ms'], '.2f')} | "
+            f"{fmt(r['cpu_us_per_req'], '.1f')} | {r['peak_rss_kb'] * 1024 / 1e6:.1f} | "
+            f"{fmt(r['proxy_core_busy_pct'], '.0f')}% | {fmt(r['load_core_busy_pct'], '.0f')}% | "
+            f"{fmt(r['other_cpu_pct'], '.1f')}% | {err} |")
     L.append("")
-    L.append("CPU µs/req: the proxy process's utime+stime over the measured window divided by the requests "
-             "completed (for the direct row: nginx's). Peak RSS: VmHWM of that process. Core busy: "
-             "non-idle share of each core over the window. Other CPU: what processes other than the proxy, "
-             "nginx and the load generator used on the two cores meanwhile, in % of one core.")
+    L.append("Medians over the rounds (p50/p99: the median of each round's percentile). CPU µs/req: the proxy "
+             "process's utime+stime over the measured window divided by the requests completed (direct row: "
+             "nginx's). Peak RSS: VmHWM, highest over the rounds. Core busy: non-idle share of each core over the "
+             "window. Other CPU: what processes other than the proxy, nginx and the load generator used on the "
+             "two cores meanwhile, in % of one core (tick-based accounting: a few % either side of 0 is noise).")
     L.append("")
     if conns:
         L.append("Resident memory (VmRSS) with idle keep-alive connections, each having made one request:")
@@ -228,12 +304,17 @@ def main():
                      f"{fmt(c['rss_kb'] and c['rss_kb'] * 1024 / 1e6, '.1f')} | "
                      f"{fmt(c['peak_rss_kb'] and c['peak_rss_kb'] * 1024 / 1e6, '.1f')} | {c['note']} |")
         L.append("")
-    L.append("PRODUCT.md targets:")
+    L.append("PRODUCT.md targets (medians; the range is the same ratio round by round):")
     L.append("")
-    L.append("| target | measured (throughput) | proxy CPU per request, same pair | result |")
-    L.append("|---|---|---|---|")
+    L.append("| target | measured | range over rounds | proxy CPU per request, same pair | result |")
+    L.append("|---|---|---|---|---|")
     for t in targets:
-        res = "not measured" if t["met"] is None else ("MET" if t["met"] else "NOT MET")
+        if t["met"] is None:
+            res = "not measured"
+        elif t["met"]:
+            res = "MET" if t.get("all_rounds_met") else "MET (not in every round)"
+        else:
+            res = "NOT MET" if t.get("no_round_met") else "NOT MET (met in some rounds)"
         cpu = ""
         if t.get("cpu_ratio") is not None:
             a, b = runs[t["numerator"]], runs[t["denominator"]]
@@ -242,47 +323,61 @@ def main():
                 cpu += f" ({100 * (a['cpu_us_per_req'] / b['cpu_us_per_req'] - 1):+.1f}%)"
             else:
                 cpu += f" ({t['cpu_ratio']:.2f}x)"
-        L.append(f"| {t['target']} | {t.get('shown', t.get('note', ''))} | {cpu} | **{res}** |")
+        L.append(f"| {t['target']} | {t.get('shown', t.get('note', ''))} | {t.get('spread', '')} | {cpu} | **{res}** |")
     L.append("")
     other = []
     if "meshguard-step4-h2" in runs and "haproxy-jwt-h2" in runs:
         a, b = runs["meshguard-step4-h2"], runs["haproxy-jwt-h2"]
         other.append(f"- HTTP/2, token repeated: meshguard {a['rps']:,.0f} req/s vs HAProxy-JWT {b['rps']:,.0f} "
-                     f"({a['rps'] / b['rps']:.2f}x); CPU per request {a['cpu_us_per_req']:.1f} vs {b['cpu_us_per_req']:.1f} µs.")
+                     f"({a['rps'] / b['rps']:.2f}x); CPU per request {a['cpu_us_per_req']:.1f} vs "
+                     f"{b['cpu_us_per_req']:.1f} µs.")
     if "meshguard-fresh" in runs and "meshguard-fresh-nocache" in runs:
         a, b = runs["meshguard-fresh"], runs["meshguard-fresh-nocache"]
-        other.append(f"- Fresh tokens with the default token cache vs no cache: {a['rps']:,.0f} vs {b['rps']:,.0f} req/s, "
-                     f"{a['cpu_us_per_req']:.1f} vs {b['cpu_us_per_req']:.1f} µs CPU per request (the cache cannot hit "
-                     f"when tokens do not repeat within its size).")
+        other.append(f"- Fresh tokens, default token cache vs no cache: {a['rps']:,.0f} vs {b['rps']:,.0f} req/s, "
+                     f"{a['cpu_us_per_req']:.1f} vs {b['cpu_us_per_req']:.1f} µs CPU per request, peak RSS "
+                     f"{a['peak_rss_kb'] * 1024 / 1e6:.1f} vs {b['peak_rss_kb'] * 1024 / 1e6:.1f} MB (with fresh "
+                     f"tokens the cache only fills up).")
     tokens = int(meta.get("tokens", 0) or 0)
     fresh = [r for r in runs.values() if r["token"] == "fresh"]
     if tokens and fresh:
-        most = max(r["requests"] for r in fresh)
+        most = max(r["max_requests"] for r in fresh)
         if most <= tokens:
-            other.append(f"- Fresh-token runs: at most {most:,} requests against {tokens:,} distinct tokens, so no token "
-                         f"was used twice in a measured run (the warm-up started half-way down the list).")
+            other.append(f"- Fresh-token runs: at most {most:,} requests in a measured run against {tokens:,} "
+                         f"distinct tokens: no token came twice within a measured run, and those of the warm-up "
+                         f"(taken from half-way down the list) came back tens of thousands of requests later, long "
+                         f"after the default 10,000-entry cache had dropped them; the no-cache row is the check.")
+        elif tokens < 50000:
+            other.append(f"- Fresh-token runs: up to {most:,} requests in a measured run against only {tokens:,} "
+                         f"distinct tokens: tokens came back within reach of meshguard's token cache, so the "
+                         f"default-cache fresh row is not a fresh-token measurement (use TOKENS=100000).")
         else:
-            other.append(f"- Fresh-token runs: up to {most:,} requests against {tokens:,} distinct tokens, so each token "
-                         f"was used up to {-(-most // tokens)} times, {tokens // 2:,} or more requests apart; compare "
-                         f"the default-cache and no-cache rows to see whether the cache still hit.")
-    if "meshguard-step4" in runs and "meshguard-fresh" in runs:
-        a, b = runs["meshguard-step4"], runs["meshguard-fresh"]
-        other.append(f"- Cost of a signature check in meshguard (fresh - repeated): "
+            other.append(f"- Fresh-token runs: up to {most:,} requests in a measured run against {tokens:,} "
+                         f"distinct tokens, so a token came back at most {-(-most // tokens)} times, at least "
+                         f"{tokens // 2:,} requests later, long after the default 10,000-entry cache has dropped it; the "
+                         f"no-cache row is the check.")
+    if "meshguard-step4" in runs and "meshguard-fresh-nocache" in runs:
+        a, b = runs["meshguard-step4"], runs["meshguard-fresh-nocache"]
+        other.append(f"- Cost of verifying a signature in meshguard (fresh without cache - repeated): "
                      f"{b['cpu_us_per_req'] - a['cpu_us_per_req']:.1f} µs CPU per request.")
     if "haproxy-jwt" in runs and "haproxy-plain" in runs:
         a, b = runs["haproxy-jwt"], runs["haproxy-plain"]
         other.append(f"- Cost of jwt_verify + claim checks in HAProxy (JWT - plain): "
                      f"{a['cpu_us_per_req'] - b['cpu_us_per_req']:.1f} µs CPU per request.")
-    again = [f"{r['name']} ({r['attempts'] - 1}x)" for r in runs.values() if r["attempts"] > 1]
+    again = [f"{r['name']} ({r['retries']}x)" for r in runs.values() if r["retries"]]
     if again:
-        other.append("- Measured again because other processes were busy during the first try: "
-                     + ", ".join(again) + "; the table shows the last try.")
+        other.append("- Measured again because other processes were busy during a first try: "
+                     + ", ".join(again) + "; the table uses the last try.")
+    h2 = [r["name"] for r in runs.values() if r["protocol"] == "h2c"]
+    if h2:
+        other.append(f"- h2load kept {int(meta['conns']) * int(meta['h2_streams'])} requests in flight "
+                     f"({meta['conns']} connections x {meta['h2_streams']} streams) against wrk's {meta['conns']}: "
+                     f"compare HTTP/2 latencies only with each other.")
     saturated = [r["name"] for r in runs.values()
                  if r["load_core_busy_pct"] and r["load_core_busy_pct"] > 95
                  and r["proxy_core_busy_pct"] and r["proxy_core_busy_pct"] < 90]
     if saturated:
         other.append("- Load core saturated while the proxy core had room (throughput there is bounded by the "
-                     "load generator + upstream core, compare CPU per request): " + ", ".join(saturated) + ".")
+                     "load generator + upstream core): " + ", ".join(saturated) + ".")
     if other:
         L.append("Other observations:")
         L.append("")

@@ -365,7 +365,14 @@ fn print_text(
     for r in &o.jwt {
         let what = match (r.result, r.message) {
             ("failed", Some(m)) => format!("rejected the token: {m}"),
-            ("ok", _) => format!("accepted the token from {}", r.locations.join(", ")),
+            ("ok", _) => format!(
+                "accepted the token from {}",
+                r.locations
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             ("missing", _) => "no token at its locations".to_string(),
             (other, _) => other.to_string(),
         };
@@ -387,7 +394,10 @@ fn print_text(
         match op {
             meshguard_engine::HeaderOp::Remove { name } => println!("  header:     removed {name}"),
             meshguard_engine::HeaderOp::Add { name, value } => {
-                println!("  header:     added {name}: {value}")
+                println!(
+                    "  header:     added {name}: {}",
+                    String::from_utf8_lossy(value.as_bytes())
+                )
             }
         }
     }

@@ -100,6 +100,11 @@ pub struct ProxyArgs {
     /// Do not write access-log lines.
     #[arg(long)]
     pub no_access_log: bool,
+    /// Threads serving traffic [default: the CPUs this process may run on]. With 1, everything
+    /// runs on one thread with no cross-thread handoffs, the cheapest setup for a sidecar
+    /// limited to one core.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: Option<u16>,
 }
 
 #[derive(Debug, Args)]
@@ -169,7 +174,25 @@ impl ProxyArgs {
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_multi_thread()
+    proxy_runtime(None)
+}
+
+/// The tokio runtime: a single-threaded one for one worker (the scheduler then needs no
+/// atomics or cross-thread wake-ups), a work-stealing one otherwise. `None`: one worker per
+/// CPU the process may run on (so `taskset -c 0` gives one).
+fn proxy_runtime(workers: Option<u16>) -> Result<tokio::runtime::Runtime, CliError> {
+    let workers = workers.map_or_else(
+        || std::thread::available_parallelism().map_or(1, usize::from),
+        usize::from,
+    );
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    builder
         .enable_all()
         .build()
         .map_err(|e| CliError::Internal(format!("cannot start the runtime: {e}")))
@@ -177,8 +200,9 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 
 /// Runs `meshguard proxy` until SIGTERM/SIGINT; exit code 0 after a clean drain.
 pub fn run(args: ProxyArgs) -> Result<i32, CliError> {
+    let workers = args.workers;
     let config = args.into_config()?;
-    runtime()?.block_on(async move {
+    proxy_runtime(workers)?.block_on(async move {
         let running = meshguard_proxy::start(config, meshguard_proxy::shutdown_signal())
             .await
             .map_err(|e| match e {

@@ -9,22 +9,23 @@
 
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderValue};
-use meshguard_jwt::{Jwks, Status, Token};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use meshguard_jwt::{Jwks, Status, Token, Validity};
 use meshguard_policy::{JwtProvider, KeySource, RemoteKeySource};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::extract::{Extracted, Location, extract};
 
-/// What happened at one provider, for reports and metrics.
+/// What happened at one provider, for reports and metrics. The names are shared with the
+/// compiled provider, so a report costs no string copies.
 #[derive(Clone, Debug, Serialize)]
 pub struct ProviderReport {
     /// `origins-<i>`.
-    pub provider: String,
+    pub provider: Arc<str>,
     /// `RequestAuthentication foo/jwt-example jwtRules[0]`.
-    pub rule: String,
-    pub issuer: String,
+    pub rule: Arc<str>,
+    pub issuer: Arc<str>,
     /// `ok`, `missing` or `failed`; `skipped` when an earlier provider already accepted.
     pub result: &'static str,
     /// The status name (`JwtExpired`) when failed.
@@ -32,7 +33,7 @@ pub struct ProviderReport {
     /// Envoy's message (`Jwt is expired`) when failed.
     pub message: Option<&'static str>,
     /// Where the token(s) came from.
-    pub locations: Vec<String>,
+    pub locations: Vec<Location>,
 }
 
 /// The outcome of authentication.
@@ -55,8 +56,24 @@ pub enum AuthnResult {
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum HeaderOp {
-    Remove { name: String },
-    Add { name: String, value: String },
+    Remove {
+        #[serde(serialize_with = "header_name")]
+        name: HeaderName,
+    },
+    Add {
+        #[serde(serialize_with = "header_name")]
+        name: HeaderName,
+        #[serde(serialize_with = "header_value")]
+        value: HeaderValue,
+    },
+}
+
+fn header_name<S: serde::Serializer>(n: &HeaderName, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(n.as_str())
+}
+
+fn header_value<S: serde::Serializer>(v: &HeaderValue, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(v.as_bytes()))
 }
 
 /// Per provider: Ok with its verified tokens, missing, or failed.
@@ -94,12 +111,48 @@ pub trait KeyStore {
     }
 }
 
-/// A token that passed every check for one provider, with the payload authorization sees
-/// (space-delimited claims already split), kept so that a repeated token costs a lookup.
+/// A token that passed every check for one provider: what a request needs from it, worked
+/// out once and kept so that a repeated token costs a lookup. The token itself is not kept.
 #[derive(Debug)]
 pub struct Verified {
-    pub token: Token,
+    /// `nbf` and `exp`, checked again on every use.
+    pub validity: Validity,
+    /// The payload authorization sees (space-delimited claims already split).
     pub payload: Map<String, Value>,
+    /// `iss/sub` when the token has both as strings.
+    pub principal: Option<Arc<str>>,
+    /// The provider's `outputPayloadToHeader` value (the payload segment as sent).
+    pub payload_header: Option<HeaderValue>,
+    /// The provider's `outputClaimToHeaders`, in order, for claims the token has.
+    pub claim_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Verified {
+    fn new(p: &JwtProvider, token: &Token) -> Verified {
+        let principal = match (&token.claims().iss, &token.claims().sub) {
+            (Some(iss), Some(sub)) => Some(format!("{iss}/{sub}").into()),
+            _ => None,
+        };
+        let payload_header = p
+            .output_payload_to_header
+            .as_ref()
+            .and_then(|_| HeaderValue::from_str(token.payload_b64()).ok());
+        let claim_headers = p
+            .output_claim_to_headers
+            .iter()
+            .filter_map(|(h, path)| {
+                let text = claim_header_value(&token.claims().payload, path)?;
+                Some((h.clone(), HeaderValue::from_str(&text).ok()?))
+            })
+            .collect();
+        Verified {
+            validity: token.validity(),
+            payload: normalized_payload(p, token),
+            principal,
+            payload_header,
+            claim_headers,
+        }
+    }
 }
 
 /// Cache key: the provider's compilation, its keys' generation and the whole token. Every
@@ -211,7 +264,7 @@ fn verify_provider(
         };
         if let Some(hit) = cache.and_then(|c| c.inner.get(&lookup)) {
             // Issuer, audiences and signature cannot have changed for this key; time can.
-            match hit.token.check_time(now, p.validation.skew_secs) {
+            match hit.validity.check(now, p.validation.skew_secs) {
                 Ok(()) => {
                     tokens.push((e, hit));
                     continue;
@@ -221,10 +274,7 @@ fn verify_provider(
         }
         match meshguard_jwt::verify(&e.token, &p.validation, jwks, now) {
             Ok(t) => {
-                let verified = Arc::new(Verified {
-                    payload: normalized_payload(p, &t),
-                    token: t,
-                });
+                let verified = Arc::new(Verified::new(p, &t));
                 if let Some(c) = cache {
                     c.inner.insert(
                         CacheKey {
@@ -266,9 +316,7 @@ pub fn sanitize(providers: &[JwtProvider], headers: &mut HeaderMap, ops: &mut Ve
             .chain(p.output_claim_to_headers.iter().map(|(h, _)| h));
         for h in outputs {
             if headers.remove(h).is_some() {
-                ops.push(HeaderOp::Remove {
-                    name: h.to_string(),
-                });
+                ops.push(HeaderOp::Remove { name: h.clone() });
             }
         }
     }
@@ -308,7 +356,7 @@ pub fn authenticate(
             Some(ProviderState::Ok(tokens)) => (
                 "ok",
                 None,
-                tokens.iter().map(|(e, _)| e.location.to_string()).collect(),
+                tokens.iter().map(|(e, _)| e.location.clone()).collect(),
             ),
             Some(ProviderState::Missing) => ("missing", None, Vec::new()),
             Some(ProviderState::Failed(s)) => ("failed", Some(*s), Vec::new()),
@@ -377,35 +425,25 @@ fn apply_success(
 ) -> Option<Arc<Verified>> {
     let mut last = None;
     for (extracted, verified) in tokens {
-        let token = &verified.token;
-        if let Some(h) = &p.output_payload_to_header
-            && let Ok(v) = HeaderValue::from_str(token.payload_b64())
-        {
+        if let (Some(h), Some(v)) = (&p.output_payload_to_header, &verified.payload_header) {
             ops.push(HeaderOp::Add {
-                name: h.to_string(),
-                value: token.payload_b64().to_string(),
+                name: h.clone(),
+                value: v.clone(),
             });
-            headers.append(h.clone(), v);
+            headers.append(h.clone(), v.clone());
         }
-        for (h, path) in &p.output_claim_to_headers {
-            let Some(text) = claim_header_value(&token.claims().payload, path) else {
-                continue;
-            };
-            if let Ok(v) = HeaderValue::from_str(&text) {
-                ops.push(HeaderOp::Add {
-                    name: h.to_string(),
-                    value: text,
-                });
-                headers.insert(h.clone(), v);
-            }
+        for (h, v) in &verified.claim_headers {
+            ops.push(HeaderOp::Add {
+                name: h.clone(),
+                value: v.clone(),
+            });
+            headers.insert(h.clone(), v.clone());
         }
         if !p.forward_original_token
             && let Location::Header(h) = &extracted.location
             && headers.remove(h).is_some()
         {
-            ops.push(HeaderOp::Remove {
-                name: h.to_string(),
-            });
+            ops.push(HeaderOp::Remove { name: h.clone() });
         }
         last = Some(verified);
     }

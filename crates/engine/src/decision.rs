@@ -5,6 +5,8 @@
 //! `response_code_details`. Does not own how a single rule matches (`meshguard-policy`) or JWT
 //! verification ([`crate::authn`]).
 
+use std::sync::Arc;
+
 use meshguard_jwt::Status;
 use meshguard_model::Action;
 use meshguard_policy::{CompiledPolicy, CompiledRule, CompiledWorkload, RequestAttributes};
@@ -23,7 +25,7 @@ pub enum DenyReason {
     /// JWT authentication failed (401, or 403 for a wrong audience).
     Jwt(Status),
     /// A DENY (or unconfigured CUSTOM) policy matched; the Envoy policy id.
-    DenyPolicy(String),
+    DenyPolicy(Arc<str>),
     /// ALLOW policies exist and none matched.
     NoAllowMatch,
 }
@@ -95,18 +97,18 @@ pub struct DryRunResult {
     /// `allowed` or `denied`, as in Envoy's `istio_dry_run_*_shadow_engine_result`.
     pub result: &'static str,
     /// The matched policy id, if any rule matched.
-    pub policy: Option<String>,
+    pub policy: Option<Arc<str>>,
 }
 
 /// The authorization verdict and what was observed on the way.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct AuthzReport {
     /// The id of the rule that decided (the DENY that matched, or the ALLOW that matched).
-    pub matched_policy: Option<String>,
+    pub matched_policy: Option<Arc<str>>,
     /// The action of that policy.
     pub matched_action: Option<&'static str>,
     /// AUDIT policy that matched (never changes the decision).
-    pub audit: Option<String>,
+    pub audit: Option<Arc<str>>,
     pub dry_run: Vec<DryRunResult>,
     #[serde(skip)]
     pub denied: Option<DenyReason>,
@@ -120,7 +122,7 @@ fn first_match<'a>(
     policies.find_map(|p| p.matching_rule(req).map(|r| (p, r)))
 }
 
-fn id_of(m: Option<(&CompiledPolicy, &CompiledRule)>) -> Option<String> {
+fn id_of(m: Option<(&CompiledPolicy, &CompiledRule)>) -> Option<Arc<str>> {
     m.map(|(_, r)| r.id.clone())
 }
 
@@ -206,7 +208,7 @@ pub fn explain(cw: &CompiledWorkload, req: &RequestAttributes<'_>) -> Vec<RuleEx
                 policy: policy.clone(),
                 action: p.action.as_str(),
                 dry_run: p.dry_run,
-                rule: r.id.clone(),
+                rule: r.id.to_string(),
                 matched: why.is_none(),
                 why,
             });

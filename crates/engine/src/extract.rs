@@ -15,6 +15,13 @@ pub enum Location {
     Cookie(String),
 }
 
+impl serde::Serialize for Location {
+    /// As text (`header authorization`), the form reports show.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -37,25 +44,45 @@ pub struct Extracted {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MultipleTokens(pub Location);
 
-fn is_token_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
+/// `[A-Za-z0-9_.-]`, the characters of a compact JWT, as a table: a token is scanned byte by
+/// byte on every request, and one load per byte is the cheapest test.
+static TOKEN_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-';
+        b += 1;
+    }
+    t
+};
+
+fn is_token_byte(b: u8) -> bool {
+    TOKEN_BYTE[usize::from(b)]
 }
 
-/// Envoy's header rule: search the prefix anywhere (case-sensitive); absent means no token.
-/// Then skip non-token characters and take the longest run of token characters.
-fn token_after_prefix(value: &str, prefix: &str) -> Option<String> {
-    if prefix.is_empty() {
-        return Some(value.to_string());
-    }
-    let rest = &value[value.find(prefix)? + prefix.len()..];
-    match rest.find(is_token_char) {
-        Some(start) => {
-            let tail = &rest[start..];
-            let end = tail.find(|c: char| !is_token_char(c)).unwrap_or(tail.len());
-            Some(tail[..end].to_string())
+/// Envoy's header rule: search the prefix anywhere (case-sensitive; absent means no token),
+/// then, in what follows the prefix, skip non-token characters, take the run of token
+/// characters after them (or everything when there is none, which fails verification).
+fn token_in(rest: &str) -> &str {
+    let bytes = rest.as_bytes();
+    let Some(start) = bytes.iter().position(|b| is_token_byte(*b)) else {
+        return rest;
+    };
+    let tail = &bytes[start..];
+    // Eight bytes per step with one branch: a token is hundreds of bytes long.
+    let mut len = 0;
+    for chunk in tail.chunks_exact(8) {
+        if !chunk.iter().fold(true, |all, b| all & is_token_byte(*b)) {
+            break;
         }
-        None => Some(rest.to_string()),
+        len += 8;
     }
+    len += tail[len..]
+        .iter()
+        .position(|b| !is_token_byte(*b))
+        .unwrap_or(tail.len() - len);
+    &rest[start..start + len]
 }
 
 /// Extracts `provider`'s tokens in Envoy's order: headers, then query parameters, then cookies.
@@ -73,15 +100,30 @@ pub fn extract(
         }
         // A header that is not valid text cannot carry a token in the JWT alphabet; treat it as
         // present-but-garbage so that it fails verification rather than being ignored.
-        let text = String::from_utf8_lossy(first.as_bytes());
+        let text = match std::str::from_utf8(first.as_bytes()) {
+            Ok(t) => std::borrow::Cow::Borrowed(t),
+            Err(_) => String::from_utf8_lossy(first.as_bytes()),
+        };
         // Repeated headers may arrive joined into one value (RFC 9110 §5.3): a second
         // occurrence of the prefix is a second token, refused like a second header.
-        if !loc.prefix.is_empty() && text.matches(loc.prefix.as_str()).nth(1).is_some() {
-            return Err(MultipleTokens(Location::Header(loc.name.clone())));
-        }
-        if let Some(token) = token_after_prefix(&text, &loc.prefix) {
+        let prefix = loc.prefix.as_str();
+        let token = if prefix.is_empty() {
+            Some(&*text)
+        } else {
+            match text.find(prefix) {
+                None => None,
+                Some(at) => {
+                    let rest = &text[at + prefix.len()..];
+                    if rest.contains(prefix) {
+                        return Err(MultipleTokens(Location::Header(loc.name.clone())));
+                    }
+                    Some(token_in(rest))
+                }
+            }
+        };
+        if let Some(token) = token {
             out.push(Extracted {
-                token,
+                token: token.to_string(),
                 location: Location::Header(loc.name.clone()),
             });
         }
@@ -173,23 +215,55 @@ fn percent_decode(s: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Envoy's header rule: search the prefix anywhere (case-sensitive); absent means no token.
+    /// Then skip non-token characters and take the longest run of token characters. Token
+    /// characters are ASCII, so the run found by scanning bytes starts and ends on character
+    /// boundaries.
+    fn token_after_prefix<'v>(value: &'v str, prefix: &str) -> Option<&'v str> {
+        if prefix.is_empty() {
+            return Some(value);
+        }
+        Some(token_in(&value[value.find(prefix)? + prefix.len()..]))
+    }
+
     #[test]
     fn prefix_is_searched_anywhere_and_case_sensitive() {
-        assert_eq!(
-            token_after_prefix("Bearer a.b.c", "Bearer ").as_deref(),
-            Some("a.b.c")
-        );
+        assert_eq!(token_after_prefix("Bearer a.b.c", "Bearer "), Some("a.b.c"));
         assert_eq!(token_after_prefix("bearer a.b.c", "Bearer "), None);
         assert_eq!(token_after_prefix("a.b.c", "Bearer "), None);
         assert_eq!(
-            token_after_prefix("x, Bearer  \"a.b.c\" rest", "Bearer ").as_deref(),
+            token_after_prefix("x, Bearer  \"a.b.c\" rest", "Bearer "),
             Some("a.b.c")
         );
-        assert_eq!(
-            token_after_prefix("Bearer ", "Bearer ").as_deref(),
-            Some("")
-        );
-        assert_eq!(token_after_prefix("raw", "").as_deref(), Some("raw"));
+        assert_eq!(token_after_prefix("Bearer ", "Bearer "), Some(""));
+        assert_eq!(token_after_prefix("raw", ""), Some("raw"));
+    }
+
+    #[test]
+    fn token_scan_matches_a_character_by_character_scan() {
+        // The scan takes eight bytes per step: check every length and every position of the
+        // first non-token character, against the obvious definition.
+        fn reference(rest: &str) -> &str {
+            let is_tok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+            match rest.find(is_tok) {
+                Some(start) => {
+                    let tail = &rest[start..];
+                    &tail[..tail.find(|c: char| !is_tok(c)).unwrap_or(tail.len())]
+                }
+                None => rest,
+            }
+        }
+        for len in 0..40 {
+            let token: String = "aZ09_.-x".chars().cycle().take(len).collect();
+            for stop in [" ", "\"", ",", "é", "+", "/", "=", "\t"] {
+                for lead in ["", " ", "\"", " é "] {
+                    for cut in 0..=len {
+                        let text = format!("{lead}{}{stop}{}", &token[..cut], &token[cut..]);
+                        assert_eq!(token_in(&text), reference(&text), "{text:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

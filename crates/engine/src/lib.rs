@@ -18,7 +18,6 @@ use std::net::IpAddr;
 use http::HeaderMap;
 use meshguard_policy::{CompiledWorkload, RequestAttributes};
 use serde::Serialize;
-use serde_json::Value;
 
 pub use authn::{HeaderOp, KeyStore, NoRemoteKeys, ProviderReport, Verified, VerifiedCache};
 pub use decision::{AuthzReport, Denial, DenyReason, DryRunResult, RuleExplanation};
@@ -73,9 +72,9 @@ pub struct Outcome {
     /// The path to forward (normalized, query kept), when it could be normalized.
     pub path: Option<String>,
     /// `iss/sub` of the verified token, when both are strings.
-    pub principal: Option<String>,
+    pub principal: Option<std::sync::Arc<str>>,
     /// The provider (`origins-<i>`) that accepted the token.
-    pub accepted_by: Option<String>,
+    pub accepted_by: Option<std::sync::Arc<str>>,
     /// `true` when JWT validation was skipped for a CORS preflight.
     pub cors_preflight: bool,
     pub jwt: Vec<ProviderReport>,
@@ -171,11 +170,7 @@ pub fn evaluate(cw: &CompiledWorkload, req: HttpRequest<'_>, opts: &EvalOptions<
             }
             authn::AuthnResult::Authenticated { verified, provider } => {
                 out.accepted_by = Some(cw.providers[provider].name.clone());
-                if let (Some(Value::String(iss)), Some(Value::String(sub))) =
-                    (verified.payload.get("iss"), verified.payload.get("sub"))
-                {
-                    out.principal = Some(format!("{iss}/{sub}"));
-                }
+                out.principal = verified.principal.clone();
                 out.payload = Some(verified);
             }
             authn::AuthnResult::Anonymous | authn::AuthnResult::NotApplicable => {}

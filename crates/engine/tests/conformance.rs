@@ -262,8 +262,8 @@ fn run_case(
         ));
     }
     if let Some(p) = &e.principal {
-        let got = out.principal.clone().unwrap_or_default();
-        if &got != p {
+        let got = out.principal.as_deref().unwrap_or_default();
+        if got != p {
             problems.push(format!("principal {got:?} (want {p:?})"));
         }
     }

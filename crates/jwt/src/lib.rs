@@ -28,7 +28,7 @@ pub use alg::Algorithm;
 pub use jwks::{Jwks, Key, SkippedKey};
 pub use sign::{KeyKind, SignError, SigningKey, jwk_thumbprint, sign, sign_raw};
 pub use status::Status;
-pub use token::{Claims, Header, Limits, Token};
+pub use token::{Claims, Header, Limits, Token, Validity};
 pub use verify::{Validation, verify, verify_compact_signature};
 
 #[cfg(test)]

@@ -100,6 +100,31 @@ impl fmt::Debug for Token {
     }
 }
 
+/// When a token may be used: `nbf` and `exp` (`Some(0)`: never expires, as in Envoy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Validity {
+    pub nbf: Option<u64>,
+    pub exp: Option<u64>,
+}
+
+impl Validity {
+    /// Envoy's time checks with `skew_secs` of clock skew either way.
+    pub fn check(&self, now_unix: u64, skew_secs: u64) -> Result<(), Status> {
+        if let Some(nbf) = self.nbf
+            && now_unix.saturating_add(skew_secs) < nbf
+        {
+            return Err(Status::JwtNotYetValid);
+        }
+        if let Some(exp) = self.exp
+            && exp != 0
+            && now_unix > exp.saturating_add(skew_secs)
+        {
+            return Err(Status::JwtExpired);
+        }
+        Ok(())
+    }
+}
+
 /// The three sections of a compact token, as sent.
 #[derive(Clone, Copy)]
 pub(crate) struct Sections<'a> {
@@ -329,18 +354,15 @@ impl Token {
     /// (checked first), then `exp != 0 && now > exp + skew` → `JwtExpired`. Missing `exp`
     /// never expires. Sums saturate instead of wrapping.
     pub fn check_time(&self, now_unix: u64, skew_secs: u64) -> Result<(), Status> {
-        if let Some(nbf) = self.claims.nbf
-            && now_unix.saturating_add(skew_secs) < nbf
-        {
-            return Err(Status::JwtNotYetValid);
+        self.validity().check(now_unix, skew_secs)
+    }
+
+    /// The token's time window, for callers that keep it without the token.
+    pub fn validity(&self) -> Validity {
+        Validity {
+            nbf: self.claims.nbf,
+            exp: self.claims.exp,
         }
-        if let Some(exp) = self.claims.exp
-            && exp != 0
-            && now_unix > exp.saturating_add(skew_secs)
-        {
-            return Err(Status::JwtExpired);
-        }
-        Ok(())
     }
 
     /// Envoy `CheckAudience`: an empty `allowed` list accepts everything; otherwise one of

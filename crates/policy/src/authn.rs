@@ -6,6 +6,7 @@
 //! own: extracting tokens from a request, verifying them, or the requirement logic across
 //! providers (the engine does that).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use meshguard_jwt::{Jwks, Validation};
@@ -55,13 +56,13 @@ pub struct HeaderLocation {
 #[derive(Clone, Debug)]
 pub struct JwtProvider {
     /// `origins-<i>`, i = position after sorting all applicable rules by issuer.
-    pub name: String,
+    pub name: Arc<str>,
     /// Unique per compilation: a verified-token cache keyed by it forgets everything a
     /// reload may have changed (keys, issuer, audiences, claim settings).
     pub cache_id: u64,
     /// `RequestAuthentication foo/jwt-example jwtRules[0]`, for messages.
-    pub source: String,
-    pub issuer: String,
+    pub source: Arc<str>,
+    pub issuer: Arc<str>,
     /// Issuer, audiences and skew as the verifier takes them, built once here so that a
     /// request does not rebuild (and reallocate) them.
     pub validation: Validation,
@@ -299,13 +300,13 @@ fn compile_rule(rule: &JwtRule, source: &str) -> Result<JwtProvider, (String, St
     space_delimited_claims.sort();
     space_delimited_claims.dedup();
     Ok(JwtProvider {
-        name: String::new(),
+        name: "".into(),
         cache_id: {
             static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
             NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         },
-        source: source.to_string(),
-        issuer: rule.issuer.clone(),
+        source: source.into(),
+        issuer: rule.issuer.as_str().into(),
         validation: Validation {
             issuer: (!rule.issuer.is_empty()).then(|| rule.issuer.clone()),
             audiences: rule.audiences.clone(),

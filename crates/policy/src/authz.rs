@@ -5,6 +5,8 @@
 //! Does not own: the order of actions (CUSTOM, AUDIT, DENY, ALLOW), dry-run bookkeeping or the
 //! response; those are the engine's single combining step.
 
+use std::sync::Arc;
+
 use meshguard_model::{
     Action, AuthorizationPolicySpec, Condition, LoadError, Operation, Resource, Source,
 };
@@ -173,7 +175,7 @@ impl Clause {
 #[derive(Clone, Debug)]
 pub struct CompiledRule {
     /// Envoy's policy id: `ns[<ns>]-policy[<name>]-rule[<i>]`.
-    pub id: String,
+    pub id: Arc<str>,
     pub index: usize,
     pub from: Vec<Clause>,
     pub to: Vec<Clause>,
@@ -321,7 +323,7 @@ pub fn compile_policy(
         };
         let ns = &res.namespace;
         let compiled = CompiledRule {
-            id: policy_id(ns, &res.name, i),
+            id: policy_id(ns, &res.name, i).into(),
             index: i,
             from: compile_entries(
                 rule.from.as_ref(),

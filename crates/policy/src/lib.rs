@@ -88,7 +88,7 @@ pub fn compile(set: &PolicySet, workload: &Workload) -> Result<CompiledWorkload,
     // equal issuers in load order, which is one of the orders istiod may produce.
     providers.sort_by(|a, b| a.issuer.cmp(&b.issuer));
     for (i, p) in providers.iter_mut().enumerate() {
-        p.name = format!("origins-{i}");
+        p.name = format!("origins-{i}").into();
     }
     let (mut custom, mut audit, mut deny, mut allow) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());

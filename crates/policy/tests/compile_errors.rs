@@ -136,7 +136,7 @@ fn providers_are_sorted_by_issuer_and_named_origins() {
     let names: Vec<(&str, &str)> = cw
         .providers
         .iter()
-        .map(|p| (p.name.as_str(), p.issuer.as_str()))
+        .map(|p| (&*p.name, &*p.issuer))
         .collect();
     assert_eq!(names, vec![("origins-0", "alpha"), ("origins-1", "zeta")]);
     let alpha = &cw.providers[0];

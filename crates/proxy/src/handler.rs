@@ -14,21 +14,20 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use meshguard_engine::{EvalOptions, HttpRequest, Outcome, PathNormalization, evaluate};
 use serde::Serialize;
 
-use crate::metrics::{AuthzLabels, CodeLabels, JwtLabels, Metrics, ResultLabels};
+use crate::metrics::{AuthzLabels, JwtLabels, Metrics, ResultLabels};
 use crate::response::{Body, LocalReply, UpstreamFailure, is_grpc, local_reply};
 use crate::state::{PolicyState, Snapshot, unix_now};
+use crate::upstream::{SendError, Upstream};
 
 /// What every request shares.
 #[derive(Debug)]
 pub struct Shared {
     pub state: Arc<PolicyState>,
     pub metrics: Arc<Metrics>,
-    pub client: Client<HttpConnector, Incoming>,
+    pub pool: Upstream,
     /// `scheme://authority` of the upstream.
     pub upstream: Uri,
     pub path_normalization: PathNormalization,
@@ -40,10 +39,24 @@ pub struct Shared {
 }
 
 /// The two ends of the client's connection.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub local: SocketAddr,
+    /// The peer's address as a header value, made once per connection for `x-forwarded-for`.
+    pub peer_ip: HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, local: SocketAddr) -> ConnInfo {
+        let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        ConnInfo {
+            peer,
+            local,
+            peer_ip,
+        }
+    }
 }
 
 /// Generates `x-request-id` values: unique per process, unpredictable across processes.
@@ -64,36 +77,52 @@ impl Default for RequestIds {
 
 impl RequestIds {
     /// A UUID-shaped id (version 4 layout).
-    pub fn next(&self) -> String {
+    pub fn next(&self) -> HeaderValue {
         use std::hash::BuildHasher;
         // A keyed hash of a counter: distinct within the process, not guessable outside it.
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let a = self.hasher.hash_one((n, 0u8));
         let b = self.hasher.hash_one((n, 1u8));
-        format!(
-            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-            a >> 32,
-            (a >> 16) & 0xffff,
-            a & 0x0fff,
-            0x8000 | ((b >> 48) & 0x3fff),
-            b & 0xffff_ffff_ffff
-        )
+        // 32 hex digits in the 8-4-4-4-12 layout, written without `fmt`.
+        let digits = (u128::from(a) << 64) | u128::from(b);
+        let digits = (digits & !(0xf << 76) & !(0xc << 60)) | (0x4 << 76) | (0x8 << 60);
+        let mut out = [0u8; 36];
+        let mut nibble = 32;
+        for (i, slot) in out.iter_mut().enumerate() {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                *slot = b'-';
+                continue;
+            }
+            nibble -= 1;
+            *slot = b"0123456789abcdef"[((digits >> (nibble * 4)) & 0xf) as usize];
+        }
+        HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
     }
 }
 
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// Headers that describe one connection and are never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
+static HOP_BY_HOP: [&HeaderName; 8] = [
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::TRANSFER_ENCODING,
+    &header::TE,
+    &header::UPGRADE,
+    &header::PROXY_AUTHENTICATE,
+    &header::PROXY_AUTHORIZATION,
 ];
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of them: one pass over the names instead of eight lookups.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(&k)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -117,7 +146,7 @@ pub fn remote_ip(headers: &HeaderMap, peer: IpAddr, trusted: usize) -> IpAddr {
         return peer;
     }
     let hops: Vec<&str> = headers
-        .get_all("x-forwarded-for")
+        .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -145,7 +174,7 @@ struct AccessLog<'a> {
     upstream_duration_ms: Option<f64>,
     principal: Option<&'a str>,
     request_id: &'a str,
-    downstream_remote_address: String,
+    downstream_remote_address: SocketAddr,
     policy: Option<&'a str>,
     config_generation: u64,
 }
@@ -160,13 +189,14 @@ fn protocol_name(v: http::Version) -> &'static str {
 }
 
 fn record_outcome(metrics: &Metrics, out: &Outcome) {
+    static NONE: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| "none".into());
     for r in &out.jwt {
         metrics
             .jwt
             .get_or_create(&JwtLabels {
                 issuer: r.issuer.clone(),
-                result: r.result.to_string(),
-                reason: r.status.unwrap_or("").to_string(),
+                result: r.result,
+                reason: r.status.unwrap_or(""),
             })
             .inc();
     }
@@ -175,15 +205,14 @@ fn record_outcome(metrics: &Metrics, out: &Outcome) {
         metrics
             .authz
             .get_or_create(&AuthzLabels {
-                policy: a.matched_policy.clone().unwrap_or_else(|| "none".into()),
-                action: a.matched_action.unwrap_or("ALLOW").to_string(),
+                policy: a.matched_policy.clone().unwrap_or_else(|| NONE.clone()),
+                action: a.matched_action.unwrap_or("ALLOW"),
                 result: if a.denied.is_some() {
                     "denied"
                 } else {
                     "allowed"
-                }
-                .into(),
-                dry_run: "false".into(),
+                },
+                dry_run: "false",
             })
             .inc();
     }
@@ -191,10 +220,10 @@ fn record_outcome(metrics: &Metrics, out: &Outcome) {
         metrics
             .authz
             .get_or_create(&AuthzLabels {
-                policy: d.policy.clone().unwrap_or_else(|| "none".into()),
-                action: d.action.to_string(),
-                result: d.result.to_string(),
-                dry_run: "true".into(),
+                policy: d.policy.clone().unwrap_or_else(|| NONE.clone()),
+                action: d.action,
+                result: d.result,
+                dry_run: "true",
             })
             .inc();
     }
@@ -207,7 +236,7 @@ fn evaluate_once(
     method: &str,
     path: &str,
     host: &str,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     remote: IpAddr,
     shared: &Shared,
     now: u64,
@@ -235,6 +264,34 @@ fn evaluate_once(
     )
 }
 
+/// The request's authority: from the URI (HTTP/2, absolute-form) or the `Host` header. Both
+/// are shared byte buffers, so keeping one costs no copy.
+enum Host {
+    Uri(http::uri::Authority),
+    Header(HeaderValue),
+    Missing,
+}
+
+impl Host {
+    fn of(parts: &http::request::Parts) -> Host {
+        if let Some(a) = parts.uri.authority() {
+            Host::Uri(a.clone())
+        } else if let Some(h) = parts.headers.get(header::HOST) {
+            Host::Header(h.clone())
+        } else {
+            Host::Missing
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Host::Uri(a) => a.as_str(),
+            Host::Header(h) => h.to_str().unwrap_or(""),
+            Host::Missing => "",
+        }
+    }
+}
+
 /// Serves one request.
 pub async fn handle(
     req: Request<Incoming>,
@@ -246,40 +303,18 @@ pub async fn handle(
     let snapshot = shared.state.snapshot();
     let (mut parts, body) = req.into_parts();
 
-    let host = parts
-        .uri
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
-    let raw_path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    let method = parts.method.as_str().to_string();
+    let host = Host::of(&parts);
     let grpc = is_grpc(&parts.headers);
-    let request_id = match parts
-        .headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(id) if !id.is_empty() => id.to_string(),
+    let request_id = match parts.headers.get(&X_REQUEST_ID) {
+        Some(id) if !id.is_empty() => id.clone(),
         _ => {
             let id = shared.request_ids.next();
-            if let Ok(v) = HeaderValue::from_str(&id) {
-                parts.headers.insert("x-request-id", v);
-            }
+            parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
             id
         }
     };
     let remote = remote_ip(&parts.headers, conn.peer.ip(), shared.trusted_proxies);
+    let raw_path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
 
     // Requests that arrive while a provider's first JWKS fetch is in flight wait for it,
     // bounded by the rule's timeout (PRODUCT.md decision 1).
@@ -289,10 +324,10 @@ pub async fn handle(
     let mut outcome = evaluate_once(
         &snapshot,
         &mut parts.headers,
-        &method,
-        &raw_path,
-        &host,
-        conn,
+        parts.method.as_str(),
+        raw_path,
+        host.as_str(),
+        &conn,
         remote,
         &shared,
         start_time,
@@ -311,10 +346,10 @@ pub async fn handle(
             outcome = evaluate_once(
                 &snapshot,
                 &mut parts.headers,
-                &method,
-                &raw_path,
-                &host,
-                conn,
+                parts.method.as_str(),
+                raw_path,
+                host.as_str(),
+                &conn,
                 remote,
                 &shared,
                 start_time,
@@ -322,54 +357,47 @@ pub async fn handle(
         }
     }
     record_outcome(&shared.metrics, &outcome);
+    let request_id_str = request_id.to_str().unwrap_or("");
     if let Some(rules) = &outcome.explanation {
         // RUST_LOG=meshguard::explain=debug: the same account `check --explain` gives.
         for r in &outcome.jwt {
-            tracing::debug!(target: "meshguard::explain", request_id = %request_id, provider = %r.provider, rule = %r.rule, result = r.result, reason = r.message.unwrap_or(""), "jwt");
+            tracing::debug!(target: "meshguard::explain", request_id = request_id_str, provider = %r.provider, rule = %r.rule, result = r.result, reason = r.message.unwrap_or(""), "jwt");
         }
         for r in rules {
-            tracing::debug!(target: "meshguard::explain", request_id = %request_id, policy = %r.policy, action = r.action, dry_run = r.dry_run, rule = %r.rule, matched = r.matched, why = r.why.as_deref().unwrap_or(""), "authorization rule");
+            tracing::debug!(target: "meshguard::explain", request_id = request_id_str, policy = %r.policy, action = r.action, dry_run = r.dry_run, rule = %r.rule, matched = r.matched, why = r.why.as_deref().unwrap_or(""), "authorization rule");
         }
-        tracing::debug!(target: "meshguard::explain", request_id = %request_id, status = outcome.status(), details = outcome.denial.as_ref().map_or("via_upstream", |d| d.details.as_str()), "decision");
+        tracing::debug!(target: "meshguard::explain", request_id = request_id_str, status = outcome.status(), details = outcome.denial.as_ref().map_or("via_upstream", |d| d.details.as_str()), "decision");
     }
 
-    let log_path = outcome
-        .path
-        .as_deref()
-        .unwrap_or("")
-        .split('?')
-        .next()
-        .unwrap_or("")
-        .to_string();
     let log = |status: u16, details: &str, upstream_ms: Option<f64>| {
-        let line = AccessLog {
-            start_time,
-            method: &method,
-            authority: &host,
-            path: &log_path,
-            protocol: protocol_name(parts.version),
-            response_code: status,
-            response_code_details: details,
-            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-            upstream_duration_ms: upstream_ms,
-            principal: outcome.principal.as_deref(),
-            request_id: &request_id,
-            downstream_remote_address: conn.peer.to_string(),
-            policy: outcome.authz.matched_policy.as_deref(),
-            config_generation: snapshot.generation,
-        };
-        if shared.access_log
-            && let Ok(mut text) = serde_json::to_string(&line)
-        {
-            // One write per line, so concurrent requests never interleave within a line.
-            text.push('\n');
-            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+        if shared.access_log {
+            let line = AccessLog {
+                start_time,
+                method: parts.method.as_str(),
+                authority: host.as_str(),
+                path: outcome
+                    .path
+                    .as_deref()
+                    .and_then(|p| p.split('?').next())
+                    .unwrap_or(""),
+                protocol: protocol_name(parts.version),
+                response_code: status,
+                response_code_details: details,
+                duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+                upstream_duration_ms: upstream_ms,
+                principal: outcome.principal.as_deref(),
+                request_id: request_id_str,
+                downstream_remote_address: conn.peer,
+                policy: outcome.authz.matched_policy.as_deref(),
+                config_generation: snapshot.generation,
+            };
+            if let Ok(mut text) = serde_json::to_vec(&line) {
+                // One write per line, so concurrent requests never interleave within a line.
+                text.push(b'\n');
+                let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), &text);
+            }
         }
-        shared
-            .metrics
-            .requests
-            .get_or_create(&CodeLabels { code: status })
-            .inc();
+        shared.metrics.count_response(status);
     };
 
     if let Some(denial) = &outcome.denial {
@@ -378,45 +406,51 @@ pub async fn handle(
         return Ok(local_reply(&reply, grpc));
     }
 
-    // Forward: the normalized path, the original Host, forwarding headers set.
+    // Forward: the normalized path (origin-form), the original Host, forwarding headers set.
     let path = outcome.path.as_deref().unwrap_or("/");
-    let uri = format!(
-        "{}{}",
-        shared.upstream.to_string().trim_end_matches('/'),
-        path
-    );
-    let Ok(uri) = uri.parse::<Uri>() else {
-        let reply = LocalReply {
-            status: 400,
-            body: "Bad Request".into(),
-            details: "invalid_upstream_uri".into(),
-            www_authenticate: None,
-        };
-        log(400, &reply.details, None);
-        return Ok(local_reply(&reply, grpc));
+    let uri = if path == raw_path {
+        // Unchanged by normalization (the common case): reuse the request's bytes.
+        match parts.uri.path_and_query() {
+            Some(pq) => Uri::from(pq.clone()),
+            None => Uri::from_static("/"),
+        }
+    } else {
+        match http::uri::PathAndQuery::try_from(path) {
+            Ok(pq) => Uri::from(pq),
+            Err(_) => {
+                let reply = LocalReply {
+                    status: 400,
+                    body: "Bad Request".into(),
+                    details: "invalid_upstream_uri".into(),
+                    www_authenticate: None,
+                };
+                log(400, &reply.details, None);
+                return Ok(local_reply(&reply, grpc));
+            }
+        }
     };
     let mut headers = std::mem::take(&mut parts.headers);
     strip_hop_by_hop(&mut headers);
     if !headers.contains_key(header::HOST)
-        && let Ok(v) = HeaderValue::from_str(&host)
+        && let Ok(v) = HeaderValue::from_str(host.as_str())
     {
         headers.insert(header::HOST, v);
     }
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {}", conn.peer.ip()),
-        None => conn.peer.ip().to_string(),
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", conn.peer.ip())).ok(),
+        None => Some(conn.peer_ip.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+    if let Some(v) = xff {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     let mut up = Request::new(body);
     *up.method_mut() = parts.method.clone();
     *up.uri_mut() = uri;
     *up.headers_mut() = headers;
 
     let sent = Instant::now();
-    let result = tokio::time::timeout(shared.upstream_timeout, shared.client.request(up)).await;
+    let result = tokio::time::timeout(shared.upstream_timeout, shared.pool.send(up)).await;
     let failure = match result {
         Ok(Ok(resp)) => {
             let upstream_ms = sent.elapsed().as_secs_f64() * 1000.0;
@@ -425,8 +459,8 @@ pub async fn handle(
             log(rparts.status.as_u16(), "via_upstream", Some(upstream_ms));
             return Ok(Response::from_parts(rparts, rbody.boxed()));
         }
-        Ok(Err(e)) if e.is_connect() => UpstreamFailure::Connect(e.to_string()),
-        Ok(Err(e)) => UpstreamFailure::Protocol(e.to_string()),
+        Ok(Err(SendError::Connect(e))) => UpstreamFailure::Connect(e),
+        Ok(Err(SendError::Protocol(e))) => UpstreamFailure::Protocol(e.to_string()),
         Err(_) => UpstreamFailure::Timeout,
     };
     let cause = match &failure {
@@ -437,9 +471,7 @@ pub async fn handle(
     shared
         .metrics
         .upstream_errors
-        .get_or_create(&ResultLabels {
-            result: cause.into(),
-        })
+        .get_or_create(&ResultLabels { result: cause })
         .inc();
     tracing::warn!(upstream = %shared.upstream, ?failure, "upstream failed");
     let reply = LocalReply::from(&failure);
@@ -488,7 +520,15 @@ mod tests {
         let a = ids.next();
         let b = ids.next();
         assert_ne!(a, b);
-        assert_eq!(a.len(), 36);
-        assert_eq!(&a[14..15], "4");
+        let a = a.to_str().unwrap();
+        assert_eq!(a.len(), 36, "{a}");
+        let groups: Vec<usize> = a.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "{a}");
+        assert!(a.bytes().all(|c| c == b'-' || c.is_ascii_hexdigit()), "{a}");
+        assert_eq!(&a[14..15], "4", "version nibble: {a}");
+        assert!(
+            matches!(&a[19..20], "8" | "9" | "a" | "b"),
+            "variant nibble: {a}"
+        );
     }
 }

@@ -16,6 +16,7 @@ pub mod reload;
 pub mod response;
 pub mod server;
 pub mod state;
+pub mod upstream;
 
 pub use config::{Limits, MeshConfig, ProxyConfig};
 pub use server::{Running, StartError, shutdown_signal, start};

@@ -3,6 +3,8 @@
 //! Owns the metric families and their labels. Does not decide what to count: the request
 //! handler and the reloader call these.
 
+use std::sync::Arc;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -14,28 +16,31 @@ pub struct CodeLabels {
     pub code: u16,
 }
 
+// Label values are shared with the compiled policies (`Arc<str>`) or static, so counting a
+// request copies no strings.
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct JwtLabels {
-    pub issuer: String,
+    pub issuer: Arc<str>,
     /// `ok`, `missing` or `failed`.
-    pub result: String,
+    pub result: &'static str,
     /// The status name for failures (`JwtExpired`), empty otherwise.
-    pub reason: String,
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AuthzLabels {
     /// The policy id (`ns[foo]-policy[require-jwt]-rule[0]`), or `none`.
-    pub policy: String,
-    pub action: String,
+    pub policy: Arc<str>,
+    pub action: &'static str,
     /// `allowed` or `denied`.
-    pub result: String,
-    pub dry_run: String,
+    pub result: &'static str,
+    pub dry_run: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
-    pub result: String,
+    pub result: &'static str,
 }
 
 /// Every metric meshguard exports.
@@ -43,6 +48,8 @@ pub struct ResultLabels {
 pub struct Metrics {
     pub registry: Registry,
     pub requests: Family<CodeLabels, Counter>,
+    /// Handles into `requests` for the statuses most answers have.
+    common_codes: [(u16, Counter); 3],
     pub jwt: Family<JwtLabels, Counter>,
     pub authz: Family<AuthzLabels, Counter>,
     pub reloads: Family<ResultLabels, Counter>,
@@ -102,7 +109,11 @@ impl Default for Metrics {
             "Age of the remote keys in use, by source URI (seconds since their fetch)",
             jwks.key_age_seconds.clone(),
         );
+        // Created up front, so they show in /metrics from the start with 0.
+        let common_codes =
+            [200, 401, 403].map(|code| (code, requests.get_or_create_owned(&CodeLabels { code })));
         Metrics {
+            common_codes,
             jwks,
             registry,
             requests,
@@ -116,6 +127,21 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts one response by status. The counters of common statuses are looked up once, so
+    /// the request path neither hashes nor locks for them.
+    pub fn count_response(&self, status: u16) {
+        match self.common_codes.iter().find(|(c, _)| *c == status) {
+            Some((_, counter)) => {
+                counter.inc();
+            }
+            None => {
+                self.requests
+                    .get_or_create(&CodeLabels { code: status })
+                    .inc();
+            }
+        }
+    }
+
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();

@@ -24,9 +24,7 @@ pub fn reload_now(state: &PolicyState, metrics: &Metrics, why: &str) {
         ReloadOutcome::Applied { generation } => {
             metrics
                 .reloads
-                .get_or_create(&ResultLabels {
-                    result: "success".into(),
-                })
+                .get_or_create(&ResultLabels { result: "success" })
                 .inc();
             metrics
                 .config_generation
@@ -36,9 +34,7 @@ pub fn reload_now(state: &PolicyState, metrics: &Metrics, why: &str) {
         ReloadOutcome::Failed(errors) => {
             metrics
                 .reloads
-                .get_or_create(&ResultLabels {
-                    result: "failure".into(),
-                })
+                .get_or_create(&ResultLabels { result: "failure" })
                 .inc();
             for e in &errors.0 {
                 tracing::error!(trigger = why, error = %e, "policy reload failed; keeping the last good policies");

@@ -12,8 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -131,18 +129,15 @@ pub async fn start(
         }
     };
 
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(config.limits.upstream_connect_timeout));
-    connector.set_nodelay(true);
-    let client = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .timer(TokioTimer::new())
-        .build(connector);
+    let Some(authority) = upstream.authority() else {
+        return Err(StartError::Io(format!("upstream {upstream} has no host")));
+    };
+    let pool = crate::upstream::Upstream::new(authority, config.limits.upstream_connect_timeout);
 
     let shared = Arc::new(Shared {
         state: state.clone(),
         metrics: metrics.clone(),
-        client,
+        pool,
         upstream: upstream.clone(),
         path_normalization: config.path_normalization,
         trusted_proxies: config.trusted_proxies,
@@ -225,9 +220,9 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(config.listen);
-        let conn_info = ConnInfo { peer, local };
+        let conn_info = ConnInfo::new(peer, local);
         let shared = shared.clone();
-        let service = service_fn(move |req| handle(req, conn_info, shared.clone()));
+        let service = service_fn(move |req| handle(req, conn_info.clone(), shared.clone()));
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();

@@ -239,7 +239,7 @@ impl PolicyState {
                     "name": p.name,
                     "action": p.action.as_str(),
                     "dry_run": p.dry_run,
-                    "rules": p.rules.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+                    "rules": p.rules.iter().map(|r| &*r.id).collect::<Vec<_>>(),
                 })
             })
             .collect();

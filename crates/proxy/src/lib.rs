@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod connection;
 pub mod echo;
 pub mod handler;
 pub mod metrics;

@@ -1,10 +1,10 @@
 //! Listeners and the process lifecycle: the proxy listener, the admin listener, the built-in
 //! echo upstream, reloads, and graceful shutdown.
 //!
-//! Owns: binding (with clear errors), the accept loop with its connection limit, HTTP/1.1 and
-//! HTTP/2 (prior knowledge) on one port with header size and read-time limits, draining on
-//! SIGTERM/SIGINT. Does not own request handling ([`crate::handler`]) or admin pages
-//! ([`crate::admin`]).
+//! Owns: binding (with clear errors), the accept loop with its connection limit, draining on
+//! SIGTERM/SIGINT. Does not own serving one connection ([`crate::connection`]: HTTP/1.1 and
+//! HTTP/2 prior knowledge on one port, header size and read-time limits), request handling
+//! ([`crate::handler`]) or admin pages ([`crate::admin`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,9 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
@@ -176,29 +173,15 @@ pub async fn start(
     })
 }
 
-fn connection_builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.limits.header_read_timeout)
-        .max_buf_size(config.limits.max_header_bytes.max(8192))
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(config.limits.max_header_bytes).unwrap_or(u32::MAX));
-    builder
-}
-
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     config: ProxyConfig,
     shutdown: impl Future<Output = ()>,
 ) {
-    let builder = connection_builder(&config);
-    let graceful = GracefulShutdown::new();
+    let settings = Arc::new(crate::connection::Settings::new(&config.limits));
+    // Every connection task holds a receiver: draining is done when all are gone.
+    let (drain_tx, drain_rx) = watch::channel(false);
     let permits = Arc::new(Semaphore::new(config.limits.max_connections));
     tokio::pin!(shutdown);
     loop {
@@ -223,12 +206,10 @@ async fn accept_loop(
         let conn_info = ConnInfo::new(peer, local);
         let shared = shared.clone();
         let service = service_fn(move |req| handle(req, conn_info.clone(), shared.clone()));
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let settings = settings.clone();
+        let drain = drain_rx.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            if let Err(e) = crate::connection::serve(stream, service, settings, drain).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             drop(permit);
@@ -236,7 +217,9 @@ async fn accept_loop(
     }
     drop(listener);
     tracing::info!("shutting down: draining in-flight requests");
-    if tokio::time::timeout(config.limits.drain_timeout, graceful.shutdown())
+    drop(drain_rx);
+    let _ = drain_tx.send(true);
+    if tokio::time::timeout(config.limits.drain_timeout, drain_tx.closed())
         .await
         .is_err()
     {

@@ -1,0 +1,611 @@
+//! Serving one accepted client connection: HTTP/1.1, or HTTP/2 with prior knowledge, on the
+//! same port, and draining on shutdown.
+//!
+//! Owns: telling the two protocols apart (as `hyper_util`'s `auto` builder does: HTTP/2 when
+//! the first 24 bytes are the HTTP/2 preface), the per-connection hyper settings, and keeping
+//! idle HTTP/1 keep-alive connections cheap. hyper does all HTTP parsing and writing; this
+//! module only decides when a hyper connection object exists.
+//!
+//! Why: a hyper HTTP/1 connection holds an 8 KiB write buffer, a read buffer of 8 to 16 KiB and
+//! its dispatcher state for as long as it exists, also while the client sends nothing. So a
+//! connection holds no hyper state until its first bytes arrive, and an HTTP/1 connection that
+//! has been idle between requests for [`IDLE_RELEASE_AFTER`] is taken apart with
+//! [`http1::Connection::into_parts`] and served by a new hyper connection when the client
+//! sends again. That happens only at a point where hyper holds nothing that `into_parts` would
+//! lose: no request in progress, the last request had no body (so hyper is not reading or
+//! draining one), and no response bytes waiting to be written. Bytes hyper had read ahead
+//! (pipelined requests) come back in `read_buf` and are served first by the next hyper
+//! connection. The header read timeout keeps its meaning: it runs from the end of the last
+//! response, whichever hyper connection is waiting.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use http::{Request, Response};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::server::conn::{http1, http2};
+use hyper::service::{Service, service_fn};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::Limits;
+
+/// How long an HTTP/1 connection must stay idle between requests before its hyper buffers are
+/// released. Long enough that a busy connection keeps its buffers from one request to the next,
+/// short next to any keep-alive timeout.
+pub const IDLE_RELEASE_AFTER: Duration = Duration::from_millis(20);
+
+/// The HTTP/2 connection preface (RFC 9113, section 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The hyper settings shared by every client connection.
+#[derive(Debug)]
+pub struct Settings {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+    header_read_timeout: Duration,
+    /// [`IDLE_RELEASE_AFTER`]; a field so that tests can shorten it.
+    idle_release_after: Duration,
+}
+
+impl Settings {
+    pub fn new(limits: &Limits) -> Settings {
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes.max(8192))
+            .keep_alive(true);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        Settings {
+            http1,
+            http2,
+            header_read_timeout: limits.header_read_timeout,
+            idle_release_after: IDLE_RELEASE_AFTER,
+        }
+    }
+}
+
+/// Serves one client connection until it closes, or until `drain` turns true and the
+/// connection has finished what it was doing (as `hyper_util`'s graceful shutdown does: an idle
+/// connection closes at once, a request in progress completes first).
+pub async fn serve<S, B>(
+    tcp: TcpStream,
+    service: S,
+    settings: Arc<Settings>,
+    mut drain: watch::Receiver<bool>,
+) -> Result<(), BoxError>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + Unpin + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let Some((io, is_h2)) = detect(tcp, &mut drain).await? else {
+        return Ok(());
+    };
+    if is_h2 {
+        // Boxed so that the task of an idle HTTP/1 connection is not sized for HTTP/2 state.
+        Box::pin(serve_h2(io, service, &settings, drain)).await
+    } else {
+        serve_h1(io, service, &settings, drain).await
+    }
+}
+
+/// Reads until the bytes read are the whole HTTP/2 preface (HTTP/2), differ from it, or end
+/// (HTTP/1), exactly as `hyper_util`'s `auto` builder does, and without a timeout, as there.
+/// `None` when draining starts first.
+async fn detect(
+    mut tcp: TcpStream,
+    drain: &mut watch::Receiver<bool>,
+) -> io::Result<Option<(ClientIo, bool)>> {
+    let mut head = [0u8; 24];
+    let mut filled = 0;
+    let is_h2 = loop {
+        let n = tokio::select! {
+            r = tcp.read(&mut head[filled..]) => r?,
+            () = drained(drain) => return Ok(None),
+        };
+        let before = filled;
+        filled += n;
+        if n == 0 || head[before..filled] != H2_PREFACE[before..filled] {
+            break false;
+        }
+        if filled == H2_PREFACE.len() {
+            break true;
+        }
+    };
+    let io = ClientIo::new(tcp, Bytes::copy_from_slice(&head[..filled]));
+    Ok(Some((io, is_h2)))
+}
+
+async fn serve_h1<S, B>(
+    mut io: ClientIo,
+    service: S,
+    settings: &Settings,
+    mut drain: watch::Receiver<bool>,
+) -> Result<(), BoxError>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + Unpin + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let exchanges = Arc::new(Exchanges::default());
+    let mut service = tracked(service, exchanges.clone());
+    io.exchanges = Some(exchanges.clone());
+    let mut header_read_timeout = settings.header_read_timeout;
+    loop {
+        let conn = {
+            let mut builder = settings.http1.clone();
+            builder.header_read_timeout(header_read_timeout);
+            builder.serve_connection(TokioIo::new(io), service)
+        };
+        // Boxed: while the connection idles without hyper, the task holds none of its state.
+        let (parts, idle_since) = match Box::pin(run_h1(
+            conn,
+            &exchanges,
+            &mut drain,
+            settings.idle_release_after,
+        ))
+        .await
+        {
+            H1::Closed(r) => return r.map_err(Into::into),
+            H1::Idle(parts, idle_since) => (parts, idle_since),
+        };
+        let http1::Parts {
+            io: tokio_io,
+            read_buf,
+            service: parts_service,
+            ..
+        } = parts;
+        service = parts_service;
+        io = tokio_io.into_inner();
+        // The deadline that hyper's header read timer had when it was taken apart.
+        let deadline = idle_since + settings.header_read_timeout;
+        if read_buf.is_empty() {
+            // An empty `read_buf` can still hold hyper's whole read buffer: let it go first.
+            drop(read_buf);
+            if !wait_readable(&io.tcp, deadline, &mut drain).await? {
+                return Ok(());
+            }
+        } else {
+            // Bytes hyper had read ahead (a pipelined request) come first.
+            io.unread(read_buf);
+            if *drain.borrow() {
+                return Ok(());
+            }
+        }
+        header_read_timeout = deadline.saturating_duration_since(Instant::now());
+    }
+}
+
+/// Waits, holding no buffer, until the client sends more (`true`), or until the header read
+/// deadline passes or draining starts (`false`: close, as hyper does with an idle connection).
+async fn wait_readable(
+    tcp: &TcpStream,
+    deadline: Instant,
+    drain: &mut watch::Receiver<bool>,
+) -> io::Result<bool> {
+    tokio::select! {
+        biased;
+        () = drained(drain) => Ok(false),
+        r = std::future::poll_fn(|cx| tcp.poll_read_ready(cx)) => r.map(|()| true),
+        () = tokio::time::sleep_until(deadline) => Ok(false),
+    }
+}
+
+/// Resolves when draining starts (or the accept loop is gone).
+async fn drained(drain: &mut watch::Receiver<bool>) {
+    let _ = drain.wait_for(|d| *d).await;
+}
+
+async fn serve_h2<S, B>(
+    io: ClientIo,
+    service: S,
+    settings: &Settings,
+    mut drain: watch::Receiver<bool>,
+) -> Result<(), BoxError>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let conn = settings.http2.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => return r.map_err(Into::into),
+        () = drained(&mut drain) => conn.as_mut().graceful_shutdown(),
+    }
+    conn.await.map_err(Into::into)
+}
+
+enum H1<S> {
+    Closed(hyper::Result<()>),
+    /// Idle between requests for [`IDLE_RELEASE_AFTER`], since the instant given.
+    Idle(http1::Parts<TokioIo<ClientIo>, S>, Instant),
+}
+
+/// Drives one hyper HTTP/1 connection until it closes or may be taken apart.
+async fn run_h1<S, B>(
+    conn: http1::Connection<TokioIo<ClientIo>, S>,
+    exchanges: &Exchanges,
+    drain: &mut watch::Receiver<bool>,
+    release_after: Duration,
+) -> H1<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Unpin,
+    S::Error: Into<BoxError>,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
+{
+    let mut conn = conn;
+    let finished_before = exchanges.finished.load(Ordering::Relaxed);
+    let mut draining = false;
+    let drain_started = drained(drain);
+    tokio::pin!(drain_started);
+    let release = tokio::time::sleep(release_after);
+    tokio::pin!(release);
+    let mut idle_since: Option<Instant> = None;
+    let released = std::future::poll_fn(|cx| {
+        if !draining && drain_started.as_mut().poll(cx).is_ready() {
+            Pin::new(&mut conn).graceful_shutdown();
+            draining = true;
+        }
+        if let Poll::Ready(r) = Pin::new(&mut conn).poll(cx) {
+            return Poll::Ready(Err(r));
+        }
+        let idle = !draining
+            && exchanges.finished.load(Ordering::Relaxed) != finished_before
+            && exchanges.open.load(Ordering::Relaxed) == 0
+            && !exchanges.last_had_body.load(Ordering::Relaxed);
+        if !idle || exchanges.write_blocked.load(Ordering::Relaxed) {
+            idle_since = None;
+            return Poll::Pending;
+        }
+        let since = *idle_since.get_or_insert_with(|| {
+            let now = Instant::now();
+            release.as_mut().reset(now + release_after);
+            now
+        });
+        ready!(release.as_mut().poll(cx));
+        Poll::Ready(Ok(since))
+    })
+    .await;
+    match released {
+        Ok(since) => H1::Idle(conn.into_parts(), since),
+        Err(r) => H1::Closed(r),
+    }
+}
+
+/// What the service wrapper and the IO tell the connection loop about one connection.
+#[derive(Debug, Default)]
+struct Exchanges {
+    /// Whether the last write (or flush) on the socket could not complete: hyper then still
+    /// holds response bytes. (`http1::Connection` gives no access to its IO while it runs.)
+    write_blocked: AtomicBool,
+    /// Requests handed to the service whose response body hyper still holds.
+    open: AtomicUsize,
+    /// Requests whose response body hyper has finished with (sent or dropped).
+    finished: AtomicUsize,
+    /// Whether the latest request had a body; hyper may still be reading or draining it.
+    last_had_body: AtomicBool,
+}
+
+/// Marks one request as open until the response body is dropped by hyper.
+#[derive(Debug)]
+struct Open(Arc<Exchanges>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.0.finished.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Wraps the service so that `exchanges` follows each request until hyper is done with it.
+fn tracked<S, B>(
+    inner: S,
+    exchanges: Arc<Exchanges>,
+) -> impl Service<
+    Request<Incoming>,
+    Response = Response<TrackedBody<B>>,
+    Error = S::Error,
+    Future: Send + 'static,
+> + Send
++ Unpin
++ 'static
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + Unpin + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Unpin,
+{
+    service_fn(move |req: Request<Incoming>| {
+        exchanges
+            .last_had_body
+            .store(!req.body().is_end_stream(), Ordering::Relaxed);
+        exchanges.open.fetch_add(1, Ordering::Relaxed);
+        let open = Open(exchanges.clone());
+        let response = inner.call(req);
+        async move {
+            let response = response.await?;
+            Ok(response.map(|body| TrackedBody { body, _open: open }))
+        }
+    })
+}
+
+/// A response body that keeps its request marked open until hyper drops it.
+#[derive(Debug)]
+pub struct TrackedBody<B> {
+    body: B,
+    _open: Open,
+}
+
+impl<B: Body + Unpin> Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The client's TCP stream, with bytes already read in front of it, and a record of whether
+/// the last write could not complete.
+struct ClientIo {
+    tcp: TcpStream,
+    unread: Bytes,
+    /// Set for HTTP/1 connections, whose loop needs to know about blocked writes.
+    exchanges: Option<Arc<Exchanges>>,
+}
+
+impl ClientIo {
+    fn new(tcp: TcpStream, unread: Bytes) -> ClientIo {
+        ClientIo {
+            tcp,
+            unread,
+            exchanges: None,
+        }
+    }
+
+    fn unread(&mut self, mut front: Bytes) {
+        if !self.unread.is_empty() {
+            let mut joined = Vec::with_capacity(front.len() + self.unread.len());
+            joined.extend_from_slice(&front);
+            joined.extend_from_slice(&self.unread);
+            front = joined.into();
+        }
+        self.unread = front;
+    }
+
+    fn note_write<T>(&mut self, p: Poll<T>) -> Poll<T> {
+        if let Some(e) = &self.exchanges {
+            e.write_blocked.store(p.is_pending(), Ordering::Relaxed);
+        }
+        p
+    }
+}
+
+impl AsyncRead for ClientIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.unread.is_empty() {
+            return Pin::new(&mut this.tcp).poll_read(cx, buf);
+        }
+        let n = this.unread.len().min(buf.remaining());
+        buf.put_slice(&this.unread[..n]);
+        this.unread.advance(n);
+        if this.unread.is_empty() {
+            // Let go of the buffer the bytes came from.
+            this.unread = Bytes::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for ClientIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let p = Pin::new(&mut this.tcp).poll_write(cx, buf);
+        this.note_write(p)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let p = Pin::new(&mut this.tcp).poll_write_vectored(cx, bufs);
+        this.note_write(p)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let p = Pin::new(&mut this.tcp).poll_flush(cx);
+        this.note_write(p)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let p = Pin::new(&mut this.tcp).poll_shutdown(cx);
+        this.note_write(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::time::Duration;
+
+    use http_body_util::Full;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// Starts a server whose service answers with the request's method and path.
+    async fn server(header_read_timeout: Duration) -> (std::net::SocketAddr, watch::Sender<bool>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits {
+            header_read_timeout,
+            ..Limits::default()
+        };
+        let mut settings = Settings::new(&limits);
+        settings.idle_release_after = Duration::from_millis(10);
+        let settings = Arc::new(settings);
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let service = service_fn(|req: Request<Incoming>| async move {
+                    let text = format!("{} {}", req.method(), req.uri().path());
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
+                });
+                tokio::spawn(serve(tcp, service, settings.clone(), rx.clone()));
+            }
+        });
+        (addr, tx)
+    }
+
+    /// Reads until `n` complete responses (each ending in its 2- to 12-byte body) have arrived.
+    async fn read_responses(tcp: &mut TcpStream, bodies: &[&str]) -> String {
+        let mut got = String::new();
+        let mut buf = [0u8; 4096];
+        while !bodies.iter().all(|b| got.contains(b)) {
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early; got {got:?}");
+            got.push_str(std::str::from_utf8(&buf[..n]).unwrap());
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn keep_alive_pipelining_and_bodies_survive_idle_release() {
+        let (addr, _drain) = server(Duration::from_secs(5)).await;
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"GET /one HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        read_responses(&mut tcp, &["GET /one"]).await;
+        // Idle past the release: the next requests go to a new hyper connection.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tcp.write_all(
+            b"GET /two HTTP/1.1\r\nhost: x\r\n\r\nGET /three HTTP/1.1\r\nhost: x\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let got = read_responses(&mut tcp, &["GET /two", "GET /three"]).await;
+        assert!(got.find("GET /two") < got.find("GET /three"));
+        // A request with a body that the service never reads, then one more request.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tcp.write_all(b"POST /four HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello")
+            .await
+            .unwrap();
+        read_responses(&mut tcp, &["POST /four"]).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tcp.write_all(b"GET /five HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        read_responses(&mut tcp, &["GET /five"]).await;
+    }
+
+    #[tokio::test]
+    async fn header_read_timeout_runs_from_the_end_of_the_last_response() {
+        let (addr, _drain) = server(Duration::from_millis(400)).await;
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        read_responses(&mut tcp, &["GET /"]).await;
+        let idle = Instant::now();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Half a head after the release: the remaining 200 ms still apply, not a new 400.
+        tcp.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = tcp.read(&mut buf).await.unwrap();
+        assert_eq!(n, 0);
+        let waited = idle.elapsed();
+        assert!(waited >= Duration::from_millis(380), "{waited:?}");
+        assert!(waited < Duration::from_millis(550), "{waited:?}");
+    }
+
+    #[tokio::test]
+    async fn draining_closes_idle_connections() {
+        let (addr, drain) = server(Duration::from_secs(5)).await;
+        let mut released = TcpStream::connect(addr).await.unwrap();
+        released
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        read_responses(&mut released, &["GET /"]).await;
+        let mut bare = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drain.send(true).unwrap();
+        let mut buf = [0u8; 16];
+        for tcp in [&mut released, &mut bare] {
+            let n = tokio::time::timeout(Duration::from_secs(2), tcp.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(n, 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn http2_prior_knowledge() {
+        let (addr, _drain) = server(Duration::from_secs(5)).await;
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(H2_PREFACE).await.unwrap();
+        // An empty SETTINGS frame; the server answers with its own SETTINGS frame (type 4).
+        tcp.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+        let mut frame = [0u8; 9];
+        tcp.read_exact(&mut frame).await.unwrap();
+        assert_eq!(frame[3], 4);
+    }
+}

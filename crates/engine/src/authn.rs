@@ -155,26 +155,58 @@ impl Verified {
     }
 }
 
-/// Cache key: the provider's compilation, its keys' generation and the whole token. Every
-/// input of the verdict except the clock is in it; the clock is checked again on each hit.
+/// Cache key: the provider's compilation, its keys' generation and the whole token (or the
+/// whole header value it came in, see [`sole_header`]). Every input of the verdict except
+/// the clock is in it; the clock is checked again on each hit.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct CacheKey {
     provider: u64,
     keys: u64,
-    token: Box<str>,
+    /// `text` is the whole header value rather than the token.
+    whole_header: bool,
+    text: Box<[u8]>,
 }
 
-/// The borrowed form of [`CacheKey`], so a lookup does not copy the token.
+/// The borrowed form of [`CacheKey`], so a lookup does not copy the token. Hashes as
+/// [`CacheKey`] does (same fields, slices on both sides).
 #[derive(Hash)]
 struct CacheKeyRef<'a> {
     provider: u64,
     keys: u64,
-    token: &'a str,
+    whole_header: bool,
+    text: &'a [u8],
 }
 
 impl quick_cache::Equivalent<CacheKey> for CacheKeyRef<'_> {
     fn equivalent(&self, key: &CacheKey) -> bool {
-        self.provider == key.provider && self.keys == key.keys && self.token == &*key.token
+        self.provider == key.provider
+            && self.keys == key.keys
+            && self.whole_header == key.whole_header
+            && self.text == &*key.text
+    }
+}
+
+/// The header value a provider's only token comes from, when it can come from nowhere else in
+/// this request: the provider reads one header (and no cookie), the request has exactly one
+/// such header, and no query string that a `fromParams` entry could read. Extraction is then a
+/// function of this value alone, so a value that once gave a verified token gives the same
+/// token again, and the cache can answer without extracting it (the common case:
+/// `Authorization: Bearer ...` repeated).
+fn sole_header<'h>(
+    p: &'h JwtProvider,
+    headers: &'h HeaderMap,
+    query: Option<&str>,
+) -> Option<(&'h HeaderName, &'h HeaderValue)> {
+    let [loc] = p.headers.as_slice() else {
+        return None;
+    };
+    if !p.cookies.is_empty() || (!p.params.is_empty() && query.is_some()) {
+        return None;
+    }
+    let mut values = headers.get_all(&loc.name).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) => Some((&loc.name, v)),
+        _ => None,
     }
 }
 
@@ -228,6 +260,34 @@ fn verify_provider(
     keys: &dyn KeyStore,
     unknown_kid: &mut Vec<RemoteKeySource>,
 ) -> ProviderState {
+    let cache = keys.verified_cache();
+    let keys_gen = || match &p.keys {
+        KeySource::Remote(src) => keys.remote_generation(src),
+        KeySource::Inline(_) => 0,
+    };
+    let sole = cache.and_then(|_| sole_header(p, headers, query));
+    if let (Some(c), Some((name, value))) = (cache, sole) {
+        let lookup = CacheKeyRef {
+            provider: p.cache_id,
+            keys: keys_gen(),
+            whole_header: true,
+            text: value.as_bytes(),
+        };
+        if let Some(hit) = c.inner.get(&lookup) {
+            // Issuer, audiences and signature cannot have changed for this key; time can.
+            return match hit.validity.check(now, p.validation.skew_secs) {
+                Ok(()) => {
+                    let from = Extracted {
+                        // Not needed after verification: only where it came from is.
+                        token: String::new(),
+                        location: Location::Header(name.clone()),
+                    };
+                    ProviderState::Ok(vec![(from, hit)])
+                }
+                Err(s) => ProviderState::Failed(s),
+            };
+        }
+    }
     let extracted = match extract(p, headers, query) {
         Ok(e) => e,
         Err(_) => return ProviderState::Failed(Status::JwtMultipleTokens),
@@ -249,21 +309,22 @@ fn verify_provider(
             None => (&*NO_KEYS, Some(src)),
         },
     };
-    let keys_gen = match remote {
-        Some(src) => keys.remote_generation(src),
-        None => 0,
+    let keys_gen = keys_gen();
+    // The whole header value keys the cache when it alone carried the token.
+    let header_key = match (sole, extracted.as_slice()) {
+        (Some((_, value)), [_]) => Some(value.as_bytes()),
+        _ => None,
     };
-    let cache = keys.verified_cache();
     let mut tokens = Vec::with_capacity(extracted.len());
     // Envoy pops tokens from the back of the extraction list; the first failure wins.
     for e in extracted.into_iter().rev() {
         let lookup = CacheKeyRef {
             provider: p.cache_id,
             keys: keys_gen,
-            token: &e.token,
+            whole_header: false,
+            text: e.token.as_bytes(),
         };
         if let Some(hit) = cache.and_then(|c| c.inner.get(&lookup)) {
-            // Issuer, audiences and signature cannot have changed for this key; time can.
             match hit.validity.check(now, p.validation.skew_secs) {
                 Ok(()) => {
                     tokens.push((e, hit));
@@ -276,11 +337,16 @@ fn verify_provider(
             Ok(t) => {
                 let verified = Arc::new(Verified::new(p, &t));
                 if let Some(c) = cache {
+                    let (whole_header, text) = match header_key {
+                        Some(h) => (true, h),
+                        None => (false, e.token.as_bytes()),
+                    };
                     c.inner.insert(
                         CacheKey {
                             provider: p.cache_id,
                             keys: keys_gen,
-                            token: e.token.as_str().into(),
+                            whole_header,
+                            text: text.into(),
                         },
                         verified.clone(),
                     );

@@ -206,3 +206,99 @@ fn verified_tokens_are_cached_but_time_and_key_changes_still_apply() {
     assert_eq!(run_at(&cw, &bad, &store, 1_700_000_003).status(), 401);
     assert_eq!(store.cache.len(), before);
 }
+
+/// One request with these headers and path: (status, body, principal, headers forwarded).
+fn outcome_of(
+    cw: &CompiledWorkload,
+    headers: &[(&str, String)],
+    path: &str,
+    store: &dyn KeyStore,
+) -> (u16, String, Option<String>, Vec<(String, String)>) {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        map.append(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    let out = evaluate(
+        cw,
+        HttpRequest {
+            method: "GET",
+            path,
+            host: "h",
+            scheme: "http",
+            headers: &mut map,
+            source_ip: None,
+            remote_ip: None,
+            destination_ip: None,
+            destination_port: None,
+            sni: None,
+        },
+        &EvalOptions {
+            path_normalization: PathNormalization::Base,
+            now: 1_700_000_000,
+            keys: store,
+            explain: false,
+        },
+    );
+    let forwarded = map
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+        .collect();
+    (
+        out.status(),
+        out.denial.map(|d| d.body).unwrap_or_default(),
+        out.principal.as_deref().map(str::to_string),
+        forwarded,
+    )
+}
+
+#[test]
+fn cached_answers_equal_uncached_answers_however_the_token_is_sent() {
+    // The cache may be keyed by the whole Authorization value when that header alone can
+    // carry the token. Whatever the request looks like, a warm cache must answer exactly as
+    // no cache does.
+    let cw = compiled();
+    let jwks = Jwks::parse(
+        &std::fs::read_to_string(root().join("testdata/istio-demo/jwks.json")).unwrap(),
+    )
+    .unwrap();
+    let t = token("DHFbpoIUqrY8t2zpA2qXfCmr5VO5ZEr4RzHU_-envvQ");
+    let bearer = format!("Bearer {t}");
+    let auth = |v: &str| ("authorization", v.to_string());
+    let variants: Vec<(Vec<(&str, String)>, String)> = vec![
+        (vec![auth(&bearer)], "/".into()),
+        (vec![auth(&format!("Bearer  \"{t}\""))], "/".into()),
+        (vec![auth(&bearer), auth(&bearer)], "/".into()),
+        (vec![auth(&format!("{bearer}, {bearer}"))], "/".into()),
+        (vec![auth(&format!("Bearer {t}x!"))], "/".into()),
+        (vec![auth(&bearer)], format!("/?access_token={t}")),
+        (vec![auth(&bearer)], "/?other=1".into()),
+        (vec![], format!("/?access_token={t}")),
+        (vec![auth("Bearer ")], "/".into()),
+        (vec![auth(&t)], "/".into()),
+    ];
+    let cache = CachingStore {
+        jwks: Some(jwks.clone()),
+        generation: 1,
+        cache: meshguard_engine::VerifiedCache::new(100),
+    };
+    for (headers, path) in &variants {
+        let want = outcome_of(&cw, headers, path, &Store(Some(jwks.clone())));
+        for round in 0..2 {
+            let got = outcome_of(&cw, headers, path, &cache);
+            assert_eq!(got, want, "round {round}: {headers:?} {path}");
+        }
+    }
+    // And in the other order: every variant once more against the now warm cache.
+    for (headers, path) in &variants {
+        let want = outcome_of(&cw, headers, path, &Store(Some(jwks.clone())));
+        assert_eq!(
+            outcome_of(&cw, headers, path, &cache),
+            want,
+            "{headers:?} {path}"
+        );
+    }
+    assert!(!cache.cache.is_empty(), "something was cached");
+}

@@ -100,41 +100,52 @@ impl RequestIds {
     }
 }
 
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Headers that describe one connection and are never forwarded (RFC 9110 §7.6.1).
-static HOP_BY_HOP: [&HeaderName; 8] = [
-    &header::CONNECTION,
-    &KEEP_ALIVE,
-    &PROXY_CONNECTION,
-    &header::TRANSFER_ENCODING,
-    &header::TE,
-    &header::UPGRADE,
-    &header::PROXY_AUTHENTICATE,
-    &header::PROXY_AUTHORIZATION,
-];
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "te"
+            | "upgrade"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+    )
+}
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none of them: one pass over the names instead of eight lookups.
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(&k)) {
+    // One pass over the names; most messages carry none of them, and the usual one is a
+    // `connection: keep-alive` from the upstream.
+    let mut remove: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| is_hop_by_hop(k))
+        .cloned()
+        .collect();
+    if remove.is_empty() {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
+    // Headers named by `Connection` go too; its usual options are not header names.
+    for v in headers.get_all(header::CONNECTION) {
+        for option in v.to_str().unwrap_or("").split(',').map(str::trim) {
+            if option.is_empty()
+                || option.eq_ignore_ascii_case("close")
+                || option.eq_ignore_ascii_case("keep-alive")
+            {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(option.as_bytes()) {
+                remove.push(name);
+            }
+        }
     }
-    for n in HOP_BY_HOP {
-        headers.remove(n);
+    for name in remove {
+        headers.remove(name);
     }
 }
 
@@ -191,41 +202,32 @@ fn protocol_name(v: http::Version) -> &'static str {
 fn record_outcome(metrics: &Metrics, out: &Outcome) {
     static NONE: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| "none".into());
     for r in &out.jwt {
-        metrics
-            .jwt
-            .get_or_create(&JwtLabels {
-                issuer: r.issuer.clone(),
-                result: r.result,
-                reason: r.status.unwrap_or(""),
-            })
-            .inc();
+        metrics.jwt.inc(JwtLabels {
+            issuer: r.issuer.clone(),
+            result: r.result,
+            reason: r.status.unwrap_or(""),
+        });
     }
     let a = &out.authz;
     if a.matched_policy.is_some() || a.denied.is_some() {
-        metrics
-            .authz
-            .get_or_create(&AuthzLabels {
-                policy: a.matched_policy.clone().unwrap_or_else(|| NONE.clone()),
-                action: a.matched_action.unwrap_or("ALLOW"),
-                result: if a.denied.is_some() {
-                    "denied"
-                } else {
-                    "allowed"
-                },
-                dry_run: "false",
-            })
-            .inc();
+        metrics.authz.inc(AuthzLabels {
+            policy: a.matched_policy.clone().unwrap_or_else(|| NONE.clone()),
+            action: a.matched_action.unwrap_or("ALLOW"),
+            result: if a.denied.is_some() {
+                "denied"
+            } else {
+                "allowed"
+            },
+            dry_run: "false",
+        });
     }
     for d in &a.dry_run {
-        metrics
-            .authz
-            .get_or_create(&AuthzLabels {
-                policy: d.policy.clone().unwrap_or_else(|| NONE.clone()),
-                action: d.action,
-                result: d.result,
-                dry_run: "true",
-            })
-            .inc();
+        metrics.authz.inc(AuthzLabels {
+            policy: d.policy.clone().unwrap_or_else(|| NONE.clone()),
+            action: d.action,
+            result: d.result,
+            dry_run: "true",
+        });
     }
 }
 
@@ -512,6 +514,28 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+
+        // Options are case-insensitive, and every hop-by-hop header goes, with or without
+        // `Connection`.
+        let mut h = HeaderMap::new();
+        h.append("connection", HeaderValue::from_static("Keep-Alive"));
+        h.append(
+            "connection",
+            HeaderValue::from_static("X-Secret ,, upgrade"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+
+        let mut h = HeaderMap::new();
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
     }
 
     #[test]

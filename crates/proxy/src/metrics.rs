@@ -38,6 +38,75 @@ pub struct AuthzLabels {
     pub dry_run: &'static str,
 }
 
+/// Label sets that can be recognised cheaply: by the address of their shared strings.
+pub trait SameAs {
+    fn same_as(&self, other: &Self) -> bool;
+}
+
+impl SameAs for JwtLabels {
+    fn same_as(&self, o: &Self) -> bool {
+        Arc::ptr_eq(&self.issuer, &o.issuer) && self.result == o.result && self.reason == o.reason
+    }
+}
+
+impl SameAs for AuthzLabels {
+    fn same_as(&self, o: &Self) -> bool {
+        Arc::ptr_eq(&self.policy, &o.policy)
+            && self.action == o.action
+            && self.result == o.result
+            && self.dry_run == o.dry_run
+    }
+}
+
+/// A family's counters for the label sets used most recently. Requests mostly repeat a few
+/// label sets; recognising them by pointer skips the family's hashing and lock. Bounded: when
+/// full it starts over (reloads make new strings, so old entries would never match again).
+#[derive(Debug)]
+pub struct Recent<L> {
+    family: Family<L, Counter>,
+    recent: std::sync::Mutex<Vec<(L, Counter)>>,
+}
+
+const RECENT_MAX: usize = 32;
+
+impl<L> Recent<L>
+where
+    L: SameAs
+        + Clone
+        + std::hash::Hash
+        + Eq
+        + EncodeLabelSet
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    fn new(family: Family<L, Counter>) -> Recent<L> {
+        Recent {
+            family,
+            recent: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Adds one to the counter of `labels`.
+    pub fn inc(&self, labels: L) {
+        let Ok(mut recent) = self.recent.lock() else {
+            self.family.get_or_create(&labels).inc();
+            return;
+        };
+        if let Some((_, c)) = recent.iter().find(|(l, _)| l.same_as(&labels)) {
+            c.inc();
+            return;
+        }
+        let counter = self.family.get_or_create_owned(&labels);
+        counter.inc();
+        if recent.len() >= RECENT_MAX {
+            recent.clear();
+        }
+        recent.push((labels, counter));
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
@@ -50,8 +119,8 @@ pub struct Metrics {
     pub requests: Family<CodeLabels, Counter>,
     /// Handles into `requests` for the statuses most answers have.
     common_codes: [(u16, Counter); 3],
-    pub jwt: Family<JwtLabels, Counter>,
-    pub authz: Family<AuthzLabels, Counter>,
+    pub jwt: Recent<JwtLabels>,
+    pub authz: Recent<AuthzLabels>,
     pub reloads: Family<ResultLabels, Counter>,
     pub config_generation: Gauge,
     pub upstream_errors: Family<ResultLabels, Counter>,
@@ -117,8 +186,8 @@ impl Default for Metrics {
             jwks,
             registry,
             requests,
-            jwt,
-            authz,
+            jwt: Recent::new(jwt),
+            authz: Recent::new(authz),
             reloads,
             config_generation,
             upstream_errors,

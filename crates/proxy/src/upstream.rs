@@ -24,8 +24,10 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-/// Idle connections kept at most; more are closed when their response ends.
-const MAX_IDLE: usize = 256;
+/// Idle connections kept at most; more are closed when their response ends. Each idle
+/// connection holds about 25 KB (hyper's buffers and state); 64 cover a sidecar's usual
+/// concurrency toward its one local upstream without keeping a burst's worth.
+const MAX_IDLE: usize = 64;
 /// A connection idle for longer is not reused (upstreams commonly close after 60–75 s).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(55);
 

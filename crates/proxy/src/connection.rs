@@ -65,7 +65,10 @@ impl Settings {
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
             .max_buf_size(limits.max_header_bytes.max(8192))
-            .keep_alive(true);
+            .keep_alive(true)
+            // One buffer, one write(2): responses are small, and callgrind counts 600 fewer
+            // instructions per request than with the head and body queued for writev(2).
+            .writev(false);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())

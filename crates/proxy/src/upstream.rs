@@ -162,6 +162,8 @@ where
         };
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::Builder::new()
+            // Head and body in one buffer, one write(2) (see `connection::Settings`).
+            .writev(false)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(SendError::Protocol)?;

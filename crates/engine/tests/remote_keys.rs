@@ -34,32 +34,7 @@ fn compiled() -> CompiledWorkload {
 }
 
 fn run(cw: &CompiledWorkload, token: &str, store: &dyn KeyStore) -> Outcome {
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        "authorization",
-        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
-    );
-    evaluate(
-        cw,
-        HttpRequest {
-            method: "GET",
-            path: "/",
-            host: "h",
-            scheme: "http",
-            headers: &mut headers,
-            source_ip: None,
-            remote_ip: None,
-            destination_ip: None,
-            destination_port: None,
-            sni: None,
-        },
-        &EvalOptions {
-            path_normalization: PathNormalization::Base,
-            now: 1_700_000_000,
-            keys: store,
-            explain: false,
-        },
-    )
+    run_at(cw, token, store, 1_700_000_000)
 }
 
 fn token(kid: &str) -> String {
@@ -136,14 +111,25 @@ fn run_at(cw: &CompiledWorkload, token: &str, store: &dyn KeyStore, now: u64) ->
         "authorization",
         HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
     );
+    eval_request(cw, &mut headers, "/", store, now)
+}
+
+/// `GET path` with these headers, at `now`.
+fn eval_request(
+    cw: &CompiledWorkload,
+    headers: &mut HeaderMap,
+    path: &str,
+    store: &dyn KeyStore,
+    now: u64,
+) -> Outcome {
     evaluate(
         cw,
         HttpRequest {
             method: "GET",
-            path: "/",
+            path,
             host: "h",
             scheme: "http",
-            headers: &mut headers,
+            headers,
             source_ip: None,
             remote_ip: None,
             destination_ip: None,
@@ -221,27 +207,7 @@ fn outcome_of(
             HeaderValue::from_str(value).unwrap(),
         );
     }
-    let out = evaluate(
-        cw,
-        HttpRequest {
-            method: "GET",
-            path,
-            host: "h",
-            scheme: "http",
-            headers: &mut map,
-            source_ip: None,
-            remote_ip: None,
-            destination_ip: None,
-            destination_port: None,
-            sni: None,
-        },
-        &EvalOptions {
-            path_normalization: PathNormalization::Base,
-            now: 1_700_000_000,
-            keys: store,
-            explain: false,
-        },
-    );
+    let out = eval_request(cw, &mut map, path, store, 1_700_000_000);
     let forwarded = map
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))

@@ -159,9 +159,11 @@ fn seed_walkthrough_end_to_end() {
         ("step3-require-jwt", 403, 200, 401, 200),
         ("step4-require-claim", 403, 403, 401, 200),
     ];
-    for (step, none, valid, bad, grp) in table {
+    // Both runtimes: one thread (`--workers 1`, what a one-CPU sidecar gets) and work-stealing.
+    for (i, (step, none, valid, bad, grp)) in table.into_iter().chain(table).enumerate() {
         let dir = format!("examples/{step}");
-        let p = start(&[&["--policies", dir.as_str()][..], &WL].concat());
+        let workers = if i < table.len() { "1" } else { "2" };
+        let p = start(&[&["--policies", dir.as_str(), "--workers", workers][..], &WL].concat());
         let url = format!("{}/headers", p.base);
         let r = curl(&[url.as_str()]);
         assert_eq!(r.status, none, "{step} no token: {}", r.body);

@@ -15,7 +15,7 @@ use meshguard_policy::{JwtProvider, KeySource, RemoteKeySource};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::extract::{Extracted, Location, extract};
+use crate::extract::{Location, extract};
 
 /// What happened at one provider, for reports and metrics. The names are shared with the
 /// compiled provider, so a report costs no string copies.
@@ -78,7 +78,8 @@ fn header_value<S: serde::Serializer>(v: &HeaderValue, s: S) -> Result<S::Ok, S:
 
 /// Per provider: Ok with its verified tokens, missing, or failed.
 enum ProviderState {
-    Ok(Vec<(Extracted, Arc<Verified>)>),
+    /// Where each verified token came from (all that matters once it is verified).
+    Ok(Vec<(Location, Arc<Verified>)>),
     Missing,
     Failed(Status),
 }
@@ -276,14 +277,7 @@ fn verify_provider(
         if let Some(hit) = c.inner.get(&lookup) {
             // Issuer, audiences and signature cannot have changed for this key; time can.
             return match hit.validity.check(now, p.validation.skew_secs) {
-                Ok(()) => {
-                    let from = Extracted {
-                        // Not needed after verification: only where it came from is.
-                        token: String::new(),
-                        location: Location::Header(name.clone()),
-                    };
-                    ProviderState::Ok(vec![(from, hit)])
-                }
+                Ok(()) => ProviderState::Ok(vec![(Location::Header(name.clone()), hit)]),
                 Err(s) => ProviderState::Failed(s),
             };
         }
@@ -327,7 +321,7 @@ fn verify_provider(
         if let Some(hit) = cache.and_then(|c| c.inner.get(&lookup)) {
             match hit.validity.check(now, p.validation.skew_secs) {
                 Ok(()) => {
-                    tokens.push((e, hit));
+                    tokens.push((e.location, hit));
                     continue;
                 }
                 Err(s) => return ProviderState::Failed(s),
@@ -351,7 +345,7 @@ fn verify_provider(
                         verified.clone(),
                     );
                 }
-                tokens.push((e, verified));
+                tokens.push((e.location, verified));
             }
             Err(Status::JwksNoValidKeys) if remote.is_some() => {
                 return ProviderState::Failed(Status::JwksFetchFail);
@@ -419,11 +413,9 @@ pub fn authenticate(
     for (i, p) in providers.iter().enumerate() {
         let (result, status, locations) = match states.get(i) {
             None => ("skipped", None, Vec::new()),
-            Some(ProviderState::Ok(tokens)) => (
-                "ok",
-                None,
-                tokens.iter().map(|(e, _)| e.location.clone()).collect(),
-            ),
+            Some(ProviderState::Ok(tokens)) => {
+                ("ok", None, tokens.iter().map(|(l, _)| l.clone()).collect())
+            }
             Some(ProviderState::Missing) => ("missing", None, Vec::new()),
             Some(ProviderState::Failed(s)) => ("failed", Some(*s), Vec::new()),
         };
@@ -485,12 +477,12 @@ fn fold_status(states: &[ProviderState]) -> Status {
 /// payload authorization sees: the last token verified, with space-delimited claims split.
 fn apply_success(
     p: &JwtProvider,
-    tokens: Vec<(Extracted, Arc<Verified>)>,
+    tokens: Vec<(Location, Arc<Verified>)>,
     headers: &mut HeaderMap,
     ops: &mut Vec<HeaderOp>,
 ) -> Option<Arc<Verified>> {
     let mut last = None;
-    for (extracted, verified) in tokens {
+    for (location, verified) in tokens {
         if let (Some(h), Some(v)) = (&p.output_payload_to_header, &verified.payload_header) {
             ops.push(HeaderOp::Add {
                 name: h.clone(),
@@ -506,7 +498,7 @@ fn apply_success(
             headers.insert(h.clone(), v.clone());
         }
         if !p.forward_original_token
-            && let Location::Header(h) = &extracted.location
+            && let Location::Header(h) = &location
             && headers.remove(h).is_some()
         {
             ops.push(HeaderOp::Remove { name: h.clone() });

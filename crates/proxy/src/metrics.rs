@@ -219,3 +219,54 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(m: &Metrics, prefix: &str) -> Vec<String> {
+        m.encode()
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn recent_label_sets_count_into_the_right_series() {
+        let m = Metrics::default();
+        let issuer: Arc<str> = "https://issuer.example".into();
+        let labels = |issuer: &Arc<str>, reason| JwtLabels {
+            issuer: issuer.clone(),
+            result: "failed",
+            reason,
+        };
+        m.jwt.inc(labels(&issuer, "JwtExpired"));
+        m.jwt.inc(labels(&issuer, "JwtExpired"));
+        // The same text in another allocation (a reload compiles new strings): same series.
+        let reloaded: Arc<str> = "https://issuer.example".into();
+        m.jwt.inc(labels(&reloaded, "JwtExpired"));
+        m.jwt.inc(labels(&issuer, "JwtBadFormat"));
+        // More distinct label sets than the cache holds: it starts over, counts stay right.
+        for i in 0..(RECENT_MAX + 5) {
+            m.jwt.inc(labels(&format!("iss-{i}").into(), ""));
+        }
+        m.jwt.inc(labels(&issuer, "JwtExpired"));
+        let mut got = line(
+            &m,
+            "meshguard_jwt_results_total{issuer=\"https://issuer.example\"",
+        );
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                "meshguard_jwt_results_total{issuer=\"https://issuer.example\",result=\"failed\",reason=\"JwtBadFormat\"} 1",
+                "meshguard_jwt_results_total{issuer=\"https://issuer.example\",result=\"failed\",reason=\"JwtExpired\"} 4",
+            ]
+        );
+        assert_eq!(
+            line(&m, "meshguard_jwt_results_total{issuer=\"iss-").len(),
+            RECENT_MAX + 5
+        );
+    }
+}

@@ -270,9 +270,12 @@ mod tests {
             .unwrap()
     }
 
-    /// A hyper server answering `/big` with 1 MiB and everything else with its path; counts
-    /// the connections it accepted.
-    async fn server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    /// A local server that hands each accepted connection to `conn`; counts the connections.
+    async fn counting_server<F, Fut>(conn: F) -> (std::net::SocketAddr, Arc<AtomicUsize>)
+    where
+        F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -281,24 +284,28 @@ mod tests {
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
                 count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let svc = service_fn(|req: Request<Incoming>| async move {
-                        let body = if req.uri().path() == "/big" {
-                            Bytes::from(vec![b'x'; 1 << 20])
-                        } else {
-                            Bytes::from(req.uri().path().to_string())
-                        };
-                        Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
-                            body,
-                        )))
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
+                tokio::spawn(conn(stream));
             }
         });
         (addr, accepted)
+    }
+
+    /// A hyper server answering `/big` with 1 MiB and everything else with its path.
+    async fn server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        counting_server(|stream| async move {
+            let svc = service_fn(|req: Request<Incoming>| async move {
+                let body = if req.uri().path() == "/big" {
+                    Bytes::from(vec![b'x'; 1 << 20])
+                } else {
+                    Bytes::from(req.uri().path().to_string())
+                };
+                Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(body)))
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        })
+        .await
     }
 
     async fn body_text(resp: Response<PooledBody<Empty<Bytes>>>) -> String {
@@ -357,24 +364,15 @@ mod tests {
     async fn a_connection_the_upstream_closed_is_not_reused() {
         // A raw server that answers one request per connection with keep-alive, then closes
         // the socket, as an upstream's idle timeout does.
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
-        tokio::spawn(async move {
-            loop {
-                let (mut s, _) = listener.accept().await.unwrap();
-                count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    let _ = s.read(&mut buf).await;
-                    let _ = s
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await;
-                    // Dropped here: the connection closes right after the response.
-                });
-            }
-        });
+        let (addr, accepted) = counting_server(|mut s| async move {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await;
+            // Dropped here: the connection closes right after the response.
+        })
+        .await;
         let up = client(addr);
         for _ in 0..3 {
             let resp = up.send(get("/")).await.unwrap();

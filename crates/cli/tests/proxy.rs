@@ -229,6 +229,27 @@ fn no_policy_forwards_everything_and_echo_shows_what_upstream_received() {
     ]);
     assert_eq!(r.status, 418);
     assert_eq!(r.json()["headers"]["x-request-id"], "mine");
+    // An empty id is replaced; an X-Forwarded-For list sent in two headers stays one list.
+    let r = curl(&[
+        "-H",
+        "x-request-id;",
+        "-H",
+        "X-Forwarded-For: 203.0.113.9",
+        "-H",
+        "X-Forwarded-For: 198.51.100.2, 192.0.2.1",
+        &format!("{}/get", p.base),
+    ]);
+    let j = r.json();
+    assert!(
+        j["headers"]["x-request-id"]
+            .as_str()
+            .is_some_and(|s| s.len() == 36),
+        "{j}"
+    );
+    assert_eq!(
+        j["headers"]["x-forwarded-for"],
+        "203.0.113.9, 198.51.100.2, 192.0.2.1, 127.0.0.1"
+    );
     // HTTP/2 with prior knowledge on the same port.
     let r = curl(&["--http2-prior-knowledge", &format!("{}/get", p.base)]);
     assert_eq!(r.status, 200);

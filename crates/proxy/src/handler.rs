@@ -63,26 +63,40 @@ impl ConnInfo {
 #[derive(Debug)]
 pub struct RequestIds {
     hasher: std::hash::RandomState,
+    /// A second random key, for the id's other 64 bits.
+    key: u64,
     counter: AtomicU64,
 }
 
 impl Default for RequestIds {
     fn default() -> Self {
+        use std::hash::BuildHasher;
+        let hasher = std::hash::RandomState::new();
+        let key = hasher.hash_one(u64::MAX);
         RequestIds {
             hasher: std::hash::RandomState::new(),
+            key,
             counter: AtomicU64::new(0),
         }
     }
+}
+
+/// The SplitMix64 finalizer: a bijection on `u64` that spreads every input bit.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 impl RequestIds {
     /// A UUID-shaped id (version 4 layout).
     pub fn next(&self) -> HeaderValue {
         use std::hash::BuildHasher;
-        // A keyed hash of a counter: distinct within the process, not guessable outside it.
+        // A keyed hash of a counter: not guessable outside the process. The other half is a
+        // bijection of the counter under a second key, so ids never repeat within a process.
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let a = self.hasher.hash_one((n, 0u8));
-        let b = self.hasher.hash_one((n, 1u8));
+        let a = self.hasher.hash_one(n);
+        let b = mix(n ^ self.key);
         // 32 hex digits in the 8-4-4-4-12 layout, written without `fmt`.
         let digits = (u128::from(a) << 64) | u128::from(b);
         let digits = (digits & !(0xf << 76) & !(0xc << 60)) | (0x4 << 76) | (0x8 << 60);
@@ -104,33 +118,44 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Headers that describe one connection and are never forwarded (RFC 9110 §7.6.1).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "transfer-encoding"
-            | "te"
-            | "upgrade"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-    )
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers that describe one connection and are never forwarded (RFC 9110 §7.6.1), as the
+/// static name to remove.
+fn hop_by_hop(name: &HeaderName) -> Option<&'static HeaderName> {
+    Some(match name.as_str() {
+        "connection" => &header::CONNECTION,
+        "keep-alive" => &KEEP_ALIVE,
+        "proxy-connection" => &PROXY_CONNECTION,
+        "transfer-encoding" => &header::TRANSFER_ENCODING,
+        "te" => &header::TE,
+        "upgrade" => &header::UPGRADE,
+        "proxy-authenticate" => &header::PROXY_AUTHENTICATE,
+        "proxy-authorization" => &header::PROXY_AUTHORIZATION,
+        _ => return None,
+    })
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names; most messages carry none of them, and the usual one is a
-    // `connection: keep-alive` from the upstream.
-    let mut remove: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| is_hop_by_hop(k))
-        .cloned()
-        .collect();
-    if remove.is_empty() {
+    // One pass over the names, without allocating: most messages carry none of them, and
+    // the usual one is a `connection: keep-alive` from the upstream. At most 8 distinct
+    // names can match.
+    let mut found: [Option<&'static HeaderName>; 8] = [None; 8];
+    let mut n = 0;
+    for name in headers.keys() {
+        if let Some(h) = hop_by_hop(name)
+            && n < found.len()
+        {
+            found[n] = Some(h);
+            n += 1;
+        }
+    }
+    if n == 0 {
         return;
     }
     // Headers named by `Connection` go too; its usual options are not header names.
+    let mut named: Vec<HeaderName> = Vec::new();
     for v in headers.get_all(header::CONNECTION) {
         for option in v.to_str().unwrap_or("").split(',').map(str::trim) {
             if option.is_empty()
@@ -140,11 +165,14 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
                 continue;
             }
             if let Ok(name) = HeaderName::from_bytes(option.as_bytes()) {
-                remove.push(name);
+                named.push(name);
             }
         }
     }
-    for name in remove {
+    for name in found.into_iter().flatten() {
+        headers.remove(name);
+    }
+    for name in named {
         headers.remove(name);
     }
 }
@@ -300,20 +328,22 @@ pub async fn handle(
     conn: ConnInfo,
     shared: Arc<Shared>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
-    let started = Instant::now();
+    // Clock reads only for the access log, which alone reports durations.
+    let started = shared.access_log.then(Instant::now);
     let start_time = unix_now();
     let snapshot = shared.state.snapshot();
     let (mut parts, body) = req.into_parts();
 
     let host = Host::of(&parts);
     let grpc = is_grpc(&parts.headers);
-    let request_id = match parts.headers.get(&X_REQUEST_ID) {
-        Some(id) if !id.is_empty() => id.clone(),
-        _ => {
-            let id = shared.request_ids.next();
-            parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
-            id
+    let request_id = match parts.headers.entry(&X_REQUEST_ID) {
+        header::Entry::Occupied(mut e) => {
+            if e.get().is_empty() {
+                e.insert(shared.request_ids.next());
+            }
+            e.get().clone()
         }
+        header::Entry::Vacant(e) => e.insert(shared.request_ids.next()).clone(),
     };
     let remote = remote_ip(&parts.headers, conn.peer.ip(), shared.trusted_proxies);
     let raw_path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -385,7 +415,7 @@ pub async fn handle(
                 protocol: protocol_name(parts.version),
                 response_code: status,
                 response_code_details: details,
-                duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+                duration_ms: started.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0),
                 upstream_duration_ms: upstream_ms,
                 principal: outcome.principal.as_deref(),
                 request_id: request_id_str,
@@ -438,12 +468,23 @@ pub async fn handle(
     {
         headers.insert(header::HOST, v);
     }
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", conn.peer.ip())).ok(),
-        None => Some(conn.peer_ip.clone()),
-    };
-    if let Some(v) = xff {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
+    match headers.entry(&X_FORWARDED_FOR) {
+        header::Entry::Occupied(mut e) => {
+            // One list: every value received, in order (as `remote_ip` reads them), then
+            // the peer.
+            let mut list = Vec::new();
+            for v in e.iter() {
+                list.extend_from_slice(v.as_bytes());
+                list.extend_from_slice(b", ");
+            }
+            list.extend_from_slice(conn.peer_ip.as_bytes());
+            if let Ok(v) = HeaderValue::from_bytes(&list) {
+                e.insert(v);
+            }
+        }
+        header::Entry::Vacant(e) => {
+            e.insert(conn.peer_ip.clone());
+        }
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     let mut up = Request::new(body);
@@ -451,14 +492,14 @@ pub async fn handle(
     *up.uri_mut() = uri;
     *up.headers_mut() = headers;
 
-    let sent = Instant::now();
+    let sent = shared.access_log.then(Instant::now);
     let result = tokio::time::timeout(shared.upstream_timeout, shared.pool.send(up)).await;
     let failure = match result {
         Ok(Ok(resp)) => {
-            let upstream_ms = sent.elapsed().as_secs_f64() * 1000.0;
+            let upstream_ms = sent.map(|t| t.elapsed().as_secs_f64() * 1000.0);
             let (mut rparts, rbody) = resp.into_parts();
             strip_hop_by_hop(&mut rparts.headers);
-            log(rparts.status.as_u16(), "via_upstream", Some(upstream_ms));
+            log(rparts.status.as_u16(), "via_upstream", upstream_ms);
             return Ok(Response::from_parts(rparts, rbody.boxed()));
         }
         Ok(Err(SendError::Connect(e))) => UpstreamFailure::Connect(e),

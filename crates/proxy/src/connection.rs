@@ -71,6 +71,12 @@ impl Settings {
             .header_read_timeout(None)
             .max_buf_size(limits.max_header_bytes.max(8192))
             .keep_alive(true)
+            // A client may shut down its sending side and still get its answer (RFC 9112
+            // §9.6 allows it). It also keeps hyper from reading mid-request to look for a
+            // close, which cost an 8 KiB buffer allocation per request: a client that
+            // disconnects while its request is upstream is noticed when its answer is
+            // written, and the upstream wait stays bounded by the upstream timeout.
+            .half_close(true)
             // One buffer, one write(2): responses are small, and callgrind counts 600 fewer
             // instructions per request than with the head and body queued for writev(2).
             .writev(false);
@@ -555,7 +561,8 @@ mod tests {
 
     use super::*;
 
-    /// Starts a server whose service answers with the request's method and path.
+    /// Starts a server whose service answers with the request's method and path, after
+    /// 100 ms for paths starting with `/delay`.
     async fn server(header_read_timeout: Duration) -> (std::net::SocketAddr, watch::Sender<bool>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -571,6 +578,9 @@ mod tests {
             loop {
                 let (tcp, _) = listener.accept().await.unwrap();
                 let service = service_fn(|req: Request<Incoming>| async move {
+                    if req.uri().path().starts_with("/delay") {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                     let text = format!("{} {}", req.method(), req.uri().path());
                     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
                 });
@@ -677,6 +687,25 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         tcp.write_all(b"host: x\r\n\r\n").await.unwrap();
         read_responses(&mut tcp, &["GET /slow"]).await;
+    }
+
+    #[tokio::test]
+    async fn a_client_that_shuts_down_its_sending_side_still_gets_its_answer() {
+        let (addr, _drain) = server(Duration::from_secs(5)).await;
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        // The answer takes 100 ms: the shutdown arrives while the request is in progress.
+        tcp.write_all(b"GET /delay HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        tcp.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(2), tcp.read_to_end(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        let got = String::from_utf8(got).unwrap();
+        assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
+        assert!(got.ends_with("GET /delay"), "{got}");
     }
 
     #[tokio::test]

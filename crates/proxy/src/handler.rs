@@ -12,7 +12,6 @@ use std::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use meshguard_engine::{EvalOptions, HttpRequest, Outcome, PathNormalization, evaluate};
 use serde::Serialize;
@@ -81,6 +80,8 @@ impl Default for RequestIds {
     }
 }
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 /// The SplitMix64 finalizer: a bijection on `u64` that spreads every input bit.
 fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -97,18 +98,16 @@ impl RequestIds {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let a = self.hasher.hash_one(n);
         let b = mix(n ^ self.key);
-        // 32 hex digits in the 8-4-4-4-12 layout, written without `fmt`.
-        let digits = (u128::from(a) << 64) | u128::from(b);
-        let digits = (digits & !(0xf << 76) & !(0xc << 60)) | (0x4 << 76) | (0x8 << 60);
-        let mut out = [0u8; 36];
-        let mut nibble = 32;
-        for (i, slot) in out.iter_mut().enumerate() {
-            if matches!(i, 8 | 13 | 18 | 23) {
-                *slot = b'-';
-                continue;
-            }
-            nibble -= 1;
-            *slot = b"0123456789abcdef"[((digits >> (nibble * 4)) & 0xf) as usize];
+        // Version 4 and variant 10 bits set, then 32 hex digits in the 8-4-4-4-12 layout,
+        // written a byte (two digits) at a time, without `fmt`.
+        let a = (a & !(0xf << 12)) | (0x4 << 12);
+        let b = (b & !(0xc << 60)) | (0x8 << 60);
+        let mut out = [b'-'; 36];
+        let digits = a.to_be_bytes().into_iter().chain(b.to_be_bytes());
+        let slots = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+        for (byte, at) in digits.zip(slots) {
+            out[at] = HEX[usize::from(byte >> 4)];
+            out[at + 1] = HEX[usize::from(byte & 0xf)];
         }
         HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
     }
@@ -121,20 +120,22 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Headers that describe one connection and are never forwarded (RFC 9110 §7.6.1), as the
-/// static name to remove.
+/// The static name to remove when `name` describes one connection and is never forwarded
+/// (RFC 9110 §7.6.1). Told apart by length first: most names compare only that.
 fn hop_by_hop(name: &HeaderName) -> Option<&'static HeaderName> {
-    Some(match name.as_str() {
-        "connection" => &header::CONNECTION,
-        "keep-alive" => &KEEP_ALIVE,
-        "proxy-connection" => &PROXY_CONNECTION,
-        "transfer-encoding" => &header::TRANSFER_ENCODING,
-        "te" => &header::TE,
-        "upgrade" => &header::UPGRADE,
-        "proxy-authenticate" => &header::PROXY_AUTHENTICATE,
-        "proxy-authorization" => &header::PROXY_AUTHORIZATION,
+    let s = name.as_str();
+    let candidate: &'static HeaderName = match s.len() {
+        2 => &header::TE,
+        7 => &header::UPGRADE,
+        10 if s.starts_with('c') => &header::CONNECTION,
+        10 => &KEEP_ALIVE,
+        16 => &PROXY_CONNECTION,
+        17 => &header::TRANSFER_ENCODING,
+        18 => &header::PROXY_AUTHENTICATE,
+        19 => &header::PROXY_AUTHORIZATION,
         _ => return None,
-    })
+    };
+    (candidate.as_str() == s).then_some(candidate)
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -500,7 +501,7 @@ pub async fn handle(
             let (mut rparts, rbody) = resp.into_parts();
             strip_hop_by_hop(&mut rparts.headers);
             log(rparts.status.as_u16(), "via_upstream", upstream_ms);
-            return Ok(Response::from_parts(rparts, rbody.boxed()));
+            return Ok(Response::from_parts(rparts, Body::Upstream(rbody)));
         }
         Ok(Err(SendError::Connect(e))) => UpstreamFailure::Connect(e),
         Ok(Err(SendError::Protocol(e))) => UpstreamFailure::Protocol(e.to_string()),

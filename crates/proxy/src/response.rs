@@ -4,19 +4,59 @@
 //! Owns the status, body, `content-type`, `www-authenticate`, gRPC status codes and the
 //! `response_code_details` of every local reply. Does not decide whether to reply locally.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use http_body_util::Full;
+use hyper::body::{Frame, SizeHint};
 use meshguard_engine::Denial;
 
-/// The response body type of the proxy: a local reply or the upstream's streamed body.
-pub type Body = BoxBody<Bytes, hyper::Error>;
+use crate::upstream::PooledBody;
+
+/// The response body type of the proxy: a local reply or the upstream's streamed body. An
+/// enum rather than a boxed trait object: no allocation and no dynamic call per response.
+#[derive(Debug)]
+pub enum Body {
+    Local(Full<Bytes>),
+    Upstream(PooledBody),
+}
 
 /// A whole body from bytes.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed()
+    Body::Local(Full::new(bytes.into()))
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Body::Local(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|never| match never {}))),
+            Body::Upstream(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Local(b) => b.is_end_stream(),
+            Body::Upstream(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Local(b) => b.size_hint(),
+            Body::Upstream(b) => b.size_hint(),
+        }
+    }
 }
 
 /// Why the upstream could not answer.

@@ -88,7 +88,8 @@ where
     pub async fn send(&self, mut req: Request<B>) -> Result<Response<PooledBody<B>>, SendError> {
         while let Some(mut sender) = self.inner.checkout() {
             // Not ready means the connection closed since it was pooled: try the next one.
-            if sender.ready().await.is_err() {
+            // (Usually it is ready, and the `ready` future is not even made.)
+            if !sender.is_ready() && sender.ready().await.is_err() {
                 continue;
             }
             match sender.try_send_request(req).await {

@@ -29,8 +29,12 @@ impl Drop for Proxy {
 
 fn start(policies: &str, extra: &[&str]) -> Proxy {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    // The process id too: a test runner that runs each test in its own process (nextest)
+    // would otherwise give every test the same directory, and their watched policy files
+    // would overwrite each other.
     let dir = tmp(&format!(
-        "bypass-{}",
+        "bypass-{}-{}",
+        std::process::id(),
         N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
     ));
     std::fs::write(dir.join("p.yaml"), policies).unwrap();

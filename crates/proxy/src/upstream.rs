@@ -291,10 +291,14 @@ mod tests {
         (addr, accepted)
     }
 
-    /// A hyper server answering `/big` with 1 MiB and everything else with its path.
+    /// A hyper server answering `/big` with 1 MiB and everything else with its path, `/slow`
+    /// after 200 ms.
     async fn server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
         counting_server(|stream| async move {
             let svc = service_fn(|req: Request<Incoming>| async move {
+                if req.uri().path() == "/slow" {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
                 let body = if req.uri().path() == "/big" {
                     Bytes::from(vec![b'x'; 1 << 20])
                 } else {
@@ -346,6 +350,29 @@ mod tests {
         let opened = accepted.load(Ordering::SeqCst);
         assert!((1..=4).contains(&opened), "{opened}");
         assert_eq!(up.idle_len(), opened);
+    }
+
+    #[tokio::test]
+    async fn the_pool_keeps_at_most_max_idle_connections() {
+        let (addr, accepted) = server().await;
+        let up = Arc::new(client(addr));
+        // More requests in flight at once than the pool keeps: each needs its own connection.
+        let n = MAX_IDLE + 6;
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                let up = up.clone();
+                tokio::spawn(async move { body_text(up.send(get("/slow")).await.unwrap()).await })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), "/slow");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), n);
+        assert_eq!(up.idle_len(), MAX_IDLE);
+        // The kept ones are reused.
+        let resp = up.send(get("/again")).await.unwrap();
+        assert_eq!(body_text(resp).await, "/again");
+        assert_eq!(accepted.load(Ordering::SeqCst), n);
     }
 
     #[tokio::test]

@@ -18,7 +18,7 @@
 //! connection.
 //!
 //! The header read timeout is kept here, not by hyper: it runs from the moment the connection
-//! starts waiting for a request head (its first bytes, or the end of the last response) and
+//! starts waiting for a request head (its opening, or the end of the last response) and
 //! applies across hyper connections. One timer per connection serves both deadlines; hyper's
 //! own header timer allocated, registered and removed a timer for every request, 4% of the
 //! instructions of a forwarded request.
@@ -110,23 +110,27 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let Some((io, is_h2)) = detect(tcp, &mut drain).await? else {
+    // The first request head (or the HTTP/2 preface) is due within the header read timeout
+    // of the connection's opening: a client that connects and stays silent is let go.
+    let deadline = Instant::now() + settings.header_read_timeout;
+    let Some((io, is_h2)) = detect(tcp, &mut drain, deadline).await? else {
         return Ok(());
     };
     if is_h2 {
         // Boxed so that the task of an idle HTTP/1 connection is not sized for HTTP/2 state.
         Box::pin(serve_h2(io, service, &settings, drain)).await
     } else {
-        serve_h1(io, service, &settings, drain).await
+        serve_h1(io, service, &settings, drain, deadline).await
     }
 }
 
 /// Reads until the bytes read are the whole HTTP/2 preface (HTTP/2), differ from it, or end
-/// (HTTP/1), exactly as `hyper_util`'s `auto` builder does, and without a timeout, as there.
-/// `None` when draining starts first.
+/// (HTTP/1), exactly as `hyper_util`'s `auto` builder does. `None` (close) when draining
+/// starts or `deadline` passes first.
 async fn detect(
     mut tcp: TcpStream,
     drain: &mut watch::Receiver<bool>,
+    deadline: Instant,
 ) -> io::Result<Option<(ClientIo, bool)>> {
     let mut head = [0u8; 24];
     let mut filled = 0;
@@ -134,6 +138,10 @@ async fn detect(
         let n = tokio::select! {
             r = tcp.read(&mut head[filled..]) => r?,
             () = drained(drain) => return Ok(None),
+            () = tokio::time::sleep_until(deadline) => {
+                tracing::debug!("nothing received within the header read timeout; closing");
+                return Ok(None);
+            }
         };
         let before = filled;
         filled += n;
@@ -153,6 +161,7 @@ async fn serve_h1<S, B>(
     service: S,
     settings: &Settings,
     mut drain: watch::Receiver<bool>,
+    first_deadline: Instant,
 ) -> Result<(), BoxError>
 where
     S: Service<Request<Incoming>, Response = Response<B>> + Send + Unpin + 'static,
@@ -165,8 +174,7 @@ where
     let exchanges = Arc::new(Exchanges::default());
     let mut service = tracked(service, exchanges.clone());
     io.exchanges = Some(exchanges.clone());
-    // The first head has been waited for since the connection's first bytes arrived.
-    let mut header_deadline = Instant::now() + settings.header_read_timeout;
+    let mut header_deadline = first_deadline;
     loop {
         let conn = settings.http1.serve_connection(TokioIo::new(io), service);
         // Boxed: while the connection idles without hyper, the task holds none of its state.
@@ -663,6 +671,22 @@ mod tests {
         let mut buf = [0u8; 64];
         let n = tcp.read(&mut buf).await.unwrap();
         assert_eq!(n, 0, "closed without an answer");
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(280), "{waited:?}");
+        assert!(waited < Duration::from_millis(450), "{waited:?}");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_sends_is_let_go_at_the_deadline() {
+        let (addr, _drain) = server(Duration::from_millis(300)).await;
+        let started = Instant::now();
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(2), tcp.read(&mut buf))
+            .await
+            .expect("closed by the server")
+            .unwrap();
+        assert_eq!(n, 0);
         let waited = started.elapsed();
         assert!(waited >= Duration::from_millis(280), "{waited:?}");
         assert!(waited < Duration::from_millis(450), "{waited:?}");

@@ -65,7 +65,8 @@ pub struct ProxyArgs {
     /// Largest request head in bytes; larger requests get 431.
     #[arg(long, default_value_t = Limits::default().max_header_bytes, value_name = "BYTES")]
     pub max_header_bytes: usize,
-    /// Time a client has to send its request head (e.g. 10s).
+    /// Time a client has to send a whole request head, from connecting or from the end of its
+    /// previous response; a connection silent that long is closed (e.g. 10s).
     #[arg(long, default_value = "10s", value_parser = duration, value_name = "DURATION")]
     pub header_read_timeout: Duration,
     /// Connections served at once.

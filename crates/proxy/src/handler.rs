@@ -70,11 +70,10 @@ pub struct RequestIds {
 impl Default for RequestIds {
     fn default() -> Self {
         use std::hash::BuildHasher;
-        let hasher = std::hash::RandomState::new();
-        let key = hasher.hash_one(u64::MAX);
         RequestIds {
             hasher: std::hash::RandomState::new(),
-            key,
+            // Drawn from a second, independent `RandomState`.
+            key: std::hash::RandomState::new().hash_one(0u64),
             counter: AtomicU64::new(0),
         }
     }

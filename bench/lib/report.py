@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Turn one bench/run work directory into a table, the PRODUCT.md ratios and a JSON record.
+"""Turn one bench/run work directory into a table, the performance-target ratios and a JSON record.
 
 usage: report.py WORK_DIR OUT_BASE     (writes OUT_BASE.md and OUT_BASE.json, prints the .md)
 
@@ -40,7 +40,7 @@ TARGETS = [
      "meshguard-nopolicy", "haproxy-plain", "ratio_ge", 1.0),
 ]
 OTHER_CPU_LIMIT = float(os.environ.get("OTHER_LIMIT", "5"))  # % of one core used by others: flagged
-RSS_TARGET_MB = 20.0  # PRODUCT.md: under 20 MB resident with 1,000 open connections (MB = 10^6 B)
+RSS_TARGET_MB = 20.0  # performance target: under 20 MB resident with 1,000 open connections (MB = 10^6 B)
 
 
 def to_ms(value: str) -> float:
@@ -304,7 +304,7 @@ def main():
                      f"{fmt(c['rss_kb'] and c['rss_kb'] * 1024 / 1e6, '.1f')} | "
                      f"{fmt(c['peak_rss_kb'] and c['peak_rss_kb'] * 1024 / 1e6, '.1f')} | {c['note']} |")
         L.append("")
-    L.append("PRODUCT.md targets (medians; the range is the same ratio round by round):")
+    L.append("Performance targets (medians; the range is the same ratio round by round):")
     L.append("")
     L.append("| target | measured | range over rounds | proxy CPU per request, same pair | result |")
     L.append("|---|---|---|---|---|")

@@ -1,4 +1,4 @@
-//! Authorization bypass regressions, one test per bulletin (Istio semantics §3.13), and abuse
+//! Authorization bypass regressions, one test per bulletin (docs/semantics.md §3.13), and abuse
 //! limits, through the real proxy. Requests are sent raw over TCP where a client library would
 //! "fix" them (fragments, odd header names, absolute-form targets).
 

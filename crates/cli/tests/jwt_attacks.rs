@@ -6,7 +6,7 @@
 //! injection, embedded attacker keys, psychic ECDSA, malformed signatures, empty segments,
 //! base64 variants, duplicate members, crit, malformed times, iss/aud shapes, size and depth,
 //! token placement, and valid controls. Each names the status and body meshguard must answer
-//! and the decision (PRODUCT.md or Envoy) behind it.
+//! and the decision (docs/decisions.md or Envoy) behind it.
 //!
 //! The test starts `meshguard proxy` with `testdata/attacks/policy.yaml` (a
 //! RequestAuthentication with the RSA, EC and Ed25519 keys inline, and an AuthorizationPolicy

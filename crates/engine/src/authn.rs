@@ -1,7 +1,7 @@
 //! JWT authentication of one request: Envoy `jwt_authn` as istiod configures it.
 //!
 //! Owns: verifying each provider's tokens (in Envoy's reverse extraction order), the
-//! requirement logic across providers (§2.3: one provider `requires_any{p, allow_missing}`,
+//! requirement logic across providers (docs/semantics.md §2.3: one provider `requires_any{p, allow_missing}`,
 //! several providers "any Ok, or all missing"), the folded failure status, `presence:
 //! REQUIRED`, and the side effects of success (payload and claim headers, removing the token's
 //! header, the payload handed to authorization with space-delimited claims split). Does not own
@@ -106,7 +106,7 @@ pub trait KeyStore {
         0
     }
 
-    /// The cache of verified tokens, if the caller keeps one (PRODUCT.md decision 9).
+    /// The cache of verified tokens, if the caller keeps one (docs/decisions.md, decision 9).
     fn verified_cache(&self) -> Option<&VerifiedCache> {
         None
     }
@@ -452,7 +452,7 @@ pub fn authenticate(
     AuthnResult::Rejected(fold_status(&states))
 }
 
-/// Envoy's reported status when no provider accepted (§2.3): the last "real" error wins, else
+/// Envoy's reported status when no provider accepted (docs/semantics.md §2.3): the last "real" error wins, else
 /// `JwtUnknownIssuer`. With one provider this is simply its status.
 fn fold_status(states: &[ProviderState]) -> Status {
     let first_err = states
@@ -473,7 +473,7 @@ fn fold_status(states: &[ProviderState]) -> Status {
     folded
 }
 
-/// The success side effects of §2.8, for every token of the accepting provider. Returns the
+/// The success side effects of docs/semantics.md §2.8, for every token of the accepting provider. Returns the
 /// payload authorization sees: the last token verified, with space-delimited claims split.
 fn apply_success(
     p: &JwtProvider,

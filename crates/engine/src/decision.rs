@@ -126,7 +126,7 @@ fn id_of(m: Option<(&CompiledPolicy, &CompiledRule)>) -> Option<Arc<str>> {
     m.map(|(_, r)| r.id.clone())
 }
 
-/// Istio's order after JWT: CUSTOM (as DENY, no ext_authz client yet: PRODUCT.md decision 5),
+/// Istio's order after JWT: CUSTOM (as DENY, no ext_authz client yet: docs/decisions.md, decision 5),
 /// AUDIT, DENY, then ALLOW. Dry-run policies are evaluated into shadow results only.
 pub fn authorize(cw: &CompiledWorkload, req: &RequestAttributes<'_>) -> AuthzReport {
     let mut report = AuthzReport {

@@ -39,7 +39,7 @@ pub struct Extracted {
     pub location: Location,
 }
 
-/// Extraction failed because a location carries more than one token (PRODUCT.md decision 2:
+/// Extraction failed because a location carries more than one token (docs/decisions.md, decision 2:
 /// two `Authorization` headers are refused rather than guessing which one Envoy would take).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MultipleTokens(pub Location);

@@ -480,7 +480,7 @@ mod tests {
         }
     }
 
-    // --- the §3.11 table (Istio tests/integration/security/normalization_test.go) ---
+    // --- the docs/semantics.md §3.11 table (Istio tests/integration/security/normalization_test.go) ---
 
     #[test]
     fn table_fragment() {
@@ -641,7 +641,7 @@ mod tests {
         }
     }
 
-    // --- §3.13 bypass bulletins that involve paths ---
+    // --- docs/semantics.md §3.13 bypass bulletins that involve paths ---
 
     #[test]
     fn bulletin_dot_dot_reaches_admin() {
@@ -908,7 +908,7 @@ mod tests {
         assert!("".parse::<PathNormalization>().is_err());
     }
 
-    /// The reference algorithm of the semantics document (§3.11), step by step, with Envoy's
+    /// The reference algorithm of docs/semantics.md §3.11, step by step, with Envoy's
     /// slash merging. Used to check the one-pass port on inputs where the two must agree: every
     /// `%` starts a valid escape and no byte needs escaping.
     fn reference(raw: &str, mode: PathNormalization) -> String {

@@ -93,7 +93,7 @@ impl Algorithm {
     }
 
     /// Parses an `alg` value, case-sensitively. `Ed25519` (RFC 9864) is accepted as an
-    /// alias of `EdDSA` (PRODUCT.md decision 2). `none`, in any spelling, is not an algorithm.
+    /// alias of `EdDSA` (docs/decisions.md, decision 2). `none`, in any spelling, is not an algorithm.
     pub fn from_name(s: &str) -> Option<Self> {
         if s == "Ed25519" {
             return Some(Algorithm::EdDSA);

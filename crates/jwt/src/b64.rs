@@ -3,7 +3,7 @@
 //! Owns: the strict decoder used for every token section and the lenient one used for
 //! JWK members. Does not own: anything about what the bytes mean.
 //!
-//! Tokens are decoded strictly (PRODUCT.md decision 2): URL-safe alphabet only, no `=`
+//! Tokens are decoded strictly (docs/decisions.md, decision 2): URL-safe alphabet only, no `=`
 //! padding, no whitespace, unused trailing bits must be zero. Envoy (absl) accepts
 //! padding; meshguard does not, so one token has exactly one spelling.
 //!

@@ -9,7 +9,7 @@ use std::fmt;
 /// Envoy jwt_verify_lib statuses that meshguard can produce.
 ///
 /// The two last variants are meshguard-only: they exist because meshguard is stricter
-/// than Envoy (PRODUCT.md decision 2) and Envoy has no string for them.
+/// than Envoy (docs/decisions.md, decision 2) and Envoy has no string for them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Status {
     /// No token was found (never produced by this crate; for the policy layer).
@@ -83,7 +83,7 @@ pub enum Status {
     JwtTooLarge,
     /// A token location appears more than once (two `Authorization` headers). Envoy's
     /// jwt_verify_lib has this status (`JwtMultipleTokens`); meshguard uses it for every
-    /// repeated location instead of picking one (PRODUCT.md decision 2).
+    /// repeated location instead of picking one (docs/decisions.md, decision 2).
     JwtMultipleTokens,
 }
 

@@ -25,14 +25,14 @@ const JWK_FILE: &str = "json_web_key_test.json";
 /// `valid` JWS vectors meshguard rejects on purpose, with how it rejects them.
 const JWS_VALID_REJECTED: &[(u64, Verdict)] = &[
     // emptyPayload (RS256, RS384, RS512, PS256, PS384, PS512): `h..s` has an empty section
-    // (PRODUCT.md decision 2; Envoy rejects it too).
+    // (docs/decisions.md, decision 2; Envoy rejects it too).
     (259, Verdict::Rejected(Status::JwtBadFormat)),
     (264, Verdict::Rejected(Status::JwtBadFormat)),
     (268, Verdict::Rejected(Status::JwtBadFormat)),
     (272, Verdict::Rejected(Status::JwtBadFormat)),
     (320, Verdict::Rejected(Status::JwtBadFormat)),
     (325, Verdict::Rejected(Status::JwtBadFormat)),
-    // RFC 7520 Figure 20: a PS384 token against a JWK whose `alg` is PS256 (PRODUCT.md
+    // RFC 7520 Figure 20: a PS384 token against a JWK whose `alg` is PS256 (docs/decisions.md,
     // decision 2, as Envoy: a JWK whose alg differs from the token's is skipped).
     (346, Verdict::Rejected(Status::JwksKidAlgMismatch)),
     // RFC 7520 Figure 27: the JWK's `alg` is "ES521", not a JWS algorithm, so the key is
@@ -41,7 +41,7 @@ const JWS_VALID_REJECTED: &[(u64, Verdict)] = &[
     (350, Verdict::Rejected(Status::JwksKidAlgMismatch)),
     (351, Verdict::KeySkipped),
     // A '?' inside the header / payload; the MAC was computed without it, so only a decoder
-    // that drops invalid characters accepts these (PRODUCT.md decision 2).
+    // that drops invalid characters accepts these (docs/decisions.md, decision 2).
     (372, Verdict::Rejected(Status::JwtHeaderParseErrorBadBase64)),
     (
         373,

@@ -79,7 +79,7 @@ pub struct JwtProvider {
     /// Top-level claims whose string values are split on spaces for authorization.
     pub space_delimited_claims: Vec<String>,
     pub timeout: Duration,
-    /// `presence: REQUIRED`: a request without a token is rejected with 401 (PRODUCT.md decision 3).
+    /// `presence: REQUIRED`: a request without a token is rejected with 401 (docs/decisions.md, decision 3).
     pub required: bool,
 }
 

@@ -2,7 +2,7 @@
 //!
 //! Owns: Istio's value forms (`*` presence, `*suffix`, `prefix*`, exact, path templates,
 //! IP/CIDR, ports, JWT claim paths, request principals split at the last `/`) and how each
-//! reads an attribute that may be absent (§3.8: positive matches false, negative true). Does not
+//! reads an attribute that may be absent (docs/semantics.md §3.8: positive matches false, negative true). Does not
 //! own: which fields a rule has or how rules combine (see [`crate::authz`]).
 
 use std::net::IpAddr;
@@ -263,7 +263,7 @@ pub fn parse_claim_path(brackets: &str) -> Vec<String> {
 }
 
 /// `requestPrincipals`, `request.auth.principal`: the value is split at the last `/` into an
-/// issuer and a subject matcher, both read from the verified payload (§3.7).
+/// issuer and a subject matcher, both read from the verified payload (docs/semantics.md §3.7).
 #[derive(Clone, Debug)]
 pub struct PrincipalMatch {
     pub iss: StringMatch,
@@ -342,7 +342,7 @@ impl PrincipalMatch {
     }
 }
 
-/// The mTLS identity fields. Without a peer certificate they never match (§3.4), which is what
+/// The mTLS identity fields. Without a peer certificate they never match (docs/semantics.md §3.4), which is what
 /// plaintext traffic gets; with one they read the SPIFFE id `spiffe://<td>/ns/<ns>/sa/<sa>`.
 #[derive(Clone, Debug)]
 pub enum IdentityMatch {

@@ -291,7 +291,7 @@ mod tests {
         }
     }
 
-    // --- §3.6 examples (Istio TestAuthz_PathTemplating) ---
+    // --- docs/semantics.md §3.6 examples (Istio TestAuthz_PathTemplating) ---
 
     #[test]
     fn glob_at_the_end() {
@@ -556,7 +556,7 @@ mod tests {
         assert!(hits > 1_000, "only {hits} matching paths generated");
     }
 
-    // --- validation (Istio TestCheckValidPathTemplate and §4.3 messages) ---
+    // --- validation (Istio TestCheckValidPathTemplate and docs/semantics.md §4.3 messages) ---
 
     #[test]
     fn valid_templates() {

@@ -59,7 +59,7 @@ pub struct ProxyConfig {
     pub watch: bool,
     /// One JSON line per request on stdout.
     pub access_log: bool,
-    /// Verified tokens remembered (PRODUCT.md decision 9); 0 disables the cache.
+    /// Verified tokens remembered (docs/decisions.md, decision 9); 0 disables the cache.
     pub token_cache: usize,
     /// Remote JWKS fetching: refresh, staleness, extra CA.
     pub jwks: meshguard_jwks::JwksSettings,

@@ -1,4 +1,4 @@
-//! The live policy snapshot and its reloads (PRODUCT.md decision 8).
+//! The live policy snapshot and its reloads (docs/decisions.md, decision 8).
 //!
 //! Owns: loading and compiling the policy files into a [`Snapshot`], publishing it atomically
 //! (a request loads the snapshot once and never sees a half-applied change), keeping the last

@@ -335,7 +335,7 @@ pub async fn handle(
     let raw_path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
 
     // Requests that arrive while a provider's first JWKS fetch is in flight wait for it,
-    // bounded by the rule's timeout (PRODUCT.md decision 1).
+    // bounded by the rule's timeout (docs/jwks.md).
     for (keys, timeout) in snapshot.remote.values() {
         keys.wait_first_fetch(*timeout).await;
     }

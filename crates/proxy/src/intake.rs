@@ -177,28 +177,18 @@ fn remove_nominated(headers: &mut HeaderMap) -> Result<(), Refusal> {
     if !headers.contains_key(header::CONNECTION) {
         return Ok(());
     }
-    let mut options: Vec<String> = Vec::new();
+    // The usual `Connection: keep-alive` or `close` allocates nothing: names are collected
+    // only when there are some, and the value is rewritten only then.
     let mut nominated: Vec<HeaderName> = Vec::new();
     let mut tokens = 0;
     for v in headers.get_all(header::CONNECTION) {
-        let Ok(v) = v.to_str() else {
-            return Err(Refusal::ConnectionHeader);
-        };
-        for token in v.split(',').map(|t| t.trim_matches([' ', '\t'])) {
-            if token.is_empty() {
-                continue;
-            }
+        for token in connection_tokens(v)? {
             tokens += 1;
             if tokens >= 10 || token.starts_with(':') {
                 return Err(Refusal::ConnectionHeader);
             }
-            let is = |s: &str| token.eq_ignore_ascii_case(s);
-            if is("close") || is("keep-alive") || is("upgrade") || is("http2-settings") {
-                options.push(token.to_owned());
-                continue;
-            }
             // The connection header itself stays; only the nomination goes.
-            if is("connection") {
+            if connection_option(token) || token.eq_ignore_ascii_case("connection") {
                 continue;
             }
             let Ok(name) = HeaderName::from_bytes(token.as_bytes()) else {
@@ -216,8 +206,18 @@ fn remove_nominated(headers: &mut HeaderMap) -> Result<(), Refusal> {
     for name in &nominated {
         headers.remove(name);
     }
-    // Headers added later (JWT outputs) must not be removed by a stale nomination.
-    match HeaderValue::from_str(&options.join(",")) {
+    // Only the options stay, so that a header added later (a JWT output) with a nominated name
+    // is not removed at forwarding.
+    let mut options = Vec::new();
+    for v in headers.get_all(header::CONNECTION) {
+        for token in connection_tokens(v)?.filter(|t| connection_option(t)) {
+            if !options.is_empty() {
+                options.push(b',');
+            }
+            options.extend_from_slice(token.as_bytes());
+        }
+    }
+    match HeaderValue::from_bytes(&options) {
         Ok(v) if !options.is_empty() => {
             headers.insert(header::CONNECTION, v);
         }
@@ -226,6 +226,21 @@ fn remove_nominated(headers: &mut HeaderMap) -> Result<(), Refusal> {
         }
     }
     Ok(())
+}
+
+/// The non-empty, trimmed tokens of one `Connection` value.
+fn connection_tokens(v: &HeaderValue) -> Result<impl Iterator<Item = &str>, Refusal> {
+    let v = v.to_str().map_err(|_| Refusal::ConnectionHeader)?;
+    Ok(v.split(',')
+        .map(|t| t.trim_matches([' ', '\t']))
+        .filter(|t| !t.is_empty()))
+}
+
+/// A connection option rather than a header name (Envoy's list).
+fn connection_option(token: &str) -> bool {
+    ["close", "keep-alive", "upgrade", "http2-settings"]
+        .iter()
+        .any(|o| token.eq_ignore_ascii_case(o))
 }
 
 /// The one authority of the request. The request target's authority (absolute-form,

@@ -1,9 +1,10 @@
-//! One request through the proxy: evaluate, then answer locally or forward.
+//! One request through the proxy: admit, evaluate, then answer locally or forward.
 //!
-//! Owns: turning a hyper request into the engine's input (host, path, peer, `remote.ip` from
-//! `X-Forwarded-For`), loading the policy snapshot once, counting the outcome, the access log
-//! line, and forwarding with hop-by-hop headers removed and the forwarding headers set. Does
-//! not decide (the engine does) and does not build local replies (see [`crate::response`]).
+//! Owns the order of the phases: intake ([`crate::intake`]: method, framing, `Connection`, the
+//! authority), the engine's input (path, peer, `remote.ip`), loading the policy snapshot once,
+//! counting the outcome, the access log line, refusing `CONNECT` after evaluation, and
+//! forwarding with hop-by-hop headers removed and the forwarding headers set. Does not decide
+//! (the engine does) and does not build local replies (see [`crate::response`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -11,13 +12,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, Uri};
+use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
 use meshguard_engine::{EvalOptions, HttpRequest, Outcome, PathNormalization, evaluate};
 use serde::Serialize;
 
+use crate::intake::{self, Refusal, remote_ip};
 use crate::metrics::{AuthzLabels, JwtLabels, Metrics, ResultLabels};
-use crate::response::{Body, LocalReply, UpstreamFailure, is_grpc, local_reply};
+use crate::response::{Body, LocalReply, UpstreamFailure, is_grpc, local_reply, refusal_reply};
 use crate::state::{PolicyState, Snapshot, unix_now};
 use crate::upstream::{SendError, Upstream};
 
@@ -112,8 +114,6 @@ impl RequestIds {
     }
 }
 
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -177,27 +177,6 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// `remote.ip`: with N trusted proxies, the N-th address from the right of
-/// `X-Forwarded-For`; the peer when N is 0 or the header is shorter (Envoy's
-/// `xff_num_trusted_hops`).
-pub fn remote_ip(headers: &HeaderMap, peer: IpAddr, trusted: usize) -> IpAddr {
-    if trusted == 0 {
-        return peer;
-    }
-    let hops: Vec<&str> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
-    if hops.len() < trusted {
-        return peer;
-    }
-    hops[hops.len() - trusted].parse().unwrap_or(peer)
-}
-
 /// The access log line (one JSON object per request). Never holds a token.
 #[derive(Debug, Serialize)]
 struct AccessLog<'a> {
@@ -216,6 +195,15 @@ struct AccessLog<'a> {
     downstream_remote_address: SocketAddr,
     policy: Option<&'a str>,
     config_generation: u64,
+}
+
+/// Writes one access log line to stdout.
+fn write_access_log(line: &AccessLog<'_>) {
+    if let Ok(mut text) = serde_json::to_vec(line) {
+        // One write per line, so concurrent requests never interleave within a line.
+        text.push(b'\n');
+        let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), &text);
+    }
 }
 
 fn protocol_name(v: http::Version) -> &'static str {
@@ -294,34 +282,6 @@ fn evaluate_once(
     )
 }
 
-/// The request's authority: from the URI (HTTP/2, absolute-form) or the `Host` header. Both
-/// are shared byte buffers, so keeping one costs no copy.
-enum Host {
-    Uri(http::uri::Authority),
-    Header(HeaderValue),
-    Missing,
-}
-
-impl Host {
-    fn of(parts: &http::request::Parts) -> Host {
-        if let Some(a) = parts.uri.authority() {
-            Host::Uri(a.clone())
-        } else if let Some(h) = parts.headers.get(header::HOST) {
-            Host::Header(h.clone())
-        } else {
-            Host::Missing
-        }
-    }
-
-    fn as_str(&self) -> &str {
-        match self {
-            Host::Uri(a) => a.as_str(),
-            Host::Header(h) => h.to_str().unwrap_or(""),
-            Host::Missing => "",
-        }
-    }
-}
-
 /// Serves one request.
 pub async fn handle(
     req: Request<Incoming>,
@@ -334,8 +294,8 @@ pub async fn handle(
     let snapshot = shared.state.snapshot();
     let (mut parts, body) = req.into_parts();
 
-    let host = Host::of(&parts);
     let grpc = is_grpc(&parts.headers);
+    let admitted = intake::admit(&mut parts);
     let request_id = match parts.headers.entry(&X_REQUEST_ID) {
         header::Entry::Occupied(mut e) => {
             if e.get().is_empty() {
@@ -345,11 +305,37 @@ pub async fn handle(
         }
         header::Entry::Vacant(e) => e.insert(shared.request_ids.next()).clone(),
     };
+    let host = match admitted {
+        Ok(authority) => authority,
+        Err(refusal) => {
+            let reply = LocalReply::from(refusal);
+            if shared.access_log {
+                write_access_log(&AccessLog {
+                    start_time,
+                    method: parts.method.as_str(),
+                    authority: "",
+                    path: "",
+                    protocol: protocol_name(parts.version),
+                    response_code: reply.status,
+                    response_code_details: &reply.details,
+                    duration_ms: started.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0),
+                    upstream_duration_ms: None,
+                    principal: None,
+                    request_id: request_id.to_str().unwrap_or(""),
+                    downstream_remote_address: conn.peer,
+                    policy: None,
+                    config_generation: snapshot.generation,
+                });
+            }
+            shared.metrics.count_response(reply.status);
+            return Ok(refusal_reply(refusal, grpc));
+        }
+    };
     let remote = remote_ip(&parts.headers, conn.peer.ip(), shared.trusted_proxies);
     let raw_path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
 
     // Requests that arrive while a provider's first JWKS fetch is in flight wait for it,
-    // bounded by the rule's timeout (docs/decisions.md, decision 1).
+    // bounded by the rule's timeout (docs/jwks.md).
     for (keys, timeout) in snapshot.remote.values() {
         keys.wait_first_fetch(*timeout).await;
     }
@@ -423,11 +409,7 @@ pub async fn handle(
                 policy: outcome.authz.matched_policy.as_deref(),
                 config_generation: snapshot.generation,
             };
-            if let Ok(mut text) = serde_json::to_vec(&line) {
-                // One write per line, so concurrent requests never interleave within a line.
-                text.push(b'\n');
-                let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), &text);
-            }
+            write_access_log(&line);
         }
         shared.metrics.count_response(status);
     };
@@ -436,6 +418,12 @@ pub async fn handle(
         let reply = LocalReply::from(denial);
         log(reply.status, &reply.details, None);
         return Ok(local_reply(&reply, grpc));
+    }
+    if parts.method == Method::CONNECT {
+        // Allowed by the policies, but never forwarded: there is no route for tunnels.
+        let reply = LocalReply::from(Refusal::ConnectNotRouted);
+        log(reply.status, &reply.details, None);
+        return Ok(refusal_reply(Refusal::ConnectNotRouted, grpc));
     }
 
     // Forward: the normalized path (origin-form), the original Host, forwarding headers set.
@@ -463,30 +451,7 @@ pub async fn handle(
     };
     let mut headers = std::mem::take(&mut parts.headers);
     strip_hop_by_hop(&mut headers);
-    if !headers.contains_key(header::HOST)
-        && let Ok(v) = HeaderValue::from_str(host.as_str())
-    {
-        headers.insert(header::HOST, v);
-    }
-    match headers.entry(&X_FORWARDED_FOR) {
-        header::Entry::Occupied(mut e) => {
-            // One list: every value received, in order (as `remote_ip` reads them), then
-            // the peer.
-            let mut list = Vec::new();
-            for v in e.iter() {
-                list.extend_from_slice(v.as_bytes());
-                list.extend_from_slice(b", ");
-            }
-            list.extend_from_slice(conn.peer_ip.as_bytes());
-            if let Ok(v) = HeaderValue::from_bytes(&list) {
-                e.insert(v);
-            }
-        }
-        header::Entry::Vacant(e) => {
-            e.insert(conn.peer_ip.clone());
-        }
-    }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    intake::set_forwarding_headers(&mut headers, &host, &request_id, &conn);
     let mut up = Request::new(body);
     *up.method_mut() = parts.method.clone();
     *up.uri_mut() = uri;
@@ -525,25 +490,6 @@ pub async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn remote_ip_honours_trusted_hops() {
-        let mut h = HeaderMap::new();
-        h.append(
-            "x-forwarded-for",
-            HeaderValue::from_static("203.0.113.7, 10.0.0.2"),
-        );
-        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.3"));
-        let peer: IpAddr = "10.0.0.9".parse().unwrap();
-        assert_eq!(remote_ip(&h, peer, 0), peer);
-        assert_eq!(remote_ip(&h, peer, 1).to_string(), "10.0.0.3");
-        assert_eq!(remote_ip(&h, peer, 3).to_string(), "203.0.113.7");
-        assert_eq!(
-            remote_ip(&h, peer, 4),
-            peer,
-            "shorter than the trusted hops: the peer"
-        );
-    }
 
     #[test]
     fn hop_by_hop_headers_are_removed() {

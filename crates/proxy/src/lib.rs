@@ -12,6 +12,7 @@ pub mod config;
 pub mod connection;
 pub mod echo;
 pub mod handler;
+pub mod intake;
 pub mod metrics;
 pub mod reload;
 pub mod response;

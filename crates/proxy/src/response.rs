@@ -1,5 +1,5 @@
-//! The one place where meshguard's own answers are built: denials, bad requests and upstream
-//! failures, as plain text or, for gRPC clients, as a trailers-only gRPC status.
+//! The one place where meshguard's own answers are built: denials, requests refused at intake,
+//! and upstream failures, as plain text or, for gRPC clients, as a trailers-only gRPC status.
 //!
 //! Owns the status, body, `content-type`, `www-authenticate`, gRPC status codes and the
 //! `response_code_details` of every local reply. Does not decide whether to reply locally.
@@ -13,6 +13,7 @@ use http_body_util::Full;
 use hyper::body::{Frame, SizeHint};
 use meshguard_engine::Denial;
 
+use crate::intake::Refusal;
 use crate::upstream::PooledBody;
 
 /// The response body type of the proxy: a local reply or the upstream's streamed body. An
@@ -117,6 +118,47 @@ impl From<&UpstreamFailure> for LocalReply {
     }
 }
 
+impl From<Refusal> for LocalReply {
+    /// Envoy's status, body and details where Envoy refuses the same request; meshguard's own
+    /// details where it is stricter (docs/differences.md).
+    fn from(r: Refusal) -> Self {
+        let (status, body, details) = match r {
+            // Envoy's connection manager: an empty body.
+            Refusal::MissingHost => (400, "", "missing_host_header"),
+            // Envoy joins the values into one authority; meshguard refuses (RFC 9112 §3.2).
+            Refusal::DuplicateHost => (400, "Bad Request", "duplicate_host_header"),
+            Refusal::InvalidAuthority => (400, "Bad Request", "http.invalid_authority"),
+            // Envoy's HTTP/1 codec; over HTTP/2 Envoy forwards any method token.
+            Refusal::UnknownMethod(http::Version::HTTP_2) => (400, "Bad Request", "invalid_method"),
+            Refusal::UnknownMethod(_) => (400, "Bad Request", "http1.codec_error"),
+            Refusal::TransferEncoding => {
+                (501, "Not Implemented", "http1.invalid_transfer_encoding")
+            }
+            Refusal::ConnectionHeader => (400, "Bad Request", "http1.connection_header_rejected"),
+            Refusal::ConnectTarget => (400, "Bad Request", "http1.invalid_url"),
+            // Istio's inbound route has no CONNECT matcher: Envoy finds no route.
+            Refusal::ConnectNotRouted => (404, "", "route_not_found"),
+        };
+        LocalReply {
+            status,
+            body: body.into(),
+            details: details.into(),
+            www_authenticate: None,
+        }
+    }
+}
+
+/// The reply to a request refused at intake. As Envoy does after these errors, the connection
+/// is closed once the reply is written: the request's body is not read, and a client that
+/// sent one malformed request is not trusted with the framing of the next (hyper drops the
+/// header over HTTP/2, where it has no meaning).
+pub fn refusal_reply(r: Refusal, grpc: bool) -> Response<Body> {
+    let mut resp = local_reply(&LocalReply::from(r), grpc);
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 /// A request is gRPC when its content-type is `application/grpc` or `application/grpc+...`.
 pub fn is_grpc(headers: &http::HeaderMap) -> bool {
     headers
@@ -162,8 +204,11 @@ pub fn local_reply(reply: &LocalReply, grpc: bool) -> Response<Body> {
     } else {
         let mut r = Response::new(full(reply.body.clone()));
         *r.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::FORBIDDEN);
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        // No body, no content type (as Envoy's empty local replies).
+        if !reply.body.is_empty() {
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        }
         r
     };
     if let Some(w) = reply

@@ -1,0 +1,587 @@
+//! Request intake: what a request is before the engine sees it, and the headers the upstream
+//! gets that describe it.
+//!
+//! Owns, in this order ([`admit`]): the method check, the `Transfer-Encoding` check, the
+//! `Connection` header's nominations, and the one authority of the request ([`Authority`]); then
+//! `remote.ip` from `X-Forwarded-For` ([`remote_ip`]) and, when forwarding, the `host`,
+//! `x-request-id`, `x-forwarded-for` and `x-forwarded-proto` headers
+//! ([`set_forwarding_headers`]). Each refusal is a [`Refusal`]; its status, body and details are
+//! built in [`crate::response`]. Does not evaluate policies, normalize paths (the engine does) or
+//! remove hop-by-hop headers at forwarding time ([`crate::handler`]).
+//!
+//! The rule that ties it together: the request the policies are evaluated on is the request the
+//! upstream receives. So a header that the client nominates in `Connection` is removed before
+//! evaluation (as Envoy's HTTP/1 codec does), and the authority the policies match is the one
+//! sent upstream as `host`.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Version};
+
+use crate::handler::ConnInfo;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Why a request is answered locally before (or instead of) being forwarded. The replies are in
+/// [`crate::response`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No authority at all: no `Host` (HTTP/1), neither `:authority` nor `host` (HTTP/2).
+    MissingHost,
+    /// More than one `Host` header (RFC 9112 §3.2).
+    DuplicateHost,
+    /// The authority holds a byte that no authority may hold (a space, a control or a
+    /// non-ASCII byte).
+    InvalidAuthority,
+    /// A method outside the standard list. The protocol decides the details string.
+    UnknownMethod(Version),
+    /// A `Transfer-Encoding` other than exactly `chunked`.
+    TransferEncoding,
+    /// `Connection` nominates a forwarding header or a pseudo-header, or ten or more names.
+    ConnectionHeader,
+    /// `CONNECT` with a target that is not `host:port`.
+    ConnectTarget,
+    /// `CONNECT` that the policies allow: there is no route for tunnels.
+    ConnectNotRouted,
+}
+
+/// The request's authority: what the policies match as `hosts` and what the upstream receives
+/// as `host`. Both forms are shared byte buffers, so keeping one costs no copy.
+#[derive(Clone, Debug)]
+pub enum Authority {
+    /// From the request target (absolute-form, `CONNECT`'s authority-form) or HTTP/2's
+    /// `:authority`. Any `Host` header has been removed; the upstream gets this one.
+    Target(http::uri::Authority),
+    /// The one `Host` header (HTTP/1 origin-form, or HTTP/2 without `:authority`). It stays in
+    /// the headers as it came.
+    Host(HeaderValue),
+}
+
+impl Authority {
+    /// The authority as the policies see it. A target's `userinfo@` is not part of it (Envoy
+    /// forwards only host and port).
+    pub fn as_str(&self) -> &str {
+        match self {
+            Authority::Target(a) => a.as_str().rsplit_once('@').map_or(a.as_str(), |(_, h)| h),
+            // `admit` has checked that it is visible ASCII.
+            Authority::Host(h) => h.to_str().unwrap_or(""),
+        }
+    }
+}
+
+/// Envoy's HTTP/1 method list (the `http-parser` list its codec accepts; sorted, for the binary
+/// search). Envoy answers anything else with 400 before any filter runs.
+const METHODS: [&str; 34] = [
+    "ACL",
+    "BIND",
+    "CHECKOUT",
+    "CONNECT",
+    "COPY",
+    "DELETE",
+    "GET",
+    "HEAD",
+    "LINK",
+    "LOCK",
+    "MERGE",
+    "MKACTIVITY",
+    "MKCALENDAR",
+    "MKCOL",
+    "MOVE",
+    "MSEARCH",
+    "NOTIFY",
+    "OPTIONS",
+    "PATCH",
+    "POST",
+    "PROPFIND",
+    "PROPPATCH",
+    "PURGE",
+    "PUT",
+    "REBIND",
+    "REPORT",
+    "SEARCH",
+    "SOURCE",
+    "SUBSCRIBE",
+    "TRACE",
+    "UNBIND",
+    "UNLINK",
+    "UNLOCK",
+    "UNSUBSCRIBE",
+];
+
+/// Whether `method` is one of [`METHODS`]. Methods are case-sensitive: `delete` is not
+/// `DELETE`, and a policy on `DELETE` would not see it, so it never reaches the upstream.
+pub fn known_method(method: &Method) -> bool {
+    // hyper's own constants are all in the list; only extension methods need the search.
+    matches!(
+        *method,
+        Method::GET
+            | Method::POST
+            | Method::PUT
+            | Method::DELETE
+            | Method::HEAD
+            | Method::OPTIONS
+            | Method::PATCH
+            | Method::TRACE
+            | Method::CONNECT
+    ) || METHODS.binary_search(&method.as_str()).is_ok()
+}
+
+/// The checks of the request head, in Envoy's order (codec first, then the connection
+/// manager's `Host` check). On success the headers are as the policies must see them and the
+/// authority is known.
+pub fn admit(parts: &mut http::request::Parts) -> Result<Authority, Refusal> {
+    if !known_method(&parts.method) {
+        return Err(Refusal::UnknownMethod(parts.version));
+    }
+    check_transfer_encoding(&parts.headers)?;
+    remove_nominated(&mut parts.headers)?;
+    if parts.method == Method::CONNECT && parts.uri.path_and_query().is_some() {
+        // `CONNECT /x`: Envoy's codec refuses a CONNECT target that is not `host:port`.
+        return Err(Refusal::ConnectTarget);
+    }
+    authority(parts)
+}
+
+/// Only `chunked` is a transfer coding meshguard can forward as it came: hyper decodes the
+/// chunks and the upstream request is chunked again, so any other coding would reach the
+/// upstream silently removed. Envoy answers 501 for the same requests.
+fn check_transfer_encoding(headers: &HeaderMap) -> Result<(), Refusal> {
+    let mut codings = 0;
+    for v in headers.get_all(header::TRANSFER_ENCODING) {
+        for coding in v
+            .to_str()
+            .map_err(|_| Refusal::TransferEncoding)?
+            .split(',')
+        {
+            let coding = coding.trim_matches([' ', '\t']);
+            codings += 1;
+            if codings > 1 || !coding.eq_ignore_ascii_case("chunked") {
+                return Err(Refusal::TransferEncoding);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the headers that `Connection` nominates, before the policies see the request (RFC
+/// 9110 §7.6.1; Envoy's HTTP/1 codec does the same). A client that could hide a header from
+/// the upstream but not from the policies could satisfy a rule with a header the upstream never
+/// gets. As in Envoy, nominating `x-forwarded-for`, `x-forwarded-host`, `x-forwarded-proto` or a
+/// pseudo-header, or ten or more names, is refused: removing them would hide where the request
+/// came from. `Connection` keeps only its connection options (`close`, `keep-alive`, ...).
+fn remove_nominated(headers: &mut HeaderMap) -> Result<(), Refusal> {
+    if !headers.contains_key(header::CONNECTION) {
+        return Ok(());
+    }
+    // The usual `Connection: keep-alive` or `close` allocates nothing: names are collected
+    // only when there are some, and the value is rewritten only then.
+    let mut nominated: Vec<HeaderName> = Vec::new();
+    let mut tokens = 0;
+    for v in headers.get_all(header::CONNECTION) {
+        for token in connection_tokens(v)? {
+            tokens += 1;
+            if tokens >= 10 || token.starts_with(':') {
+                return Err(Refusal::ConnectionHeader);
+            }
+            // The connection header itself stays; only the nomination goes.
+            if connection_option(token) || token.eq_ignore_ascii_case("connection") {
+                continue;
+            }
+            let Ok(name) = HeaderName::from_bytes(token.as_bytes()) else {
+                continue;
+            };
+            if name == X_FORWARDED_FOR || name == X_FORWARDED_HOST || name == X_FORWARDED_PROTO {
+                return Err(Refusal::ConnectionHeader);
+            }
+            nominated.push(name);
+        }
+    }
+    if nominated.is_empty() {
+        return Ok(());
+    }
+    for name in &nominated {
+        headers.remove(name);
+    }
+    // Only the options stay, so that a header added later (a JWT output) with a nominated name
+    // is not removed at forwarding.
+    let mut options = Vec::new();
+    for v in headers.get_all(header::CONNECTION) {
+        for token in connection_tokens(v)?.filter(|t| connection_option(t)) {
+            if !options.is_empty() {
+                options.push(b',');
+            }
+            options.extend_from_slice(token.as_bytes());
+        }
+    }
+    match HeaderValue::from_bytes(&options) {
+        Ok(v) if !options.is_empty() => {
+            headers.insert(header::CONNECTION, v);
+        }
+        _ => {
+            headers.remove(header::CONNECTION);
+        }
+    }
+    Ok(())
+}
+
+/// The non-empty, trimmed tokens of one `Connection` value.
+fn connection_tokens(v: &HeaderValue) -> Result<impl Iterator<Item = &str>, Refusal> {
+    let v = v.to_str().map_err(|_| Refusal::ConnectionHeader)?;
+    Ok(v.split(',')
+        .map(|t| t.trim_matches([' ', '\t']))
+        .filter(|t| !t.is_empty()))
+}
+
+/// A connection option rather than a header name (Envoy's list).
+fn connection_option(token: &str) -> bool {
+    ["close", "keep-alive", "upgrade", "http2-settings"]
+        .iter()
+        .any(|o| token.eq_ignore_ascii_case(o))
+}
+
+/// The one authority of the request. The request target's authority (absolute-form,
+/// authority-form, HTTP/2 `:authority`) wins over `Host` (RFC 9112 §3.2.2, RFC 9113 §8.3.1),
+/// as in Envoy, and the `Host` header is removed so that the upstream gets the target's. Two
+/// `Host` headers are refused (RFC 9112 §3.2) rather than joined, in either protocol.
+fn authority(parts: &mut http::request::Parts) -> Result<Authority, Refusal> {
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(Refusal::DuplicateHost);
+    }
+    let authority = match (parts.uri.authority(), host) {
+        (Some(a), _) => Authority::Target(a.clone()),
+        (None, Some(h)) => Authority::Host(h.clone()),
+        (None, None) => return Err(Refusal::MissingHost),
+    };
+    let bytes = match &authority {
+        Authority::Target(_) => authority.as_str().as_bytes(),
+        Authority::Host(h) => h.as_bytes(),
+    };
+    if !bytes.iter().copied().all(authority_byte) {
+        return Err(Refusal::InvalidAuthority);
+    }
+    if let Authority::Target(_) = authority {
+        parts.headers.remove(header::HOST);
+    }
+    Ok(authority)
+}
+
+/// The bytes an authority may hold (RFC 3986 §3.2: unreserved, sub-delims, `:`, `@`, `[`, `]`
+/// and `%`), as Envoy checks them.
+fn authority_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@[]%".contains(&b)
+}
+
+/// `remote.ip`: with N trusted proxies, the N-th address from the right of `X-Forwarded-For`
+/// (every `X-Forwarded-For` header, in order, read as one list), trimmed; the peer when N is 0,
+/// when the list has fewer than N elements, or when that element is not an IP address. This is
+/// Envoy's `xff_num_trusted_hops` (`getLastAddressFromXFF`): empty elements count, so
+/// `1.2.3.4 ,` with one trusted proxy falls back to the peer.
+pub fn remote_ip(headers: &HeaderMap, peer: IpAddr, trusted: usize) -> IpAddr {
+    if trusted == 0 {
+        return peer;
+    }
+    // Walk the elements from the right without collecting them: the headers right to left,
+    // each header's elements right to left.
+    let mut from_right = 0;
+    for v in headers.get_all(&X_FORWARDED_FOR).iter().rev() {
+        let Ok(v) = v.to_str() else {
+            return peer;
+        };
+        for element in v.rsplit(',') {
+            from_right += 1;
+            if from_right == trusted {
+                return element.trim_matches([' ', '\t']).parse().unwrap_or(peer);
+            }
+        }
+    }
+    peer
+}
+
+/// Sets the headers that describe the request to the upstream, after hop-by-hop removal, so
+/// that nothing the client nominated can remove them: `host` (the authority the policies saw),
+/// `x-request-id` (the id of the access log line), `x-forwarded-for` (the received list, then
+/// the peer) and `x-forwarded-proto`.
+pub fn set_forwarding_headers(
+    headers: &mut HeaderMap,
+    authority: &Authority,
+    request_id: &HeaderValue,
+    conn: &ConnInfo,
+) {
+    if let Authority::Target(_) = authority
+        && let Ok(v) = HeaderValue::from_str(authority.as_str())
+    {
+        headers.insert(header::HOST, v);
+    }
+    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    match headers.entry(&X_FORWARDED_FOR) {
+        header::Entry::Occupied(mut e) => {
+            // One list: every value received, in order (as `remote_ip` reads them), then
+            // the peer.
+            let mut list = Vec::new();
+            for v in e.iter() {
+                list.extend_from_slice(v.as_bytes());
+                list.extend_from_slice(b", ");
+            }
+            list.extend_from_slice(conn.peer_ip.as_bytes());
+            if let Ok(v) = HeaderValue::from_bytes(&list) {
+                e.insert(v);
+            }
+        }
+        header::Entry::Vacant(e) => {
+            e.insert(conn.peer_ip.clone());
+        }
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(req: http::Request<()>) -> http::request::Parts {
+        req.into_parts().0
+    }
+
+    #[test]
+    fn remote_ip_takes_the_nth_element_from_the_right_as_envoy() {
+        let mut h = HeaderMap::new();
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("203.0.113.7, 10.0.0.2"),
+        );
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.3"));
+        let peer: IpAddr = "10.0.0.9".parse().unwrap();
+        assert_eq!(remote_ip(&h, peer, 0), peer);
+        assert_eq!(remote_ip(&h, peer, 1).to_string(), "10.0.0.3");
+        assert_eq!(remote_ip(&h, peer, 3).to_string(), "203.0.113.7");
+        assert_eq!(
+            remote_ip(&h, peer, 4),
+            peer,
+            "shorter than the trusted hops: the peer"
+        );
+
+        let xff = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("x-forwarded-for", HeaderValue::from_static(v));
+            h
+        };
+        // Envoy's getLastAddressFromXFF: the element after the last comma, trimmed. An empty
+        // element is not skipped: it is not an address, so the peer is used.
+        assert_eq!(remote_ip(&xff("1.2.3.4 ,"), peer, 1), peer);
+        assert_eq!(remote_ip(&xff("1.2.3.4, "), peer, 1), peer);
+        assert_eq!(remote_ip(&xff("1.2.3.4 ,"), peer, 2).to_string(), "1.2.3.4");
+        assert_eq!(
+            remote_ip(&xff(" 1.2.3.4\t"), peer, 1).to_string(),
+            "1.2.3.4"
+        );
+        assert_eq!(remote_ip(&xff("1.2.3.4,,5.6.7.8"), peer, 2), peer);
+        assert_eq!(remote_ip(&xff("unknown"), peer, 1), peer);
+        assert_eq!(
+            remote_ip(&xff("2001:db8::1"), peer, 1).to_string(),
+            "2001:db8::1"
+        );
+        assert_eq!(remote_ip(&xff("[2001:db8::1]"), peer, 1), peer);
+        assert_eq!(remote_ip(&xff("1.2.3.4:80"), peer, 1), peer);
+    }
+
+    #[test]
+    fn methods_are_envoys_list_and_case_sensitive() {
+        for m in [
+            "GET",
+            "DELETE",
+            "PROPFIND",
+            "MSEARCH",
+            "UNSUBSCRIBE",
+            "ACL",
+            "CONNECT",
+        ] {
+            assert!(
+                known_method(&Method::from_bytes(m.as_bytes()).unwrap()),
+                "{m}"
+            );
+        }
+        for m in [
+            "delete", "Delete", "get", "POS", "FOO", "M-SEARCH", "GETS", "PRI",
+        ] {
+            assert!(
+                !known_method(&Method::from_bytes(m.as_bytes()).unwrap()),
+                "{m}"
+            );
+        }
+        assert!(METHODS.is_sorted(), "binary search needs the list sorted");
+    }
+
+    #[test]
+    fn transfer_encoding_is_chunked_or_refused() {
+        let te = |values: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append("transfer-encoding", HeaderValue::from_static(v));
+            }
+            check_transfer_encoding(&h)
+        };
+        assert_eq!(te(&[]), Ok(()));
+        assert_eq!(te(&["chunked"]), Ok(()));
+        assert_eq!(te(&["CHUNKED"]), Ok(()));
+        for bad in [
+            &["gzip, chunked"][..],
+            &["identity, chunked"],
+            &["gzip"],
+            &["gzip", "chunked"],
+            &["chunked, chunked"],
+        ] {
+            assert_eq!(te(bad), Err(Refusal::TransferEncoding), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn connection_nominations_are_removed_before_evaluation() {
+        let mut p = parts(
+            http::Request::get("/x")
+                .header("host", "a")
+                .header(
+                    "connection",
+                    "keep-alive, X-Secret, x-request-id, connection",
+                )
+                .header("x-secret", "1")
+                .header("x-request-id", "abc")
+                .header("x-kept", "1")
+                .body(())
+                .unwrap(),
+        );
+        assert!(admit(&mut p).is_ok());
+        assert!(!p.headers.contains_key("x-secret"));
+        assert!(!p.headers.contains_key("x-request-id"));
+        assert_eq!(p.headers["connection"], "keep-alive");
+        assert!(p.headers.contains_key("x-kept"));
+
+        for refused in [
+            "x-forwarded-for",
+            "X-Forwarded-Proto",
+            "x-forwarded-host",
+            ":path",
+            "a1,a2,a3,a4,a5,a6,a7,a8,a9,a10",
+        ] {
+            let mut p = parts(
+                http::Request::get("/x")
+                    .header("host", "a")
+                    .header("connection", refused)
+                    .body(())
+                    .unwrap(),
+            );
+            assert_eq!(
+                admit(&mut p).unwrap_err(),
+                Refusal::ConnectionHeader,
+                "{refused}"
+            );
+        }
+        // Nine names are accepted, as in Envoy.
+        let mut p = parts(
+            http::Request::get("/x")
+                .header("host", "a")
+                .header("connection", "a1,a2,a3,a4,a5,a6,a7,a8,close")
+                .body(())
+                .unwrap(),
+        );
+        assert!(admit(&mut p).is_ok());
+        // Nominating `host` removes it, and then there is no authority (as in Envoy).
+        let mut p = parts(
+            http::Request::get("/x")
+                .header("host", "a")
+                .header("connection", "host")
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(admit(&mut p).unwrap_err(), Refusal::MissingHost);
+    }
+
+    #[test]
+    fn the_target_authority_wins_and_replaces_host() {
+        let mut p = parts(
+            http::Request::get("http://u@a:8080/x")
+                .header("host", "internal.example")
+                .body(())
+                .unwrap(),
+        );
+        let a = admit(&mut p).unwrap();
+        assert_eq!(
+            a.as_str(),
+            "a:8080",
+            "userinfo is not part of the authority"
+        );
+        assert!(!p.headers.contains_key("host"));
+
+        let mut p = parts(
+            http::Request::get("/x")
+                .header("host", "a")
+                .header("host", "internal.example")
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(admit(&mut p).unwrap_err(), Refusal::DuplicateHost);
+
+        let mut p = parts(http::Request::get("/x").body(()).unwrap());
+        assert_eq!(admit(&mut p).unwrap_err(), Refusal::MissingHost);
+
+        // An empty Host is an authority (RFC 9112 §3.2 lets clients send one); Envoy forwards it.
+        let mut p = parts(
+            http::Request::get("/x")
+                .header("host", "")
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(admit(&mut p).unwrap().as_str(), "");
+
+        for bad in ["a b", "a\tb", "a\"b", "a/b"] {
+            let mut p = parts(
+                http::Request::get("/x")
+                    .header("host", HeaderValue::from_str(bad).unwrap())
+                    .body(())
+                    .unwrap(),
+            );
+            assert_eq!(
+                admit(&mut p).unwrap_err(),
+                Refusal::InvalidAuthority,
+                "{bad}"
+            );
+        }
+        let mut p = parts(
+            http::Request::get("/x")
+                .header("host", HeaderValue::from_bytes(b"a\x80b").unwrap())
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(admit(&mut p).unwrap_err(), Refusal::InvalidAuthority);
+        let mut p = parts(
+            http::Request::get("/x")
+                .header("host", "[::1]:80")
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(admit(&mut p).unwrap().as_str(), "[::1]:80");
+    }
+
+    #[test]
+    fn connect_needs_an_authority_target() {
+        let mut p = parts(
+            http::Request::connect("a:443")
+                .header("host", "a:443")
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(admit(&mut p).unwrap().as_str(), "a:443");
+        let mut p = parts(
+            http::Request::connect("/x")
+                .header("host", "a")
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(admit(&mut p).unwrap_err(), Refusal::ConnectTarget);
+    }
+}

@@ -194,6 +194,34 @@ impl EncodeMetric for DurationHistogram {
     }
 }
 
+/// A histogram family by status class, with a handle per class looked up once: a series
+/// appears with the first response of its class, and later observations neither hash nor lock.
+#[derive(Debug)]
+struct ByClass {
+    family: Family<ClassLabels, DurationHistogram>,
+    handles: [std::sync::OnceLock<DurationHistogram>; 5],
+}
+
+impl ByClass {
+    fn new(family: Family<ClassLabels, DurationHistogram>) -> ByClass {
+        ByClass {
+            family,
+            handles: Default::default(),
+        }
+    }
+
+    fn observe(&self, status: u16, d: Duration) {
+        let class = class_index(status);
+        self.handles[class]
+            .get_or_init(|| {
+                self.family.get_or_create_owned(&ClassLabels {
+                    code_class: CLASSES[class],
+                })
+            })
+            .observe(d);
+    }
+}
+
 /// Which text format `/metrics` is written in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -252,11 +280,10 @@ pub struct Metrics {
     pub upstream_errors: Family<ResultLabels, Counter>,
     /// Updated by the JWKS fetchers.
     pub jwks: meshguard_jwks::JwksMetrics,
-    /// Time from the request head to the response head, by status class; one handle per
-    /// class in [`CLASSES`] order.
-    request_duration: [DurationHistogram; 5],
+    /// Time from the request head to the response head, by status class.
+    request_duration: ByClass,
     /// Time from forwarding to the upstream's response head, by the upstream's status class.
-    upstream_duration: [DurationHistogram; 5],
+    upstream_duration: ByClass,
     /// Access-log lines dropped because the writer could not keep up (or stdout failed).
     pub access_log_dropped: Counter,
     /// HTTP/2 connections closed for resetting too many of their streams early.
@@ -337,13 +364,9 @@ impl Default for Metrics {
             "HTTP/2 client connections closed because most of their streams were reset early",
             premature_reset_closes.clone(),
         );
+        let request_duration = ByClass::new(request_duration_family);
+        let upstream_duration = ByClass::new(upstream_duration_family);
         // Created up front, so they show in /metrics from the start with 0.
-        let request_duration = CLASSES.map(|code_class| {
-            request_duration_family.get_or_create_owned(&ClassLabels { code_class })
-        });
-        let upstream_duration = CLASSES.map(|code_class| {
-            upstream_duration_family.get_or_create_owned(&ClassLabels { code_class })
-        });
         let common_codes =
             [200, 401, 403].map(|code| (code, requests.get_or_create_owned(&CodeLabels { code })));
         Metrics {
@@ -384,10 +407,9 @@ impl Metrics {
     /// head, `upstream` from forwarding (for responses the upstream gave).
     pub fn record_response(&self, status: u16, total: Duration, upstream: Option<Duration>) {
         self.count_response(status);
-        let class = class_index(status);
-        self.request_duration[class].observe(total);
+        self.request_duration.observe(status, total);
         if let Some(d) = upstream {
-            self.upstream_duration[class].observe(d);
+            self.upstream_duration.observe(status, d);
         }
     }
 
@@ -487,7 +509,12 @@ mod tests {
         has("meshguard_request_duration_seconds_sum{code_class=\"2xx\"} 0.0303");
         has("meshguard_request_duration_seconds_count{code_class=\"4xx\"} 1");
         has("meshguard_upstream_request_duration_seconds_count{code_class=\"2xx\"} 2");
-        has("meshguard_upstream_request_duration_seconds_count{code_class=\"4xx\"} 0");
+        // Series appear with their first observation.
+        assert!(!text.contains("code_class=\"1xx\""), "{text}");
+        assert!(
+            !text.contains("meshguard_upstream_request_duration_seconds_count{code_class=\"4xx\"}"),
+            "{text}"
+        );
         has("meshguard_requests_total{code=\"200\"} 1");
     }
 

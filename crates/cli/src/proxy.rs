@@ -27,9 +27,11 @@ Examples:
   meshguard proxy --policies /etc/meshguard/ --namespace shop --labels app=cart \\
       --listen 0.0.0.0:15006 --upstream http://127.0.0.1:8000
 
-Admin listener: /healthz/ready, /metrics (Prometheus), /config_dump (JSON).
+Admin listener: /healthz/ready, /metrics and /stats/prometheus (Prometheus text, or OpenMetrics
+when asked for), /config_dump (JSON); the same connection limit and timeouts as the proxy.
 Reload: on file change and on SIGHUP; a broken set of files keeps the last good policies.
-Access log: one JSON line per request on stdout; diagnostics go to stderr (RUST_LOG=debug for more).")]
+Access log: one JSON line per request on stdout, written off the request path (lines stdout does
+not take in time are dropped and counted); diagnostics go to stderr (RUST_LOG=debug for more).")]
 pub struct ProxyArgs {
     /// Policy files or directories of Kubernetes YAML (repeatable).
     #[arg(long, short = 'p', required = true, num_args = 1.., value_name = "PATH")]
@@ -62,14 +64,16 @@ pub struct ProxyArgs {
     /// X-Forwarded-For hops to trust for `remote.ip` [default: 0, the peer address].
     #[arg(long, value_name = "N")]
     pub trusted_proxies: Option<usize>,
-    /// Largest request head in bytes; larger requests get 431.
+    /// Largest request head in bytes; larger requests get 431. Any value is honoured, also
+    /// below 8192 (heads are then measured as written with `name: value` and CRLF line ends).
     #[arg(long, default_value_t = Limits::default().max_header_bytes, value_name = "BYTES")]
     pub max_header_bytes: usize,
     /// Time a client has to send a whole request head, from connecting or from the end of its
     /// previous response; a connection silent that long is closed (e.g. 10s).
     #[arg(long, default_value = "10s", value_parser = duration, value_name = "DURATION")]
     pub header_read_timeout: Duration,
-    /// Connections served at once.
+    /// Connections served at once, on each listener (proxy and admin); more wait in the listen
+    /// backlog (1024).
     #[arg(long, default_value_t = Limits::default().max_connections, value_name = "N")]
     pub max_connections: usize,
     /// Time to connect to the upstream.

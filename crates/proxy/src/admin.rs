@@ -1,18 +1,18 @@
-//! The admin listener: `/healthz/ready`, `/metrics`, `/config_dump`.
+//! The admin listener's pages: `/healthz/ready`, `/metrics` (also `/stats/prometheus`, the path
+//! Istio's scrape configuration uses), `/config_dump`.
 //!
-//! Owns those three pages. Does not own what they report (state and metrics live elsewhere).
+//! Owns those pages and choosing the metrics format from `Accept`. Does not own what they
+//! report (state and metrics live elsewhere) or the listener (the accept loop in
+//! [`crate::server`] serves it with the proxy's connection limits and timeouts).
 
-use std::future::Future;
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use hyper::service::{Service, service_fn};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Format, Metrics};
 use crate::response::{Body, full};
 use crate::state::PolicyState;
 
@@ -45,11 +45,21 @@ fn route(req: &Request<Incoming>, state: &PolicyState, metrics: &Metrics) -> Res
             "text/plain",
             "NOT READY: first JWKS fetch in progress\n".into(),
         ),
-        "/metrics" => page(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            metrics.encode(),
-        ),
+        "/metrics" | "/stats/prometheus" => {
+            let accept = req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let format = Format::negotiate(accept);
+            let mut r = page(
+                StatusCode::OK,
+                format.content_type(),
+                metrics.encode_as(format),
+            );
+            r.headers_mut()
+                .insert(header::VARY, http::HeaderValue::from_static("accept"));
+            r
+        }
         "/config_dump" => {
             let body = serde_json::to_string_pretty(&state.dump()).unwrap_or_default() + "\n";
             page(StatusCode::OK, "application/json", body)
@@ -57,33 +67,22 @@ fn route(req: &Request<Incoming>, state: &PolicyState, metrics: &Metrics) -> Res
         _ => page(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found; try /healthz/ready, /metrics or /config_dump\n".into(),
+            "not found; try /healthz/ready, /metrics, /stats/prometheus or /config_dump\n".into(),
         ),
     }
 }
 
-/// Serves the admin pages until `shutdown`.
-pub async fn serve(
-    listener: TcpListener,
+/// The admin pages as a service for one connection (served by the listeners' accept loop).
+pub fn service(
     state: Arc<PolicyState>,
     metrics: Arc<Metrics>,
-    shutdown: impl Future<Output = ()>,
-) {
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
-            () = &mut shutdown => break,
-        };
-        let (state, metrics) = (state.clone(), metrics.clone());
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let resp = route(&req, &state, &metrics);
-                async move { Ok::<_, std::convert::Infallible>(resp) }
-            });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+) -> impl Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = std::future::Ready<Result<Response<Body>, Infallible>>,
+> + Send
++ Unpin
++ 'static {
+    service_fn(move |req| std::future::ready(Ok(route(&req, &state, &metrics))))
 }

@@ -17,6 +17,17 @@
 //! (pipelined requests) come back in `read_buf` and are served first by the next hyper
 //! connection.
 //!
+//! HTTP/1 request heads are capped at `--max-header-bytes` by hyper (its read buffer limit),
+//! except below 8192 bytes, hyper's smallest buffer: there [`tracked`] measures each head as
+//! written with `name: value` and CRLF line ends and answers 431 itself, before the request
+//! reaches the service.
+//!
+//! HTTP/2 connections count streams the client resets before their response head, within a
+//! second of opening them, as Envoy does since CVE-2023-44487 ("rapid reset" after accept):
+//! once at least half of [`PREMATURE_RESET_TOTAL_STREAM_COUNT`] streams were reset early, or
+//! at least half of all closed streams once that many have closed, the connection is closed at
+//! once. hyper's own defence (`max_pending_accept_reset_streams`) covers resets before accept.
+//!
 //! The header read timeout is kept here, not by hyper: it runs from the moment the connection
 //! starts waiting for a request head (its opening, or the end of the last response) and
 //! applies across hyper connections. One timer per connection serves both deadlines; hyper's
@@ -26,19 +37,20 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::{http1, http2};
 use hyper::service::{Service, service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::config::Limits;
@@ -47,6 +59,17 @@ use crate::config::Limits;
 /// released. Long enough that a busy connection keeps its buffers from one request to the next,
 /// short next to any keep-alive timeout.
 pub const IDLE_RELEASE_AFTER: Duration = Duration::from_millis(20);
+
+/// hyper's smallest HTTP/1 read buffer; below it, head sizes are checked by [`tracked`].
+const HYPER_MIN_BUF: usize = 8192;
+
+/// Envoy's `overload.premature_reset_total_stream_count` default: the closed streams over
+/// which the share of premature resets is judged.
+pub const PREMATURE_RESET_TOTAL_STREAM_COUNT: u64 = 500;
+
+/// Envoy's `overload.premature_reset_min_stream_lifetime_seconds` default: a stream that lived
+/// longer than this many whole seconds is never a premature reset.
+const PREMATURE_RESET_MIN_STREAM_LIFETIME_SECS: u64 = 1;
 
 /// The HTTP/2 connection preface (RFC 9113, section 3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -90,8 +113,14 @@ pub struct Settings {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
     header_read_timeout: Duration,
+    /// Largest request head; checked by [`tracked`] when below [`HYPER_MIN_BUF`].
+    max_header_bytes: usize,
     /// [`IDLE_RELEASE_AFTER`]; a field so that tests can shorten it.
     idle_release_after: Duration,
+    /// Idle HTTP/1 connections taken apart so far (for tests: that the release happens).
+    released: AtomicU64,
+    /// Counts HTTP/2 connections closed for premature resets.
+    pub premature_reset_closes: Counter,
 }
 
 impl Settings {
@@ -100,7 +129,8 @@ impl Settings {
         http1
             // Kept by `run_h1` (see the module docs); hyper's default would be 30 s.
             .header_read_timeout(None)
-            .max_buf_size(limits.max_header_bytes.max(8192))
+            // hyper refuses smaller buffers; `tracked` enforces smaller limits.
+            .max_buf_size(limits.max_header_bytes.max(HYPER_MIN_BUF))
             .keep_alive(true)
             // A client may shut down its sending side and still get its answer (RFC 9112
             // §9.6 allows it). It also keeps hyper from reading mid-request to look for a
@@ -119,7 +149,10 @@ impl Settings {
             http1,
             http2,
             header_read_timeout: limits.header_read_timeout,
+            max_header_bytes: limits.max_header_bytes,
             idle_release_after: IDLE_RELEASE_AFTER,
+            released: AtomicU64::new(0),
+            premature_reset_closes: Counter::default(),
         }
     }
 }
@@ -195,7 +228,9 @@ where
     B: ClientBody,
 {
     let exchanges = Arc::new(Exchanges::default());
-    let mut service = tracked(service, exchanges.clone());
+    let head_limit =
+        (settings.max_header_bytes < HYPER_MIN_BUF).then_some(settings.max_header_bytes);
+    let mut service = tracked(service, exchanges.clone(), head_limit);
     io.exchanges = Some(exchanges.clone());
     let mut header_deadline = first_deadline;
     loop {
@@ -221,6 +256,7 @@ where
         } = parts;
         service = parts_service;
         io = tokio_io.into_inner();
+        settings.released.fetch_add(1, Ordering::Relaxed);
         header_deadline = deadline;
         if read_buf.is_empty() {
             // An empty `read_buf` can still hold hyper's whole read buffer: let it go first.
@@ -268,13 +304,111 @@ where
     S: ClientService<B>,
     B: ClientBody,
 {
+    let resets = Arc::new(Resets::default());
+    let service = reset_counted(service, resets.clone());
     let conn = settings.http2.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => return r.map_err(Into::into),
+        () = resets.abusive.notified() => return abort(&resets, settings),
         () = drained(&mut drain) => conn.as_mut().graceful_shutdown(),
     }
-    conn.await.map_err(Into::into)
+    tokio::select! {
+        r = conn => r.map_err(Into::into),
+        () = resets.abusive.notified() => abort(&resets, settings),
+    }
+}
+
+/// Closes an HTTP/2 connection with too many premature resets: dropping it closes the socket
+/// and its streams at once, as Envoy's abort does (a GOAWAY would wait for the open streams).
+fn abort(resets: &Resets, settings: &Settings) -> Result<(), BoxError> {
+    settings.premature_reset_closes.inc();
+    tracing::debug!(
+        closed = resets.closed.load(Ordering::Relaxed),
+        premature = resets.premature.load(Ordering::Relaxed),
+        "too many premature stream resets; closing the connection"
+    );
+    Ok(())
+}
+
+/// The streams of one HTTP/2 connection, for the premature-reset rule (module docs).
+#[derive(Debug, Default)]
+struct Resets {
+    /// Streams that have ended (answered, reset or dropped).
+    closed: AtomicU64,
+    /// Of those, streams the client reset before their response head, early in their life.
+    premature: AtomicU64,
+    /// Notified once the connection is to be closed.
+    abusive: Notify,
+}
+
+impl Resets {
+    /// Envoy's `maybeDrainDueToPrematureResets`: below the stream count, close as soon as the
+    /// premature resets alone reach half of it; from then on, when they are half of all.
+    fn stream_closed(&self, premature: bool) {
+        let closed = self.closed.fetch_add(1, Ordering::Relaxed) + 1;
+        if !premature {
+            // Can only lower the share.
+            return;
+        }
+        let resets = self.premature.fetch_add(1, Ordering::Relaxed) + 1;
+        if resets * 2 >= closed.max(PREMATURE_RESET_TOTAL_STREAM_COUNT) {
+            self.abusive.notify_one();
+        }
+    }
+}
+
+/// One HTTP/2 stream, from the service call until hyper is done with its response body.
+#[derive(Debug)]
+struct Stream {
+    resets: Arc<Resets>,
+    opened: Instant,
+    /// Whether the service produced a response head (hyper then sends it).
+    responded: bool,
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        // Dropped without a response head: hyper gave up the stream, because the client reset
+        // it (or the connection went away, which ends the accounting anyway).
+        let premature = !self.responded
+            && self.opened.elapsed().as_secs() <= PREMATURE_RESET_MIN_STREAM_LIFETIME_SECS;
+        self.resets.stream_closed(premature);
+    }
+}
+
+/// Wraps an HTTP/2 service so that every stream is counted in `resets`.
+fn reset_counted<S, B>(
+    inner: S,
+    resets: Arc<Resets>,
+) -> impl Service<
+    Request<Incoming>,
+    Response = Response<TrackedBody<B, Stream>>,
+    Error = S::Error,
+    Future: Send + 'static,
+> + Send
++ Unpin
++ 'static
+where
+    S: ClientService<B>,
+    B: ClientBody,
+{
+    service_fn(move |req: Request<Incoming>| {
+        let mut stream = Stream {
+            resets: resets.clone(),
+            opened: Instant::now(),
+            responded: false,
+        };
+        let response = inner.call(req);
+        async move {
+            let response = response.await?;
+            stream.responded = true;
+            Ok(response.map(|body| TrackedBody {
+                body: Some(body),
+                _guard: stream,
+            }))
+        }
+    })
 }
 
 enum H1<S> {
@@ -414,7 +548,7 @@ struct Exchanges {
 
 /// Marks one request as open until the response body is dropped by hyper.
 #[derive(Debug)]
-struct Open(Arc<Exchanges>);
+pub struct Open(Arc<Exchanges>);
 
 impl Drop for Open {
     fn drop(&mut self) {
@@ -423,13 +557,46 @@ impl Drop for Open {
     }
 }
 
-/// Wraps the service so that `exchanges` follows each request until hyper is done with it.
+/// The size of a request head as written with `name: value` and CRLF line ends.
+fn head_size(req: &Request<Incoming>) -> usize {
+    let uri = req.uri();
+    let target = uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| {
+            a.as_str().len() + uri.scheme_str().map_or(0, |s| s.len() + 3)
+        });
+    // "METHOD target HTTP/1.1\r\n", the fields, and the empty line.
+    let fields: usize = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + 2 + v.len() + 2)
+        .sum();
+    req.method().as_str().len() + 1 + target + 1 + 8 + 2 + fields + 2
+}
+
+/// hyper's answer to a head over its buffer limit, for heads over a smaller limit: 431 with
+/// no body, and the connection closed.
+fn head_too_large<B, G>(guard: G) -> Response<TrackedBody<B, G>> {
+    let mut r = Response::new(TrackedBody {
+        body: None,
+        _guard: guard,
+    });
+    *r.status_mut() = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+    r.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    r
+}
+
+/// Wraps the service so that `exchanges` follows each request until hyper is done with it,
+/// and heads over `head_limit` (when set) get 431 without reaching the service.
 fn tracked<S, B>(
     inner: S,
     exchanges: Arc<Exchanges>,
+    head_limit: Option<usize>,
 ) -> impl Service<
     Request<Incoming>,
-    Response = Response<TrackedBody<B>>,
+    Response = Response<TrackedBody<B, Open>>,
     Error = S::Error,
     Future: Send + 'static,
 > + Send
@@ -445,22 +612,31 @@ where
             .store(!req.body().is_end_stream(), Ordering::Relaxed);
         exchanges.open.fetch_add(1, Ordering::Relaxed);
         let open = Open(exchanges.clone());
-        let response = inner.call(req);
+        let too_large = head_limit.is_some_and(|limit| head_size(&req) > limit);
+        let response = (!too_large).then(|| inner.call(req));
         async move {
+            let Some(response) = response else {
+                tracing::debug!("request head over --max-header-bytes; 431");
+                return Ok(head_too_large(open));
+            };
             let response = response.await?;
-            Ok(response.map(|body| TrackedBody { body, _open: open }))
+            Ok(response.map(|body| TrackedBody {
+                body: Some(body),
+                _guard: open,
+            }))
         }
     })
 }
 
-/// A response body that keeps its request marked open until hyper drops it.
+/// A response body that holds `G` (which marks its request or stream open) until hyper drops
+/// it. `None`: an empty body.
 #[derive(Debug)]
-pub struct TrackedBody<B> {
-    body: B,
-    _open: Open,
+pub struct TrackedBody<B, G> {
+    body: Option<B>,
+    _guard: G,
 }
 
-impl<B: Body + Unpin> Body for TrackedBody<B> {
+impl<B: Body + Unpin, G: Unpin> Body for TrackedBody<B, G> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -468,15 +644,20 @@ impl<B: Body + Unpin> Body for TrackedBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        match &mut self.get_mut().body {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.body.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        self.body
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
 
@@ -589,15 +770,23 @@ mod tests {
     /// Starts a server whose service answers with the request's method and path, after
     /// 100 ms for paths starting with `/delay`.
     async fn server(header_read_timeout: Duration) -> (std::net::SocketAddr, watch::Sender<bool>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let limits = Limits {
+        let (addr, tx, _) = server_with(Limits {
             header_read_timeout,
             ..Limits::default()
-        };
+        })
+        .await;
+        (addr, tx)
+    }
+
+    async fn server_with(
+        limits: Limits,
+    ) -> (std::net::SocketAddr, watch::Sender<bool>, Arc<Settings>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
         let mut settings = Settings::new(&limits);
         settings.idle_release_after = Duration::from_millis(10);
         let settings = Arc::new(settings);
+        let handle = settings.clone();
         let (tx, rx) = watch::channel(false);
         tokio::spawn(async move {
             loop {
@@ -612,7 +801,19 @@ mod tests {
                 tokio::spawn(serve(tcp, service, settings.clone(), rx.clone()));
             }
         });
-        (addr, tx)
+        (addr, tx, handle)
+    }
+
+    /// Waits (bounded) until the server has released idle connections `n` times in all.
+    async fn released(settings: &Settings, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while settings.released.load(Ordering::Relaxed) < n {
+            assert!(
+                Instant::now() < deadline,
+                "the idle connection was not released"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     /// Writes raw bytes to the server.
@@ -644,11 +845,11 @@ mod tests {
 
     #[tokio::test]
     async fn keep_alive_pipelining_and_bodies_survive_idle_release() {
-        let (addr, _drain) = server(Duration::from_secs(5)).await;
+        let (addr, _drain, settings) = server_with(Limits::default()).await;
         let mut tcp = TcpStream::connect(addr).await.unwrap();
         get(&mut tcp, "/one").await;
-        // Idle past the release: the next requests go to a new hyper connection.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Idle until released: the next requests go to a new hyper connection.
+        released(&settings, 1).await;
         send(
             &mut tcp,
             b"GET /two HTTP/1.1\r\nhost: x\r\n\r\nGET /three HTTP/1.1\r\nhost: x\r\n\r\n",
@@ -657,15 +858,77 @@ mod tests {
         let got = read_responses(&mut tcp, &["GET /two", "GET /three"]).await;
         assert!(got.find("GET /two") < got.find("GET /three"));
         // A request with a body that the service never reads, then one more request.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        released(&settings, 2).await;
         send(
             &mut tcp,
             b"POST /four HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello",
         )
         .await;
         read_responses(&mut tcp, &["POST /four"]).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Not released after a request with a body (hyper may still be reading it) ...
         get(&mut tcp, "/five").await;
+        // ... but after the next one without.
+        released(&settings, 3).await;
+        get(&mut tcp, "/six").await;
+        assert_eq!(settings.released.load(Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn heads_over_a_limit_below_hypers_buffer_get_431() {
+        let (addr, _drain, _) = server_with(Limits {
+            max_header_bytes: 2048,
+            ..Limits::default()
+        })
+        .await;
+        let head = |value_len: usize| {
+            format!(
+                "GET /x HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+                "a".repeat(value_len)
+            )
+        };
+        // 17 + 9 + 9 + 2 bytes around the value: a head of 2048 bytes exactly is allowed.
+        let fits = 2048 - 37;
+        assert_eq!(head(fits).len(), 2048);
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        send(&mut tcp, head(fits).as_bytes()).await;
+        read_responses(&mut tcp, &["GET /x"]).await;
+        send(&mut tcp, head(fits + 1).as_bytes()).await;
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(2), tcp.read_to_end(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        let got = String::from_utf8(got).unwrap();
+        assert!(
+            got.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "{got}"
+        );
+        assert!(got.contains("connection: close\r\n"), "{got}");
+        assert!(!got.contains("GET /x"), "not served: {got}");
+    }
+
+    #[test]
+    fn premature_resets_close_by_envoys_rule() {
+        let closes_after = |pattern: &dyn Fn(u64) -> bool| {
+            let r = Resets::default();
+            for i in 1..=5000u64 {
+                r.stream_closed(pattern(i));
+                let notified = std::pin::pin!(r.abusive.notified());
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                if notified.poll(&mut cx).is_ready() {
+                    return Some(i);
+                }
+            }
+            None
+        };
+        // Every stream reset early: closed at 250, half of 500.
+        assert_eq!(closes_after(&|_| true), Some(250));
+        // One in two: at 500 streams, 250 of them reset.
+        assert_eq!(closes_after(&|i| i % 2 == 0), Some(500));
+        // Fewer than half: never.
+        assert_eq!(closes_after(&|i| i % 3 == 0), None);
+        // A good history first: closed when resets reach half of everything.
+        assert_eq!(closes_after(&|i| i > 1000), Some(2000));
     }
 
     #[tokio::test]

@@ -37,6 +37,8 @@ pub struct Shared {
     pub request_ids: RequestIds,
     /// Write one JSON access-log line per request to stdout.
     pub access_log: bool,
+    /// Where access-log lines go (set when `access_log` is).
+    pub log_writer: Option<crate::access_log::AccessLog>,
 }
 
 /// The two ends of the client's connection.
@@ -198,11 +200,11 @@ struct AccessLog<'a> {
 }
 
 /// Writes one access log line to stdout.
-fn write_access_log(line: &AccessLog<'_>) {
+fn write_access_log(writer: &crate::access_log::AccessLog, line: &AccessLog<'_>) {
     if let Ok(mut text) = serde_json::to_vec(line) {
-        // One write per line, so concurrent requests never interleave within a line.
+        // Whole lines to the writer thread, which never lets stdout hold up a request.
         text.push(b'\n');
-        let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), &text);
+        writer.write(text);
     }
 }
 
@@ -288,8 +290,8 @@ pub async fn handle(
     conn: ConnInfo,
     shared: Arc<Shared>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
-    // Clock reads only for the access log, which alone reports durations.
-    let started = shared.access_log.then(Instant::now);
+    // For the access log and the request-duration histogram.
+    let started = Instant::now();
     let start_time = unix_now();
     let snapshot = shared.state.snapshot();
     let (mut parts, body) = req.into_parts();
@@ -309,25 +311,30 @@ pub async fn handle(
         Ok(authority) => authority,
         Err(refusal) => {
             let reply = LocalReply::from(refusal);
-            if shared.access_log {
-                write_access_log(&AccessLog {
-                    start_time,
-                    method: parts.method.as_str(),
-                    authority: "",
-                    path: "",
-                    protocol: protocol_name(parts.version),
-                    response_code: reply.status,
-                    response_code_details: &reply.details,
-                    duration_ms: started.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0),
-                    upstream_duration_ms: None,
-                    principal: None,
-                    request_id: request_id.to_str().unwrap_or(""),
-                    downstream_remote_address: conn.peer,
-                    policy: None,
-                    config_generation: snapshot.generation,
-                });
+            if let Some(writer) = &shared.log_writer {
+                write_access_log(
+                    writer,
+                    &AccessLog {
+                        start_time,
+                        method: parts.method.as_str(),
+                        authority: "",
+                        path: "",
+                        protocol: protocol_name(parts.version),
+                        response_code: reply.status,
+                        response_code_details: &reply.details,
+                        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+                        upstream_duration_ms: None,
+                        principal: None,
+                        request_id: request_id.to_str().unwrap_or(""),
+                        downstream_remote_address: conn.peer,
+                        policy: None,
+                        config_generation: snapshot.generation,
+                    },
+                );
             }
-            shared.metrics.count_response(reply.status);
+            shared
+                .metrics
+                .record_response(reply.status, started.elapsed(), None);
             return Ok(refusal_reply(refusal, grpc));
         }
     };
@@ -387,8 +394,9 @@ pub async fn handle(
         tracing::debug!(target: "meshguard::explain", request_id = request_id_str, status = outcome.status(), details = outcome.denial.as_ref().map_or("via_upstream", |d| d.details.as_str()), "decision");
     }
 
-    let log = |status: u16, details: &str, upstream_ms: Option<f64>| {
-        if shared.access_log {
+    let log = |status: u16, details: &str, upstream: Option<std::time::Duration>| {
+        let elapsed = started.elapsed();
+        if let Some(writer) = &shared.log_writer {
             let line = AccessLog {
                 start_time,
                 method: parts.method.as_str(),
@@ -401,17 +409,17 @@ pub async fn handle(
                 protocol: protocol_name(parts.version),
                 response_code: status,
                 response_code_details: details,
-                duration_ms: started.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0),
-                upstream_duration_ms: upstream_ms,
+                duration_ms: elapsed.as_secs_f64() * 1000.0,
+                upstream_duration_ms: upstream.map(|d| d.as_secs_f64() * 1000.0),
                 principal: outcome.principal.as_deref(),
                 request_id: request_id_str,
                 downstream_remote_address: conn.peer,
                 policy: outcome.authz.matched_policy.as_deref(),
                 config_generation: snapshot.generation,
             };
-            write_access_log(&line);
+            write_access_log(writer, &line);
         }
-        shared.metrics.count_response(status);
+        shared.metrics.record_response(status, elapsed, upstream);
     };
 
     if let Some(denial) = &outcome.denial {
@@ -457,14 +465,14 @@ pub async fn handle(
     *up.uri_mut() = uri;
     *up.headers_mut() = headers;
 
-    let sent = shared.access_log.then(Instant::now);
+    let sent = Instant::now();
     let result = tokio::time::timeout(shared.upstream_timeout, shared.pool.send(up)).await;
     let failure = match result {
         Ok(Ok(resp)) => {
-            let upstream_ms = sent.map(|t| t.elapsed().as_secs_f64() * 1000.0);
+            let upstream = Some(sent.elapsed());
             let (mut rparts, rbody) = resp.into_parts();
             strip_hop_by_hop(&mut rparts.headers);
-            log(rparts.status.as_u16(), "via_upstream", upstream_ms);
+            log(rparts.status.as_u16(), "via_upstream", upstream);
             return Ok(Response::from_parts(rparts, Body::Upstream(rbody)));
         }
         Ok(Err(SendError::Connect(e))) => UpstreamFailure::Connect(e),

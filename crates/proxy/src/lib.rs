@@ -7,6 +7,7 @@
 //! snapshot atomically and keep the last good one on error.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod config;
 pub mod connection;

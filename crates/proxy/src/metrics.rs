@@ -1,14 +1,19 @@
-//! Prometheus metrics, served on the admin listener's `/metrics`.
+//! Prometheus metrics, served on the admin listener's `/metrics` and `/stats/prometheus`.
 //!
-//! Owns the metric families and their labels. Does not decide what to count: the request
-//! handler and the reloader call these.
+//! Owns the metric families, their labels, the two text formats they are written in
+//! (Prometheus text 0.0.4 and OpenMetrics 1.0.0), and the request-duration histograms. Does
+//! not decide what to count: the request handler, the connection loop, the access-log writer
+//! and the reloader call these.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -112,6 +117,155 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabels {
+    /// The status class: `1xx` to `5xx`. A handful of values, so the series stay few.
+    pub code_class: &'static str,
+}
+
+/// The status classes, in the order of [`class_index`].
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The index into [`CLASSES`] of a status (anything outside 100..=599 counts as `5xx`).
+fn class_index(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
+/// Upper bounds of the duration buckets, in seconds: Istio's
+/// `istio_request_duration_milliseconds` buckets (0.5 ms to 1 h), so dashboards built for
+/// those read these alike.
+pub const DURATION_BUCKETS: [f64; 19] = [
+    0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 600.0, 1800.0, 3600.0,
+];
+
+/// A duration histogram with [`DURATION_BUCKETS`], updated with three relaxed atomic adds
+/// and no lock (`prometheus_client`'s histogram takes a mutex on every observation).
+#[derive(Clone, Debug, Default)]
+pub struct DurationHistogram(Arc<HistogramCells>);
+
+#[derive(Debug, Default)]
+pub struct HistogramCells {
+    /// Observations per bucket (not cumulative); the last one is `+Inf`.
+    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl DurationHistogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = DURATION_BUCKETS.partition_point(|&b| b < secs);
+        let cells = &self.0;
+        cells.buckets[i].fetch_add(1, Ordering::Relaxed);
+        cells.count.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        cells.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for DurationHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for DurationHistogram {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let cells = &self.0;
+        let mut buckets = [(0.0, 0); DURATION_BUCKETS.len() + 1];
+        for (i, slot) in buckets.iter_mut().enumerate() {
+            let bound = DURATION_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY);
+            *slot = (bound, cells.buckets[i].load(Ordering::Relaxed));
+        }
+        // The count is the buckets' total, so that a scrape racing an observation still reads
+        // a consistent `_count` and `+Inf` bucket.
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = cells.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// A histogram family by status class, with a handle per class looked up once: a series
+/// appears with the first response of its class, and later observations neither hash nor lock.
+#[derive(Debug)]
+struct ByClass {
+    family: Family<ClassLabels, DurationHistogram>,
+    handles: [std::sync::OnceLock<DurationHistogram>; 5],
+}
+
+impl ByClass {
+    fn new(family: Family<ClassLabels, DurationHistogram>) -> ByClass {
+        ByClass {
+            family,
+            handles: Default::default(),
+        }
+    }
+
+    fn observe(&self, status: u16, d: Duration) {
+        let class = class_index(status);
+        self.handles[class]
+            .get_or_init(|| {
+                self.family.get_or_create_owned(&ClassLabels {
+                    code_class: CLASSES[class],
+                })
+            })
+            .observe(d);
+    }
+}
+
+/// Which text format `/metrics` is written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text format 0.0.4 (what a scraper gets unless it asks for OpenMetrics).
+    Prometheus,
+    /// OpenMetrics 1.0.0.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The format an `Accept` header asks for: OpenMetrics when it lists
+    /// `application/openmetrics-text` with a q-value above 0 and at least that of any text
+    /// format it also lists (Prometheus sends both, OpenMetrics preferred); else 0.0.4.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let mut openmetrics: f32 = 0.0;
+        let mut text: f32 = 0.0;
+        for range in accept.unwrap_or("").split(',') {
+            let mut params = range.split(';');
+            let media = params.next().unwrap_or("").trim();
+            let q = params
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            if media.eq_ignore_ascii_case("application/openmetrics-text") {
+                openmetrics = openmetrics.max(q);
+            } else if media.eq_ignore_ascii_case("text/plain") {
+                text = text.max(q);
+            }
+        }
+        if openmetrics > 0.0 && openmetrics >= text {
+            Format::OpenMetrics
+        } else {
+            Format::Prometheus
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Prometheus => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
 /// Every metric meshguard exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -126,6 +280,14 @@ pub struct Metrics {
     pub upstream_errors: Family<ResultLabels, Counter>,
     /// Updated by the JWKS fetchers.
     pub jwks: meshguard_jwks::JwksMetrics,
+    /// Time from the request head to the response head, by status class.
+    request_duration: ByClass,
+    /// Time from forwarding to the upstream's response head, by the upstream's status class.
+    upstream_duration: ByClass,
+    /// Access-log lines dropped because the writer could not keep up (or stdout failed).
+    pub access_log_dropped: Counter,
+    /// HTTP/2 connections closed for resetting too many of their streams early.
+    pub premature_reset_closes: Counter,
 }
 
 impl Default for Metrics {
@@ -178,6 +340,32 @@ impl Default for Metrics {
             "Age of the remote keys in use, by source URI (seconds since their fetch)",
             jwks.key_age_seconds.clone(),
         );
+        let request_duration_family = Family::<ClassLabels, DurationHistogram>::default();
+        registry.register(
+            "request_duration_seconds",
+            "Time from receiving a request head to sending the response head, by status class",
+            request_duration_family.clone(),
+        );
+        let upstream_duration_family = Family::<ClassLabels, DurationHistogram>::default();
+        registry.register(
+            "upstream_request_duration_seconds",
+            "Time from forwarding a request to receiving the upstream's response head, by status class",
+            upstream_duration_family.clone(),
+        );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped",
+            "Access-log lines dropped because stdout did not take them fast enough",
+            access_log_dropped.clone(),
+        );
+        let premature_reset_closes = Counter::default();
+        registry.register(
+            "downstream_premature_reset_closes",
+            "HTTP/2 client connections closed because most of their streams were reset early",
+            premature_reset_closes.clone(),
+        );
+        let request_duration = ByClass::new(request_duration_family);
+        let upstream_duration = ByClass::new(upstream_duration_family);
         // Created up front, so they show in /metrics from the start with 0.
         let common_codes =
             [200, 401, 403].map(|code| (code, requests.get_or_create_owned(&CodeLabels { code })));
@@ -191,6 +379,10 @@ impl Default for Metrics {
             reloads,
             config_generation,
             upstream_errors,
+            request_duration,
+            upstream_duration,
+            access_log_dropped,
+            premature_reset_closes,
         }
     }
 }
@@ -211,11 +403,33 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition.
+    /// Counts one response by status and records how long it took: `total` from the request
+    /// head, `upstream` from forwarding (for responses the upstream gave).
+    pub fn record_response(&self, status: u16, total: Duration, upstream: Option<Duration>) {
+        self.count_response(status);
+        self.request_duration.observe(status, total);
+        if let Some(d) = upstream {
+            self.upstream_duration.observe(status, d);
+        }
+    }
+
+    /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
+        self.encode_as(Format::OpenMetrics)
+    }
+
+    /// The exposition in `format`.
+    pub fn encode_as(&self, format: Format) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = match format {
+            Format::OpenMetrics => {
+                prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            }
+            Format::Prometheus => {
+                prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+            }
+        };
         out
     }
 }
@@ -268,5 +482,76 @@ mod tests {
             line(&m, "meshguard_jwt_results_total{issuer=\"iss-").len(),
             RECENT_MAX + 5
         );
+    }
+
+    #[test]
+    fn durations_land_in_istio_buckets_by_status_class() {
+        let m = Metrics::default();
+        m.record_response(
+            200,
+            Duration::from_micros(300),
+            Some(Duration::from_micros(200)),
+        );
+        m.record_response(
+            204,
+            Duration::from_millis(30),
+            Some(Duration::from_millis(20)),
+        );
+        m.record_response(403, Duration::from_millis(2), None);
+        let text = m.encode_as(Format::Prometheus);
+        let has = |l: &str| assert!(text.lines().any(|x| x == l), "{l} missing from\n{text}");
+        has("# TYPE meshguard_request_duration_seconds histogram");
+        has("meshguard_request_duration_seconds_count{code_class=\"2xx\"} 2");
+        has("meshguard_request_duration_seconds_bucket{code_class=\"2xx\",le=\"0.0005\"} 1");
+        has("meshguard_request_duration_seconds_bucket{code_class=\"2xx\",le=\"0.025\"} 1");
+        has("meshguard_request_duration_seconds_bucket{code_class=\"2xx\",le=\"0.05\"} 2");
+        has("meshguard_request_duration_seconds_bucket{code_class=\"2xx\",le=\"+Inf\"} 2");
+        has("meshguard_request_duration_seconds_sum{code_class=\"2xx\"} 0.0303");
+        has("meshguard_request_duration_seconds_count{code_class=\"4xx\"} 1");
+        has("meshguard_upstream_request_duration_seconds_count{code_class=\"2xx\"} 2");
+        // Series appear with their first observation.
+        assert!(!text.contains("code_class=\"1xx\""), "{text}");
+        assert!(
+            !text.contains("meshguard_upstream_request_duration_seconds_count{code_class=\"4xx\"}"),
+            "{text}"
+        );
+        has("meshguard_requests_total{code=\"200\"} 1");
+    }
+
+    #[test]
+    fn counters_are_typed_as_each_format_wants() {
+        let m = Metrics::default();
+        let text = m.encode_as(Format::Prometheus);
+        assert!(
+            text.contains("# TYPE meshguard_requests_total counter\n"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"), "{text}");
+        let om = m.encode_as(Format::OpenMetrics);
+        assert!(om.contains("# TYPE meshguard_requests counter\n"), "{om}");
+        assert!(om.ends_with("# EOF\n"), "{om}");
+    }
+
+    #[test]
+    fn accept_header_picks_the_format() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        for (accept, want) in [
+            (None, Format::Prometheus),
+            (Some("*/*"), Format::Prometheus),
+            (Some("text/plain"), Format::Prometheus),
+            (Some(prometheus), Format::OpenMetrics),
+            (Some("application/openmetrics-text"), Format::OpenMetrics),
+            (
+                Some("Application/OpenMetrics-Text; version=1.0.0"),
+                Format::OpenMetrics,
+            ),
+            (Some("application/openmetrics-text;q=0"), Format::Prometheus),
+            (
+                Some("application/openmetrics-text;q=0.2, text/plain"),
+                Format::Prometheus,
+            ),
+        ] {
+            assert_eq!(Format::negotiate(accept), want, "{accept:?}");
+        }
     }
 }

@@ -1,10 +1,13 @@
 //! Listeners and the process lifecycle: the proxy listener, the admin listener, the built-in
 //! echo upstream, reloads, and graceful shutdown.
 //!
-//! Owns: binding (with clear errors), the accept loop with its connection limit, draining on
-//! SIGTERM/SIGINT. Does not own serving one connection ([`crate::connection`]: HTTP/1.1 and
-//! HTTP/2 prior knowledge on one port, header size and read-time limits), request handling
-//! ([`crate::handler`]) or admin pages ([`crate::admin`]).
+//! Owns: binding (with clear errors and a listen backlog of [`LISTEN_BACKLOG`]), the one
+//! accept loop every listener runs (the proxy's and the admin's: each its own connection
+//! limit of `--max-connections`, the same header limits and timeouts), draining on
+//! SIGTERM/SIGINT, and starting the access-log writer. Does not own serving one connection
+//! ([`crate::connection`]: HTTP/1.1 and HTTP/2 prior knowledge on one port, header size and
+//! read-time limits, HTTP/2 reset accounting), request handling ([`crate::handler`]) or admin
+//! pages ([`crate::admin`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,10 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{Semaphore, watch};
 
-use crate::config::ProxyConfig;
+use crate::config::{Limits, ProxyConfig};
+use crate::connection::{ClientBody, ClientService, Settings};
 use crate::handler::{ConnInfo, RequestIds, Shared, handle};
 use crate::metrics::Metrics;
 use crate::state::PolicyState;
@@ -46,10 +50,27 @@ impl std::fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
-async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|error| StartError::Bind { what, addr, error })
+/// Connections the kernel queues for a listener until they are accepted (`listen(2)`'s
+/// backlog; the kernel caps it at `net.core.somaxconn`). Envoy's default `tcp_backlog_size`:
+/// bursts of new connections, and clients waiting while `--max-connections` are served, queue
+/// here instead of having their SYNs dropped and retried seconds later.
+pub const LISTEN_BACKLOG: u32 = 1024;
+
+fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    let listen = || {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        // As `TcpListener::bind` does: a restarted proxy can bind while old connections of
+        // its predecessor are in TIME_WAIT.
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|error| StartError::Bind { what, addr, error })
 }
 
 /// A running proxy, for callers (tests, the CLI) that need its addresses.
@@ -91,8 +112,8 @@ pub async fn start(
     );
     metrics.config_generation.set(1);
 
-    let listener = bind("proxy listener", config.listen).await?;
-    let admin_listener = bind("admin listener", config.admin).await?;
+    let listener = bind("proxy listener", config.listen)?;
+    let admin_listener = bind("admin listener", config.admin)?;
     let listen = listener
         .local_addr()
         .map_err(|e| StartError::Io(e.to_string()))?;
@@ -114,8 +135,7 @@ pub async fn start(
             let echo = bind(
                 "built-in echo upstream",
                 SocketAddr::from(([127, 0, 0, 1], 0)),
-            )
-            .await?;
+            )?;
             let addr = echo
                 .local_addr()
                 .map_err(|e| StartError::Io(e.to_string()))?;
@@ -141,6 +161,13 @@ pub async fn start(
         upstream_timeout: config.limits.upstream_timeout,
         request_ids: RequestIds::default(),
         access_log: config.access_log,
+        log_writer: if config.access_log {
+            let writer = crate::access_log::AccessLog::start(metrics.access_log_dropped.clone())
+                .map_err(|e| StartError::Io(format!("access-log writer: {e}")))?;
+            Some(writer)
+        } else {
+            None
+        },
     });
 
     tokio::spawn(crate::reload::run(
@@ -149,10 +176,19 @@ pub async fn start(
         config.watch,
         stopped(stop_rx.clone()),
     ));
-    tokio::spawn(crate::admin::serve(
+    let mut settings = Settings::new(&config.limits);
+    settings.premature_reset_closes = metrics.premature_reset_closes.clone();
+    let settings = Arc::new(settings);
+    let admin_service = {
+        let (state, metrics) = (state.clone(), metrics.clone());
+        move |_: ConnInfo| crate::admin::service(state.clone(), metrics.clone())
+    };
+    let admin_done = tokio::spawn(accept_loop(
+        "admin",
         admin_listener,
-        state.clone(),
-        metrics.clone(),
+        admin_service,
+        settings.clone(),
+        config.limits.clone(),
         stopped(stop_rx.clone()),
     ));
     let fetchers = state.clone();
@@ -161,7 +197,22 @@ pub async fn start(
         let _ = stop_tx.send(true);
         fetchers.jwks().shutdown();
     });
-    let done = tokio::spawn(accept_loop(listener, shared, config, stopped(stop_rx)));
+    let proxy_service = move |conn_info: ConnInfo| {
+        let shared = shared.clone();
+        service_fn(move |req| handle(req, conn_info.clone(), shared.clone()))
+    };
+    let proxy_done = tokio::spawn(accept_loop(
+        "proxy",
+        listener,
+        proxy_service,
+        settings,
+        config.limits.clone(),
+        stopped(stop_rx),
+    ));
+    let done = tokio::spawn(async move {
+        let _ = proxy_done.await;
+        let _ = admin_done.await;
+    });
     tracing::info!(%listen, %admin, %upstream, "meshguard proxy listening");
     Ok(Running {
         listen,
@@ -173,16 +224,23 @@ pub async fn start(
     })
 }
 
-async fn accept_loop(
+/// Accepts connections on `listener` and serves each with the service `make` builds for it,
+/// until `shutdown`; then drains. At most `limits.max_connections` are served at once.
+async fn accept_loop<M, S, B>(
+    what: &'static str,
     listener: TcpListener,
-    shared: Arc<Shared>,
-    config: ProxyConfig,
+    make: M,
+    settings: Arc<Settings>,
+    limits: Limits,
     shutdown: impl Future<Output = ()>,
-) {
-    let settings = Arc::new(crate::connection::Settings::new(&config.limits));
+) where
+    M: Fn(ConnInfo) -> S,
+    S: ClientService<B>,
+    B: ClientBody,
+{
     // Every connection task holds a receiver: draining is done when all are gone.
     let (drain_tx, drain_rx) = watch::channel(false);
-    let permits = Arc::new(Semaphore::new(config.limits.max_connections));
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
     loop {
         // Take a connection slot before accepting: over the limit, clients wait in the backlog.
@@ -194,7 +252,7 @@ async fn accept_loop(
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    tracing::warn!(listener = what, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -202,28 +260,31 @@ async fn accept_loop(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().unwrap_or(config.listen);
-        let conn_info = ConnInfo::new(peer, local);
-        let shared = shared.clone();
-        let service = service_fn(move |req| handle(req, conn_info.clone(), shared.clone()));
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
+        let service = make(ConnInfo::new(peer, local));
         let settings = settings.clone();
         let drain = drain_rx.clone();
         tokio::spawn(async move {
             if let Err(e) = crate::connection::serve(stream, service, settings, drain).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                tracing::debug!(listener = what, %peer, error = %e, "connection ended with an error");
             }
             drop(permit);
         });
     }
     drop(listener);
-    tracing::info!("shutting down: draining in-flight requests");
+    tracing::info!(
+        listener = what,
+        "shutting down: draining in-flight requests"
+    );
     drop(drain_rx);
     let _ = drain_tx.send(true);
-    if tokio::time::timeout(config.limits.drain_timeout, drain_tx.closed())
+    if tokio::time::timeout(limits.drain_timeout, drain_tx.closed())
         .await
         .is_err()
     {
-        tracing::warn!(timeout = ?config.limits.drain_timeout, "drain timeout reached; closing remaining connections");
+        tracing::warn!(listener = what, timeout = ?limits.drain_timeout, "drain timeout reached; closing remaining connections");
     }
 }
 

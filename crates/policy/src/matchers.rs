@@ -70,11 +70,18 @@ impl StringMatch {
 
     /// Matches a present value. `Presence` accepts anything, even empty (header semantics).
     pub fn matches(&self, s: &str) -> bool {
+        self.matches_bytes(s.as_bytes())
+    }
+
+    /// Matches raw bytes, as Envoy compares header values: the policy's UTF-8 text against the
+    /// bytes received, whether or not they are UTF-8 (`header-prefix-*` matches
+    /// `header-prefix-x\xE9`). `Presence` accepts anything, even empty.
+    pub fn matches_bytes(&self, s: &[u8]) -> bool {
         match self {
             StringMatch::Presence => true,
-            StringMatch::Exact(e) => s == e,
-            StringMatch::Prefix(p) => s.starts_with(p.as_str()),
-            StringMatch::Suffix(x) => s.ends_with(x.as_str()),
+            StringMatch::Exact(e) => s == e.as_bytes(),
+            StringMatch::Prefix(p) => s.starts_with(p.as_bytes()),
+            StringMatch::Suffix(x) => s.ends_with(x.as_bytes()),
         }
     }
 
@@ -184,7 +191,7 @@ impl IpMatch {
 }
 
 /// `request.headers[name]`: each value of a repeated header is matched on its own
-/// (CVE-2026-26308); `*` means present, even with an empty value.
+/// (CVE-2026-26308); `*` means present, even with an empty value. Values are compared as bytes.
 #[derive(Clone, Debug)]
 pub struct HeaderMatch {
     pub name: http::HeaderName,
@@ -198,10 +205,9 @@ impl HeaderMatch {
             .iter()
             // Header values are bytes; UTF-8 values compare with the policy's UTF-8 text,
             // anything else can only satisfy presence.
-            .any(|v| match std::str::from_utf8(v.as_bytes()) {
-                Ok(s) => self.value.matches(s),
-                Err(_) => matches!(self.value, StringMatch::Presence),
-            })
+            // Header values are bytes and are compared as bytes, UTF-8 or not, as Envoy does:
+            // a value that is not UTF-8 must not slip past a prefix, suffix or exact match.
+            .any(|v| self.value.matches_bytes(v.as_bytes()))
     }
 }
 
@@ -466,7 +472,7 @@ mod tests {
     }
 
     #[test]
-    fn header_values_are_matched_one_by_one_and_as_utf8() {
+    fn header_values_are_matched_one_by_one_and_as_bytes() {
         let mut headers = HeaderMap::new();
         headers.append("x-role", http::HeaderValue::from_static("user"));
         headers.append(
@@ -499,6 +505,7 @@ mod tests {
         assert!(!m("x-role", "user,adminé").matches(&req));
         assert!(m("x-bin", "*").matches(&req));
         assert!(!m("x-bin", "\u{fffd}*").matches(&req));
+        assert!(!m("x-role", "admin\u{e9}x").matches(&req));
         assert!(!m("x-none", "*").matches(&req));
     }
 

@@ -119,3 +119,21 @@ fn unreadable_paths_exit_1() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
 }
+
+#[test]
+fn every_error_of_a_resource_is_reported() {
+    let (code, out) = validate(&["tests/validate/several-errors.yaml"]);
+    assert_eq!(code, Some(3), "{out}");
+    for needle in [
+        "(AuthorizationPolicy foo/deny-bad): field spec.rules[0].from[0].source.ipBlocks[1] = \"192.168.1.300\": bad IP address (192.168.1.300)\n",
+        "(AuthorizationPolicy foo/deny-bad): field spec.rules[0].to[0].operation.ports[0] = \"99999\": bad port (99999): must be an integer between 0 and 65535\n",
+        "(AuthorizationPolicy foo/two-keys): field spec.rules[0].when[0].key = \"request.auth.claim.role\": unknown attribute request.auth.claim.role",
+        "(AuthorizationPolicy foo/two-keys): field spec.rules[0].when[1].key = \"request.auth.claims.role\": request.auth.claims.role must be of the form request.auth.claims[<name>]\n",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in\n{out}");
+    }
+    assert!(
+        out.ends_with("invalid: 4 error(s), 0 warning(s) in 2 resource(s) from 1 file(s)\n"),
+        "{out}"
+    );
+}

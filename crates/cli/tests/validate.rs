@@ -127,8 +127,8 @@ fn every_error_of_a_resource_is_reported() {
     for needle in [
         "(AuthorizationPolicy foo/deny-bad): field spec.rules[0].from[0].source.ipBlocks[1] = \"192.168.1.300\": bad IP address (192.168.1.300)\n",
         "(AuthorizationPolicy foo/deny-bad): field spec.rules[0].to[0].operation.ports[0] = \"99999\": bad port (99999): must be an integer between 0 and 65535\n",
-        "(AuthorizationPolicy foo/two-keys): field spec.rules[0].when[0].key = \"request.auth.claim.role\": unknown attribute request.auth.claim.role",
-        "(AuthorizationPolicy foo/two-keys): field spec.rules[0].when[1].key = \"request.auth.claims.role\": request.auth.claims.role must be of the form request.auth.claims[<name>]\n",
+        "(AuthorizationPolicy foo/two-keys): field spec.rules[0].when[0].key = \"request.auth.claim.role\": unknown attribute request.auth.claim.role; did you mean request.auth.claims[role]?\n",
+        "(AuthorizationPolicy foo/two-keys): field spec.rules[0].when[1].key = \"request.auth.claims.role\": request.auth.claims.role must be of the form request.auth.claims[<name>]; did you mean request.auth.claims[role]?\n",
     ] {
         assert!(out.contains(needle), "missing {needle:?} in\n{out}");
     }

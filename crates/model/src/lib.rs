@@ -8,6 +8,7 @@
 mod duration;
 pub mod load;
 pub mod select;
+pub mod suggest;
 pub mod types;
 
 pub use duration::parse_duration;

@@ -418,7 +418,11 @@ fn decode<T: DeserializeOwned>(
                 format!("{root}.{inner}")
             };
             let found = lookup(&value, e.path());
-            Err((field, found, e.into_inner().to_string()))
+            let mut message = e.into_inner().to_string();
+            if let Some(hint) = crate::suggest::hint_for_serde_message(&message) {
+                message = format!("{message}; {hint}");
+            }
+            Err((field, found, message))
         }
     }
 }

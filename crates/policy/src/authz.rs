@@ -736,8 +736,14 @@ fn compile_condition_key(
             return Ok(None);
         };
         if rest.len() < 3 || !rest.starts_with('[') || !rest.ends_with(']') {
+            // `request.auth.claims.role`: the name is there, only the brackets are missing.
+            let hint = rest
+                .strip_prefix('.')
+                .filter(|n| !n.is_empty() && !n.contains(['[', ']']))
+                .map(|n| format!("; did you mean {prefix}[{n}]?"))
+                .unwrap_or_default();
             return Err(key_err(format!(
-                "{key} must be of the form {prefix}[<name>]"
+                "{key} must be of the form {prefix}[<name>]{hint}"
             )));
         }
         Ok(Some(rest.to_string()))
@@ -840,27 +846,71 @@ fn compile_condition_key(
     )
 }
 
-/// The closest accepted key by edit distance, if it is close enough to be a typo.
-pub fn did_you_mean(key: &str) -> Option<&'static str> {
+/// The keys written `prefix[name]`.
+const MAP_KEYS: [&str; 2] = ["request.headers", "request.auth.claims"];
+
+/// The accepted key closest to an unknown one, if it is close enough to be a typo, written out
+/// in full: the name of a map key is kept (`request.header[x-user]` gives
+/// `request.headers[x-user]`, `request.auth.claim.role` gives `request.auth.claims[role]`).
+pub fn did_you_mean(key: &str) -> Option<String> {
+    use meshguard_model::suggest::{closest, edit_distance};
+    let near_map = |stem: &str| {
+        MAP_KEYS
+            .into_iter()
+            .map(|m| (edit_distance(stem, m), m))
+            .filter(|(d, _)| *d <= 2)
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, m)| m)
+    };
+    // `stem[name]...` with a misspelled stem.
+    if let Some(i) = key.find('[') {
+        let (stem, rest) = key.split_at(i);
+        if let Some(m) = near_map(stem) {
+            return Some(format!("{m}{rest}"));
+        }
+    }
+    // `stem.name`: a dot written for the brackets, maybe with a misspelled stem.
+    for (i, _) in key.match_indices('.') {
+        let (stem, name) = (&key[..i], &key[i + 1..]);
+        if !name.is_empty()
+            && !name.contains(['[', ']'])
+            && let Some(m) = near_map(stem)
+        {
+            return Some(format!("{m}[{name}]"));
+        }
+    }
     let stem = key.split('[').next().unwrap_or(key);
-    CONDITION_KEYS
-        .iter()
-        .map(|k| (edit_distance(stem, k.trim_end_matches("[]")), *k))
-        .filter(|(d, _)| *d <= 3)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k)
+    let k = closest(
+        stem,
+        CONDITION_KEYS.iter().map(|k| k.trim_end_matches("[]")),
+        3,
+    )?;
+    Some(match CONDITION_KEYS.iter().find(|c| c.trim_end_matches("[]") == k) {
+        Some(c) if c.ends_with("[]") => format!("{k}[<name>]"),
+        _ => k.to_string(),
+    })
 }
 
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+#[cfg(test)]
+mod tests {
+    use super::did_you_mean;
+
+    #[test]
+    fn did_you_mean_keeps_the_name() {
+        for (typo, hint) in [
+            ("request.auth.claim.role", "request.auth.claims[role]"),
+            ("request.auth.claim[groups]", "request.auth.claims[groups]"),
+            ("request.auth.claim[a][b]", "request.auth.claims[a][b]"),
+            ("request.header[x-user]", "request.headers[x-user]"),
+            ("request.headers.x-user", "request.headers[x-user]"),
+            ("requests.header.x-user", "request.headers[x-user]"),
+            ("request.header", "request.headers[<name>]"),
+            ("source.ips", "source.ip"),
+            ("request.auth.principals", "request.auth.principal"),
+            ("destination.prot", "destination.port"),
+        ] {
+            assert_eq!(did_you_mean(typo).as_deref(), Some(hint), "{typo}");
         }
-        prev = cur;
+        assert_eq!(did_you_mean("completely.different.thing"), None);
     }
-    prev[b.len()]
 }

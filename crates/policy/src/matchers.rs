@@ -175,10 +175,30 @@ pub struct IpMatch(pub IpNet);
 
 impl IpMatch {
     pub fn parse(v: &str) -> Result<Self, String> {
-        if v.contains('/') {
-            v.parse::<IpNet>()
+        if let Some((addr, len)) = v.split_once('/') {
+            // Say which half is wrong: `10.0.0.0/33` has a fine address and a bad length.
+            let Ok(ip) = addr.parse::<IpAddr>() else {
+                return Err(format!(
+                    "bad CIDR range ({v}): {addr:?} is not an IP address"
+                ));
+            };
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            let version = if ip.is_ipv4() { "IPv4" } else { "IPv6" };
+            len.parse::<u8>()
+                .ok()
+                .filter(|l| {
+                    // Digits only, no leading zero (as Go's netip.ParsePrefix).
+                    *l <= max
+                        && len.bytes().all(|b| b.is_ascii_digit())
+                        && (len == "0" || !len.starts_with('0'))
+                })
+                .and_then(|l| IpNet::new(ip, l).ok())
                 .map(|n| IpMatch(n.trunc()))
-                .map_err(|e| format!("bad CIDR range ({v}): {e}"))
+                .ok_or_else(|| {
+                    format!(
+                        "bad CIDR range ({v}): the prefix length {len:?} must be an integer from 0 to {max} for an {version} address"
+                    )
+                })
         } else {
             v.parse::<IpAddr>()
                 .map(|ip| IpMatch(IpNet::from(ip)))
@@ -522,6 +542,24 @@ mod tests {
         );
         assert!(IpMatch::parse("1.2.3.400").is_err());
         assert!(IpMatch::parse("1.2.3.4/40").is_err());
+        assert_eq!(
+            IpMatch::parse("10.0.0.0/33").unwrap_err(),
+            "bad CIDR range (10.0.0.0/33): the prefix length \"33\" must be an integer from 0 to 32 for an IPv4 address"
+        );
+        assert!(
+            IpMatch::parse("::1/129")
+                .unwrap_err()
+                .ends_with("must be an integer from 0 to 128 for an IPv6 address")
+        );
+        assert!(IpMatch::parse("::1/128").is_ok());
+        assert!(IpMatch::parse("10.0.0.0/+8").is_err());
+        assert!(IpMatch::parse("10.0.0.0/").is_err());
+        assert!(IpMatch::parse("10.0.0.0/08").is_err());
+        assert!(IpMatch::parse("10.0.0.0/0").is_ok());
+        assert_eq!(
+            IpMatch::parse("10.0.0.300/8").unwrap_err(),
+            "bad CIDR range (10.0.0.300/8): \"10.0.0.300\" is not an IP address"
+        );
         assert!(PortMatch::parse("70000").is_err());
     }
 }

@@ -12,6 +12,9 @@ pub mod suggest;
 pub mod types;
 
 pub use duration::parse_duration;
-pub use load::{LoadError, LoadErrors, LoadOptions, PolicySet, Skipped, load_paths, load_str};
+pub use load::{
+    LoadError, LoadErrors, LoadOptions, PolicySet, SkipReason, Skipped, SkippedFile, load_paths,
+    load_str,
+};
 pub use select::{Attachment, DEFAULT_ROOT_NAMESPACE, Workload, attachment, parse_labels};
 pub use types::*;

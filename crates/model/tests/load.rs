@@ -305,3 +305,92 @@ fn one_file_can_hold_thousands_of_policies() {
     .unwrap();
     assert_eq!(set.authorization_policies.len(), 5000);
 }
+
+const AP: &str = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: NAME, namespace: foo}
+spec: {}
+";
+
+fn names(set: &meshguard_model::PolicySet) -> Vec<String> {
+    set.authorization_policies
+        .iter()
+        .map(|p| p.name.clone())
+        .collect()
+}
+
+#[test]
+fn configmap_mount_layout_loads_each_key_once() {
+    // What the kubelet writes for a ConfigMap with keys `policies` and `extra.yaml`:
+    //   ..2024_01_02_03_04_05.123/{policies,extra.yaml}
+    //   ..data -> ..2024_01_02_03_04_05.123
+    //   policies -> ..data/policies, extra.yaml -> ..data/extra.yaml
+    let dir = tmp("configmap-mount");
+    let stamp = dir.join("..2024_01_02_03_04_05.123");
+    write(&stamp, "policies", &AP.replace("NAME", "from-key"));
+    write(&stamp, "extra.yaml", &AP.replace("NAME", "from-yaml"));
+    std::os::unix::fs::symlink("..2024_01_02_03_04_05.123", dir.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/policies", dir.join("policies")).unwrap();
+    std::os::unix::fs::symlink("..data/extra.yaml", dir.join("extra.yaml")).unwrap();
+    let set = load_paths(&[&dir], &LoadOptions::default()).unwrap();
+    assert_eq!(names(&set), ["from-yaml", "from-key"]);
+    assert_eq!(set.files, [dir.join("extra.yaml"), dir.join("policies")]);
+    assert!(set.skipped_files.is_empty(), "{:?}", set.skipped_files);
+}
+
+#[test]
+fn extensions_any_case_and_skipped_files_are_listed() {
+    use meshguard_model::SkipReason;
+    let dir = tmp("extensions");
+    write(&dir, "a.YAML", &AP.replace("NAME", "upper-yaml"));
+    write(&dir, "b.Yml", &AP.replace("NAME", "mixed-yml"));
+    write(&dir, "c.JSON", r#"{"apiVersion":"security.istio.io/v1","kind":"AuthorizationPolicy","metadata":{"name":"upper-json","namespace":"foo"}}"#);
+    write(&dir, "d", &AP.replace("NAME", "no-extension"));
+    write(&dir, "notes.txt", "not yaml");
+    write(&dir, "README.md", "# not yaml");
+    write(&dir, "e.yaml~", "backup: [broken");
+    write(&dir, "f.yaml.bak", "backup: [broken");
+    write(&dir, ".f.yaml.swp", "swap");
+    write(&dir.join(".git"), "config", "[core]");
+    write(&dir.join("sub"), "g.yml", &AP.replace("NAME", "nested"));
+    std::os::unix::fs::symlink("missing.yaml", dir.join("dangling.yaml")).unwrap();
+    // A link back to the top must not loop, nor load anything twice.
+    std::os::unix::fs::symlink("..", dir.join("sub").join("up")).unwrap();
+    let set = load_paths(&[&dir], &LoadOptions::default()).unwrap();
+    assert_eq!(
+        names(&set),
+        ["upper-yaml", "mixed-yml", "upper-json", "no-extension", "nested"]
+    );
+    let skipped: Vec<(String, SkipReason)> = set
+        .skipped_files
+        .iter()
+        .map(|s| {
+            (
+                s.path.strip_prefix(&dir).unwrap().display().to_string(),
+                s.reason,
+            )
+        })
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            (".f.yaml.swp".to_string(), SkipReason::Hidden),
+            (".git".to_string(), SkipReason::Hidden),
+            ("README.md".to_string(), SkipReason::OtherExtension),
+            ("dangling.yaml".to_string(), SkipReason::NotARegularFile),
+            ("e.yaml~".to_string(), SkipReason::OtherExtension),
+            ("f.yaml.bak".to_string(), SkipReason::OtherExtension),
+            ("notes.txt".to_string(), SkipReason::OtherExtension),
+        ]
+    );
+    assert_eq!(
+        set.skipped_files[2].to_string(),
+        format!(
+            "{}: skipped: not a .yaml, .yml or .json file (nor a file without extension)",
+            dir.join("README.md").display()
+        )
+    );
+    // A file named on the command line is read whatever its name.
+    let set = load_paths(&[dir.join("notes.txt")], &LoadOptions::default());
+    assert!(set.is_err(), "notes.txt is not a policy document");
+}

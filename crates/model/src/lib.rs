@@ -16,5 +16,8 @@ pub use load::{
     LoadError, LoadErrors, LoadOptions, PolicySet, SkipReason, Skipped, SkippedFile, load_paths,
     load_str,
 };
-pub use select::{Attachment, DEFAULT_ROOT_NAMESPACE, Workload, attachment, parse_labels};
+pub use select::{
+    Attachment, DEFAULT_ROOT_NAMESPACE, Kind, ResourceAttachment, Workload, WorkloadSummary,
+    attachment, parse_labels, summarize,
+};
 pub use types::*;

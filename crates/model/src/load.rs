@@ -58,7 +58,7 @@ impl SkipReason {
         match self {
             SkipReason::Hidden => "its name starts with '.'",
             SkipReason::OtherExtension => {
-                "not a .yaml, .yml or .json file (nor a file without extension)"
+                "only names ending in .yaml, .yml or .json, or without extension, are read"
             }
             SkipReason::NotARegularFile => "not a regular file",
         }

@@ -386,11 +386,43 @@ fn extensions_any_case_and_skipped_files_are_listed() {
     assert_eq!(
         set.skipped_files[2].to_string(),
         format!(
-            "{}: skipped: not a .yaml, .yml or .json file (nor a file without extension)",
+            "{}: skipped: only names ending in .yaml, .yml or .json, or without extension, are read",
             dir.join("README.md").display()
         )
     );
     // A file named on the command line is read whatever its name.
     let set = load_paths(&[dir.join("notes.txt")], &LoadOptions::default());
     assert!(set.is_err(), "notes.txt is not a policy document");
+}
+
+#[test]
+fn summary_of_what_applies_to_a_workload() {
+    use meshguard_model::{Kind, summarize};
+    let set = load_paths(
+        &[examples().join("step4-require-claim")],
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let httpbin = Workload::new("foo", BTreeMap::from([("app".into(), "httpbin".into())]));
+    let s = summarize(&set, &httpbin);
+    assert_eq!(
+        s.to_string(),
+        "2 resource(s) loaded (1 RequestAuthentication, 1 AuthorizationPolicy); 2 apply (1 RequestAuthentication, 1 AuthorizationPolicy: 1 ALLOW)"
+    );
+    assert!(!s.nothing_applies());
+    assert_eq!(s.applied_count(Kind::AuthorizationPolicy), 1);
+    // The README's flags with the namespace forgotten: nothing applies.
+    let default = Workload::new("default", BTreeMap::from([("app".into(), "httpbin".into())]));
+    let s = summarize(&set, &default);
+    assert!(s.nothing_applies());
+    assert_eq!(
+        s.to_string(),
+        "2 resource(s) loaded (1 RequestAuthentication, 1 AuthorizationPolicy); 0 apply (0 RequestAuthentication, 0 AuthorizationPolicy)"
+    );
+    assert!(
+        s.resources
+            .iter()
+            .all(|r| r.attachment == Attachment::OtherNamespace)
+    );
+    assert!(!summarize(&Default::default(), &default).nothing_applies());
 }

@@ -26,7 +26,9 @@ Examples:
 Errors are what Istio (its CRD schema and istiod's webhook) would refuse, and what meshguard
 refuses to load. Warnings are policies that load but will surprise: issuers no
 RequestAuthentication configures, ALLOW policies that allow nothing, hosts without a port
-variant, subjects containing '/', mTLS-only fields, selectors that select nothing.
+variant, subjects containing '/', mTLS-only fields, selectors that select nothing, files
+skipped in directories, paths without resources, and (with --namespace/--labels) a workload
+that none of the resources applies to.
 
 Exit status: 0 valid (warnings allowed), 3 invalid, 1 unreadable files or bad flags.")]
 pub struct ValidateArgs {
@@ -64,9 +66,7 @@ pub fn run(args: ValidateArgs) -> Result<i32, CliError> {
         .clone()
         .unwrap_or_else(|| "default".to_string());
     let labels = match &args.labels {
-        Some(l) => {
-            Some(parse_labels(l).map_err(|e| CliError::Usage(format!("--labels: {e}")))?)
-        }
+        Some(l) => Some(parse_labels(l).map_err(|e| CliError::Usage(format!("--labels: {e}")))?),
         None => None,
     };
     // Selector warnings need the labels; "nothing applies" needs only a workload to be named.

@@ -160,7 +160,9 @@ valid: 0 error(s), 1 warning(s) in 2 resource(s) from 2 file(s)\n"
     // --namespace alone names a workload without labels: the selectors miss it.
     let (_, out) = validate(&["examples/step4-require-claim", "--namespace", "foo"]);
     assert!(
-        out.contains("AuthorizationPolicy foo/require-jwt (its selector does not select the workload)"),
+        out.contains(
+            "AuthorizationPolicy foo/require-jwt (its selector does not select the workload)"
+        ),
         "{out}"
     );
     let (_, out) = validate(&[

@@ -252,7 +252,10 @@ fn collect_files(
     let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     children.sort();
     for child in children {
-        let name = child.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        let name = child
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
         // `metadata` follows symbolic links: a ConfigMap key is a link to `..data/<key>`.
         let meta = std::fs::metadata(&child).ok();
         match classify(&name, meta.as_ref()) {

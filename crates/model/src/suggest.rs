@@ -88,8 +88,10 @@ mod tests {
             Some("did you mean `jwtRules`?")
         );
         assert_eq!(
-            hint_for_serde_message("unknown field `jwk`, expected one of `issuer`, `jwks`, `jwksUri`")
-                .as_deref(),
+            hint_for_serde_message(
+                "unknown field `jwk`, expected one of `issuer`, `jwks`, `jwksUri`"
+            )
+            .as_deref(),
             Some("did you mean `jwks`?")
         );
         assert_eq!(

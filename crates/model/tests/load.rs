@@ -344,7 +344,11 @@ fn extensions_any_case_and_skipped_files_are_listed() {
     let dir = tmp("extensions");
     write(&dir, "a.YAML", &AP.replace("NAME", "upper-yaml"));
     write(&dir, "b.Yml", &AP.replace("NAME", "mixed-yml"));
-    write(&dir, "c.JSON", r#"{"apiVersion":"security.istio.io/v1","kind":"AuthorizationPolicy","metadata":{"name":"upper-json","namespace":"foo"}}"#);
+    write(
+        &dir,
+        "c.JSON",
+        r#"{"apiVersion":"security.istio.io/v1","kind":"AuthorizationPolicy","metadata":{"name":"upper-json","namespace":"foo"}}"#,
+    );
     write(&dir, "d", &AP.replace("NAME", "no-extension"));
     write(&dir, "notes.txt", "not yaml");
     write(&dir, "README.md", "# not yaml");
@@ -359,7 +363,13 @@ fn extensions_any_case_and_skipped_files_are_listed() {
     let set = load_paths(&[&dir], &LoadOptions::default()).unwrap();
     assert_eq!(
         names(&set),
-        ["upper-yaml", "mixed-yml", "upper-json", "no-extension", "nested"]
+        [
+            "upper-yaml",
+            "mixed-yml",
+            "upper-json",
+            "no-extension",
+            "nested"
+        ]
     );
     let skipped: Vec<(String, SkipReason)> = set
         .skipped_files
@@ -412,7 +422,10 @@ fn summary_of_what_applies_to_a_workload() {
     assert!(!s.nothing_applies());
     assert_eq!(s.applied_count(Kind::AuthorizationPolicy), 1);
     // The README's flags with the namespace forgotten: nothing applies.
-    let default = Workload::new("default", BTreeMap::from([("app".into(), "httpbin".into())]));
+    let default = Workload::new(
+        "default",
+        BTreeMap::from([("app".into(), "httpbin".into())]),
+    );
     let s = summarize(&set, &default);
     assert!(s.nothing_applies());
     assert_eq!(

@@ -386,7 +386,9 @@ type FieldError = (String, String, String);
 type FieldErrors = Vec<FieldError>;
 
 /// Collects every item, or every error of every item.
-fn collect_all<T>(items: impl Iterator<Item = Result<T, FieldErrors>>) -> Result<Vec<T>, FieldErrors> {
+fn collect_all<T>(
+    items: impl Iterator<Item = Result<T, FieldErrors>>,
+) -> Result<Vec<T>, FieldErrors> {
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for item in items {
@@ -395,7 +397,11 @@ fn collect_all<T>(items: impl Iterator<Item = Result<T, FieldErrors>>) -> Result
             Err(e) => errors.extend(e),
         }
     }
-    if errors.is_empty() { Ok(out) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
 }
 
 /// A `from` or `to` list: absent means "any"; present but empty, a null entry, or an entry
@@ -424,7 +430,11 @@ fn compile_entries<E, X>(
             Some(x) => compile(x, &at),
             None => {
                 let name = format!("{}.{inner}", if inner == "source" { "from" } else { "to" });
-                Err(vec![(at, "null".into(), format!("`{name}` must not be nil"))])
+                Err(vec![(
+                    at,
+                    "null".into(),
+                    format!("`{name}` must not be nil"),
+                )])
             }
         }
     }))
@@ -439,7 +449,11 @@ fn compile_when(
         let at = format!("{at}.when[{j}]");
         match c {
             Some(c) => compile_condition(c, policy_ns, &at),
-            None => Err(vec![(at, "null".into(), "`when` entry must not be nil".into())]),
+            None => Err(vec![(
+                at,
+                "null".into(),
+                "`when` entry must not be nil".into(),
+            )]),
         }
     }))
 }
@@ -885,10 +899,15 @@ pub fn did_you_mean(key: &str) -> Option<String> {
         CONDITION_KEYS.iter().map(|k| k.trim_end_matches("[]")),
         3,
     )?;
-    Some(match CONDITION_KEYS.iter().find(|c| c.trim_end_matches("[]") == k) {
-        Some(c) if c.ends_with("[]") => format!("{k}[<name>]"),
-        _ => k.to_string(),
-    })
+    Some(
+        match CONDITION_KEYS
+            .iter()
+            .find(|c| c.trim_end_matches("[]") == k)
+        {
+            Some(c) if c.ends_with("[]") => format!("{k}[<name>]"),
+            _ => k.to_string(),
+        },
+    )
 }
 
 #[cfg(test)]

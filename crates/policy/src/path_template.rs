@@ -362,7 +362,17 @@ mod tests {
         let t = template("/x/{*}");
         // Envoy 1.40's class, `=` and `*` included: a DENY on `/x/{*}` covers `a=b` and `a*b`.
         for ok in [
-            "AZaz09", "-._~", "%2F", "!$&'()+,;", ":@", "a%20b", "a=b", "a*b", "=", "*", "**",
+            "AZaz09",
+            "-._~",
+            "%2F",
+            "!$&'()+,;",
+            ":@",
+            "a%20b",
+            "a=b",
+            "a*b",
+            "=",
+            "*",
+            "**",
             "k=v;x=*",
         ] {
             assert!(t.matches(&format!("/x/{ok}")), "{ok}");
@@ -402,7 +412,13 @@ mod tests {
         // Istio only builds a template from whole-segment `{*}`/`{**}`; an operator glued to a
         // literal is a stray brace, and `*` is not allowed in a template's literal segments
         // (Envoy would read a bare `*` as an operator of its own).
-        for value in ["/a/{*}.txt", "/a/x{*}", "/a/{*}x/b", "/a/{**}.txt", "/a/{*}{*}"] {
+        for value in [
+            "/a/{*}.txt",
+            "/a/x{*}",
+            "/a/{*}x/b",
+            "/a/{**}.txt",
+            "/a/{*}{*}",
+        ] {
             assert!(
                 parse_err(value).ends_with("Contains '{' or '}' beyond a supported path template"),
                 "{value}"
@@ -421,7 +437,11 @@ mod tests {
         assert_eq!(t.envoy_rejection(), None);
         assert!(t.matches("/a=b/x=y/c=d"));
         // `{*}` per segment, several times; `{**}` once and last, literals may follow it.
-        assert_matches("/{*}/{*}/{*}", &["/a/b/c", "/=/*/a=b"], &["/a/b", "/a/b/c/d"]);
+        assert_matches(
+            "/{*}/{*}/{*}",
+            &["/a/b/c", "/=/*/a=b"],
+            &["/a/b", "/a/b/c/d"],
+        );
         assert_matches(
             "/{*}/mid/{**}/end",
             &["/a/mid//end", "/a=1/mid/x/y/end"],

@@ -88,7 +88,7 @@ fn authorization_policy_errors() {
         ),
         (
             "  rules: [{when: [{key: 'request.auth.claim[groups]', values: [a]}]}]\n",
-            "unknown attribute request.auth.claim[groups]; did you mean request.auth.claims[]?",
+            "unknown attribute request.auth.claim[groups]; did you mean request.auth.claims[groups]?",
         ),
         (
             "  rules: [{when: [{key: destination.namespace, values: [a]}]}]\n",
@@ -160,8 +160,14 @@ fn every_error_of_a_resource_is_reported() {
         "RequestAuthentication",
         "  jwtRules: [{audiences: [x]}, {issuer: a, jwksUri: 'ftp://x/keys'}]\n",
     );
-    assert!(got.contains("spec.jwtRules[0]: issuer or jwksUri must be non-empty string"), "{got}");
-    assert!(got.contains("spec.jwtRules[1].jwksUri = \"ftp://x/keys\""), "{got}");
+    assert!(
+        got.contains("spec.jwtRules[0]: issuer or jwksUri must be non-empty string"),
+        "{got}"
+    );
+    assert!(
+        got.contains("spec.jwtRules[1].jwksUri = \"ftp://x/keys\""),
+        "{got}"
+    );
     // Bad values in several fields, rules and clauses of one policy: all of them.
     let got = compile_err(
         "AuthorizationPolicy",

@@ -7,7 +7,9 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use meshguard_model::{LoadOptions, Workload, load_paths, parse_labels};
+use meshguard_model::{
+    Attachment, LoadOptions, PolicySet, Workload, load_paths, parse_labels, summarize,
+};
 use meshguard_policy::validate::{Finding, Severity, validate};
 use serde::Serialize;
 
@@ -24,7 +26,9 @@ Examples:
 Errors are what Istio (its CRD schema and istiod's webhook) would refuse, and what meshguard
 refuses to load. Warnings are policies that load but will surprise: issuers no
 RequestAuthentication configures, ALLOW policies that allow nothing, hosts without a port
-variant, subjects containing '/', mTLS-only fields, selectors that select nothing.
+variant, subjects containing '/', mTLS-only fields, selectors that select nothing, files
+skipped in directories, paths without resources, and (with --namespace/--labels) a workload
+that none of the resources applies to.
 
 Exit status: 0 valid (warnings allowed), 3 invalid, 1 unreadable files or bad flags.")]
 pub struct ValidateArgs {
@@ -61,22 +65,26 @@ pub fn run(args: ValidateArgs) -> Result<i32, CliError> {
         .namespace
         .clone()
         .unwrap_or_else(|| "default".to_string());
-    let workload = match &args.labels {
-        Some(l) => {
-            let labels = parse_labels(l).map_err(|e| CliError::Usage(format!("--labels: {e}")))?;
-            Some(
-                Workload::new(namespace.clone(), labels)
-                    .with_root_namespace(args.root_namespace.clone()),
-            )
-        }
+    let labels = match &args.labels {
+        Some(l) => Some(parse_labels(l).map_err(|e| CliError::Usage(format!("--labels: {e}")))?),
         None => None,
     };
+    // Selector warnings need the labels; "nothing applies" needs only a workload to be named.
+    let workload = labels.as_ref().map(|labels| {
+        Workload::new(namespace.clone(), labels.clone())
+            .with_root_namespace(args.root_namespace.clone())
+    });
+    let named_workload = (args.namespace.is_some() || args.labels.is_some()).then(|| {
+        Workload::new(namespace.clone(), labels.clone().unwrap_or_default())
+            .with_root_namespace(args.root_namespace.clone())
+    });
     let opts = LoadOptions {
         default_namespace: namespace,
     };
     let (findings, resources, files) = match load_paths(&args.paths, &opts) {
         Ok(set) => {
-            let f = validate(&set, &args.root_namespace, workload.as_ref());
+            let mut f = validate(&set, &args.root_namespace, workload.as_ref());
+            f.extend(loading_warnings(&args.paths, &set, named_workload.as_ref()));
             (
                 f,
                 set.request_authentications.len() + set.authorization_policies.len(),
@@ -131,4 +139,84 @@ pub fn run(args: ValidateArgs) -> Result<i32, CliError> {
         }
     }
     Ok(if errors == 0 { 0 } else { 3 })
+}
+
+fn warning(file: String, message: String) -> Finding {
+    Finding {
+        severity: Severity::Warning,
+        file,
+        document: None,
+        resource: None,
+        field: None,
+        value: None,
+        message,
+    }
+}
+
+/// Warnings about what was loaded rather than about one resource: files skipped in
+/// directories, paths that hold no resource, and a workload that nothing applies to. Each of
+/// them, left unnoticed, starts a proxy that enforces less than intended (or nothing).
+fn loading_warnings(
+    paths: &[PathBuf],
+    set: &PolicySet,
+    workload: Option<&Workload>,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for s in &set.skipped_files {
+        out.push(warning(
+            s.path.display().to_string(),
+            format!("skipped: {}", s.reason.as_str()),
+        ));
+    }
+    let origins = set
+        .request_authentications
+        .iter()
+        .map(|r| &r.origin.file)
+        .chain(set.authorization_policies.iter().map(|r| &r.origin.file));
+    let origins: Vec<&PathBuf> = origins.collect();
+    for path in paths {
+        if !origins.iter().any(|f| f.starts_with(path)) {
+            out.push(warning(
+                path.display().to_string(),
+                format!(
+                    "no resources found in {} (no RequestAuthentication or AuthorizationPolicy): a proxy started on it enforces nothing",
+                    path.display()
+                ),
+            ));
+        }
+    }
+    if let Some(w) = workload {
+        let summary = summarize(set, w);
+        if summary.nothing_applies() {
+            let labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let why: Vec<String> = summary
+                .resources
+                .iter()
+                .map(|r| {
+                    let reason = match r.attachment {
+                        Attachment::OtherNamespace => format!(
+                            "namespace {} is neither {} nor the root namespace {}",
+                            r.key.split('/').next().unwrap_or(""),
+                            w.namespace,
+                            w.root_namespace
+                        ),
+                        other => other.as_str().to_string(),
+                    };
+                    format!("{} {} ({reason})", r.kind.as_str(), r.key)
+                })
+                .collect();
+            let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            out.push(warning(
+                paths.join(" "),
+                format!(
+                    "none of the {} resource(s) applies to the workload (namespace {}, labels {{{}}}): a proxy started with these flags enforces nothing; {}",
+                    summary.resources.len(),
+                    w.namespace,
+                    labels.join(","),
+                    why.join("; ")
+                ),
+            ));
+        }
+    }
+    out
 }

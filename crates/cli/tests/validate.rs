@@ -73,7 +73,8 @@ fn text_output_and_the_seed_examples() {
     assert_eq!(code, Some(0));
     assert_eq!(
         out,
-        "valid: 0 error(s), 0 warning(s) in 5 resource(s) from 5 file(s)\n"
+        "warning: examples/README.md: skipped: only names ending in .yaml, .yml or .json, or without extension, are read\n\
+valid: 0 error(s), 1 warning(s) in 5 resource(s) from 5 file(s)\n"
     );
     let (code, out) = validate(&["tests/validate/bad-cidr.yaml"]);
     assert_eq!(code, Some(3));
@@ -118,4 +119,115 @@ fn unreadable_paths_exit_1() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}
+
+#[test]
+fn every_error_of_a_resource_is_reported() {
+    let (code, out) = validate(&["tests/validate/several-errors.yaml"]);
+    assert_eq!(code, Some(3), "{out}");
+    for needle in [
+        "(AuthorizationPolicy foo/deny-bad): field spec.rules[0].from[0].source.ipBlocks[1] = \"192.168.1.300\": bad IP address (192.168.1.300)\n",
+        "(AuthorizationPolicy foo/deny-bad): field spec.rules[0].to[0].operation.ports[0] = \"99999\": bad port (99999): must be an integer between 0 and 65535\n",
+        "(AuthorizationPolicy foo/two-keys): field spec.rules[0].when[0].key = \"request.auth.claim.role\": unknown attribute request.auth.claim.role; did you mean request.auth.claims[role]?\n",
+        "(AuthorizationPolicy foo/two-keys): field spec.rules[0].when[1].key = \"request.auth.claims.role\": request.auth.claims.role must be of the form request.auth.claims[<name>]; did you mean request.auth.claims[role]?\n",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in\n{out}");
+    }
+    assert!(
+        out.ends_with("invalid: 4 error(s), 0 warning(s) in 2 resource(s) from 1 file(s)\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_workload_that_nothing_applies_to_is_warned_about() {
+    // The README's policies with the namespace left at `default`: a proxy would enforce nothing.
+    let (code, out) = validate(&[
+        "examples/step4-require-claim",
+        "--namespace",
+        "default",
+        "--labels",
+        "app=httpbin",
+    ]);
+    assert_eq!(code, Some(0), "warnings keep exit 0: {out}");
+    assert_eq!(
+        out,
+        "warning: examples/step4-require-claim: none of the 2 resource(s) applies to the workload (namespace default, labels {app=httpbin}): a proxy started with these flags enforces nothing; \
+RequestAuthentication foo/jwt-example (namespace foo is neither default nor the root namespace istio-system); \
+AuthorizationPolicy foo/require-jwt (namespace foo is neither default nor the root namespace istio-system)\n\
+valid: 0 error(s), 1 warning(s) in 2 resource(s) from 2 file(s)\n"
+    );
+    // --namespace alone names a workload without labels: the selectors miss it.
+    let (_, out) = validate(&["examples/step4-require-claim", "--namespace", "foo"]);
+    assert!(
+        out.contains(
+            "AuthorizationPolicy foo/require-jwt (its selector does not select the workload)"
+        ),
+        "{out}"
+    );
+    let (_, out) = validate(&[
+        "examples/step4-require-claim",
+        "--namespace",
+        "foo",
+        "--labels",
+        "app=httpbin",
+    ]);
+    assert_eq!(
+        out,
+        "valid: 0 error(s), 0 warning(s) in 2 resource(s) from 2 file(s)\n"
+    );
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn empty_paths_and_skipped_files_are_warned_about() {
+    let empty = scratch("validate-empty");
+    let (code, out) = validate(&[empty.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        out,
+        format!(
+            "warning: {0}: no resources found in {0} (no RequestAuthentication or AuthorizationPolicy): a proxy started on it enforces nothing\n\
+valid: 0 error(s), 1 warning(s) in 0 resource(s) from 0 file(s)\n",
+            empty.display()
+        )
+    );
+
+    // A ConfigMap mounted as a volume: the key `policies` has no extension and is a link
+    // into `..data`; next to it, files that are not read must be named.
+    let dir = scratch("validate-configmap");
+    let stamp = dir.join("..2024_01_02_03_04_05.1");
+    std::fs::create_dir_all(&stamp).unwrap();
+    let example = |f: &str| {
+        std::fs::read_to_string(root().join("examples/step4-require-claim").join(f)).unwrap()
+    };
+    let policy = format!(
+        "{}\n---\n{}",
+        example("request-authentication.yaml"),
+        example("authorization-policy.yaml")
+    );
+    std::fs::write(stamp.join("policies"), policy).unwrap();
+    std::os::unix::fs::symlink("..2024_01_02_03_04_05.1", dir.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/policies", dir.join("policies")).unwrap();
+    std::fs::write(dir.join("notes.txt"), "not a policy").unwrap();
+    std::fs::write(dir.join("policies~"), "an editor's backup").unwrap();
+    std::fs::write(dir.join(".policies.swp"), "an editor's swap file").unwrap();
+    let (code, out) = validate(&[dir.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    let d = dir.display();
+    assert_eq!(
+        out,
+        format!(
+            "warning: {d}/.policies.swp: skipped: its name starts with '.'\n\
+warning: {d}/notes.txt: skipped: only names ending in .yaml, .yml or .json, or without extension, are read\n\
+warning: {d}/policies~: skipped: only names ending in .yaml, .yml or .json, or without extension, are read\n\
+valid: 0 error(s), 3 warning(s) in 2 resource(s) from 1 file(s)\n"
+        )
+    );
 }

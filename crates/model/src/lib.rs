@@ -8,9 +8,16 @@
 mod duration;
 pub mod load;
 pub mod select;
+pub mod suggest;
 pub mod types;
 
 pub use duration::parse_duration;
-pub use load::{LoadError, LoadErrors, LoadOptions, PolicySet, Skipped, load_paths, load_str};
-pub use select::{Attachment, DEFAULT_ROOT_NAMESPACE, Workload, attachment, parse_labels};
+pub use load::{
+    LoadError, LoadErrors, LoadOptions, PolicySet, SkipReason, Skipped, SkippedFile, load_paths,
+    load_str,
+};
+pub use select::{
+    Attachment, DEFAULT_ROOT_NAMESPACE, Kind, ResourceAttachment, Workload, WorkloadSummary,
+    attachment, parse_labels, summarize,
+};
 pub use types::*;

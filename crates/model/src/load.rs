@@ -29,6 +29,51 @@ pub struct PolicySet {
     pub skipped: Vec<Skipped>,
     /// Files read, in the order they were read.
     pub files: Vec<PathBuf>,
+    /// Files found in directories and not read, with the reason, so that callers can warn
+    /// (a `policy.yaml.txt` that was meant to be read must not go unnoticed).
+    pub skipped_files: Vec<SkippedFile>,
+}
+
+/// A file in a directory that the loader did not read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedFile {
+    pub path: PathBuf,
+    pub reason: SkipReason,
+}
+
+/// Why a file in a directory was not read. See [`load_paths`] for the rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    /// The name starts with `.` (an editor's swap file, `.gitignore`, ...).
+    Hidden,
+    /// The name has an extension other than `.yaml`, `.yml` or `.json` (any case), or ends in
+    /// `~` (an editor's backup).
+    OtherExtension,
+    /// Not a regular file (a socket, a FIFO, a device) or a dangling symbolic link.
+    NotARegularFile,
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Hidden => "its name starts with '.'",
+            SkipReason::OtherExtension => {
+                "only names ending in .yaml, .yml or .json, or without extension, are read"
+            }
+            SkipReason::NotARegularFile => "not a regular file",
+        }
+    }
+}
+
+impl fmt::Display for SkippedFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: skipped: {}",
+            self.path.display(),
+            self.reason.as_str()
+        )
+    }
 }
 
 /// A document that was skipped because meshguard does not enforce its kind.
@@ -123,9 +168,61 @@ impl Default for LoadOptions {
     }
 }
 
-/// Files a directory contributes: `*.yaml`, `*.yml` and `*.json`, recursively, sorted, skipping
-/// hidden entries (Kubernetes ConfigMap mounts keep old copies under `..data`-style names).
-fn collect_files(path: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<LoadError>) {
+/// What the loader does with one directory entry.
+enum Entry {
+    Read,
+    Descend,
+    /// Kubernetes' own entries of a ConfigMap or Secret mount (`..data`, `..2024_01_01_...`):
+    /// the keys are read through their top-level links, so these are skipped without a word.
+    MountInternals,
+    Skip(SkipReason),
+}
+
+/// The rule for an entry found while walking a directory (a path named on the command line is
+/// always read, whatever its name).
+fn classify(name: &str, meta: Option<&std::fs::Metadata>) -> Entry {
+    if name.starts_with("..") {
+        return Entry::MountInternals;
+    }
+    if name.starts_with('.') {
+        return Entry::Skip(SkipReason::Hidden);
+    }
+    let Some(meta) = meta else {
+        return Entry::Skip(SkipReason::NotARegularFile);
+    };
+    if meta.is_dir() {
+        return Entry::Descend;
+    }
+    if !meta.is_file() {
+        return Entry::Skip(SkipReason::NotARegularFile);
+    }
+    if name.ends_with('~') {
+        return Entry::Skip(SkipReason::OtherExtension);
+    }
+    match name.rsplit_once('.') {
+        // A ConfigMap key mounted as a file: `policies`, `authz`.
+        None => Entry::Read,
+        Some((_, ext))
+            if ["yaml", "yml", "json"]
+                .iter()
+                .any(|e| ext.eq_ignore_ascii_case(e)) =>
+        {
+            Entry::Read
+        }
+        Some(_) => Entry::Skip(SkipReason::OtherExtension),
+    }
+}
+
+/// Files a path contributes, in name order, recursively; see [`load_paths`] for the rule.
+/// Each file is read once even when links reach it twice, and a directory is never walked
+/// twice (a link to a parent cannot loop).
+fn collect_files(
+    path: &Path,
+    out: &mut Vec<PathBuf>,
+    skipped: &mut Vec<SkippedFile>,
+    seen: &mut std::collections::HashSet<PathBuf>,
+    errors: &mut Vec<LoadError>,
+) {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) => {
@@ -133,8 +230,16 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<LoadError
             return;
         }
     };
-    if meta.is_file() {
-        out.push(path.to_path_buf());
+    let first_visit = |seen: &mut std::collections::HashSet<PathBuf>| {
+        seen.insert(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()))
+    };
+    if !meta.is_dir() {
+        if first_visit(seen) {
+            out.push(path.to_path_buf());
+        }
+        return;
+    }
+    if !first_visit(seen) {
         return;
     }
     let entries = match std::fs::read_dir(path) {
@@ -147,17 +252,19 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<LoadError
     let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     children.sort();
     for child in children {
-        let name = child.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if name.starts_with('.') {
-            continue;
-        }
-        if child.is_dir() {
-            collect_files(&child, out, errors);
-        } else if matches!(
-            child.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml" | "json")
-        ) {
-            out.push(child);
+        let name = child
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        // `metadata` follows symbolic links: a ConfigMap key is a link to `..data/<key>`.
+        let meta = std::fs::metadata(&child).ok();
+        match classify(&name, meta.as_ref()) {
+            Entry::Read | Entry::Descend => collect_files(&child, out, skipped, seen, errors),
+            Entry::MountInternals => {}
+            Entry::Skip(reason) => skipped.push(SkippedFile {
+                path: child,
+                reason,
+            }),
         }
     }
 }
@@ -175,14 +282,35 @@ fn file_error(file: &Path, message: String) -> LoadError {
 
 /// Loads every file under `paths`. Any error anywhere means `Err` with all errors found; a
 /// partial set is never returned.
+///
+/// A path that is a file is read whatever its name. A directory is walked recursively in name
+/// order, following symbolic links, and an entry is
+///
+/// * read when its name ends in `.yaml`, `.yml` or `.json` (in any case: `.YAML` too) or has
+///   no extension at all (a ConfigMap key mounted as a file, e.g. `policies`);
+/// * skipped without a word when its name starts with `..`: Kubernetes' `..data` link and
+///   `..<timestamp>` directory of a ConfigMap mount, whose keys are read through their
+///   top-level links instead;
+/// * skipped and listed in [`PolicySet::skipped_files`] otherwise: other hidden names (`.x`),
+///   other extensions (`.txt`, `.md`, `.bak`), editor backups (`~`), sockets and dangling links.
+///
+/// A file reached twice (through links) is read once.
 pub fn load_paths<P: AsRef<Path>>(
     paths: &[P],
     opts: &LoadOptions,
 ) -> Result<PolicySet, LoadErrors> {
     let mut errors = Vec::new();
     let mut files = Vec::new();
+    let mut skipped_files = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for p in paths {
-        collect_files(p.as_ref(), &mut files, &mut errors);
+        collect_files(
+            p.as_ref(),
+            &mut files,
+            &mut skipped_files,
+            &mut seen,
+            &mut errors,
+        );
     }
     let mut set = PolicySet::default();
     for file in &files {
@@ -192,6 +320,7 @@ pub fn load_paths<P: AsRef<Path>>(
         }
     }
     set.files = files;
+    set.skipped_files = skipped_files;
     if errors.is_empty() {
         Ok(set)
     } else {
@@ -418,7 +547,11 @@ fn decode<T: DeserializeOwned>(
                 format!("{root}.{inner}")
             };
             let found = lookup(&value, e.path());
-            Err((field, found, e.into_inner().to_string()))
+            let mut message = e.into_inner().to_string();
+            if let Some(hint) = crate::suggest::hint_for_serde_message(&message) {
+                message = format!("{message}; {hint}");
+            }
+            Err((field, found, message))
         }
     }
 }

@@ -1,13 +1,17 @@
 //! Which resources apply to a workload, as Istio attaches them to a sidecar.
 //!
-//! Owns the attachment rule only: the workload's namespace plus the root namespace, selector
+//! Owns the attachment rule: the workload's namespace plus the root namespace, selector
 //! labels a subset of the workload's labels, and `targetRef(s)` resources ignored (they attach
-//! to gateways and waypoints, which meshguard does not emulate yet). Does not own how the
-//! applicable resources combine; that is the compiler's job.
+//! to gateways and waypoints, which meshguard does not emulate yet); and [`summarize`], the
+//! account of what applies to a workload that `validate` and start-up messages print. Does not
+//! own how the applicable resources combine; that is the compiler's job.
 
 use std::collections::BTreeMap;
 
-use crate::types::{PolicyTargetReference, Resource, WorkloadSelector};
+use serde::Serialize;
+
+use crate::load::PolicySet;
+use crate::types::{Action, PolicyTargetReference, Resource, WorkloadSelector};
 
 /// The Istio default for `meshConfig.rootNamespace`.
 pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
@@ -36,7 +40,7 @@ impl Workload {
 }
 
 /// Why a resource does or does not apply, for `check` and `/config_dump`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Attachment {
     Applies,
     OtherNamespace,
@@ -103,4 +107,144 @@ pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
         out.insert(k.to_string(), v.to_string());
     }
     Ok(out)
+}
+
+/// The two kinds meshguard enforces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Kind {
+    RequestAuthentication,
+    AuthorizationPolicy,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::RequestAuthentication => "RequestAuthentication",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
+        }
+    }
+}
+
+/// One loaded resource and whether it applies to the workload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ResourceAttachment {
+    pub kind: Kind,
+    /// `namespace/name`.
+    pub key: String,
+    /// The action of an AuthorizationPolicy.
+    pub action: Option<Action>,
+    #[serde(serialize_with = "serialize_attachment")]
+    pub attachment: Attachment,
+}
+
+fn serialize_attachment<S: serde::Serializer>(a: &Attachment, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(a.as_str())
+}
+
+impl Attachment {
+    /// In words, for logs and warnings.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Attachment::Applies => "applies",
+            Attachment::OtherNamespace => "in another namespace",
+            Attachment::SelectorMismatch => "its selector does not select the workload",
+            Attachment::TargetRefIgnored => "targetRef(s) are ignored by sidecars",
+        }
+    }
+}
+
+/// What a loaded policy set means for one workload: how many resources were loaded and which
+/// of them apply, by kind (and by action for AuthorizationPolicies). Used by `validate` to warn
+/// when nothing applies and by start-up summaries; a set that loads but applies nothing makes
+/// a proxy that enforces nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WorkloadSummary {
+    /// Every loaded resource, RequestAuthentications first, in load order.
+    pub resources: Vec<ResourceAttachment>,
+}
+
+impl WorkloadSummary {
+    /// Resources that apply.
+    pub fn applied(&self) -> impl Iterator<Item = &ResourceAttachment> {
+        self.resources
+            .iter()
+            .filter(|r| r.attachment == Attachment::Applies)
+    }
+
+    /// Loaded resources of `kind`.
+    pub fn loaded_count(&self, kind: Kind) -> usize {
+        self.resources.iter().filter(|r| r.kind == kind).count()
+    }
+
+    /// Applicable resources of `kind`.
+    pub fn applied_count(&self, kind: Kind) -> usize {
+        self.applied().filter(|r| r.kind == kind).count()
+    }
+
+    /// Applicable AuthorizationPolicies with `action`.
+    pub fn applied_action_count(&self, action: Action) -> usize {
+        self.applied().filter(|r| r.action == Some(action)).count()
+    }
+
+    /// True when resources were loaded but none applies: the workload gets no JWT checks and
+    /// no authorization.
+    pub fn nothing_applies(&self) -> bool {
+        !self.resources.is_empty() && self.applied().next().is_none()
+    }
+}
+
+impl std::fmt::Display for WorkloadSummary {
+    /// `2 resource(s) loaded (1 RequestAuthentication, 1 AuthorizationPolicy); 2 apply
+    /// (1 RequestAuthentication, 1 AuthorizationPolicy: 1 ALLOW)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ra = Kind::RequestAuthentication;
+        let ap = Kind::AuthorizationPolicy;
+        write!(
+            f,
+            "{} resource(s) loaded ({} {}, {} {}); {} apply ({} {}, {} {}",
+            self.resources.len(),
+            self.loaded_count(ra),
+            ra.as_str(),
+            self.loaded_count(ap),
+            ap.as_str(),
+            self.applied().count(),
+            self.applied_count(ra),
+            ra.as_str(),
+            self.applied_count(ap),
+            ap.as_str(),
+        )?;
+        let actions: Vec<String> = [Action::Custom, Action::Audit, Action::Deny, Action::Allow]
+            .into_iter()
+            .filter_map(|a| {
+                let n = self.applied_action_count(a);
+                (n > 0).then(|| format!("{n} {}", a.as_str()))
+            })
+            .collect();
+        if !actions.is_empty() {
+            write!(f, ": {}", actions.join(", "))?;
+        }
+        f.write_str(")")
+    }
+}
+
+/// Summarises which resources of `set` apply to `workload` (the rule of [`attachment`]).
+pub fn summarize(set: &PolicySet, workload: &Workload) -> WorkloadSummary {
+    let mut resources = Vec::new();
+    for ra in &set.request_authentications {
+        resources.push(ResourceAttachment {
+            kind: Kind::RequestAuthentication,
+            key: ra.key(),
+            action: None,
+            attachment: attachment(ra, workload),
+        });
+    }
+    for ap in &set.authorization_policies {
+        resources.push(ResourceAttachment {
+            kind: Kind::AuthorizationPolicy,
+            key: ap.key(),
+            action: Some(ap.spec.action),
+            attachment: attachment(ap, workload),
+        });
+    }
+    WorkloadSummary { resources }
 }

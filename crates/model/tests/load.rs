@@ -305,3 +305,137 @@ fn one_file_can_hold_thousands_of_policies() {
     .unwrap();
     assert_eq!(set.authorization_policies.len(), 5000);
 }
+
+const AP: &str = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: NAME, namespace: foo}
+spec: {}
+";
+
+fn names(set: &meshguard_model::PolicySet) -> Vec<String> {
+    set.authorization_policies
+        .iter()
+        .map(|p| p.name.clone())
+        .collect()
+}
+
+#[test]
+fn configmap_mount_layout_loads_each_key_once() {
+    // What the kubelet writes for a ConfigMap with keys `policies` and `extra.yaml`:
+    //   ..2024_01_02_03_04_05.123/{policies,extra.yaml}
+    //   ..data -> ..2024_01_02_03_04_05.123
+    //   policies -> ..data/policies, extra.yaml -> ..data/extra.yaml
+    let dir = tmp("configmap-mount");
+    let stamp = dir.join("..2024_01_02_03_04_05.123");
+    write(&stamp, "policies", &AP.replace("NAME", "from-key"));
+    write(&stamp, "extra.yaml", &AP.replace("NAME", "from-yaml"));
+    std::os::unix::fs::symlink("..2024_01_02_03_04_05.123", dir.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/policies", dir.join("policies")).unwrap();
+    std::os::unix::fs::symlink("..data/extra.yaml", dir.join("extra.yaml")).unwrap();
+    let set = load_paths(&[&dir], &LoadOptions::default()).unwrap();
+    assert_eq!(names(&set), ["from-yaml", "from-key"]);
+    assert_eq!(set.files, [dir.join("extra.yaml"), dir.join("policies")]);
+    assert!(set.skipped_files.is_empty(), "{:?}", set.skipped_files);
+}
+
+#[test]
+fn extensions_any_case_and_skipped_files_are_listed() {
+    use meshguard_model::SkipReason;
+    let dir = tmp("extensions");
+    write(&dir, "a.YAML", &AP.replace("NAME", "upper-yaml"));
+    write(&dir, "b.Yml", &AP.replace("NAME", "mixed-yml"));
+    write(
+        &dir,
+        "c.JSON",
+        r#"{"apiVersion":"security.istio.io/v1","kind":"AuthorizationPolicy","metadata":{"name":"upper-json","namespace":"foo"}}"#,
+    );
+    write(&dir, "d", &AP.replace("NAME", "no-extension"));
+    write(&dir, "notes.txt", "not yaml");
+    write(&dir, "README.md", "# not yaml");
+    write(&dir, "e.yaml~", "backup: [broken");
+    write(&dir, "f.yaml.bak", "backup: [broken");
+    write(&dir, ".f.yaml.swp", "swap");
+    write(&dir.join(".git"), "config", "[core]");
+    write(&dir.join("sub"), "g.yml", &AP.replace("NAME", "nested"));
+    std::os::unix::fs::symlink("missing.yaml", dir.join("dangling.yaml")).unwrap();
+    // A link back to the top must not loop, nor load anything twice.
+    std::os::unix::fs::symlink("..", dir.join("sub").join("up")).unwrap();
+    let set = load_paths(&[&dir], &LoadOptions::default()).unwrap();
+    assert_eq!(
+        names(&set),
+        [
+            "upper-yaml",
+            "mixed-yml",
+            "upper-json",
+            "no-extension",
+            "nested"
+        ]
+    );
+    let skipped: Vec<(String, SkipReason)> = set
+        .skipped_files
+        .iter()
+        .map(|s| {
+            (
+                s.path.strip_prefix(&dir).unwrap().display().to_string(),
+                s.reason,
+            )
+        })
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            (".f.yaml.swp".to_string(), SkipReason::Hidden),
+            (".git".to_string(), SkipReason::Hidden),
+            ("README.md".to_string(), SkipReason::OtherExtension),
+            ("dangling.yaml".to_string(), SkipReason::NotARegularFile),
+            ("e.yaml~".to_string(), SkipReason::OtherExtension),
+            ("f.yaml.bak".to_string(), SkipReason::OtherExtension),
+            ("notes.txt".to_string(), SkipReason::OtherExtension),
+        ]
+    );
+    assert_eq!(
+        set.skipped_files[2].to_string(),
+        format!(
+            "{}: skipped: only names ending in .yaml, .yml or .json, or without extension, are read",
+            dir.join("README.md").display()
+        )
+    );
+    // A file named on the command line is read whatever its name.
+    let set = load_paths(&[dir.join("notes.txt")], &LoadOptions::default());
+    assert!(set.is_err(), "notes.txt is not a policy document");
+}
+
+#[test]
+fn summary_of_what_applies_to_a_workload() {
+    use meshguard_model::{Kind, summarize};
+    let set = load_paths(
+        &[examples().join("step4-require-claim")],
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let httpbin = Workload::new("foo", BTreeMap::from([("app".into(), "httpbin".into())]));
+    let s = summarize(&set, &httpbin);
+    assert_eq!(
+        s.to_string(),
+        "2 resource(s) loaded (1 RequestAuthentication, 1 AuthorizationPolicy); 2 apply (1 RequestAuthentication, 1 AuthorizationPolicy: 1 ALLOW)"
+    );
+    assert!(!s.nothing_applies());
+    assert_eq!(s.applied_count(Kind::AuthorizationPolicy), 1);
+    // The README's flags with the namespace forgotten: nothing applies.
+    let default = Workload::new(
+        "default",
+        BTreeMap::from([("app".into(), "httpbin".into())]),
+    );
+    let s = summarize(&set, &default);
+    assert!(s.nothing_applies());
+    assert_eq!(
+        s.to_string(),
+        "2 resource(s) loaded (1 RequestAuthentication, 1 AuthorizationPolicy); 0 apply (0 RequestAuthentication, 0 AuthorizationPolicy)"
+    );
+    assert!(
+        s.resources
+            .iter()
+            .all(|r| r.attachment == Attachment::OtherNamespace)
+    );
+    assert!(!summarize(&Default::default(), &default).nothing_applies());
+}

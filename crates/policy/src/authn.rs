@@ -91,12 +91,14 @@ fn header_name(v: &str) -> Result<http::HeaderName, String> {
         .map_err(|_| format!("header name {v} is not a valid header name"))
 }
 
-/// Compiles every rule of one RequestAuthentication (provider names are assigned later).
+/// Compiles every rule of one RequestAuthentication (provider names are assigned later). On
+/// failure, returns the errors of every rule (the first of each), not only of the first rule.
 pub fn compile_request_authentication(
     res: &Resource<RequestAuthenticationSpec>,
-) -> Result<Vec<JwtProvider>, Box<LoadError>> {
+) -> Result<Vec<JwtProvider>, Vec<LoadError>> {
+    let mut errors = Vec::new();
     if res.annotations.contains_key("istio.io/dry-run") {
-        return Err(crate::located_error(
+        errors.push(*crate::located_error(
             res,
             "RequestAuthentication",
             "metadata.annotations[istio.io/dry-run]".into(),
@@ -107,26 +109,27 @@ pub fn compile_request_authentication(
             ),
         ));
     }
-    res.spec
-        .jwt_rules
-        .iter()
-        .enumerate()
-        .map(|(i, rule)| {
-            compile_rule(
-                rule,
-                &format!("RequestAuthentication {} jwtRules[{i}]", res.key()),
-            )
-            .map_err(|(field, value, message)| {
-                crate::located_error(
-                    res,
-                    "RequestAuthentication",
-                    format!("spec.jwtRules[{i}]{field}"),
-                    &value,
-                    message,
-                )
-            })
-        })
-        .collect()
+    let mut providers = Vec::new();
+    for (i, rule) in res.spec.jwt_rules.iter().enumerate() {
+        match compile_rule(
+            rule,
+            &format!("RequestAuthentication {} jwtRules[{i}]", res.key()),
+        ) {
+            Ok(p) => providers.push(p),
+            Err((field, value, message)) => errors.push(*crate::located_error(
+                res,
+                "RequestAuthentication",
+                format!("spec.jwtRules[{i}]{field}"),
+                &value,
+                message,
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(providers)
+    } else {
+        Err(errors)
+    }
 }
 
 fn compile_rule(rule: &JwtRule, source: &str) -> Result<JwtProvider, (String, String, String)> {

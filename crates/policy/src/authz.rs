@@ -249,29 +249,29 @@ pub fn policy_id(namespace: &str, name: &str, index: usize) -> String {
     format!("ns[{namespace}]-policy[{name}]-rule[{index}]")
 }
 
-/// Compiles one policy; every error names the field and the value.
+/// Compiles one policy. On failure, returns every error found (not only the first), each
+/// naming the field and the value, so that one `validate` run shows all of them.
 pub fn compile_policy(
     res: &Resource<AuthorizationPolicySpec>,
-) -> Result<CompiledPolicy, Box<LoadError>> {
+) -> Result<CompiledPolicy, Vec<LoadError>> {
     let err = |field: String, value: &str, message: String| {
-        crate::located_error(res, "AuthorizationPolicy", field, value, message)
+        *crate::located_error(res, "AuthorizationPolicy", field, value, message)
     };
+    let mut errors = Vec::new();
     let spec = &res.spec;
     let dry_run = match res.annotations.get("istio.io/dry-run") {
         None => false,
-        Some(v) => match parse_go_bool(v) {
-            Some(b) => b,
-            None => {
-                return Err(err(
-                    "metadata.annotations[istio.io/dry-run]".into(),
-                    v,
-                    "invalid value; use true or false".into(),
-                ));
-            }
-        },
+        Some(v) => parse_go_bool(v).unwrap_or_else(|| {
+            errors.push(err(
+                "metadata.annotations[istio.io/dry-run]".into(),
+                v,
+                "invalid value; use true or false".into(),
+            ));
+            false
+        }),
     };
     if dry_run && !matches!(spec.action, Action::Allow | Action::Deny) {
-        return Err(err(
+        errors.push(err(
             "metadata.annotations[istio.io/dry-run]".into(),
             "true",
             format!(
@@ -283,14 +283,15 @@ pub fn compile_policy(
     let provider = match (&spec.action, &spec.provider) {
         (Action::Custom, Some(p)) if !p.name.is_empty() => Some(p.name.clone()),
         (Action::Custom, _) => {
-            return Err(err(
+            errors.push(err(
                 "spec.provider.name".into(),
                 "",
                 "`provider.name` must not be empty".into(),
             ));
+            None
         }
         (other, Some(_)) => {
-            return Err(err(
+            errors.push(err(
                 "spec.provider".into(),
                 "",
                 format!(
@@ -298,11 +299,12 @@ pub fn compile_policy(
                     other.as_str()
                 ),
             ));
+            None
         }
         (_, None) => None,
     };
     if spec.rules.is_none() && matches!(spec.action, Action::Deny | Action::Custom) {
-        return Err(err(
+        errors.push(err(
             "spec.rules".into(),
             "",
             format!(
@@ -315,39 +317,55 @@ pub fn compile_policy(
     for (i, rule) in spec.rules.iter().flatten().enumerate() {
         let at = format!("spec.rules[{i}]");
         let Some(rule) = rule else {
-            return Err(err(
+            errors.push(err(
                 at,
                 "null",
                 format!("`rule` must not be nil, found at rule {i}"),
             ));
+            continue;
         };
         let ns = &res.namespace;
+        // Each part is compiled even when an earlier one failed, so every error is reported.
+        let from = compile_entries(
+            rule.from.as_ref(),
+            &format!("{at}.from"),
+            "source",
+            |f| f.source.as_ref(),
+            |s, at| compile_source(s, ns, at),
+        );
+        let to = compile_entries(
+            rule.to.as_ref(),
+            &format!("{at}.to"),
+            "operation",
+            |t| t.operation.as_ref(),
+            compile_operation,
+        );
+        let when = compile_when(rule.when.as_deref().unwrap_or_default(), ns, &at);
+        let (from, to, when) = match (from, to, when) {
+            (Ok(from), Ok(to), Ok(when)) => (from, to, when),
+            (from, to, when) => {
+                for e in [from.err(), to.err(), when.err()].into_iter().flatten() {
+                    errors.extend(e.into_iter().map(|(f, v, m)| err(f, &v, m)));
+                }
+                continue;
+            }
+        };
         let compiled = CompiledRule {
             id: policy_id(ns, &res.name, i).into(),
             index: i,
-            from: compile_entries(
-                rule.from.as_ref(),
-                &format!("{at}.from"),
-                "source",
-                |f| f.source.as_ref(),
-                |s, at| compile_source(s, ns, at),
-            )
-            .map_err(|(f, v, m)| err(f, &v, m))?,
-            to: compile_entries(
-                rule.to.as_ref(),
-                &format!("{at}.to"),
-                "operation",
-                |t| t.operation.as_ref(),
-                compile_operation,
-            )
-            .map_err(|(f, v, m)| err(f, &v, m))?,
-            when: compile_when(rule.when.as_deref().unwrap_or_default(), ns, &at)
-                .map_err(|(f, v, m)| err(f, &v, m))?,
+            from,
+            to,
+            when,
         };
-        if spec.action == Action::Custom {
-            check_custom_rule(&compiled).map_err(|(f, m)| err(format!("{at}.{f}"), "", m))?;
+        if spec.action == Action::Custom
+            && let Err((f, m)) = check_custom_rule(&compiled)
+        {
+            errors.push(err(format!("{at}.{f}"), "", m));
         }
         rules.push(compiled);
+    }
+    if !errors.is_empty() {
+        return Err(errors);
     }
     // Envoy keeps RBAC policies in a map ordered by id, so `rule[10]` is tried before `rule[2]`;
     // the matched id reported must be the one Envoy would report.
@@ -362,7 +380,29 @@ pub fn compile_policy(
     })
 }
 
+/// One error: (field path, offending value, message).
 type FieldError = (String, String, String);
+/// Every error of a part of a policy; never empty.
+type FieldErrors = Vec<FieldError>;
+
+/// Collects every item, or every error of every item.
+fn collect_all<T>(
+    items: impl Iterator<Item = Result<T, FieldErrors>>,
+) -> Result<Vec<T>, FieldErrors> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for item in items {
+        match item {
+            Ok(t) => out.push(t),
+            Err(e) => errors.extend(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
 
 /// A `from` or `to` list: absent means "any"; present but empty, a null entry, or an entry
 /// without its `source`/`operation` are errors (Istio's validation).
@@ -371,49 +411,51 @@ fn compile_entries<E, X>(
     at: &str,
     inner: &str,
     get: impl Fn(&E) -> Option<&X>,
-    compile: impl Fn(&X, &str) -> Result<Clause, FieldError>,
-) -> Result<Vec<Clause>, FieldError> {
+    compile: impl Fn(&X, &str) -> Result<Clause, FieldErrors>,
+) -> Result<Vec<Clause>, FieldErrors> {
     let Some(list) = list else {
         return Ok(Vec::new());
     };
     if list.is_empty() {
         let name = at.rsplit('.').next().unwrap_or(at);
-        return Err((
+        return Err(vec![(
             at.to_string(),
             "[]".into(),
             format!("`{name}` must not be empty"),
-        ));
+        )]);
     }
-    list.iter()
-        .enumerate()
-        .map(|(j, entry)| {
-            let at = format!("{at}[{j}].{inner}");
-            match entry.as_ref().and_then(&get) {
-                Some(x) => compile(x, &at),
-                None => {
-                    let name = format!("{}.{inner}", if inner == "source" { "from" } else { "to" });
-                    Err((at, "null".into(), format!("`{name}` must not be nil")))
-                }
+    collect_all(list.iter().enumerate().map(|(j, entry)| {
+        let at = format!("{at}[{j}].{inner}");
+        match entry.as_ref().and_then(&get) {
+            Some(x) => compile(x, &at),
+            None => {
+                let name = format!("{}.{inner}", if inner == "source" { "from" } else { "to" });
+                Err(vec![(
+                    at,
+                    "null".into(),
+                    format!("`{name}` must not be nil"),
+                )])
             }
-        })
-        .collect()
+        }
+    }))
 }
 
 fn compile_when(
     when: &[Option<Condition>],
     policy_ns: &str,
     at: &str,
-) -> Result<Vec<Clause>, FieldError> {
-    when.iter()
-        .enumerate()
-        .map(|(j, c)| {
-            let at = format!("{at}.when[{j}]");
-            match c {
-                Some(c) => compile_condition(c, policy_ns, &at),
-                None => Err((at, "null".into(), "`when` entry must not be nil".into())),
-            }
-        })
-        .collect()
+) -> Result<Vec<Clause>, FieldErrors> {
+    collect_all(when.iter().enumerate().map(|(j, c)| {
+        let at = format!("{at}.when[{j}]");
+        match c {
+            Some(c) => compile_condition(c, policy_ns, &at),
+            None => Err(vec![(
+                at,
+                "null".into(),
+                "`when` entry must not be nil".into(),
+            )]),
+        }
+    }))
 }
 
 /// Turns one YAML value of a `when` key into a matcher.
@@ -440,6 +482,7 @@ fn check_custom_rule(rule: &CompiledRule) -> Result<(), (String, String)> {
 }
 
 /// Builds a field from values and notValues with one parser; empty strings are rejected.
+/// Every bad value is reported, not only the first.
 fn field<F>(
     name: &str,
     not_name: &str,
@@ -447,60 +490,94 @@ fn field<F>(
     not_values: &[String],
     at: &str,
     parse: F,
-) -> Result<Option<Field>, FieldError>
+) -> Result<Option<Field>, FieldErrors>
 where
     F: Fn(&str) -> Result<Matcher, String>,
 {
     if values.is_empty() && not_values.is_empty() {
         return Ok(None);
     }
-    let compile = |list: &[String], fname: &str| -> Result<Vec<Matcher>, FieldError> {
-        list.iter()
-            .enumerate()
-            .map(|(i, v)| {
-                let path = format!("{at}.{fname}[{i}]");
-                if v.is_empty() {
-                    return Err((
-                        path,
-                        v.clone(),
-                        format!("empty value not allowed, found in {fname}"),
-                    ));
-                }
-                parse(v).map_err(|m| (path, v.clone(), m))
-            })
-            .collect()
+    let compile = |list: &[String], fname: &str| -> Result<Vec<Matcher>, FieldErrors> {
+        collect_all(list.iter().enumerate().map(|(i, v)| {
+            let path = format!("{at}.{fname}[{i}]");
+            if v.is_empty() {
+                return Err(vec![(
+                    path,
+                    v.clone(),
+                    format!("empty value not allowed, found in {fname}"),
+                )]);
+            }
+            parse(v).map_err(|m| vec![(path, v.clone(), m)])
+        }))
+    };
+    let (matchers, not_matchers) = match (compile(values, name), compile(not_values, not_name)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (a, b) => {
+            return Err([a.err(), b.err()].into_iter().flatten().flatten().collect());
+        }
     };
     Ok(Some(Field {
         name: name.to_string(),
         not_name: not_name.to_string(),
-        values: compile(values, name)?,
-        not_values: compile(not_values, not_name)?,
+        values: matchers,
+        not_values: not_matchers,
         values_src: values.to_vec(),
         not_values_src: not_values.to_vec(),
     }))
 }
 
-fn compile_source(s: &Source, policy_ns: &str, at: &str) -> Result<Clause, FieldError> {
-    let mut fields = Vec::new();
+/// Gathers the fields of a clause, every error of every field.
+#[derive(Default)]
+struct ClauseBuilder {
+    fields: Vec<Field>,
+    errors: FieldErrors,
+    /// Whether any field was written at all (valid or not), for "must not be empty".
+    any_set: bool,
+}
+
+impl ClauseBuilder {
+    fn push(&mut self, f: Result<Option<Field>, FieldErrors>) {
+        match f {
+            Ok(Some(f)) => {
+                self.any_set = true;
+                self.fields.push(f);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                self.any_set = true;
+                self.errors.extend(e);
+            }
+        }
+    }
+
+    fn finish(self, at: &str, empty_message: &str) -> Result<Clause, FieldErrors> {
+        if !self.errors.is_empty() {
+            return Err(self.errors);
+        }
+        if !self.any_set {
+            return Err(vec![(at.to_string(), "{}".into(), empty_message.into())]);
+        }
+        Ok(Clause {
+            fields: self.fields,
+        })
+    }
+}
+
+fn compile_source(s: &Source, policy_ns: &str, at: &str) -> Result<Clause, FieldErrors> {
+    let mut clause = ClauseBuilder::default();
     let any_sa = !s.service_accounts.is_empty() || !s.not_service_accounts.is_empty();
     let any_pn = !s.principals.is_empty()
         || !s.not_principals.is_empty()
         || !s.namespaces.is_empty()
         || !s.not_namespaces.is_empty();
     if any_sa && any_pn {
-        return Err((
+        clause.errors.push((
             format!("{at}.serviceAccounts"),
             String::new(),
             "cannot set serviceAccounts with namespaces or principals".into(),
         ));
     }
-    let mut push = |f: Result<Option<Field>, FieldError>| -> Result<(), FieldError> {
-        if let Some(f) = f? {
-            fields.push(f);
-        }
-        Ok(())
-    };
-    push(field(
+    clause.push(field(
         "principals",
         "notPrincipals",
         &s.principals,
@@ -511,16 +588,16 @@ fn compile_source(s: &Source, policy_ns: &str, at: &str) -> Result<Clause, Field
                 StringMatch::parse(v, false),
             )))
         },
-    ))?;
-    push(field(
+    ));
+    clause.push(field(
         "requestPrincipals",
         "notRequestPrincipals",
         &s.request_principals,
         &s.not_request_principals,
         at,
         |v| Ok(Matcher::Principal(PrincipalMatch::parse(v))),
-    ))?;
-    push(field(
+    ));
+    clause.push(field(
         "namespaces",
         "notNamespaces",
         &s.namespaces,
@@ -531,16 +608,16 @@ fn compile_source(s: &Source, policy_ns: &str, at: &str) -> Result<Clause, Field
                 StringMatch::parse(v, false),
             )))
         },
-    ))?;
-    push(field(
+    ));
+    clause.push(field(
         "serviceAccounts",
         "notServiceAccounts",
         &s.service_accounts,
         &s.not_service_accounts,
         at,
         |v| service_account(v, policy_ns),
-    ))?;
-    push(field(
+    ));
+    clause.push(field(
         "trustDomains",
         "notTrustDomains",
         &s.trust_domains,
@@ -554,31 +631,24 @@ fn compile_source(s: &Source, policy_ns: &str, at: &str) -> Result<Clause, Field
                 StringMatch::parse(v, false),
             )))
         },
-    ))?;
-    push(field(
+    ));
+    clause.push(field(
         "ipBlocks",
         "notIpBlocks",
         &s.ip_blocks,
         &s.not_ip_blocks,
         at,
         |v| IpMatch::parse(v).map(Matcher::SourceIp),
-    ))?;
-    push(field(
+    ));
+    clause.push(field(
         "remoteIpBlocks",
         "notRemoteIpBlocks",
         &s.remote_ip_blocks,
         &s.not_remote_ip_blocks,
         at,
         |v| IpMatch::parse(v).map(Matcher::RemoteIp),
-    ))?;
-    if fields.is_empty() {
-        return Err((
-            at.to_string(),
-            "{}".into(),
-            "`from.source` must not be empty".into(),
-        ));
-    }
-    Ok(Clause { fields })
+    ));
+    clause.finish(at, "`from.source` must not be empty")
 }
 
 fn service_account(v: &str, policy_ns: &str) -> Result<Matcher, String> {
@@ -602,8 +672,8 @@ fn service_account(v: &str, policy_ns: &str) -> Result<Matcher, String> {
     }))
 }
 
-fn compile_operation(o: &Operation, at: &str) -> Result<Clause, FieldError> {
-    let mut fields = Vec::new();
+fn compile_operation(o: &Operation, at: &str) -> Result<Clause, FieldErrors> {
+    let mut clause = ClauseBuilder::default();
     let parts = [
         field("hosts", "notHosts", &o.hosts, &o.not_hosts, at, |v| {
             Ok(Matcher::Host(HostMatch::parse(v)))
@@ -624,18 +694,9 @@ fn compile_operation(o: &Operation, at: &str) -> Result<Clause, FieldError> {
         }),
     ];
     for f in parts {
-        if let Some(f) = f? {
-            fields.push(f);
-        }
+        clause.push(f);
     }
-    if fields.is_empty() {
-        return Err((
-            at.to_string(),
-            "{}".into(),
-            "`to.operation` must not be empty".into(),
-        ));
-    }
-    Ok(Clause { fields })
+    clause.finish(at, "`to.operation` must not be empty")
 }
 
 /// Every `when` key Istio accepts, for did-you-mean hints.
@@ -657,7 +718,17 @@ pub const CONDITION_KEYS: [&str; 15] = [
     "experimental.envoy.filters.",
 ];
 
-fn compile_condition(c: &Condition, policy_ns: &str, at: &str) -> Result<Clause, FieldError> {
+fn compile_condition(c: &Condition, policy_ns: &str, at: &str) -> Result<Clause, FieldErrors> {
+    compile_condition_key(c, policy_ns, at).map_err(|e| vec![e])?
+}
+
+/// The key of a `when` entry: its own error, or the clause built from every value (the
+/// values' errors, all of them).
+fn compile_condition_key(
+    c: &Condition,
+    policy_ns: &str,
+    at: &str,
+) -> Result<Result<Clause, FieldErrors>, FieldError> {
     let key = c.key.as_str();
     if key.is_empty() {
         return Err((
@@ -679,8 +750,14 @@ fn compile_condition(c: &Condition, policy_ns: &str, at: &str) -> Result<Clause,
             return Ok(None);
         };
         if rest.len() < 3 || !rest.starts_with('[') || !rest.ends_with(']') {
+            // `request.auth.claims.role`: the name is there, only the brackets are missing.
+            let hint = rest
+                .strip_prefix('.')
+                .filter(|n| !n.is_empty() && !n.contains(['[', ']']))
+                .map(|n| format!("; did you mean {prefix}[{n}]?"))
+                .unwrap_or_default();
             return Err(key_err(format!(
-                "{key} must be of the form {prefix}[<name>]"
+                "{key} must be of the form {prefix}[<name>]{hint}"
             )));
         }
         Ok(Some(rest.to_string()))
@@ -769,37 +846,90 @@ fn compile_condition(c: &Condition, policy_ns: &str, at: &str) -> Result<Clause,
             }
         }
     };
-    let f = field("values", "notValues", &c.values, &c.not_values, at, parse)?.map(|mut f| {
-        f.name = key.to_string();
-        f.not_name = format!("{key} notValues");
-        f
-    });
-    Ok(Clause {
-        fields: f.into_iter().collect(),
-    })
+    Ok(
+        field("values", "notValues", &c.values, &c.not_values, at, parse).map(|f| Clause {
+            fields: f
+                .map(|mut f| {
+                    f.name = key.to_string();
+                    f.not_name = format!("{key} notValues");
+                    f
+                })
+                .into_iter()
+                .collect(),
+        }),
+    )
 }
 
-/// The closest accepted key by edit distance, if it is close enough to be a typo.
-pub fn did_you_mean(key: &str) -> Option<&'static str> {
-    let stem = key.split('[').next().unwrap_or(key);
-    CONDITION_KEYS
-        .iter()
-        .map(|k| (edit_distance(stem, k.trim_end_matches("[]")), *k))
-        .filter(|(d, _)| *d <= 3)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k)
-}
+/// The keys written `prefix[name]`.
+const MAP_KEYS: [&str; 2] = ["request.headers", "request.auth.claims"];
 
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+/// The accepted key closest to an unknown one, if it is close enough to be a typo, written out
+/// in full: the name of a map key is kept (`request.header[x-user]` gives
+/// `request.headers[x-user]`, `request.auth.claim.role` gives `request.auth.claims[role]`).
+pub fn did_you_mean(key: &str) -> Option<String> {
+    use meshguard_model::suggest::{closest, edit_distance};
+    let near_map = |stem: &str| {
+        MAP_KEYS
+            .into_iter()
+            .map(|m| (edit_distance(stem, m), m))
+            .filter(|(d, _)| *d <= 2)
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, m)| m)
+    };
+    // `stem[name]...` with a misspelled stem.
+    if let Some(i) = key.find('[') {
+        let (stem, rest) = key.split_at(i);
+        if let Some(m) = near_map(stem) {
+            return Some(format!("{m}{rest}"));
         }
-        prev = cur;
     }
-    prev[b.len()]
+    // `stem.name`: a dot written for the brackets, maybe with a misspelled stem.
+    for (i, _) in key.match_indices('.') {
+        let (stem, name) = (&key[..i], &key[i + 1..]);
+        if !name.is_empty()
+            && !name.contains(['[', ']'])
+            && let Some(m) = near_map(stem)
+        {
+            return Some(format!("{m}[{name}]"));
+        }
+    }
+    let stem = key.split('[').next().unwrap_or(key);
+    let k = closest(
+        stem,
+        CONDITION_KEYS.iter().map(|k| k.trim_end_matches("[]")),
+        3,
+    )?;
+    Some(
+        match CONDITION_KEYS
+            .iter()
+            .find(|c| c.trim_end_matches("[]") == k)
+        {
+            Some(c) if c.ends_with("[]") => format!("{k}[<name>]"),
+            _ => k.to_string(),
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::did_you_mean;
+
+    #[test]
+    fn did_you_mean_keeps_the_name() {
+        for (typo, hint) in [
+            ("request.auth.claim.role", "request.auth.claims[role]"),
+            ("request.auth.claim[groups]", "request.auth.claims[groups]"),
+            ("request.auth.claim[a][b]", "request.auth.claims[a][b]"),
+            ("request.header[x-user]", "request.headers[x-user]"),
+            ("request.headers.x-user", "request.headers[x-user]"),
+            ("requests.header.x-user", "request.headers[x-user]"),
+            ("request.header", "request.headers[<name>]"),
+            ("source.ips", "source.ip"),
+            ("request.auth.principals", "request.auth.principal"),
+            ("destination.prot", "destination.port"),
+        ] {
+            assert_eq!(did_you_mean(typo).as_deref(), Some(hint), "{typo}");
+        }
+        assert_eq!(did_you_mean("completely.different.thing"), None);
+    }
 }

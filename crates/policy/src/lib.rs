@@ -81,7 +81,7 @@ pub fn compile(set: &PolicySet, workload: &Workload) -> Result<CompiledWorkload,
                 providers.extend(p);
             }
             Ok(_) => {}
-            Err(e) => errors.push(*e),
+            Err(e) => errors.extend(e),
         }
     }
     // istiod sorts the concatenated rules by issuer (`slices.SortBy`); a stable sort keeps
@@ -104,7 +104,7 @@ pub fn compile(set: &PolicySet, workload: &Workload) -> Result<CompiledWorkload,
                 }
             }
             Ok(_) => {}
-            Err(e) => errors.push(*e),
+            Err(e) => errors.extend(e),
         }
     }
     if !errors.is_empty() {

@@ -70,11 +70,18 @@ impl StringMatch {
 
     /// Matches a present value. `Presence` accepts anything, even empty (header semantics).
     pub fn matches(&self, s: &str) -> bool {
+        self.matches_bytes(s.as_bytes())
+    }
+
+    /// Matches raw bytes, as Envoy compares header values: the policy's UTF-8 text against the
+    /// bytes received, whether or not they are UTF-8 (`header-prefix-*` matches
+    /// `header-prefix-x\xE9`). `Presence` accepts anything, even empty.
+    pub fn matches_bytes(&self, s: &[u8]) -> bool {
         match self {
             StringMatch::Presence => true,
-            StringMatch::Exact(e) => s == e,
-            StringMatch::Prefix(p) => s.starts_with(p.as_str()),
-            StringMatch::Suffix(x) => s.ends_with(x.as_str()),
+            StringMatch::Exact(e) => s == e.as_bytes(),
+            StringMatch::Prefix(p) => s.starts_with(p.as_bytes()),
+            StringMatch::Suffix(x) => s.ends_with(x.as_bytes()),
         }
     }
 
@@ -168,10 +175,30 @@ pub struct IpMatch(pub IpNet);
 
 impl IpMatch {
     pub fn parse(v: &str) -> Result<Self, String> {
-        if v.contains('/') {
-            v.parse::<IpNet>()
+        if let Some((addr, len)) = v.split_once('/') {
+            // Say which half is wrong: `10.0.0.0/33` has a fine address and a bad length.
+            let Ok(ip) = addr.parse::<IpAddr>() else {
+                return Err(format!(
+                    "bad CIDR range ({v}): {addr:?} is not an IP address"
+                ));
+            };
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            let version = if ip.is_ipv4() { "IPv4" } else { "IPv6" };
+            len.parse::<u8>()
+                .ok()
+                .filter(|l| {
+                    // Digits only, no leading zero (as Go's netip.ParsePrefix).
+                    *l <= max
+                        && len.bytes().all(|b| b.is_ascii_digit())
+                        && (len == "0" || !len.starts_with('0'))
+                })
+                .and_then(|l| IpNet::new(ip, l).ok())
                 .map(|n| IpMatch(n.trunc()))
-                .map_err(|e| format!("bad CIDR range ({v}): {e}"))
+                .ok_or_else(|| {
+                    format!(
+                        "bad CIDR range ({v}): the prefix length {len:?} must be an integer from 0 to {max} for an {version} address"
+                    )
+                })
         } else {
             v.parse::<IpAddr>()
                 .map(|ip| IpMatch(IpNet::from(ip)))
@@ -184,7 +211,7 @@ impl IpMatch {
 }
 
 /// `request.headers[name]`: each value of a repeated header is matched on its own
-/// (CVE-2026-26308); `*` means present, even with an empty value.
+/// (CVE-2026-26308); `*` means present, even with an empty value. Values are compared as bytes.
 #[derive(Clone, Debug)]
 pub struct HeaderMatch {
     pub name: http::HeaderName,
@@ -198,10 +225,9 @@ impl HeaderMatch {
             .iter()
             // Header values are bytes; UTF-8 values compare with the policy's UTF-8 text,
             // anything else can only satisfy presence.
-            .any(|v| match std::str::from_utf8(v.as_bytes()) {
-                Ok(s) => self.value.matches(s),
-                Err(_) => matches!(self.value, StringMatch::Presence),
-            })
+            // Header values are bytes and are compared as bytes, UTF-8 or not, as Envoy does:
+            // a value that is not UTF-8 must not slip past a prefix, suffix or exact match.
+            .any(|v| self.value.matches_bytes(v.as_bytes()))
     }
 }
 
@@ -466,7 +492,7 @@ mod tests {
     }
 
     #[test]
-    fn header_values_are_matched_one_by_one_and_as_utf8() {
+    fn header_values_are_matched_one_by_one_and_as_bytes() {
         let mut headers = HeaderMap::new();
         headers.append("x-role", http::HeaderValue::from_static("user"));
         headers.append(
@@ -499,6 +525,7 @@ mod tests {
         assert!(!m("x-role", "user,adminé").matches(&req));
         assert!(m("x-bin", "*").matches(&req));
         assert!(!m("x-bin", "\u{fffd}*").matches(&req));
+        assert!(!m("x-role", "admin\u{e9}x").matches(&req));
         assert!(!m("x-none", "*").matches(&req));
     }
 
@@ -515,6 +542,24 @@ mod tests {
         );
         assert!(IpMatch::parse("1.2.3.400").is_err());
         assert!(IpMatch::parse("1.2.3.4/40").is_err());
+        assert_eq!(
+            IpMatch::parse("10.0.0.0/33").unwrap_err(),
+            "bad CIDR range (10.0.0.0/33): the prefix length \"33\" must be an integer from 0 to 32 for an IPv4 address"
+        );
+        assert!(
+            IpMatch::parse("::1/129")
+                .unwrap_err()
+                .ends_with("must be an integer from 0 to 128 for an IPv6 address")
+        );
+        assert!(IpMatch::parse("::1/128").is_ok());
+        assert!(IpMatch::parse("10.0.0.0/+8").is_err());
+        assert!(IpMatch::parse("10.0.0.0/").is_err());
+        assert!(IpMatch::parse("10.0.0.0/08").is_err());
+        assert!(IpMatch::parse("10.0.0.0/0").is_ok());
+        assert_eq!(
+            IpMatch::parse("10.0.0.300/8").unwrap_err(),
+            "bad CIDR range (10.0.0.300/8): \"10.0.0.300\" is not an IP address"
+        );
         assert!(PortMatch::parse("70000").is_err());
     }
 }

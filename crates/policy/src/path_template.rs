@@ -12,15 +12,16 @@
 //! istiod rewrites `{*}` to `*` and `{**}` to `**`; Envoy compiles that to a regular expression
 //! anchored at both ends, in which
 //!
-//! * `{*}` is `[a-zA-Z0-9-._~%!$&'()+,;:@]+`: exactly one non-empty path segment;
+//! * `{*}` is `[a-zA-Z0-9-._~%!$&'()+,;:@=*]+`: exactly one non-empty path segment;
 //! * `{**}` is the same class plus `/`, zero or more times: any number of segments, possibly empty;
 //! * every other segment is literal, and segments are joined by `/`; a trailing `/` in the
 //!   template is kept.
 //!
-//! The character class is Envoy's RFC 3986 `pchar` **without `=` and `*`** (the sub-delims
-//! `*=` are excluded in Envoy's `kLiteral`), so `{*}` does not match a segment such as `a=b` or
-//! `a*b`, nor anything with a space, `"`, `<`, `>`, `[`, `]`, `{`, `}`, `|`, `\`, `^`, `` ` ``,
-//! `#`, `?` or a non-ASCII byte.
+//! The character class is Envoy 1.40's `kLiteral` (`source/extensions/path/uri_template_lib/
+//! uri_template_internal.cc`): RFC 3986 `pchar`, **including** the sub-delims `=` and `*`
+//! (older Envoy releases left both out). `{*}` does not match anything with
+//! a space, `"`, `<`, `>`, `[`, `]`, `{`, `}`, `|`, `\`, `^`, `` ` ``, `#`, `?`, `/` or a
+//! non-ASCII byte.
 //!
 //! No regex engine is needed: operators are whole segments and `{**}` is the last operator, so
 //! everything before `{**}` is matched left to right (a `{*}` takes the longest run of class
@@ -33,13 +34,12 @@
 //! [`PathTemplate::parse`] applies Istio's rules to the whole value: every `{*}`/`{**}` must be a
 //! whole segment, no other `{` or `}` may appear, `{**}` must be the last operator (literals may
 //! follow it), and in a template every literal segment must match
-//! `[a-zA-Z0-9-._~%!$&'()+,;:@=]+`. Istio allows `=` there although Envoy's matcher does not;
-//! such a template passes validation but Envoy would reject (NACK) the generated config, and
-//! [`PathTemplate::envoy_rejection`] says so. Istio also trims all leading and trailing `/`
-//! before validating, so a template without a leading `/`, or starting or ending with `//`,
-//! passes istiod and is likewise NACKed by Envoy (an empty segment in the middle is rejected by
-//! both). Such templates are still matched literally here, which for a missing leading `/` means
-//! they never match.
+//! `[a-zA-Z0-9-._~%!$&'()+,;:@=]+` (so `*` may not appear in a literal, and `/a/{*}.txt` or
+//! `/a/x{*}` are rejected: operators are whole segments). Istio trims all leading and trailing
+//! `/` before validating, so a template without a leading `/`, or starting or ending with `//`,
+//! passes istiod but Envoy rejects (NACKs) the generated config (an empty segment in the middle
+//! is rejected by both); [`PathTemplate::envoy_rejection`] says so. Such templates are still
+//! matched literally here, which for a missing leading `/` means they never match.
 
 use std::fmt;
 
@@ -132,7 +132,7 @@ impl PathTemplate {
     }
 
     /// Why Envoy would refuse the matcher istiod generates for this template, if it would:
-    /// istiod's validation is looser than Envoy's parser in three ways (see the module docs).
+    /// istiod's validation is looser than Envoy's parser in two ways (see the module docs).
     pub fn envoy_rejection(&self) -> Option<&'static str> {
         if !Self::is_template(&self.source) {
             return None;
@@ -141,8 +141,6 @@ impl PathTemplate {
             Some("Envoy requires a path template to start with '/'")
         } else if self.source.contains("//") {
             Some("Envoy rejects an empty segment ('//') in a path template")
-        } else if self.source.contains('=') {
-            Some("Envoy rejects '=' in a path template literal")
         } else {
             None
         }
@@ -256,14 +254,15 @@ fn check(value: &str) -> Result<(), Invalid<'_>> {
     Ok(())
 }
 
-/// Istio's `validLiteral`: `^[a-zA-Z0-9-._~%!$&'()+,;:@=]+$`.
+/// Istio's `validLiteral`: `^[a-zA-Z0-9-._~%!$&'()+,;:@=]+$` (Envoy's class without `*`).
 fn is_istio_literal(segment: &str) -> bool {
-    !segment.is_empty() && segment.bytes().all(|b| b == b'=' || is_segment_byte(b))
+    !segment.is_empty() && segment.bytes().all(|b| b != b'*' && is_segment_byte(b))
 }
 
-/// Envoy's `kLiteral` class, what `{*}` is made of: RFC 3986 pchar without `*` and `=`.
+/// Envoy 1.40's `kLiteral` class, what `{*}` is made of: RFC 3986 pchar, `=` and `*` included
+/// (`a-zA-Z0-9-._~%!$&'()+,;:@=*`).
 fn is_segment_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~%!$&'()+,;:@".contains(&b)
+    b.is_ascii_alphanumeric() || b"-._~%!$&'()+,;:@=*".contains(&b)
 }
 
 #[cfg(test)]
@@ -361,13 +360,25 @@ mod tests {
     #[test]
     fn segment_character_class_is_envoys() {
         let t = template("/x/{*}");
-        for ok in ["AZaz09", "-._~", "%2F", "!$&'()+,;", ":@", "a%20b"] {
-            assert!(t.matches(&format!("/x/{ok}")), "{ok}");
-        }
-        // `=` and `*` are sub-delims Envoy leaves out; the rest are not pchar at all.
-        for bad in [
+        // Envoy 1.40's class, `=` and `*` included: a DENY on `/x/{*}` covers `a=b` and `a*b`.
+        for ok in [
+            "AZaz09",
+            "-._~",
+            "%2F",
+            "!$&'()+,;",
+            ":@",
+            "a%20b",
             "a=b",
             "a*b",
+            "=",
+            "*",
+            "**",
+            "k=v;x=*",
+        ] {
+            assert!(t.matches(&format!("/x/{ok}")), "{ok}");
+        }
+        // Not pchar at all.
+        for bad in [
             "a b",
             "a\"b",
             "a<b",
@@ -386,8 +397,56 @@ mod tests {
         }
         let g = template("/x/{**}");
         assert!(g.matches("/x/a/b%2Fc/d"));
-        assert!(!g.matches("/x/a/b=c/d"));
+        assert!(g.matches("/x/a/b=c/d"));
+        assert!(g.matches("/x/a*/*b/*"));
         assert!(!g.matches("/x/a/\u{e9}"));
+        assert!(!g.matches("/x/a/b c"));
+        // A literal after `{**}` is still literal: `*` there is not an operator.
+        let tail = template("/x/{**}/y=1");
+        assert!(tail.matches("/x/a*/y=1"));
+        assert!(!tail.matches("/x/a/y=2"));
+    }
+
+    #[test]
+    fn template_shapes_follow_istio() {
+        // Istio only builds a template from whole-segment `{*}`/`{**}`; an operator glued to a
+        // literal is a stray brace, and `*` is not allowed in a template's literal segments
+        // (Envoy would read a bare `*` as an operator of its own).
+        for value in [
+            "/a/{*}.txt",
+            "/a/x{*}",
+            "/a/{*}x/b",
+            "/a/{**}.txt",
+            "/a/{*}{*}",
+        ] {
+            assert!(
+                parse_err(value).ends_with("Contains '{' or '}' beyond a supported path template"),
+                "{value}"
+            );
+        }
+        for (value, segment) in [("/a*b/{*}", "a*b"), ("/a/{*}/b*", "b*"), ("/{*}/*", "*")] {
+            assert!(
+                parse_err(value).ends_with(&format!(
+                    "Contains segment {segment} with invalid string literal"
+                )),
+                "{value}"
+            );
+        }
+        // `=` in a literal is fine for Istio and for Envoy 1.40.
+        let t = template("/a=b/{*}/c=d");
+        assert_eq!(t.envoy_rejection(), None);
+        assert!(t.matches("/a=b/x=y/c=d"));
+        // `{*}` per segment, several times; `{**}` once and last, literals may follow it.
+        assert_matches(
+            "/{*}/{*}/{*}",
+            &["/a/b/c", "/=/*/a=b"],
+            &["/a/b", "/a/b/c/d"],
+        );
+        assert_matches(
+            "/{*}/mid/{**}/end",
+            &["/a/mid//end", "/a=1/mid/x/y/end"],
+            &["/a/mid/end", "/a/b/mid/x/end"],
+        );
     }
 
     #[test]
@@ -669,7 +728,7 @@ mod tests {
     #[test]
     fn envoy_rejections_istio_lets_through() {
         assert_eq!(template("/a/{*}").envoy_rejection(), None);
-        assert!(template("/a=b/{*}").envoy_rejection().is_some());
+        assert_eq!(template("/a=b/{*}").envoy_rejection(), None);
         assert!(template("a/{*}").envoy_rejection().is_some());
         assert!(template("//a/{*}").envoy_rejection().is_some());
         assert!(template("/a/{*}//").envoy_rejection().is_some());

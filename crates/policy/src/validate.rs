@@ -123,7 +123,7 @@ pub fn validate(set: &PolicySet, root: &str, workload: Option<&Workload>) -> Vec
             &mut out,
         );
         match authn::compile_request_authentication(ra) {
-            Err(e) => out.push(Finding::from_error(&e)),
+            Err(e) => out.extend(e.iter().map(Finding::from_error)),
             Ok(providers) => {
                 for (i, p) in providers.iter().enumerate() {
                     if let KeySource::Inline(jwks) = &p.keys {
@@ -167,7 +167,7 @@ pub fn validate(set: &PolicySet, root: &str, workload: Option<&Workload>) -> Vec
             &mut out,
         );
         if let Err(e) = authz::compile_policy(ap) {
-            out.push(Finding::from_error(&e));
+            out.extend(e.iter().map(Finding::from_error));
             continue;
         }
         policy_warnings(ap, root, &issuers, &mut out);

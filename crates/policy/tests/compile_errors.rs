@@ -88,7 +88,7 @@ fn authorization_policy_errors() {
         ),
         (
             "  rules: [{when: [{key: 'request.auth.claim[groups]', values: [a]}]}]\n",
-            "unknown attribute request.auth.claim[groups]; did you mean request.auth.claims[]?",
+            "unknown attribute request.auth.claim[groups]; did you mean request.auth.claims[groups]?",
         ),
         (
             "  rules: [{when: [{key: destination.namespace, values: [a]}]}]\n",
@@ -151,4 +151,48 @@ fn providers_are_sorted_by_issuer_and_named_origins() {
         cw.providers[1].space_delimited_claims,
         vec!["permission", "scope"]
     );
+}
+
+#[test]
+fn every_error_of_a_resource_is_reported() {
+    // Two bad jwtRules: both are named.
+    let got = compile_err(
+        "RequestAuthentication",
+        "  jwtRules: [{audiences: [x]}, {issuer: a, jwksUri: 'ftp://x/keys'}]\n",
+    );
+    assert!(
+        got.contains("spec.jwtRules[0]: issuer or jwksUri must be non-empty string"),
+        "{got}"
+    );
+    assert!(
+        got.contains("spec.jwtRules[1].jwksUri = \"ftp://x/keys\""),
+        "{got}"
+    );
+    // Bad values in several fields, rules and clauses of one policy: all of them.
+    let got = compile_err(
+        "AuthorizationPolicy",
+        "  action: DENY
+  rules:
+  - from: [{source: {ipBlocks: ['1.2.3.4', '1.2.3.400'], notIpBlocks: ['x/8']}}]
+    to: [{operation: {ports: ['99999', '-1'], paths: ['/a/{**}/{*}']}}]
+  - when: [{key: source.ip, values: ['1.2.3']}, {key: 'request.header[x]', values: [a]}]
+",
+    );
+    let lines: Vec<&str> = got.lines().collect();
+    for want in [
+        "ipBlocks[1] = \"1.2.3.400\": bad IP address",
+        "notIpBlocks[0] = \"x/8\": bad CIDR range",
+        "ports[0] = \"99999\": bad port",
+        "ports[1] = \"-1\": bad port",
+        "paths[0] = \"/a/{**}/{*}\": invalid or unsupported path",
+        "spec.rules[1].when[0].values[0] = \"1.2.3\": bad IP address",
+        "spec.rules[1].when[1].key = \"request.header[x]\": unknown attribute",
+    ] {
+        assert_eq!(
+            lines.iter().filter(|l| l.contains(want)).count(),
+            1,
+            "{want}\n{got}"
+        );
+    }
+    assert_eq!(lines.len(), 7, "{got}");
 }

@@ -162,7 +162,8 @@ pub async fn start(
         fetchers.jwks().shutdown();
     });
     let done = tokio::spawn(accept_loop(listener, shared, config, stopped(stop_rx)));
-    tracing::info!(%listen, %admin, %upstream, "meshguard proxy listening");
+    // DEBUG: the CLI prints the start-up banner with these addresses.
+    tracing::debug!(%listen, %admin, %upstream, "meshguard proxy listening");
     Ok(Running {
         listen,
         admin,

@@ -55,7 +55,8 @@ pub struct CheckArgs {
     /// A request header, `Name: value` (repeatable; repeat a name to send it twice).
     #[arg(long = "header", short = 'H', value_name = "'Name: value'")]
     pub headers: Vec<String>,
-    /// A JWT sent as `Authorization: Bearer <T>`; `@file` reads it from a file.
+    /// A JWT sent as `Authorization: Bearer <T>`; `@file` reads it from a file. A leading
+    /// `Bearer ` (or `Authorization: Bearer `) is removed, so a header value can be pasted.
     #[arg(long, value_name = "T")]
     pub token: Option<String>,
     /// The client address (`source.ip`, `ipBlocks`, and `remote.ip` unless --remote-ip).
@@ -184,13 +185,48 @@ struct WorkloadEcho<'a> {
     root_namespace: &'a str,
 }
 
+/// The token of `--token T` / `--token @FILE`. A pasted header value (`Bearer <jwt>`, or the
+/// whole `Authorization: Bearer <jwt>` line) is reduced to the token, as `token decode` does;
+/// anything else with whitespace in it is refused with the reason, rather than sent and
+/// answered with a misleading `Found multiple Jwt tokens`. To send a malformed header on
+/// purpose, `--header 'Authorization: ...'` sends it as written.
 fn read_token(t: &str) -> Result<String, CliError> {
-    match t.strip_prefix('@') {
+    let text = match t.strip_prefix('@') {
         Some(file) => std::fs::read_to_string(file)
-            .map(|s| s.trim().to_string())
-            .map_err(|e| CliError::Usage(format!("--token @{file}: cannot read: {e}"))),
-        None => Ok(t.to_string()),
+            .map_err(|e| CliError::Usage(format!("--token @{file}: cannot read: {e}")))?,
+        None => t.to_string(),
+    };
+    let mut token = text.trim();
+    if let Some(head) = token.get(..14)
+        && head.eq_ignore_ascii_case("authorization:")
+    {
+        token = token[14..].trim_start();
     }
+    if let Some(rest) = token.strip_prefix("Bearer ") {
+        token = rest.trim_start();
+    } else if token
+        .get(..7)
+        .is_some_and(|h| h.eq_ignore_ascii_case("bearer "))
+    {
+        return Err(CliError::Usage(format!(
+            "--token: starts with {:?}; Istio takes a token only after \"Bearer \" (case-sensitive), \
+             so a request with this header has no token. Give the token alone, or send the header \
+             as written with --header 'Authorization: ...'",
+            &token[..7]
+        )));
+    }
+    if token.is_empty() {
+        return Err(CliError::Usage("--token: the token is empty".into()));
+    }
+    if token.contains(char::is_whitespace) {
+        return Err(CliError::Usage(
+            "--token: a JWT has no whitespace, and this value has some after any leading \
+             \"Bearer \"; give one token (or send a header as written with --header \
+             'Authorization: ...')"
+                .into(),
+        ));
+    }
+    Ok(token.to_string())
 }
 
 fn parse_header(h: &str) -> Result<(HeaderName, HeaderValue), CliError> {

@@ -1,8 +1,54 @@
 //! The `meshguard` command: Istio RequestAuthentication and AuthorizationPolicy outside Istio.
 //!
-//! This file owns the command-line surface and the exit codes; each subcommand lives in its own
-//! module and calls the library crates. Nothing here decides a request.
+//! This file owns the command-line surface, the exit codes and how output reaches stdout; each
+//! subcommand lives in its own module and calls the library crates. Nothing here decides a
+//! request.
+//!
+//! `println!` and `print!` in this crate are the two macros below, not std's: a reader that
+//! stops early (`meshguard check ... | head -1`) closes the pipe, and std's macros then panic
+//! (an abort, exit 134, in release builds). Ours stop writing quietly and the command ends with
+//! the exit code it would have had.
 #![forbid(unsafe_code)]
+
+use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once stdout has failed; later output is dropped.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+/// Set when stdout failed for another reason than a closed pipe (a full disk): exit 1.
+static STDOUT_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Writes command output to stdout. A closed pipe (`EPIPE`; Rust ignores SIGPIPE) ends the
+/// output silently; any other write error is reported once and makes the exit status 1.
+pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            STDOUT_FAILED.store(true, Ordering::Relaxed);
+            eprintln!("error: cannot write to stdout: {e}");
+        }
+    }
+}
+
+/// Shadows std's `println!` in every module declared below (see the module docs).
+macro_rules! println {
+    () => {
+        $crate::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Shadows std's `print!` in every module declared below (see the module docs).
+macro_rules! print {
+    ($($arg:tt)*) => {
+        $crate::write_stdout(format_args!($($arg)*))
+    };
+}
 
 mod check;
 mod proxy;
@@ -71,11 +117,17 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    // Diagnostics go to stderr; stdout is for command output and access-log lines.
+    // Diagnostics go to stderr; stdout is for command output and access-log lines. The proxy
+    // logs its start-up and reload summaries, draining and JWKS fetches at INFO (nothing per
+    // request: per-request detail is DEBUG); the one-shot commands show warnings only.
+    let default_filter = match cli.command {
+        Command::Proxy(_) | Command::Echo(_) => "warn,meshguard=info",
+        _ => "warn",
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         // Colour only for a terminal: logs collected from a pipe stay greppable.
@@ -89,6 +141,7 @@ fn main() -> ExitCode {
         Command::Token(args) => token::run(args),
     };
     match result {
+        Ok(_) if STDOUT_FAILED.load(Ordering::Relaxed) => ExitCode::from(1),
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             match e {

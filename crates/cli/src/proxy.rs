@@ -4,7 +4,7 @@
 //! Owns the flags, how they override the MeshConfig file, and start-up error reporting. The
 //! proxy itself lives in `meshguard-proxy`.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -27,6 +27,10 @@ Examples:
   meshguard proxy --policies /etc/meshguard/ --namespace shop --labels app=cart \\
       --listen 0.0.0.0:15006 --upstream http://127.0.0.1:8000
 
+Addresses (--listen, --admin): IP:PORT, HOST:PORT, :PORT (every interface, 0.0.0.0) or PORT
+(127.0.0.1).
+Start-up and each reload log what was loaded and what applies to this workload; when nothing
+applies a WARN line says so (every request is then allowed, as Istio does).
 Admin listener: /healthz/ready, /metrics and /stats/prometheus (Prometheus text, or OpenMetrics
 when asked for), /config_dump (JSON); the same connection limit and timeouts as the proxy.
 Reload: on file change and on SIGHUP; a broken set of files keeps the last good policies.
@@ -42,14 +46,15 @@ pub struct ProxyArgs {
     /// The workload's labels, matched against `selector.matchLabels`.
     #[arg(long, short = 'l', default_value = "", value_name = "k=v,k=v")]
     pub labels: String,
-    /// Address to accept traffic on (HTTP/1.1 and HTTP/2 prior knowledge).
-    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    /// Address to accept traffic on (HTTP/1.1 and HTTP/2 prior knowledge): IP:PORT,
+    /// HOST:PORT, :PORT (every interface) or PORT (127.0.0.1).
+    #[arg(long, default_value = "127.0.0.1:8080", value_parser = listen_addr, value_name = "ADDR")]
     pub listen: SocketAddr,
     /// Where allowed requests go, `http://host:port`. Default: the built-in echo upstream.
     #[arg(long, value_name = "URL")]
     pub upstream: Option<http::Uri>,
-    /// Admin listener (/healthz/ready, /metrics, /config_dump).
-    #[arg(long, default_value = "127.0.0.1:15000", value_name = "ADDR")]
+    /// Admin listener (/healthz/ready, /metrics, /config_dump); the same forms as --listen.
+    #[arg(long, default_value = "127.0.0.1:15000", value_parser = listen_addr, value_name = "ADDR")]
     pub admin: SocketAddr,
     /// An Istio MeshConfig YAML (rootNamespace, pathNormalization,
     /// defaultConfig.gatewayTopology.numTrustedProxies); flags override it.
@@ -113,14 +118,56 @@ pub struct ProxyArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_long_help = "\
+Addresses: IP:PORT, HOST:PORT, :PORT (every interface, 0.0.0.0) or PORT (127.0.0.1).")]
 pub struct EchoArgs {
-    /// Address to serve the echo upstream on.
-    #[arg(long, default_value = "127.0.0.1:8000", value_name = "ADDR")]
+    /// Address to serve the echo upstream on: IP:PORT, HOST:PORT, :PORT (every interface) or
+    /// PORT (127.0.0.1).
+    #[arg(long, default_value = "127.0.0.1:8000", value_parser = listen_addr, value_name = "ADDR")]
     pub listen: SocketAddr,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
     parse_duration(s)
+}
+
+/// A listen address as people write it. `IP:PORT` and `[IPv6]:PORT` as they are;
+/// `localhost:PORT` is 127.0.0.1 (no lookup, so never ::1 on one host and 127.0.0.1 on
+/// another); another `HOST:PORT` is looked up, first address; `:PORT` is every IPv4 interface
+/// (0.0.0.0), as in Go's `net.Listen` (for IPv6 write `[::]:PORT`); a bare `PORT` keeps the
+/// default's loopback address, 127.0.0.1 (exposing a port must be written out).
+fn listen_addr(s: &str) -> Result<SocketAddr, String> {
+    const FORMS: &str = "expected PORT, :PORT, HOST:PORT or IP:PORT, e.g. 8080 (= 127.0.0.1:8080), \
+        :8080 (= 0.0.0.0:8080, every interface), localhost:8080, 0.0.0.0:8080 or [::1]:8080";
+    let s = s.trim();
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .map_err(|_| format!("{p:?} is not a port (0-65535); {FORMS}"))
+    };
+    if !s.contains(':') {
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port(s)?)));
+    }
+    let Some((host, p)) = s.rsplit_once(':') else {
+        return Err(FORMS.to_string());
+    };
+    let p = port(p)?;
+    if host.is_empty() {
+        return Ok(SocketAddr::from((Ipv4Addr::UNSPECIFIED, p)));
+    }
+    if host.eq_ignore_ascii_case("localhost") {
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, p)));
+    }
+    if host.contains(':') || host.starts_with('[') {
+        return Err(format!("{host:?} is not an IP address; {FORMS}"));
+    }
+    (host, p)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host:?}: {e}; {FORMS}"))?
+        .next()
+        .ok_or_else(|| format!("{host:?} has no address; {FORMS}"))
 }
 
 impl ProxyArgs {
@@ -214,6 +261,7 @@ pub fn run(args: ProxyArgs) -> Result<i32, CliError> {
                 meshguard_proxy::StartError::Policies(errs) => CliError::Policies(errs),
                 other => CliError::Usage(other.to_string()),
             })?;
+        meshguard_proxy::reload::log_loaded(&running.state);
         eprintln!(
             "meshguard: proxy on http://{} -> {}, admin on http://{}",
             running.listen, running.upstream, running.admin
@@ -244,4 +292,36 @@ pub fn run_echo(args: EchoArgs) -> Result<i32, CliError> {
             .map_err(|e| CliError::Internal(e.to_string()))?;
         Ok(0)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses_in_the_forms_people_write() {
+        for (input, want) in [
+            ("127.0.0.1:8080", "127.0.0.1:8080"),
+            ("0.0.0.0:0", "0.0.0.0:0"),
+            ("[::1]:8080", "[::1]:8080"),
+            ("localhost:8080", "127.0.0.1:8080"),
+            ("LOCALHOST:1", "127.0.0.1:1"),
+            (":8080", "0.0.0.0:8080"),
+            ("8080", "127.0.0.1:8080"),
+        ] {
+            assert_eq!(listen_addr(input).unwrap().to_string(), want, "{input}");
+        }
+        for bad in [
+            "",
+            "http://127.0.0.1:8080",
+            "localhost",
+            "8o80",
+            ":99999",
+            "::1:80",
+            "[::1]",
+        ] {
+            let e = listen_addr(bad).unwrap_err();
+            assert!(e.contains("e.g. 8080 (= 127.0.0.1:8080)"), "{bad}: {e}");
+        }
+    }
 }

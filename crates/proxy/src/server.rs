@@ -213,7 +213,8 @@ pub async fn start(
         let _ = proxy_done.await;
         let _ = admin_done.await;
     });
-    tracing::info!(%listen, %admin, %upstream, "meshguard proxy listening");
+    // DEBUG: the CLI prints the start-up banner with these addresses.
+    tracing::debug!(%listen, %admin, %upstream, "meshguard proxy listening");
     Ok(Running {
         listen,
         admin,

@@ -1,0 +1,545 @@
+//! What a first-time user runs into, end to end with the real binary: the start-up and reload
+//! summaries (and the warning when no policy applies), a file watch that ignores its
+//! neighbours, output piped into a reader that stops early, a pasted `Bearer` header value, and
+//! the listen address forms.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn meshguard() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_meshguard"));
+    // The default log level is under test.
+    c.current_dir(root()).env_remove("RUST_LOG");
+    c
+}
+
+/// A running `meshguard proxy` whose stderr is collected line by line; killed on drop.
+struct Proxy {
+    child: Child,
+    base: String,
+    admin: String,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proxy {
+    fn start(args: &[&str]) -> Proxy {
+        let mut child = meshguard()
+            .arg("proxy")
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (base, admin, stderr) = read_banner(&mut child);
+        Proxy {
+            child,
+            base,
+            admin,
+            stderr,
+        }
+    }
+
+    /// The stderr lines so far.
+    fn log(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until a stderr line contains `needle`; returns it.
+    fn wait_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(l) = self.log().into_iter().find(|l| l.contains(needle)) {
+                return l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no stderr line with {needle:?}:\n{}",
+                self.log().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        let dump = get(&self.admin, "/config_dump").1;
+        let v: serde_json::Value = serde_json::from_str(&dump).unwrap();
+        v["generation"].as_u64().unwrap()
+    }
+}
+
+/// Reads stderr until the banner; returns the proxy and admin base URLs and the collected
+/// stderr (still filling from a thread).
+fn read_banner(child: &mut Child) -> (String, String, Arc<Mutex<Vec<String>>>) {
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let collected = Arc::new(Mutex::new(Vec::new()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (base, admin) = loop {
+        assert!(Instant::now() < deadline, "proxy did not start");
+        let line = lines
+            .next()
+            .unwrap_or_else(|| {
+                panic!(
+                    "proxy exited before listening:\n{}",
+                    collected.lock().unwrap().join("\n")
+                )
+            })
+            .unwrap();
+        collected.lock().unwrap().push(line.clone());
+        // meshguard: proxy on http://127.0.0.1:PORT -> UPSTREAM, admin on http://127.0.0.1:PORT
+        if let Some(rest) = line.strip_prefix("meshguard: proxy on ") {
+            let base = rest.split(' ').next().unwrap().to_string();
+            let admin = rest.rsplit(' ').next().unwrap().to_string();
+            break (base, admin);
+        }
+    };
+    let sink = collected.clone();
+    std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            sink.lock().unwrap().push(l);
+        }
+    });
+    (base, admin, collected)
+}
+
+/// GET over raw TCP; (status line, body).
+fn get(base: &str, path: &str) -> (String, String) {
+    let hostport = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = TcpStream::connect(hostport).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+fn step4() -> String {
+    root()
+        .join("examples/step4-require-claim")
+        .display()
+        .to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start-up and reload summaries
+
+#[test]
+fn startup_names_what_was_loaded_what_applies_and_the_jwt_providers() {
+    let p = Proxy::start(&[
+        "--policies",
+        &step4(),
+        "--namespace",
+        "foo",
+        "--labels",
+        "app=httpbin",
+    ]);
+    let log = p.log().join("\n");
+    assert!(
+        log.contains(
+            " INFO meshguard_proxy::reload: policies loaded (generation 1): 1 RequestAuthentication, 1 AuthorizationPolicy from 2 file(s)\n"
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains(
+            " INFO meshguard_proxy::reload: 2 of 2 resource(s) apply to namespace foo, labels app=httpbin: RequestAuthentication foo/jwt-example, AuthorizationPolicy foo/require-jwt\n"
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains(
+            " INFO meshguard_proxy::reload: JWT providers: testing@secure.istio.io (inline JWKS, 1 key(s))\n"
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("WARN"), "{log}");
+    // The banner stays the last start-up line, and the listening address is given once.
+    assert!(
+        log.lines()
+            .last()
+            .unwrap()
+            .starts_with("meshguard: proxy on "),
+        "{log}"
+    );
+    assert!(!log.contains("meshguard proxy listening"), "{log}");
+}
+
+#[test]
+fn when_no_policy_applies_start_up_warns_and_requests_are_allowed_as_in_istio() {
+    let empty = tmp("newcomer-empty");
+    // Not a policy file: the loader does not read it.
+    std::fs::write(empty.join("notes.txt"), "kind: AuthorizationPolicy\n").unwrap();
+    let empty = empty.display().to_string();
+    let cases: [(&[&str], &str, &str); 3] = [
+        (
+            &["--policies", &step4()],
+            "no policy applies to namespace default, no labels: every request is allowed, as Istio does",
+            "the loaded resources are in namespace(s) foo, neither default nor the root namespace istio-system; --namespace names the workload's namespace",
+        ),
+        (
+            &["--policies", &step4(), "-n", "foo", "-l", "app=htpbin"],
+            "no policy applies to namespace foo, labels app=htpbin: every request is allowed, as Istio does",
+            "AuthorizationPolicy foo/require-jwt does not apply: its selector app=httpbin is not a subset of the workload's labels",
+        ),
+        (
+            &["--policies", &empty, "-n", "foo", "-l", "app=httpbin"],
+            "no policy applies to namespace foo, labels app=httpbin: every request is allowed, as Istio does",
+            &format!("no policy file was read from {empty}"),
+        ),
+    ];
+    for (args, warning, hint) in cases {
+        let p = Proxy::start(args);
+        let log = p.log().join("\n");
+        assert!(
+            log.contains(&format!(" WARN meshguard_proxy::reload: {warning}\n")),
+            "{args:?}:\n{log}"
+        );
+        assert!(
+            log.contains(&format!(" WARN meshguard_proxy::reload: {hint}\n")),
+            "{args:?}:\n{log}"
+        );
+        assert!(
+            log.contains(" INFO meshguard_proxy::reload: JWT providers: none\n"),
+            "{args:?}:\n{log}"
+        );
+        // Istio's semantics are kept: nothing applies, so everything is allowed.
+        assert_eq!(get(&p.base, "/headers").0, "HTTP/1.1 200 OK", "{args:?}");
+    }
+}
+
+#[test]
+fn reloads_are_logged_at_the_default_level_including_recovery_and_a_policy_set_that_stops_applying()
+{
+    let dir = tmp("newcomer-reload");
+    copy_dir(&root().join("examples/step4-require-claim"), &dir);
+    let ap = dir.join("authorization-policy.yaml");
+    let good = std::fs::read_to_string(&ap).unwrap();
+    let p = Proxy::start(&[
+        "--policies",
+        dir.to_str().unwrap(),
+        "-n",
+        "foo",
+        "-l",
+        "app=httpbin",
+    ]);
+
+    // A broken file: ERROR, the old set stays.
+    std::fs::write(&ap, good.replace("action: ALLOW", "action: ALOW")).unwrap();
+    let err = p.wait_log("policy reload failed; keeping the last good policies");
+    assert!(err.contains(" ERROR "), "{err}");
+
+    // Fixed: one INFO line says so, with the summary.
+    std::fs::write(&ap, &good).unwrap();
+    let ok = p.wait_log("policies reloaded (generation 2");
+    assert!(
+        ok.ends_with(
+            " INFO meshguard_proxy::reload: policies reloaded (generation 2, file change); recovered from the last failure: 1 RequestAuthentication, 1 AuthorizationPolicy from 2 file(s)"
+        ),
+        "{ok}"
+    );
+    p.wait_log("2 of 2 resource(s) apply to namespace foo, labels app=httpbin");
+
+    // A change that leaves nothing applying warns again on reload.
+    for f in ["authorization-policy.yaml", "request-authentication.yaml"] {
+        let text = std::fs::read_to_string(dir.join(f)).unwrap();
+        std::fs::write(
+            dir.join(f),
+            text.replace("namespace: foo", "namespace: bar"),
+        )
+        .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while p.generation() < 3 || !p.log().iter().any(|l| l.contains("neither foo")) {
+        assert!(Instant::now() < deadline, "{}", p.log().join("\n"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = p.log().join("\n");
+    assert!(
+        log.contains(" WARN meshguard_proxy::reload: no policy applies to namespace foo, labels app=httpbin: every request is allowed, as Istio does"),
+        "{log}"
+    );
+    // No "recovered" for a reload that follows a success.
+    let last = p
+        .log()
+        .into_iter()
+        .rfind(|l| l.contains("policies reloaded"))
+        .unwrap();
+    assert!(!last.contains("recovered"), "{last}");
+}
+
+#[test]
+fn watching_a_file_ignores_other_files_written_beside_it() {
+    let dir = tmp("newcomer-watch-file");
+    copy_dir(&root().join("examples/step4-require-claim"), &dir);
+    let ap = dir.join("authorization-policy.yaml");
+    let p = Proxy::start(&[
+        "--policies",
+        ap.to_str().unwrap(),
+        "-n",
+        "foo",
+        "-l",
+        "app=httpbin",
+    ]);
+    assert_eq!(p.generation(), 1);
+    // A log file, another YAML file and an editor backup change beside the watched file for a
+    // second (five debounce windows); none of them is the policy file.
+    let until = Instant::now() + Duration::from_secs(1);
+    let mut n = 0;
+    while Instant::now() < until {
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("access.log"))
+            .unwrap();
+        writeln!(log, "line {n}").unwrap();
+        std::fs::write(dir.join("request-authentication.yaml"), format!("# {n}\n")).unwrap();
+        std::fs::write(dir.join("authorization-policy.yaml~"), format!("# {n}\n")).unwrap();
+        n += 1;
+        assert_eq!(
+            p.generation(),
+            1,
+            "after {n} writes beside the watched file"
+        );
+    }
+    assert_eq!(p.generation(), 1);
+    // The watched file itself still reloads.
+    let text = std::fs::read_to_string(&ap).unwrap();
+    std::fs::write(&ap, text.replace("group1", "group2")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while p.generation() != 2 {
+        assert!(Instant::now() < deadline, "{}", p.log().join("\n"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    p.wait_log("policies reloaded (generation 2, file change)");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output into a closed pipe (`| head -1`)
+
+#[test]
+fn a_closed_stdout_ends_the_output_quietly_with_the_usual_exit_code() {
+    let demo = root().join("testdata/istio-demo/demo.jwt");
+    let demo = format!("@{}", demo.display());
+    let key = root().join("testdata/istio-demo/key.pem");
+    let cases: [(&[&str], i32); 4] = [
+        (
+            &[
+                "check",
+                "--policies",
+                &step4(),
+                "-n",
+                "foo",
+                "-l",
+                "app=httpbin",
+                "--token",
+                &demo,
+                "--explain",
+            ],
+            2,
+        ),
+        (&["validate", &step4(), "-n", "foo", "-l", "app=httpbin"], 0),
+        (&["token", "decode", &demo], 0),
+        (&["token", "jwks", "--key", key.to_str().unwrap()], 0),
+    ];
+    for (args, code) in cases {
+        for _ in 0..20 {
+            let mut child = meshguard()
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            // The reader goes away before the first line is written.
+            drop(child.stdout.take());
+            let out: Output = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!err.contains("panicked"), "{args:?}: {err}");
+            assert_eq!(err, "", "{args:?}");
+            assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// check --token with a pasted header value
+
+fn check_step4(token: &str) -> Output {
+    meshguard()
+        .args([
+            "check",
+            "--policies",
+            &step4(),
+            "-n",
+            "foo",
+            "-l",
+            "app=httpbin",
+        ])
+        .args(["--token", token])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_token_takes_a_pasted_bearer_header_value() {
+    let groups = std::fs::read_to_string(root().join("testdata/istio-demo/groups-scope.jwt"))
+        .unwrap()
+        .trim()
+        .to_string();
+    for pasted in [
+        format!("Bearer {groups}"),
+        format!("Authorization: Bearer {groups}"),
+    ] {
+        let o = check_step4(&pasted);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(0), "{out}");
+        assert!(out.starts_with("ALLOWED 200 OK\n"), "{out}");
+    }
+    // A Bearer prefix in a token file too.
+    let dir = tmp("newcomer-token");
+    std::fs::write(dir.join("header.txt"), format!("Bearer {groups}\n")).unwrap();
+    let o = check_step4(&format!("@{}", dir.join("header.txt").display()));
+    assert_eq!(o.status.code(), Some(0));
+
+    // What cannot be one token is refused with the reason, not sent.
+    let o = check_step4(&format!("bearer {groups}"));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).starts_with(
+            "error: --token: starts with \"bearer \"; Istio takes a token only after \"Bearer \" (case-sensitive)"
+        ),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = check_step4(&format!("Bearer {groups} {groups}"));
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with("error: --token: a JWT has no whitespace"),
+        "{err}"
+    );
+    assert!(!err.contains("Found multiple Jwt tokens"), "{err}");
+    assert!(o.stdout.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listen address forms
+
+#[test]
+fn listen_and_admin_take_port_colon_port_and_localhost_forms() {
+    for (listen, admin, shown) in [
+        ("0", "localhost:0", "http://127.0.0.1:"),
+        (":0", "0", "http://0.0.0.0:"),
+        ("localhost:0", ":0", "http://127.0.0.1:"),
+    ] {
+        let mut child = meshguard()
+            .args([
+                "proxy",
+                "--policies",
+                &step4(),
+                "-n",
+                "foo",
+                "-l",
+                "app=httpbin",
+            ])
+            .args(["--listen", listen, "--admin", admin])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (base, admin_url, _) = read_banner(&mut child);
+        assert!(base.starts_with(shown), "--listen {listen}: {base}");
+        let port = base.rsplit(':').next().unwrap();
+        // Reached on loopback in every form.
+        assert_eq!(
+            get(&format!("http://127.0.0.1:{port}"), "/get").0,
+            "HTTP/1.1 403 Forbidden",
+            "--listen {listen}"
+        );
+        assert_eq!(
+            get(&admin_url, "/healthz/ready").0,
+            "HTTP/1.1 200 OK",
+            "--admin {admin}"
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    let mut echo = meshguard()
+        .args(["echo", "--listen", "localhost:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first = BufReader::new(echo.stderr.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    let _ = echo.kill();
+    let _ = echo.wait();
+    assert!(
+        first.starts_with("meshguard: echo upstream on http://127.0.0.1:"),
+        "{first}"
+    );
+
+    for (cmd, flag) in [
+        (&["proxy", "--policies", "examples"][..], "--listen"),
+        (&["proxy", "--policies", "examples"][..], "--admin"),
+        (&["echo"][..], "--listen"),
+    ] {
+        let o = meshguard()
+            .args(cmd)
+            .args([flag, "http://localhost:8080"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{cmd:?} {flag}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.starts_with(&format!(
+                "error: invalid value 'http://localhost:8080' for '{flag} <ADDR>': "
+            )),
+            "{err}"
+        );
+        assert!(
+            err.contains("expected PORT, :PORT, HOST:PORT or IP:PORT, e.g. 8080 (= 127.0.0.1:8080), :8080 (= 0.0.0.0:8080, every interface), localhost:8080"),
+            "{err}"
+        );
+    }
+}

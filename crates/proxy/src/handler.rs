@@ -17,7 +17,7 @@ use meshguard_engine::{EvalOptions, HttpRequest, Outcome, PathNormalization, eva
 use serde::Serialize;
 
 use crate::metrics::{AuthzLabels, JwtLabels, Metrics, ResultLabels};
-use crate::response::{Body, LocalReply, UpstreamFailure, is_grpc, local_reply};
+use crate::response::{Body, ClientFailure, LocalReply, UpstreamFailure, is_grpc, local_reply};
 use crate::state::{PolicyState, Snapshot, unix_now};
 use crate::upstream::{SendError, Upstream};
 
@@ -493,28 +493,37 @@ pub async fn handle(
     *up.headers_mut() = headers;
 
     let sent = shared.access_log.then(Instant::now);
-    let result = tokio::time::timeout(shared.upstream_timeout, shared.pool.send(up)).await;
-    let failure = match result {
-        Ok(Ok(resp)) => {
+    let failure = match shared.pool.send(up, shared.upstream_timeout).await {
+        Ok(resp) => {
             let upstream_ms = sent.map(|t| t.elapsed().as_secs_f64() * 1000.0);
             let (mut rparts, rbody) = resp.into_parts();
             strip_hop_by_hop(&mut rparts.headers);
+            // Answered in the client's protocol, whatever the upstream's: an HTTP/1.0
+            // upstream must not turn an HTTP/1.1 client's keep-alive connection into a
+            // closing HTTP/1.0 one.
+            rparts.version = parts.version;
             log(rparts.status.as_u16(), "via_upstream", upstream_ms);
             return Ok(Response::from_parts(rparts, Body::Upstream(rbody)));
         }
-        Ok(Err(SendError::Connect(e))) => UpstreamFailure::Connect(e),
-        Ok(Err(SendError::Protocol(e))) => UpstreamFailure::Protocol(e.to_string()),
-        Err(_) => UpstreamFailure::Timeout,
-    };
-    let cause = match &failure {
-        UpstreamFailure::Connect(_) => "connect",
-        UpstreamFailure::Timeout => "timeout",
-        UpstreamFailure::Protocol(_) => "protocol",
+        Err(SendError::ClientBody(e)) => {
+            // The client's fault: not an upstream failure, not counted as one.
+            let failure = ClientFailure::Body(e);
+            tracing::debug!(?failure, "invalid request body");
+            let reply = LocalReply::from(&failure);
+            log(reply.status, &reply.details, None);
+            return Ok(local_reply(&reply, grpc));
+        }
+        Err(SendError::Connect(e)) => UpstreamFailure::Connect(e),
+        Err(SendError::Protocol(e)) => UpstreamFailure::Protocol(e),
+        Err(SendError::Timeout) => UpstreamFailure::Timeout,
+        Err(SendError::Overflow) => UpstreamFailure::Overflow,
     };
     shared
         .metrics
         .upstream_errors
-        .get_or_create(&ResultLabels { result: cause })
+        .get_or_create(&ResultLabels {
+            result: failure.metric_label(),
+        })
         .inc();
     tracing::warn!(upstream = %shared.upstream, ?failure, "upstream failed");
     let reply = LocalReply::from(&failure);

@@ -68,6 +68,28 @@ pub enum UpstreamFailure {
     Timeout,
     /// The connection broke or the response was not valid HTTP.
     Protocol(String),
+    /// Every upstream connection allowed was busy and as many requests were waiting already.
+    Overflow,
+}
+
+impl UpstreamFailure {
+    /// The `result` label of `meshguard_upstream_errors_total`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            UpstreamFailure::Connect(_) => "connect",
+            UpstreamFailure::Timeout => "timeout",
+            UpstreamFailure::Protocol(_) => "protocol",
+            UpstreamFailure::Overflow => "overflow",
+        }
+    }
+}
+
+/// The client broke its own request while it was being forwarded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientFailure {
+    /// The request body's framing was invalid (a bad chunk size, a bare LF, more data than a
+    /// chunk's size, ...) or the client went away before sending all of it.
+    Body(String),
 }
 
 /// A reply meshguard sends itself.
@@ -111,6 +133,26 @@ impl From<&UpstreamFailure> for LocalReply {
                 status: 502,
                 body: "upstream connect error or disconnect/reset before headers. reset reason: protocol error".into(),
                 details: "upstream_reset_before_response_started{protocol_error}".into(),
+                www_authenticate: None,
+            },
+            UpstreamFailure::Overflow => LocalReply {
+                status: 503,
+                body: "upstream connect error or disconnect/reset before headers. reset reason: overflow".into(),
+                details: "upstream_reset_before_response_started{overflow}".into(),
+                www_authenticate: None,
+            },
+        }
+    }
+}
+
+impl From<&ClientFailure> for LocalReply {
+    /// Envoy's answer to a request its HTTP/1 codec rejects.
+    fn from(f: &ClientFailure) -> Self {
+        match f {
+            ClientFailure::Body(_) => LocalReply {
+                status: 400,
+                body: "Bad Request".into(),
+                details: "http1.codec_error".into(),
                 www_authenticate: None,
             },
         }

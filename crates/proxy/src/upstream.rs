@@ -201,7 +201,9 @@ where
         };
         match result {
             // hyper reports a body that failed as a failed exchange; the body knows better.
-            Err(SendError::Protocol(e)) if progress.is_some_and(|p| p.broke.load(Ordering::Relaxed)) => {
+            Err(SendError::Protocol(e))
+                if progress.is_some_and(|p| p.broke.load(Ordering::Relaxed)) =>
+            {
                 Err(SendError::ClientBody(e))
             }
             other => other,
@@ -629,7 +631,9 @@ mod tests {
         let tasks: Vec<_> = (0..n)
             .map(|_| {
                 let up = up.clone();
-                tokio::spawn(async move { body_text(up.send(get("/slow"), T).await.unwrap()).await })
+                tokio::spawn(
+                    async move { body_text(up.send(get("/slow"), T).await.unwrap()).await },
+                )
             })
             .collect();
         for t in tasks {

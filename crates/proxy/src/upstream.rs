@@ -677,10 +677,169 @@ mod tests {
         for _ in 0..3 {
             let resp = up.send(get("/"), T).await.unwrap();
             assert_eq!(body_text(resp).await, "ok");
-            // Let the connection task see the close before the next request.
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            eventually("close seen", || {
+                up.inner
+                    .idle
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .all(|c| c.conn.sender.is_closed())
+            })
+            .await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_request_a_closing_pooled_connection_did_not_take_goes_to_a_new_one() {
+        let (addr, accepted) = server().await;
+        let up = client(addr);
+        // A pooled connection that looks open and ready, whose task ends as soon as a request
+        // is queued on it, without writing it: what hyper does when it finds the upstream's
+        // close (or a stray byte) on an idle connection just as a request is handed to it.
+        let (io, _other_end) = tokio::io::duplex(1024);
+        let (sender, conn) = http1::handshake::<_, RequestBody<Empty<Bytes>>>(TokioIo::new(io))
+            .await
+            .unwrap();
+        let task = tokio::spawn(async move {
+            // The first poll runs the connection until it waits for a request; the next one,
+            // when a request has been queued, drops it unpolled.
+            let mut conn = Some(Box::pin(conn));
+            let mut first = true;
+            std::future::poll_fn(move |cx| {
+                if std::mem::take(&mut first) {
+                    if let Some(c) = conn.as_mut() {
+                        assert!(c.as_mut().poll(cx).is_pending());
+                    }
+                    return Poll::Pending;
+                }
+                conn = None;
+                Poll::Ready(())
+            })
+            .await;
+        })
+        .abort_handle();
+        eventually("ready", || sender.is_ready()).await;
+        up.inner.idle.lock().unwrap().push(Idle {
+            conn: Conn { sender, task },
+            since: Instant::now(),
+        });
+        let resp = up.send(get("/retried"), T).await.unwrap();
+        assert_eq!(body_text(resp).await, "/retried");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    /// Waits, up to five seconds, until `done` holds.
+    async fn eventually(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A server that never answers `/hang`, answers anything else with its path, and counts
+    /// the connections it saw closed.
+    async fn hanging_server() -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        let closed = Arc::new(AtomicUsize::new(0));
+        let seen = closed.clone();
+        let (addr, accepted) = counting_server(move |mut s| {
+            let closed = seen.clone();
+            async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = s.read(&mut buf).await {
+                    if buf[..n].starts_with(b"GET /hang ") {
+                        while s.read(&mut buf).await.unwrap_or(0) > 0 {}
+                        break;
+                    }
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n/ok")
+                        .await;
+                }
+                closed.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .await;
+        (addr, accepted, closed)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_given_up_closes_its_connection_and_frees_its_slot() {
+        let (addr, accepted, closed) = hanging_server().await;
+        let up = Arc::new(bounded_client(addr, 1));
+        let pending = {
+            let up = up.clone();
+            tokio::spawn(async move { up.send(get("/hang"), Duration::from_secs(60)).await })
+        };
+        eventually("connected", || accepted.load(Ordering::SeqCst) == 1).await;
+        assert_eq!(up.open_connections(), 1);
+        // The client goes away (an HTTP/2 stream reset drops the request's future).
+        pending.abort();
+        eventually("slot freed", || up.open_connections() == 0).await;
+        eventually("connection closed", || closed.load(Ordering::SeqCst) == 1).await;
+        let resp = up.send(get("/ok"), T).await.unwrap();
+        assert_eq!(body_text(resp).await, "/ok");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiting_request_takes_the_connection_that_comes_back() {
+        let (addr, accepted) = server().await;
+        let up = Arc::new(bounded_client(addr, 1));
+        let first = up.send(get("/slow"), T).await.unwrap();
+        // The one connection is busy until `first` is read: the second request waits.
+        let second = {
+            let up = up.clone();
+            tokio::spawn(async move { body_text(up.send(get("/next"), T).await.unwrap()).await })
+        };
+        eventually("waiting", || up.inner.waiting.load(Ordering::SeqCst) == 1).await;
+        // A third finds the connection busy and one request waiting: refused.
+        assert!(matches!(
+            up.send(get("/third"), T).await,
+            Err(SendError::Overflow)
+        ));
+        assert_eq!(body_text(first).await, "/slow");
+        assert_eq!(second.await.unwrap(), "/next");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(up.inner.waiting.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_wait_for_a_connection_ends_at_the_timeout() {
+        let (addr, _, _) = hanging_server().await;
+        let up = Arc::new(bounded_client(addr, 1));
+        let held = {
+            let up = up.clone();
+            tokio::spawn(async move { up.send(get("/hang"), Duration::from_secs(60)).await })
+        };
+        eventually("connected", || up.open_connections() == 1).await;
+        let t = Instant::now();
+        let r = up.send(get("/ok"), Duration::from_millis(200)).await;
+        assert!(matches!(r, Err(SendError::Timeout)), "{r:?}");
+        assert!(t.elapsed() >= Duration::from_millis(200));
+        held.abort();
+    }
+
+    #[tokio::test]
+    async fn a_response_framed_by_both_length_and_chunking_is_refused() {
+        let (addr, accepted) = counting_server(|mut s| async move {
+            let mut buf = [0u8; 4096];
+            while s.read(&mut buf).await.unwrap_or(0) > 0 {
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+                    .await;
+            }
+        })
+        .await;
+        let up = client(addr);
+        for _ in 0..2 {
+            let r = up.send(get("/"), T).await;
+            assert!(
+                matches!(&r, Err(SendError::Protocol(e)) if e.contains("both")),
+                "{r:?}"
+            );
+        }
+        // Never reused.
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

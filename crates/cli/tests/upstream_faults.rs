@@ -534,3 +534,59 @@ fn upstream_connections_are_bounded_and_the_overflow_gets_503() {
     );
     assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
 }
+
+#[test]
+fn a_request_body_that_stalls_gets_408_and_frees_the_upstream_connection() {
+    // An upstream that reads whole bodies and answers with their size.
+    let (up, accepted) = upstream(|mut s| {
+        while let Some(head) = read_head(&mut s) {
+            let mut body = vec![0u8; content_length(&head)];
+            if s.read_exact(&mut body).is_err() {
+                return;
+            }
+            let answer = format!("got {}", body.len());
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    let p = start(
+        &up,
+        &[
+            "--header-read-timeout",
+            "1s",
+            "--max-upstream-connections",
+            "1",
+        ],
+    );
+    // 10 of 1000 bytes, then silence: cut off one header read timeout later, with Envoy's
+    // `stream_idle_timeout` answer, and the connection closed.
+    let mut s = TcpStream::connect(&p.addr).unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789")
+        .unwrap();
+    let t = Instant::now();
+    let answer = read_all(&mut s, Duration::from_secs(10));
+    let took = t.elapsed();
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{answer}"
+    );
+    assert!(answer.ends_with("\r\n\r\nstream timeout"), "{answer}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    let lines = p.wait_for_log_lines(1);
+    assert_eq!(lines[0]["response_code_details"], "stream_idle_timeout");
+    assert!(!p.metrics().contains("meshguard_upstream_errors_total{"));
+    // The one upstream connection was given back: the next upload gets it (or a new one).
+    let answer = exchange(
+        &p.addr,
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+        Duration::from_secs(10),
+    );
+    assert!(answer.ends_with("\r\n\r\ngot 3"), "{answer}");
+    assert!(accepted.load(Ordering::SeqCst) <= 2);
+}

@@ -17,7 +17,7 @@ use meshguard_engine::{EvalOptions, HttpRequest, Outcome, PathNormalization, eva
 use serde::Serialize;
 
 use crate::metrics::{AuthzLabels, JwtLabels, Metrics, ResultLabels};
-use crate::response::{Body, ClientFailure, LocalReply, UpstreamFailure, is_grpc, local_reply};
+use crate::response::{Body, LocalReply, UpstreamFailure, is_grpc, local_reply};
 use crate::state::{PolicyState, Snapshot, unix_now};
 use crate::upstream::{SendError, Upstream};
 
@@ -505,11 +505,10 @@ pub async fn handle(
             log(rparts.status.as_u16(), "via_upstream", upstream_ms);
             return Ok(Response::from_parts(rparts, Body::Upstream(rbody)));
         }
-        Err(SendError::ClientBody(e)) => {
+        Err(SendError::ClientBody(fault)) => {
             // The client's fault: not an upstream failure, not counted as one.
-            let failure = ClientFailure::Body(e);
-            tracing::debug!(?failure, "invalid request body");
-            let reply = LocalReply::from(&failure);
+            tracing::debug!(?fault, "the client's request body failed");
+            let reply = LocalReply::from(&fault);
             log(reply.status, &reply.details, None);
             return Ok(local_reply(&reply, grpc));
         }

@@ -13,7 +13,7 @@ use http_body_util::Full;
 use hyper::body::{Frame, SizeHint};
 use meshguard_engine::Denial;
 
-use crate::upstream::PooledBody;
+use crate::upstream::{BodyFault, PooledBody};
 
 /// The response body type of the proxy: a local reply or the upstream's streamed body. An
 /// enum rather than a boxed trait object: no allocation and no dynamic call per response.
@@ -84,14 +84,6 @@ impl UpstreamFailure {
     }
 }
 
-/// The client broke its own request while it was being forwarded.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ClientFailure {
-    /// The request body's framing was invalid (a bad chunk size, a bare LF, more data than a
-    /// chunk's size, ...) or the client went away before sending all of it.
-    Body(String),
-}
-
 /// A reply meshguard sends itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalReply {
@@ -145,14 +137,22 @@ impl From<&UpstreamFailure> for LocalReply {
     }
 }
 
-impl From<&ClientFailure> for LocalReply {
-    /// Envoy's answer to a request its HTTP/1 codec rejects.
-    fn from(f: &ClientFailure) -> Self {
+impl From<&BodyFault> for LocalReply {
+    /// Envoy's answers when the client's request body fails before the upstream answered.
+    fn from(f: &BodyFault) -> Self {
         match f {
-            ClientFailure::Body(_) => LocalReply {
+            // Envoy's HTTP/1 codec rejecting the body.
+            BodyFault::Invalid(_) => LocalReply {
                 status: 400,
                 body: "Bad Request".into(),
                 details: "http1.codec_error".into(),
+                www_authenticate: None,
+            },
+            // Envoy's `stream_idle_timeout`.
+            BodyFault::Stalled => LocalReply {
+                status: 408,
+                body: "stream timeout".into(),
+                details: "stream_idle_timeout".into(),
                 www_authenticate: None,
             },
         }

@@ -129,11 +129,7 @@ pub async fn start(
     let Some(authority) = upstream.authority() else {
         return Err(StartError::Io(format!("upstream {upstream} has no host")));
     };
-    let pool = crate::upstream::Upstream::new(
-        authority,
-        config.limits.upstream_connect_timeout,
-        config.limits.max_upstream_connections,
-    );
+    let pool = crate::upstream::Upstream::new(authority, &config.limits);
 
     let shared = Arc::new(Shared {
         state: state.clone(),

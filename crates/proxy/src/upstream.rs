@@ -23,7 +23,7 @@
 //! taken.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -36,6 +36,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
+
+use crate::config::Limits;
 
 /// Idle connections kept at most; more are closed when their response ends. Each idle
 /// connection holds about 25 KB (hyper's buffers and state); 64 cover a sidecar's usual
@@ -56,11 +58,22 @@ pub enum SendError {
     Timeout,
     /// The connection broke or the response was not valid HTTP.
     Protocol(String),
-    /// The client's request body broke while it was being forwarded (invalid chunked framing,
-    /// more bytes than announced, the client went away): the client's fault, not the
-    /// upstream's.
-    ClientBody(String),
+    /// The client's request body broke while it was being forwarded: the client's fault, not
+    /// the upstream's.
+    ClientBody(BodyFault),
 }
+
+/// How a client's request body failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BodyFault {
+    /// Invalid framing (a bad chunk size, a bare LF, more data than a chunk's size, ...) or
+    /// the client went away before the end.
+    Invalid(String),
+    /// The client sent nothing for the body stall timeout while the body was unfinished.
+    Stalled,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The pool of connections to the upstream, for requests with bodies of type `B` (the
 /// proxy forwards hyper's [`Incoming`]).
@@ -74,6 +87,8 @@ struct Pool<B> {
     /// `host:port` to connect to.
     addr: String,
     connect_timeout: Duration,
+    /// Longest pause allowed inside a request body.
+    body_stall_timeout: Duration,
     /// Idle connections, the most recently used last.
     idle: Mutex<Vec<Idle<B>>>,
     /// One permit per open connection.
@@ -144,22 +159,22 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    /// A pool for `http://authority` (port 80 when the authority has none) that keeps at most
-    /// `max_connections` connections open at once.
-    pub fn new(
-        authority: &http::uri::Authority,
-        connect_timeout: Duration,
-        max_connections: usize,
-    ) -> Upstream<B> {
+    /// A pool for `http://authority` (port 80 when the authority has none) with the limits'
+    /// connect timeout and connection bound; a request body may pause for at most the header
+    /// read timeout (a client gets as long between body bytes as for its whole head).
+    pub fn new(authority: &http::uri::Authority, limits: &Limits) -> Upstream<B> {
         let addr = match authority.port_u16() {
             Some(_) => authority.as_str().to_string(),
             None => format!("{}:80", authority.host()),
         };
-        let max_connections = max_connections.clamp(1, Semaphore::MAX_PERMITS);
+        let max_connections = limits
+            .max_upstream_connections
+            .clamp(1, Semaphore::MAX_PERMITS);
         Upstream {
             inner: Arc::new(Pool {
                 addr,
-                connect_timeout,
+                connect_timeout: limits.upstream_connect_timeout,
+                body_stall_timeout: limits.header_read_timeout,
                 idle: Mutex::new(Vec::new()),
                 slots: Arc::new(Semaphore::new(max_connections)),
                 max_connections,
@@ -186,6 +201,8 @@ where
         let body = RequestBody {
             inner: body,
             progress: progress.clone(),
+            stall: None,
+            stall_timeout: self.inner.body_stall_timeout,
         };
         let exchange = self.exchange(Request::from_parts(parts, body), timeout);
         let timer = async {
@@ -199,14 +216,11 @@ where
             r = exchange => r,
             () = timer => Err(SendError::Timeout),
         };
-        match result {
-            // hyper reports a body that failed as a failed exchange; the body knows better.
-            Err(SendError::Protocol(e))
-                if progress.is_some_and(|p| p.broke.load(Ordering::Relaxed)) =>
-            {
-                Err(SendError::ClientBody(e))
-            }
-            other => other,
+        // hyper reports a body that failed as a failed exchange; the body knows better.
+        let fault = progress.and_then(|p| p.fault.lock().ok()?.take());
+        match (result, fault) {
+            (Err(SendError::Protocol(_)), Some(fault)) => Err(SendError::ClientBody(fault)),
+            (other, _) => other,
         }
     }
 
@@ -396,39 +410,94 @@ where
 #[derive(Debug, Default)]
 struct Progress {
     ended: Notify,
-    /// The body failed (the client's framing or connection), as opposed to the upstream.
-    broke: AtomicBool,
+    /// Why the body failed, when the client's framing, connection or pace did.
+    fault: Mutex<Option<BodyFault>>,
 }
 
-/// The request body as sent upstream: the client's body, watched for its end and its failure.
+/// The client's body stalled (see [`BodyFault::Stalled`]).
+#[derive(Debug)]
+struct Stalled;
+
+impl std::fmt::Display for Stalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the client paused its request body for too long")
+    }
+}
+
+impl std::error::Error for Stalled {}
+
+/// The request body as sent upstream: the client's body, watched for its end, its failure and
+/// its pauses.
 #[derive(Debug)]
 pub struct RequestBody<B> {
     inner: B,
     /// `None` for a request that had no body.
     progress: Option<Arc<Progress>>,
+    /// Armed when the client has nothing to give while it is asked for more: the stall
+    /// clock counts only the client's silence, not time the upstream took to read.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    stall_timeout: Duration,
+}
+
+impl<B> RequestBody<B> {
+    fn fail(&self, fault: BodyFault) {
+        if let Some(p) = &self.progress
+            && let Ok(mut f) = p.fault.lock()
+        {
+            f.get_or_insert(fault);
+        }
+    }
 }
 
 impl<B> Body for RequestBody<B>
 where
     B: Body + Unpin,
+    B::Error: Into<BoxError>,
 {
     type Data = B::Data;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Some(p) = &self.progress {
-            match &polled {
-                Poll::Ready(None) => p.ended.notify_one(),
-                Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => p.ended.notify_one(),
-                Poll::Ready(Some(Err(_))) => p.broke.store(true, Ordering::Relaxed),
-                _ => {}
+    ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => {
+                if this.progress.is_none() {
+                    return Poll::Pending;
+                }
+                let timeout = this.stall_timeout;
+                let stall = this
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if stall.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.fail(BodyFault::Stalled);
+                Poll::Ready(Some(Err(Box::new(Stalled))))
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                this.stall = None;
+                if let Some(p) = &this.progress
+                    && this.inner.is_end_stream()
+                {
+                    p.ended.notify_one();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                if let Some(p) = &this.progress {
+                    p.ended.notify_one();
+                }
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let e: BoxError = e.into();
+                this.fail(BodyFault::Invalid(e.to_string()));
+                Poll::Ready(Some(Err(e)))
             }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -526,11 +595,12 @@ mod tests {
     }
 
     fn bounded_client(addr: std::net::SocketAddr, max_connections: usize) -> Client {
-        Upstream::new(
-            &addr.to_string().parse().unwrap(),
-            Duration::from_secs(2),
-            max_connections,
-        )
+        let limits = Limits {
+            upstream_connect_timeout: Duration::from_secs(2),
+            max_upstream_connections: max_connections,
+            ..Limits::default()
+        };
+        Upstream::new(&addr.to_string().parse().unwrap(), &limits)
     }
 
     fn get(path: &str) -> Request<Empty<Bytes>> {

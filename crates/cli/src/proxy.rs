@@ -79,9 +79,10 @@ pub struct ProxyArgs {
     /// (a slow upload does not use it up); 504 after.
     #[arg(long, default_value = "15s", value_parser = duration, value_name = "DURATION")]
     pub upstream_timeout: Duration,
-    /// Upstream connections open at once (Envoy's circuit breaker default). When all are busy,
-    /// as many requests again wait for one (up to --upstream-timeout, then 504); more get 503
-    /// `reset reason: overflow` at once.
+    /// Upstream connections open at once, idle ones included. When all are busy, as many
+    /// requests again wait for one (for at most --upstream-timeout, then 504), and more get 503
+    /// `reset reason: overflow` at once, counted in
+    /// meshguard_upstream_errors_total{result="overflow"}.
     #[arg(long, default_value_t = Limits::default().max_upstream_connections, value_name = "N",
           value_parser = at_least_one)]
     pub max_upstream_connections: usize,

@@ -234,6 +234,10 @@ fn a_malformed_request_body_is_the_clients_400_not_an_upstream_failure() {
             "{body:?}: {answer}"
         );
         assert!(
+            answer.contains("\r\nconnection: close\r\n"),
+            "{body:?}: {answer}"
+        );
+        assert!(
             t.elapsed() < Duration::from_secs(5),
             "{body:?}: the answer waited"
         );
@@ -574,6 +578,7 @@ fn a_request_body_that_stalls_gets_408_and_frees_the_upstream_connection() {
         "{answer}"
     );
     assert!(answer.ends_with("\r\n\r\nstream timeout"), "{answer}");
+    assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(5),
         "{took:?}"

@@ -510,7 +510,14 @@ pub async fn handle(
             tracing::debug!(?fault, "the client's request body failed");
             let reply = LocalReply::from(&fault);
             log(reply.status, &reply.details, None);
-            return Ok(local_reply(&reply, grpc));
+            let mut resp = local_reply(&reply, grpc);
+            if parts.version < http::Version::HTTP_2 {
+                // The rest of the body cannot be told from a next request: close, and say so
+                // (as Envoy does).
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return Ok(resp);
         }
         Err(SendError::Connect(e)) => UpstreamFailure::Connect(e),
         Err(SendError::Protocol(e)) => UpstreamFailure::Protocol(e),

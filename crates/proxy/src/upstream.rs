@@ -5,9 +5,10 @@
 //! them, retrying a request on a new connection when a pooled one turned out to be closed
 //! before anything was written, the connection bound with its queue of waiting requests
 //! (Envoy's circuit breakers `max_connections` and `max_pending_requests`), the response
-//! timer (counted, as Envoy's route timeout, from the end of the request), telling a broken
-//! request body (the client's fault) from a broken upstream, and refusing responses whose
-//! framing contradicts itself. Does not own the headers sent (the handler prepares them) or
+//! timer (counted, as Envoy's route timeout, from the end of the request), the bound on pauses
+//! inside a request body (which, not the response timer, is what ends a stalled upload),
+//! telling a broken request body (the client's fault) from a broken upstream, and refusing
+//! responses whose framing contradicts itself. Does not own the headers sent (the handler prepares them) or
 //! the answers sent for failures ([`crate::response`]).
 //!
 //! Why not hyper-util's pooled client: with one fixed upstream its per-request work (a pool
@@ -115,7 +116,9 @@ struct Idle<B> {
 }
 
 /// Closes a connection when dropped, unless defused: a request given up midway must not
-/// leave its connection (and its slot) waiting for an answer nobody reads.
+/// leave its connection (and its slot) waiting for an answer nobody reads. (hyper closes it
+/// too once its task notices the dropped response future; aborting frees the slot at once and
+/// does not depend on that.)
 struct CloseOnDrop<'a>(Option<&'a AbortHandle>);
 
 impl CloseOnDrop<'_> {

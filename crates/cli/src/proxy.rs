@@ -84,9 +84,17 @@ pub struct ProxyArgs {
     /// Time to connect to the upstream.
     #[arg(long, default_value = "5s", value_parser = duration, value_name = "DURATION")]
     pub upstream_connect_timeout: Duration,
-    /// Time for the upstream to send its response head (504 after).
+    /// Time for the upstream to send its response head, counted from the end of the request
+    /// (a slow upload does not use it up); 504 after.
     #[arg(long, default_value = "15s", value_parser = duration, value_name = "DURATION")]
     pub upstream_timeout: Duration,
+    /// Upstream connections open at once, idle ones included. When all are busy, as many
+    /// requests again wait for one (for at most --upstream-timeout, then 504), and more get 503
+    /// `reset reason: overflow` at once, counted in
+    /// meshguard_upstream_errors_total{result="overflow"}.
+    #[arg(long, default_value_t = Limits::default().max_upstream_connections, value_name = "N",
+          value_parser = at_least_one)]
+    pub max_upstream_connections: usize,
     /// Time in-flight requests get to finish on SIGTERM/SIGINT.
     #[arg(long, default_value = "10s", value_parser = duration, value_name = "DURATION")]
     pub drain_timeout: Duration,
@@ -170,6 +178,13 @@ fn listen_addr(s: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{host:?} has no address; {FORMS}"))
 }
 
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("expected a whole number of at least 1, got {s:?}")),
+    }
+}
+
 impl ProxyArgs {
     fn into_config(self) -> Result<ProxyConfig, CliError> {
         let mesh = match &self.mesh_config {
@@ -210,6 +225,7 @@ impl ProxyArgs {
                 max_connections: self.max_connections.max(1),
                 upstream_connect_timeout: self.upstream_connect_timeout,
                 upstream_timeout: self.upstream_timeout,
+                max_upstream_connections: self.max_upstream_connections,
                 drain_timeout: self.drain_timeout,
             },
             watch: !self.no_watch,

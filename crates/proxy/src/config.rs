@@ -23,8 +23,12 @@ pub struct Limits {
     pub max_connections: usize,
     /// Time to establish an upstream connection.
     pub upstream_connect_timeout: Duration,
-    /// Time from forwarding a request to receiving the upstream's response head.
+    /// Time from the end of the request (its last body byte sent upstream) to the upstream's
+    /// response head; also the longest wait for a free upstream connection.
     pub upstream_timeout: Duration,
+    /// Upstream connections open at once (Envoy's circuit breaker `max_connections`); as many
+    /// requests again may wait for one, further ones get 503 at once.
+    pub max_upstream_connections: usize,
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     pub drain_timeout: Duration,
 }
@@ -37,6 +41,7 @@ impl Default for Limits {
             max_connections: 10_000,
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_timeout: Duration::from_secs(15),
+            max_upstream_connections: 1024,
             drain_timeout: Duration::from_secs(10),
         }
     }

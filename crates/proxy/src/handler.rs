@@ -466,28 +466,43 @@ pub async fn handle(
     *up.headers_mut() = headers;
 
     let sent = Instant::now();
-    let result = tokio::time::timeout(shared.upstream_timeout, shared.pool.send(up)).await;
-    let failure = match result {
-        Ok(Ok(resp)) => {
+    let failure = match shared.pool.send(up, shared.upstream_timeout).await {
+        Ok(resp) => {
             let upstream = Some(sent.elapsed());
             let (mut rparts, rbody) = resp.into_parts();
             strip_hop_by_hop(&mut rparts.headers);
+            // Answered in the client's protocol, whatever the upstream's: an HTTP/1.0
+            // upstream must not turn an HTTP/1.1 client's keep-alive connection into a
+            // closing HTTP/1.0 one.
+            rparts.version = parts.version;
             log(rparts.status.as_u16(), "via_upstream", upstream);
             return Ok(Response::from_parts(rparts, Body::Upstream(rbody)));
         }
-        Ok(Err(SendError::Connect(e))) => UpstreamFailure::Connect(e),
-        Ok(Err(SendError::Protocol(e))) => UpstreamFailure::Protocol(e.to_string()),
-        Err(_) => UpstreamFailure::Timeout,
-    };
-    let cause = match &failure {
-        UpstreamFailure::Connect(_) => "connect",
-        UpstreamFailure::Timeout => "timeout",
-        UpstreamFailure::Protocol(_) => "protocol",
+        Err(SendError::ClientBody(fault)) => {
+            // The client's fault: not an upstream failure, not counted as one.
+            tracing::debug!(?fault, "the client's request body failed");
+            let reply = LocalReply::from(&fault);
+            log(reply.status, &reply.details, None);
+            let mut resp = local_reply(&reply, grpc);
+            if parts.version < http::Version::HTTP_2 {
+                // The rest of the body cannot be told from a next request: close, and say so
+                // (as Envoy does).
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return Ok(resp);
+        }
+        Err(SendError::Connect(e)) => UpstreamFailure::Connect(e),
+        Err(SendError::Protocol(e)) => UpstreamFailure::Protocol(e),
+        Err(SendError::Timeout) => UpstreamFailure::Timeout,
+        Err(SendError::Overflow) => UpstreamFailure::Overflow,
     };
     shared
         .metrics
         .upstream_errors
-        .get_or_create(&ResultLabels { result: cause })
+        .get_or_create(&ResultLabels {
+            result: failure.metric_label(),
+        })
         .inc();
     tracing::warn!(upstream = %shared.upstream, ?failure, "upstream failed");
     let reply = LocalReply::from(&failure);

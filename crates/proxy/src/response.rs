@@ -14,7 +14,7 @@ use hyper::body::{Frame, SizeHint};
 use meshguard_engine::Denial;
 
 use crate::intake::Refusal;
-use crate::upstream::PooledBody;
+use crate::upstream::{BodyFault, PooledBody};
 
 /// The response body type of the proxy: a local reply or the upstream's streamed body. An
 /// enum rather than a boxed trait object: no allocation and no dynamic call per response.
@@ -69,6 +69,20 @@ pub enum UpstreamFailure {
     Timeout,
     /// The connection broke or the response was not valid HTTP.
     Protocol(String),
+    /// Every upstream connection allowed was busy and as many requests were waiting already.
+    Overflow,
+}
+
+impl UpstreamFailure {
+    /// The `result` label of `meshguard_upstream_errors_total`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            UpstreamFailure::Connect(_) => "connect",
+            UpstreamFailure::Timeout => "timeout",
+            UpstreamFailure::Protocol(_) => "protocol",
+            UpstreamFailure::Overflow => "overflow",
+        }
+    }
 }
 
 /// A reply meshguard sends itself.
@@ -112,6 +126,34 @@ impl From<&UpstreamFailure> for LocalReply {
                 status: 502,
                 body: "upstream connect error or disconnect/reset before headers. reset reason: protocol error".into(),
                 details: "upstream_reset_before_response_started{protocol_error}".into(),
+                www_authenticate: None,
+            },
+            UpstreamFailure::Overflow => LocalReply {
+                status: 503,
+                body: "upstream connect error or disconnect/reset before headers. reset reason: overflow".into(),
+                details: "upstream_reset_before_response_started{overflow}".into(),
+                www_authenticate: None,
+            },
+        }
+    }
+}
+
+impl From<&BodyFault> for LocalReply {
+    /// Envoy's answers when the client's request body fails before the upstream answered.
+    fn from(f: &BodyFault) -> Self {
+        match f {
+            // Envoy's HTTP/1 codec rejecting the body.
+            BodyFault::Invalid(_) => LocalReply {
+                status: 400,
+                body: "Bad Request".into(),
+                details: "http1.codec_error".into(),
+                www_authenticate: None,
+            },
+            // Envoy's `stream_idle_timeout`.
+            BodyFault::Stalled => LocalReply {
+                status: 408,
+                body: "stream timeout".into(),
+                details: "stream_idle_timeout".into(),
                 www_authenticate: None,
             },
         }

@@ -149,7 +149,7 @@ pub async fn start(
     let Some(authority) = upstream.authority() else {
         return Err(StartError::Io(format!("upstream {upstream} has no host")));
     };
-    let pool = crate::upstream::Upstream::new(authority, config.limits.upstream_connect_timeout);
+    let pool = crate::upstream::Upstream::new(authority, &config.limits);
 
     let shared = Arc::new(Shared {
         state: state.clone(),

@@ -1,28 +1,44 @@
 //! The connection pool to the one upstream: HTTP/1.1 over TCP, keep-alive, most recently used
-//! connection first.
+//! connection first, and a bound on the connections open at once.
 //!
 //! Owns: connecting (with its timeout and `TCP_NODELAY`), keeping idle connections, reusing
-//! them, and retrying a request on a new connection when a pooled one turned out to be closed
-//! before anything was written. Does not own timeouts on the response (the handler bounds the
-//! whole exchange) or the headers sent (the handler prepares them).
+//! them, retrying a request on a new connection when a pooled one turned out to be closed
+//! before anything was written, the connection bound with its queue of waiting requests
+//! (Envoy's circuit breakers `max_connections` and `max_pending_requests`), the response
+//! timer (counted, as Envoy's route timeout, from the end of the request), the bound on pauses
+//! inside a request body (which, not the response timer, is what ends a stalled upload),
+//! telling a broken request body (the client's fault) from a broken upstream, and refusing
+//! responses whose framing contradicts itself. Does not own the headers sent (the handler prepares them) or
+//! the answers sent for failures ([`crate::response`]).
 //!
 //! Why not hyper-util's pooled client: with one fixed upstream its per-request work (a pool
 //! keyed by scheme and authority, a checkout future racing a connect future, and a task
 //! spawned per request to return the connection) was a third of meshguard's CPU per forwarded
 //! request. This pool is a `Vec` behind a mutex held for a push or a pop; a connection goes
 //! back when the response body has been read to its end.
+//!
+//! Every connection's task holds one of the bound's slots for as long as the connection is
+//! open, so the bound counts connecting, busy and idle connections alike. A request given up
+//! before its response ends (its client reset the stream, its timer fired) aborts that task:
+//! the connection closes and its slot is free at once, however long the upstream would have
+//! taken.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response};
-use hyper::body::{Body as _, Frame, Incoming, SizeHint};
+use http::{Request, Response, header};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::AbortHandle;
+
+use crate::config::Limits;
 
 /// Idle connections kept at most; more are closed when their response ends. Each idle
 /// connection holds about 25 KB (hyper's buffers and state); 64 cover a sidecar's usual
@@ -31,14 +47,34 @@ const MAX_IDLE: usize = 64;
 /// A connection idle for longer is not reused (upstreams commonly close after 60–75 s).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(55);
 
-/// Why a request could not be sent or answered.
+/// Why a request got no response from the upstream.
 #[derive(Debug)]
 pub enum SendError {
     /// No connection could be made (refused, unreachable, connect timeout).
     Connect(String),
+    /// Every connection was busy and as many requests were already waiting for one.
+    Overflow,
+    /// No response head within the timeout after the request was sent whole, or no
+    /// connection came free within it.
+    Timeout,
     /// The connection broke or the response was not valid HTTP.
-    Protocol(hyper::Error),
+    Protocol(String),
+    /// The client's request body broke while it was being forwarded: the client's fault, not
+    /// the upstream's.
+    ClientBody(BodyFault),
 }
+
+/// How a client's request body failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BodyFault {
+    /// Invalid framing (a bad chunk size, a bare LF, more data than a chunk's size, ...) or
+    /// the client went away before the end.
+    Invalid(String),
+    /// The client sent nothing for the body stall timeout while the body was unfinished.
+    Stalled,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The pool of connections to the upstream, for requests with bodies of type `B` (the
 /// proxy forwards hyper's [`Incoming`]).
@@ -52,100 +88,267 @@ struct Pool<B> {
     /// `host:port` to connect to.
     addr: String,
     connect_timeout: Duration,
+    /// Longest pause allowed inside a request body.
+    body_stall_timeout: Duration,
     /// Idle connections, the most recently used last.
     idle: Mutex<Vec<Idle<B>>>,
+    /// One permit per open connection.
+    slots: Arc<Semaphore>,
+    max_connections: usize,
+    /// Requests waiting for a connection; at most `max_connections` (Envoy's defaults for
+    /// `max_connections` and `max_pending_requests` are equal too).
+    waiting: AtomicUsize,
+    /// Signalled when a connection goes back to the idle list.
+    returned: Notify,
+}
+
+/// One open connection: the handle requests are sent with, and its task, aborted to close it.
+#[derive(Debug)]
+struct Conn<B> {
+    sender: http1::SendRequest<RequestBody<B>>,
+    task: AbortHandle,
 }
 
 #[derive(Debug)]
 struct Idle<B> {
-    sender: http1::SendRequest<B>,
+    conn: Conn<B>,
     since: Instant,
+}
+
+/// Closes a connection when dropped, unless defused: a request given up midway must not
+/// leave its connection (and its slot) waiting for an answer nobody reads. (hyper closes it
+/// too once its task notices the dropped response future; aborting frees the slot at once and
+/// does not depend on that.)
+struct CloseOnDrop<'a>(Option<&'a AbortHandle>);
+
+impl CloseOnDrop<'_> {
+    fn defuse(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(task) = self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Counts one waiting request for as long as it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// hyper's error with its causes, for logs.
+fn describe(e: &hyper::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 impl<B> Upstream<B>
 where
-    B: hyper::body::Body + Send + 'static,
+    B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    /// A pool for `http://authority` (port 80 when the authority has none).
-    pub fn new(authority: &http::uri::Authority, connect_timeout: Duration) -> Upstream<B> {
+    /// A pool for `http://authority` (port 80 when the authority has none) with the limits'
+    /// connect timeout and connection bound; a request body may pause for at most the header
+    /// read timeout (a client gets as long between body bytes as for its whole head).
+    pub fn new(authority: &http::uri::Authority, limits: &Limits) -> Upstream<B> {
         let addr = match authority.port_u16() {
             Some(_) => authority.as_str().to_string(),
             None => format!("{}:80", authority.host()),
         };
+        let max_connections = limits
+            .max_upstream_connections
+            .clamp(1, Semaphore::MAX_PERMITS);
         Upstream {
             inner: Arc::new(Pool {
                 addr,
-                connect_timeout,
+                connect_timeout: limits.upstream_connect_timeout,
+                body_stall_timeout: limits.header_read_timeout,
                 idle: Mutex::new(Vec::new()),
+                slots: Arc::new(Semaphore::new(max_connections)),
+                max_connections,
+                waiting: AtomicUsize::new(0),
+                returned: Notify::new(),
             }),
         }
     }
 
     /// Sends `req` (origin-form URI, `Host` set) and returns the response head; the body
     /// streams, and the connection returns to the pool when the body has been read.
-    pub async fn send(&self, mut req: Request<B>) -> Result<Response<PooledBody<B>>, SendError> {
-        while let Some(mut sender) = self.inner.checkout() {
-            // Not ready means the connection closed since it was pooled: try the next one.
-            // (Usually it is ready, and the `ready` future is not even made.)
-            if !sender.is_ready() && sender.ready().await.is_err() {
-                continue;
+    ///
+    /// `timeout` bounds the wait for the response head from the moment the request body has
+    /// been sent whole (at once for a request without a body), as Envoy's route timeout runs
+    /// from the end of the downstream request; it also bounds the wait for a free connection.
+    pub async fn send(
+        &self,
+        req: Request<B>,
+        timeout: Duration,
+    ) -> Result<Response<PooledBody<B>>, SendError> {
+        let (parts, body) = req.into_parts();
+        // Bodyless requests (most) need no tracking: the timer starts at once.
+        let progress = (!body.is_end_stream()).then(|| Arc::new(Progress::default()));
+        let body = RequestBody {
+            inner: body,
+            progress: progress.clone(),
+            stall: None,
+            stall_timeout: self.inner.body_stall_timeout,
+        };
+        let exchange = self.exchange(Request::from_parts(parts, body), timeout);
+        let timer = async {
+            if let Some(p) = &progress {
+                p.ended.notified().await;
             }
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(self.inner.clone().wrap(resp, sender)),
-                Err(mut e) => match e.take_message() {
-                    // Nothing was written: the request is intact and can go elsewhere.
-                    Some(r) => req = r,
-                    None => return Err(SendError::Protocol(e.into_error())),
-                },
-            }
+            tokio::time::sleep(timeout).await;
+        };
+        let result = tokio::select! {
+            biased;
+            r = exchange => r,
+            () = timer => Err(SendError::Timeout),
+        };
+        // hyper reports a body that failed as a failed exchange; the body knows better.
+        let fault = progress.and_then(|p| p.fault.lock().ok()?.take());
+        match (result, fault) {
+            (Err(SendError::Protocol(_)), Some(fault)) => Err(SendError::ClientBody(fault)),
+            (other, _) => other,
         }
-        let mut sender = self.inner.connect().await?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(SendError::Protocol)?;
-        Ok(self.inner.clone().wrap(resp, sender))
+    }
+
+    async fn exchange(
+        &self,
+        mut req: Request<RequestBody<B>>,
+        timeout: Duration,
+    ) -> Result<Response<PooledBody<B>>, SendError> {
+        let pool = &self.inner;
+        let mut waiting: Option<(Waiting<'_>, tokio::time::Instant)> = None;
+        loop {
+            while let Some(mut conn) = pool.checkout() {
+                // Not ready means the connection closed since it was pooled: try the next one.
+                // (Usually it is ready, and the `ready` future is not even made.)
+                if !conn.sender.is_ready() && conn.sender.ready().await.is_err() {
+                    continue;
+                }
+                let guard = CloseOnDrop(Some(&conn.task));
+                match conn.sender.try_send_request(req).await {
+                    Ok(resp) => {
+                        guard.defuse();
+                        return pool.clone().wrap(resp, conn);
+                    }
+                    Err(mut e) => match e.take_message() {
+                        // Nothing was written: the request is intact and can go elsewhere.
+                        Some(r) => {
+                            guard.defuse();
+                            req = r;
+                        }
+                        None => return Err(SendError::Protocol(describe(&e.into_error()))),
+                    },
+                }
+            }
+            let slot = match pool.slots.clone().try_acquire_owned() {
+                Ok(slot) => slot,
+                Err(_) => {
+                    // Every slot is taken: wait for a connection to come back or to close, as
+                    // one of a bounded number of waiting requests.
+                    let deadline = match &waiting {
+                        Some((_, d)) => *d,
+                        None => {
+                            if pool.waiting.fetch_add(1, Ordering::Relaxed) >= pool.max_connections
+                            {
+                                pool.waiting.fetch_sub(1, Ordering::Relaxed);
+                                return Err(SendError::Overflow);
+                            }
+                            let d = tokio::time::Instant::now() + timeout;
+                            waiting = Some((Waiting(&pool.waiting), d));
+                            d
+                        }
+                    };
+                    tokio::select! {
+                        () = pool.returned.notified() => continue,
+                        slot = pool.slots.clone().acquire_owned() => match slot {
+                            Ok(slot) => slot,
+                            Err(_) => return Err(SendError::Overflow),
+                        },
+                        () = tokio::time::sleep_until(deadline) => return Err(SendError::Timeout),
+                    }
+                }
+            };
+            drop(waiting);
+            let mut conn = pool.connect(slot).await?;
+            let guard = CloseOnDrop(Some(&conn.task));
+            let resp = conn
+                .sender
+                .send_request(req)
+                .await
+                .map_err(|e| SendError::Protocol(describe(&e)))?;
+            guard.defuse();
+            return pool.clone().wrap(resp, conn);
+        }
     }
 
     /// Idle connections in the pool (for tests).
     pub fn idle_len(&self) -> usize {
         self.inner.idle.lock().map_or(0, |v| v.len())
     }
+
+    /// Connections open now: connecting, busy or idle (for tests).
+    pub fn open_connections(&self) -> usize {
+        self.inner.max_connections - self.inner.slots.available_permits()
+    }
 }
 
 impl<B> Pool<B>
 where
-    B: hyper::body::Body + Send + 'static,
+    B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    fn checkout(&self) -> Option<http1::SendRequest<B>> {
+    fn checkout(&self) -> Option<Conn<B>> {
         let mut idle = self.idle.lock().ok()?;
         while let Some(c) = idle.pop() {
-            if !c.sender.is_closed() && c.since.elapsed() < IDLE_TIMEOUT {
-                return Some(c.sender);
+            if !c.conn.sender.is_closed() && c.since.elapsed() < IDLE_TIMEOUT {
+                return Some(c.conn);
             }
+            c.conn.task.abort();
         }
         None
     }
 
-    fn checkin(&self, sender: http1::SendRequest<B>) {
-        if sender.is_closed() {
+    fn checkin(&self, conn: Conn<B>) {
+        if conn.sender.is_closed() {
+            conn.task.abort();
             return;
         }
-        if let Ok(mut idle) = self.idle.lock()
-            && idle.len() < MAX_IDLE
-        {
+        let Ok(mut idle) = self.idle.lock() else {
+            conn.task.abort();
+            return;
+        };
+        if idle.len() < MAX_IDLE {
             idle.push(Idle {
-                sender,
+                conn,
                 since: Instant::now(),
             });
+            drop(idle);
+            self.returned.notify_one();
+        } else {
+            conn.task.abort();
         }
     }
 
-    async fn connect(&self) -> Result<http1::SendRequest<B>, SendError> {
+    /// Opens a connection that holds `slot` until it closes.
+    async fn connect(&self, slot: OwnedSemaphorePermit) -> Result<Conn<B>, SendError> {
         let stream = match tokio::time::timeout(
             self.connect_timeout,
             TcpStream::connect(self.addr.as_str()),
@@ -167,29 +370,145 @@ where
             .writev(false)
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(SendError::Protocol)?;
-        tokio::spawn(async move {
+            .map_err(|e| SendError::Protocol(describe(&e)))?;
+        let task = tokio::spawn(async move {
+            let _slot = slot;
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
-        });
-        Ok(sender)
+        })
+        .abort_handle();
+        Ok(Conn { sender, task })
     }
 
     fn wrap(
         self: Arc<Self>,
         resp: Response<Incoming>,
-        sender: http1::SendRequest<B>,
-    ) -> Response<PooledBody<B>> {
+        conn: Conn<B>,
+    ) -> Result<Response<PooledBody<B>>, SendError> {
+        // A response framed both ways cannot be relayed with a length that matches its body
+        // (RFC 9112 §6.3 calls it a possible smuggling attempt): refused, as Envoy does
+        // without `allow_chunked_length`, and the connection is not reused.
+        if resp.headers().contains_key(header::TRANSFER_ENCODING)
+            && resp.headers().contains_key(header::CONTENT_LENGTH)
+        {
+            conn.task.abort();
+            return Err(SendError::Protocol(
+                "the response has both Content-Length and Transfer-Encoding".into(),
+            ));
+        }
         let (parts, inner) = resp.into_parts();
         let mut body = PooledBody {
             inner,
-            release: Some((sender, self)),
+            release: Some((conn, self)),
         };
         if body.inner.is_end_stream() {
             body.release();
         }
-        Response::from_parts(parts, body)
+        Ok(Response::from_parts(parts, body))
+    }
+}
+
+/// How far the client's request body has been sent: its end starts the response timer.
+#[derive(Debug, Default)]
+struct Progress {
+    ended: Notify,
+    /// Why the body failed, when the client's framing, connection or pace did.
+    fault: Mutex<Option<BodyFault>>,
+}
+
+/// The client's body stalled (see [`BodyFault::Stalled`]).
+#[derive(Debug)]
+struct Stalled;
+
+impl std::fmt::Display for Stalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the client paused its request body for too long")
+    }
+}
+
+impl std::error::Error for Stalled {}
+
+/// The request body as sent upstream: the client's body, watched for its end, its failure and
+/// its pauses.
+#[derive(Debug)]
+pub struct RequestBody<B> {
+    inner: B,
+    /// `None` for a request that had no body.
+    progress: Option<Arc<Progress>>,
+    /// Armed when the client has nothing to give while it is asked for more: the stall
+    /// clock counts only the client's silence, not time the upstream took to read.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    stall_timeout: Duration,
+}
+
+impl<B> RequestBody<B> {
+    fn fail(&self, fault: BodyFault) {
+        if let Some(p) = &self.progress
+            && let Ok(mut f) = p.fault.lock()
+        {
+            f.get_or_insert(fault);
+        }
+    }
+}
+
+impl<B> Body for RequestBody<B>
+where
+    B: Body + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => {
+                if this.progress.is_none() {
+                    return Poll::Pending;
+                }
+                let timeout = this.stall_timeout;
+                let stall = this
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if stall.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.fail(BodyFault::Stalled);
+                Poll::Ready(Some(Err(Box::new(Stalled))))
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                this.stall = None;
+                if let Some(p) = &this.progress
+                    && this.inner.is_end_stream()
+                {
+                    p.ended.notify_one();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                if let Some(p) = &this.progress {
+                    p.ended.notify_one();
+                }
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let e: BoxError = e.into();
+                this.fail(BodyFault::Invalid(e.to_string()));
+                Poll::Ready(Some(Err(e)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -198,25 +517,33 @@ where
 #[derive(Debug)]
 pub struct PooledBody<B = Incoming> {
     inner: Incoming,
-    release: Option<(http1::SendRequest<B>, Arc<Pool<B>>)>,
+    release: Option<(Conn<B>, Arc<Pool<B>>)>,
 }
 
 impl<B> PooledBody<B>
 where
-    B: hyper::body::Body + Send + 'static,
+    B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     fn release(&mut self) {
-        if let Some((sender, pool)) = self.release.take() {
-            pool.checkin(sender);
+        if let Some((conn, pool)) = self.release.take() {
+            pool.checkin(conn);
         }
     }
 }
 
-impl<B> hyper::body::Body for PooledBody<B>
+impl<B> Drop for PooledBody<B> {
+    fn drop(&mut self) {
+        if let Some((conn, _)) = self.release.take() {
+            conn.task.abort();
+        }
+    }
+}
+
+impl<B> Body for PooledBody<B>
 where
-    B: hyper::body::Body + Send + Unpin + 'static,
+    B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
@@ -231,7 +558,11 @@ where
         match &polled {
             Poll::Ready(None) => self.release(),
             Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
-            Poll::Ready(Some(Err(_))) => self.release = None,
+            Poll::Ready(Some(Err(_))) => {
+                if let Some((conn, _)) = self.release.take() {
+                    conn.task.abort();
+                }
+            }
             _ => {}
         }
         polled
@@ -259,8 +590,20 @@ mod tests {
 
     type Client = Upstream<Empty<Bytes>>;
 
+    /// The response timeout of the tests' requests.
+    const T: Duration = Duration::from_secs(5);
+
     fn client(addr: std::net::SocketAddr) -> Client {
-        Upstream::new(&addr.to_string().parse().unwrap(), Duration::from_secs(2))
+        bounded_client(addr, 1024)
+    }
+
+    fn bounded_client(addr: std::net::SocketAddr, max_connections: usize) -> Client {
+        let limits = Limits {
+            upstream_connect_timeout: Duration::from_secs(2),
+            max_upstream_connections: max_connections,
+            ..Limits::default()
+        };
+        Upstream::new(&addr.to_string().parse().unwrap(), &limits)
     }
 
     fn get(path: &str) -> Request<Empty<Bytes>> {
@@ -323,7 +666,7 @@ mod tests {
         let (addr, accepted) = server().await;
         let up = client(addr);
         for i in 0..5 {
-            let resp = up.send(get(&format!("/r{i}"))).await.unwrap();
+            let resp = up.send(get(&format!("/r{i}")), T).await.unwrap();
             assert_eq!(resp.status(), 200);
             assert_eq!(body_text(resp).await, format!("/r{i}"));
         }
@@ -339,7 +682,7 @@ mod tests {
             .map(|i| {
                 let up = up.clone();
                 tokio::spawn(async move {
-                    let resp = up.send(get(&format!("/c{i}"))).await.unwrap();
+                    let resp = up.send(get(&format!("/c{i}")), T).await.unwrap();
                     (resp.status(), body_text(resp).await)
                 })
             })
@@ -361,7 +704,9 @@ mod tests {
         let tasks: Vec<_> = (0..n)
             .map(|_| {
                 let up = up.clone();
-                tokio::spawn(async move { body_text(up.send(get("/slow")).await.unwrap()).await })
+                tokio::spawn(
+                    async move { body_text(up.send(get("/slow"), T).await.unwrap()).await },
+                )
             })
             .collect();
         for t in tasks {
@@ -370,7 +715,7 @@ mod tests {
         assert_eq!(accepted.load(Ordering::SeqCst), n);
         assert_eq!(up.idle_len(), MAX_IDLE);
         // The kept ones are reused.
-        let resp = up.send(get("/again")).await.unwrap();
+        let resp = up.send(get("/again"), T).await.unwrap();
         assert_eq!(body_text(resp).await, "/again");
         assert_eq!(accepted.load(Ordering::SeqCst), n);
     }
@@ -379,11 +724,11 @@ mod tests {
     async fn a_response_dropped_unread_closes_its_connection() {
         let (addr, accepted) = server().await;
         let up = client(addr);
-        let resp = up.send(get("/big")).await.unwrap();
+        let resp = up.send(get("/big"), T).await.unwrap();
         assert_eq!(resp.status(), 200);
         drop(resp);
         assert_eq!(up.idle_len(), 0);
-        let resp = up.send(get("/after")).await.unwrap();
+        let resp = up.send(get("/after"), T).await.unwrap();
         assert_eq!(body_text(resp).await, "/after");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
@@ -403,12 +748,171 @@ mod tests {
         .await;
         let up = client(addr);
         for _ in 0..3 {
-            let resp = up.send(get("/")).await.unwrap();
+            let resp = up.send(get("/"), T).await.unwrap();
             assert_eq!(body_text(resp).await, "ok");
-            // Let the connection task see the close before the next request.
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            eventually("close seen", || {
+                up.inner
+                    .idle
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .all(|c| c.conn.sender.is_closed())
+            })
+            .await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_request_a_closing_pooled_connection_did_not_take_goes_to_a_new_one() {
+        let (addr, accepted) = server().await;
+        let up = client(addr);
+        // A pooled connection that looks open and ready, whose task ends as soon as a request
+        // is queued on it, without writing it: what hyper does when it finds the upstream's
+        // close (or a stray byte) on an idle connection just as a request is handed to it.
+        let (io, _other_end) = tokio::io::duplex(1024);
+        let (sender, conn) = http1::handshake::<_, RequestBody<Empty<Bytes>>>(TokioIo::new(io))
+            .await
+            .unwrap();
+        let task = tokio::spawn(async move {
+            // The first poll runs the connection until it waits for a request; the next one,
+            // when a request has been queued, drops it unpolled.
+            let mut conn = Some(Box::pin(conn));
+            let mut first = true;
+            std::future::poll_fn(move |cx| {
+                if std::mem::take(&mut first) {
+                    if let Some(c) = conn.as_mut() {
+                        assert!(c.as_mut().poll(cx).is_pending());
+                    }
+                    return Poll::Pending;
+                }
+                conn = None;
+                Poll::Ready(())
+            })
+            .await;
+        })
+        .abort_handle();
+        eventually("ready", || sender.is_ready()).await;
+        up.inner.idle.lock().unwrap().push(Idle {
+            conn: Conn { sender, task },
+            since: Instant::now(),
+        });
+        let resp = up.send(get("/retried"), T).await.unwrap();
+        assert_eq!(body_text(resp).await, "/retried");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    /// Waits, up to five seconds, until `done` holds.
+    async fn eventually(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A server that never answers `/hang`, answers anything else with its path, and counts
+    /// the connections it saw closed.
+    async fn hanging_server() -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        let closed = Arc::new(AtomicUsize::new(0));
+        let seen = closed.clone();
+        let (addr, accepted) = counting_server(move |mut s| {
+            let closed = seen.clone();
+            async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = s.read(&mut buf).await {
+                    if buf[..n].starts_with(b"GET /hang ") {
+                        while s.read(&mut buf).await.unwrap_or(0) > 0 {}
+                        break;
+                    }
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n/ok")
+                        .await;
+                }
+                closed.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .await;
+        (addr, accepted, closed)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_given_up_closes_its_connection_and_frees_its_slot() {
+        let (addr, accepted, closed) = hanging_server().await;
+        let up = Arc::new(bounded_client(addr, 1));
+        let pending = {
+            let up = up.clone();
+            tokio::spawn(async move { up.send(get("/hang"), Duration::from_secs(60)).await })
+        };
+        eventually("connected", || accepted.load(Ordering::SeqCst) == 1).await;
+        assert_eq!(up.open_connections(), 1);
+        // The client goes away (an HTTP/2 stream reset drops the request's future).
+        pending.abort();
+        eventually("slot freed", || up.open_connections() == 0).await;
+        eventually("connection closed", || closed.load(Ordering::SeqCst) == 1).await;
+        let resp = up.send(get("/ok"), T).await.unwrap();
+        assert_eq!(body_text(resp).await, "/ok");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiting_request_takes_the_connection_that_comes_back() {
+        let (addr, accepted) = server().await;
+        let up = Arc::new(bounded_client(addr, 1));
+        let first = up.send(get("/slow"), T).await.unwrap();
+        // The one connection is busy until `first` is read: the second request waits.
+        let second = {
+            let up = up.clone();
+            tokio::spawn(async move { body_text(up.send(get("/next"), T).await.unwrap()).await })
+        };
+        eventually("waiting", || up.inner.waiting.load(Ordering::SeqCst) == 1).await;
+        // A third finds the connection busy and one request waiting: refused.
+        assert!(matches!(
+            up.send(get("/third"), T).await,
+            Err(SendError::Overflow)
+        ));
+        assert_eq!(body_text(first).await, "/slow");
+        assert_eq!(second.await.unwrap(), "/next");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(up.inner.waiting.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_wait_for_a_connection_ends_at_the_timeout() {
+        let (addr, _, _) = hanging_server().await;
+        let up = Arc::new(bounded_client(addr, 1));
+        let held = {
+            let up = up.clone();
+            tokio::spawn(async move { up.send(get("/hang"), Duration::from_secs(60)).await })
+        };
+        eventually("connected", || up.open_connections() == 1).await;
+        let t = Instant::now();
+        let r = up.send(get("/ok"), Duration::from_millis(200)).await;
+        assert!(matches!(r, Err(SendError::Timeout)), "{r:?}");
+        assert!(t.elapsed() >= Duration::from_millis(200));
+        held.abort();
+    }
+
+    #[tokio::test]
+    async fn a_response_framed_by_both_length_and_chunking_is_refused() {
+        let (addr, accepted) = counting_server(|mut s| async move {
+            let mut buf = [0u8; 4096];
+            while s.read(&mut buf).await.unwrap_or(0) > 0 {
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+                    .await;
+            }
+        })
+        .await;
+        let up = client(addr);
+        for _ in 0..2 {
+            let r = up.send(get("/"), T).await;
+            assert!(
+                matches!(&r, Err(SendError::Protocol(e)) if e.contains("both")),
+                "{r:?}"
+            );
+        }
+        // Never reused.
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
@@ -416,7 +920,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        match client(addr).send(get("/")).await {
+        match client(addr).send(get("/"), T).await {
             Err(SendError::Connect(msg)) => assert!(msg.contains(&addr.to_string()), "{msg}"),
             other => panic!("expected a connect error, got {other:?}"),
         }

@@ -1,6 +1,7 @@
 //! `meshguard token` as a user runs it: the real binary, real files, exit codes and output.
 //! Round trips for every key type and algorithm, Envoy's failure strings, Istio's demo key,
-//! gen-jwt.py-style claims, and interoperability with PyJWT (required in CI, a visible skip elsewhere).
+//! gen-jwt.py-style claims, and interoperability with PyJWT (required in CI, a visible skip
+//! elsewhere).
 
 use std::io::{Read, Write};
 use std::net::TcpListener;

@@ -74,7 +74,7 @@ pub fn python_oracle(test: &str, modules: &str, require_vars: &[&str]) -> bool {
     assert!(
         required.is_empty(),
         "{test}: python3 cannot import {modules}, and {} requires it \
-         (.ci/run installs it into .ci/.venv)",
+         (.ci/run installs it into target/ci-venv)",
         required.join(", ")
     );
     let _ = writeln!(

@@ -1,38 +1,8 @@
-//! Arbitrary bytes as a JWKS document: parsing must never panic, and whatever keys it yields
-//! must be usable for key selection and verification without panicking.
+//! libFuzzer entry point; the target itself is in `fuzz/targets/jwks_parse.rs`, which
+//! `cargo test` also runs on every file of `fuzz/corpus/jwks_parse/` (see docs/fuzzing.md).
 #![no_main]
 
-use std::sync::LazyLock;
+#[path = "../targets/jwks_parse.rs"]
+mod target;
 
-use libfuzzer_sys::fuzz_target;
-use meshguard_jwt::{Jwks, Limits, Token};
-
-const DEMO: &str = include_str!("../../testdata/istio-demo/demo.jwt");
-
-static TOKEN: LazyLock<Token> = LazyLock::new(|| {
-    Token::decode(DEMO.trim(), &Limits::default()).expect("the demo token decodes")
-});
-
-fuzz_target!(|data: &[u8]| {
-    let Ok(json) = std::str::from_utf8(data) else {
-        return;
-    };
-    let Ok(jwks) = Jwks::parse(json) else {
-        return;
-    };
-    for key in jwks.keys() {
-        let _ = (
-            key.kid(),
-            key.kty(),
-            key.alg(),
-            key.algorithms(),
-            key.curve(),
-        );
-        assert!(key.index() < jwks.keys().len() + jwks.skipped().len());
-    }
-    let _ = format!("{jwks:?}");
-    let _ = jwks.had_private_material();
-    let _ = jwks.is_empty();
-    // Key selection and verification with fuzzed keys.
-    let _ = TOKEN.verify_signature(&jwks);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| target::run(data));

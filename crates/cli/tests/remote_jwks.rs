@@ -7,19 +7,21 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use meshguard_jwt::{Algorithm, KeyKind, SigningKey, sign};
 use serde_json::{Map, json};
 
-/// An HTTP server answering every GET with the current body (or 503 while "down").
+/// An HTTP server answering every GET with the current body (or 503 while "down"). While
+/// held, requests are counted in `hits` but not answered until `release`.
 #[derive(Clone)]
 struct JwksServer {
     addr: String,
     body: Arc<Mutex<String>>,
     down: Arc<AtomicBool>,
     hits: Arc<AtomicUsize>,
+    held: Arc<(Mutex<bool>, Condvar)>,
 }
 
 impl JwksServer {
@@ -30,6 +32,7 @@ impl JwksServer {
             body: Arc::new(Mutex::new(body)),
             down: Arc::new(AtomicBool::new(false)),
             hits: Arc::new(AtomicUsize::new(0)),
+            held: Arc::new((Mutex::new(false), Condvar::new())),
         };
         let s = server.clone();
         std::thread::spawn(move || {
@@ -41,6 +44,8 @@ impl JwksServer {
                     let req = String::from_utf8_lossy(&buf[..n]).into_owned();
                     let path = req.split(' ').nth(1).unwrap_or("/").to_string();
                     s.hits.fetch_add(1, Ordering::SeqCst);
+                    let (held, cv) = &*s.held;
+                    drop(cv.wait_while(held.lock().unwrap(), |h| *h).unwrap());
                     let (status, body) = if s.down.load(Ordering::SeqCst) {
                         ("503 Service Unavailable", "down".to_string())
                     } else if path.ends_with("/.well-known/openid-configuration") {
@@ -63,6 +68,24 @@ impl JwksServer {
             }
         });
         server
+    }
+
+    fn hold(&self) {
+        *self.held.0.lock().unwrap() = true;
+    }
+
+    fn release(&self) {
+        *self.held.0.lock().unwrap() = false;
+        self.held.1.notify_all();
+    }
+
+    /// Waits (bounded) until the server has received at least `n` requests.
+    fn wait_for_hits(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.hits.load(Ordering::SeqCst) < n {
+            assert!(Instant::now() < deadline, "no request {n} within 10 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
@@ -171,9 +194,31 @@ fn jwks_uri_rotation_on_first_request() {
             server.addr
         ),
     );
+    // The first fetch runs after the listeners open: until it has ended, the proxy is not
+    // ready. Hold the issuer's answer to see that state for sure, then wait for readiness.
+    server.hold();
     let p = start(&dir, &[]);
     let url = format!("{}/headers", p.base);
-    assert_eq!(get(&format!("{}/healthz/ready", p.admin), None).0, 200);
+    let ready = format!("{}/healthz/ready", p.admin);
+    server.wait_for_hits(1);
+    assert_eq!(
+        get(&ready, None),
+        (503, "NOT READY: first JWKS fetch in progress\n".to_string())
+    );
+    server.release();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match get(&ready, None) {
+            (200, body) => {
+                assert_eq!(body, "LIVE\n");
+                break;
+            }
+            (503, _) => assert!(Instant::now() < deadline, "not ready within 10 s"),
+            other => panic!("readiness: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(server.hits.load(Ordering::SeqCst), 1, "one fetch at start");
     assert_eq!(
         get(&url, Some(&token(&k1, "k1", "https://issuer.example"))).0,
         200

@@ -1719,10 +1719,85 @@ fn thumbprints_match_rfc_examples() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Robustness: no input may panic (a fuzzer comes later; this is the cheap version).
+// Robustness: every one-character change or truncation of a valid token or JWKS, with the
+// outcomes it may have (the fuzz targets in fuzz/ do the same at random, at length).
 
+/// The section of a compact token that byte `i` belongs to; `None` for the two dots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Section {
+    Header,
+    Payload,
+    Signature,
+}
+
+fn section_of(token: &str, i: usize) -> Option<Section> {
+    let dot1 = token.find('.').unwrap();
+    let dot2 = token.rfind('.').unwrap();
+    match i {
+        _ if i < dot1 => Some(Section::Header),
+        _ if i > dot1 && i < dot2 => Some(Section::Payload),
+        _ if i > dot2 => Some(Section::Signature),
+        _ => None,
+    }
+}
+
+/// The statuses `verify` may give for a token whose only change is in `section`: a change
+/// can break that section or the signature over it, never a section it did not touch.
+/// `JwtBadFormat` (a `.` added, a dot removed) is allowed everywhere.
+fn allowed_after_change(section: Section, status: Status) -> bool {
+    use Status::*;
+    status == JwtBadFormat
+        || match section {
+            Section::Header => matches!(
+                status,
+                JwtHeaderParseErrorBadBase64
+                    | JwtHeaderParseErrorBadJson
+                    | JwtHeaderBadAlg
+                    | JwtHeaderNotImplementedAlg
+                    | JwtHeaderBadKid
+                    | JwtHeaderUnsupportedCrit
+                    | JwksKidAlgMismatch
+                    | JwtVerificationFail
+            ),
+            Section::Payload => matches!(
+                status,
+                JwtPayloadParseErrorBadBase64
+                    | JwtPayloadParseErrorBadJson
+                    | JwtPayloadParseErrorIssNotString
+                    | JwtPayloadParseErrorSubNotString
+                    | JwtPayloadParseErrorIatNotInteger
+                    | JwtPayloadParseErrorIatOutOfRange
+                    | JwtPayloadParseErrorNbfNotInteger
+                    | JwtPayloadParseErrorNbfOutOfRange
+                    | JwtPayloadParseErrorExpNotInteger
+                    | JwtPayloadParseErrorExpOutOfRange
+                    | JwtPayloadParseErrorJtiNotString
+                    | JwtPayloadParseErrorAudNotString
+                    | JwtUnknownIssuer
+                    | JwtAudienceNotAllowed
+                    | JwtExpired
+                    | JwtNotYetValid
+                    | JwtVerificationFail
+            ),
+            Section::Signature => {
+                matches!(
+                    status,
+                    JwtSignatureParseErrorBadBase64
+                        | JwtEd25519SignatureWrongLength
+                        | JwtVerificationFail
+                )
+            }
+        }
+}
+
+/// Every strict prefix and every one-character substitution of four valid tokens (ES256 with
+/// a `kid`, EdDSA, HS256 and RS256 without). Decoding is strict (canonical base64url, no
+/// duplicate members), so a token is accepted exactly when its text is unchanged: the number
+/// of accepted substitutions equals the number of no-op ones (a character replaced by
+/// itself). Every rejection names the section that changed (or the signature over it).
 #[test]
-fn mutated_tokens_never_panic() {
+fn mutated_tokens_are_rejected_unless_unchanged() {
+    const SUBSTITUTES: [char; 10] = ['.', '=', 'A', 'e', '_', '-', '+', ' ', '\0', 'é'];
     let ec = SigningKey::generate(KeyKind::EcP256).unwrap();
     let ed = SigningKey::generate(KeyKind::Ed25519).unwrap();
     let jwks = jwks_of(&[
@@ -1731,58 +1806,228 @@ fn mutated_tokens_never_panic() {
         hs().public_jwk(None),
         rsa().public_jwk(None),
     ]);
+    let claims = json!({
+        "iss": "x", "sub": "y", "aud": ["a"], "exp": NOW + 600, "nbf": NOW - 10,
+        "iat": NOW - 10, "jti": "j"
+    });
     let seeds = [
+        token_with(Algorithm::ES256, &ec, json!({"kid": "ec"}), claims.clone()),
+        token_with(Algorithm::EdDSA, &ed, json!({}), claims.clone()),
         token_with(
-            Algorithm::ES256,
-            &ec,
-            json!({"kid": "ec"}),
-            json!({"exp": NOW + 5, "aud": ["a"]}),
+            Algorithm::HS256,
+            &hs(),
+            json!({"typ": "JWT"}),
+            claims.clone(),
         ),
-        token_with(Algorithm::EdDSA, &ed, json!({}), json!({"nbf": 1})),
-        payload_token(r#"{"iss":"x","sub":"y","iat":1.5,"jti":"j"}"#),
+        token_with(Algorithm::RS256, rsa(), json!({}), claims),
     ];
     let v = Validation {
         issuer: Some("x".into()),
         audiences: vec!["a".into()],
         ..Validation::default()
     };
+    let (mut accepted, mut no_ops, mut rejected) = (0, 0, 0);
     for seed in &seeds {
-        let bytes = seed.as_bytes();
-        for cut in 0..=bytes.len() {
+        assert!(
+            verify(seed, &v, &jwks, NOW).is_ok(),
+            "seed verifies: {seed}"
+        );
+        assert_eq!(verify_compact_signature(seed, &jwks), Ok(()));
+        let dot2 = seed.rfind('.').unwrap();
+        for cut in 0..seed.len() {
             let t = &seed[..cut];
-            let _ = verify(t, &v, &jwks, NOW);
-            let _ = verify_compact_signature(t, &jwks);
+            let (full, jws) = (
+                err(verify(t, &v, &jwks, NOW)),
+                err(verify_compact_signature(t, &jwks)),
+            );
+            if cut <= dot2 + 1 {
+                // Fewer than three sections, or an empty signature.
+                assert_eq!(
+                    (full, jws),
+                    (Status::JwtBadFormat, Status::JwtBadFormat),
+                    "{t}"
+                );
+            } else {
+                for status in [full, jws] {
+                    assert!(
+                        allowed_after_change(Section::Signature, status),
+                        "{status:?}: {t}"
+                    );
+                }
+            }
         }
-        for i in 0..bytes.len() {
-            for c in ['.', '=', 'A', '_', '-', '+', ' ', '\0', 'é'] {
+        for i in 0..seed.len() {
+            for c in SUBSTITUTES {
                 let mut s = String::with_capacity(seed.len() + 2);
                 s.push_str(&seed[..i]);
                 s.push(c);
                 s.push_str(&seed[i + 1..]);
-                let _ = verify(&s, &v, &jwks, NOW);
-                let _ = verify_compact_signature(&s, &jwks);
+                let (full, jws) = (
+                    verify(&s, &v, &jwks, NOW),
+                    verify_compact_signature(&s, &jwks),
+                );
+                if s == *seed {
+                    no_ops += 1;
+                    assert!(full.is_ok() && jws.is_ok(), "no-op change rejected: {s}");
+                }
+                match (full, jws) {
+                    (Ok(_), Ok(())) => accepted += 1,
+                    (Err(full), Err(jws)) => {
+                        rejected += 1;
+                        match section_of(seed, i) {
+                            None => assert_eq!(
+                                (full, jws),
+                                (Status::JwtBadFormat, Status::JwtBadFormat)
+                            ),
+                            Some(section) => {
+                                assert!(
+                                    allowed_after_change(section, full),
+                                    "{section:?} changed, verify gave {full:?}: {s}"
+                                );
+                                assert!(
+                                    allowed_after_change(section, jws),
+                                    "{section:?} changed, verify_compact_signature gave {jws:?}: {s}"
+                                );
+                            }
+                        }
+                    }
+                    (full, jws) => panic!(
+                        "verify {full:?} and verify_compact_signature {jws:?} disagree on {s}"
+                    ),
+                }
             }
         }
     }
+    // One no-op per character of a seed that is among the substitutes.
+    let expected: usize = seeds.iter().map(|t| t.matches(SUBSTITUTES).count()).sum();
+    assert_eq!(no_ops, expected);
+    assert_eq!(
+        accepted, no_ops,
+        "accepted changes beyond the no-ops ({rejected} rejected)"
+    );
 }
 
+/// Every strict prefix and every one-character substitution of a JWKS with an RSA, an EC
+/// P-521, an Ed25519 and an HMAC key, each with its own `kid` and a token it signed, plus two
+/// tokens signed by other keys with the same `kid`s. A mutated document either is refused with
+/// a JWKS status, or its keys verify only what the unchanged keys verify: a token verifies
+/// only if its key's material (`n` and `e`, `x` and `y`, `x`, `k`) is intact and its `kid`
+/// value unchanged, and the foreign tokens never verify.
 #[test]
-fn mutated_jwks_never_panic() {
-    let doc = json!({"keys": [
-        rsa().public_jwk(Some("r")),
-        SigningKey::generate(KeyKind::EcP521).unwrap().public_jwk(Some("e")),
-        SigningKey::generate(KeyKind::Ed25519).unwrap().public_jwk(Some("o")),
-        hs().public_jwk(Some("h")),
-    ]})
-    .to_string();
-    for cut in 0..=doc.len() {
-        let _ = Jwks::parse(&doc[..cut]);
+fn mutated_jwks_verify_only_their_own_tokens() {
+    let ec = SigningKey::generate(KeyKind::EcP521).unwrap();
+    let ed = SigningKey::generate(KeyKind::Ed25519).unwrap();
+    let hk = hs();
+    let keys: [(&str, Algorithm, &SigningKey); 4] = [
+        ("r", Algorithm::RS256, rsa()),
+        ("e", Algorithm::ES512, &ec),
+        ("o", Algorithm::EdDSA, &ed),
+        ("h", Algorithm::HS256, &hk),
+    ];
+    let jwks_json: Vec<Value> = keys
+        .iter()
+        .map(|(kid, _, k)| k.public_jwk(Some(kid)))
+        .collect();
+    let doc = json!({ "keys": jwks_json }).to_string();
+    let claims = json!({"iss": "x", "exp": NOW + 600});
+    let sign_with =
+        |alg, key, kid: &str| token_with(alg, key, json!({ "kid": kid }), claims.clone());
+    let own: Vec<String> = keys
+        .iter()
+        .map(|(kid, alg, k)| sign_with(*alg, *k, kid))
+        .collect();
+    let foreign = [
+        sign_with(Algorithm::RS256, rsa2(), "r"),
+        sign_with(
+            Algorithm::HS256,
+            &SigningKey::hmac(b"another-secret-0123456789abcdef"),
+            "h",
+        ),
+    ];
+    // Key material as bytes: JWK members are decoded leniently (non-zero trailing bits are
+    // allowed), so a changed character can leave the same key.
+    let material = |jwk: &Value| -> Vec<Option<Vec<u8>>> {
+        ["n", "e", "x", "y", "k"]
+            .iter()
+            .map(|m| {
+                jwk.get(*m)
+                    .and_then(Value::as_str)
+                    .and_then(crate::b64::decode_lenient)
+            })
+            .collect()
+    };
+    let verifies = |jwks: &Jwks, t: &str| verify_compact_signature(t, jwks).is_ok();
+
+    let parsed = Jwks::parse(&doc).unwrap();
+    assert_eq!(parsed.keys().len(), 4);
+    assert!(own.iter().all(|t| verifies(&parsed, t)));
+    assert!(!foreign.iter().any(|t| verifies(&parsed, t)));
+
+    for cut in 0..doc.len() {
+        assert_eq!(
+            err(Jwks::parse(&doc[..cut])),
+            Status::JwksParseError,
+            "{}",
+            &doc[..cut]
+        );
     }
+    let (mut refused, mut parsed_docs, mut no_ops) = (0, 0, 0);
     for i in 0..doc.len() {
-        for c in ['"', 'A', '0', '{', ']', ','] {
+        for c in ['"', 'A', '0', '{', ']', ',', 'x'] {
             let mut s = doc.clone();
             s.replace_range(i..=i, &c.to_string());
-            let _ = Jwks::parse(&s);
+            let jwks = match Jwks::parse(&s) {
+                Err(status) => {
+                    assert!(
+                        matches!(
+                            status,
+                            Status::JwksParseError | Status::JwksNoKeys | Status::JwksBadKeys
+                        ),
+                        "{status:?}: {s}"
+                    );
+                    assert!(s != doc, "no-op change refused");
+                    refused += 1;
+                    continue;
+                }
+                Ok(jwks) => jwks,
+            };
+            parsed_docs += 1;
+            if s == doc {
+                no_ops += 1;
+                assert!(
+                    own.iter().all(|t| verifies(&jwks, t)),
+                    "no-op change broke a key"
+                );
+            }
+            assert!(jwks.keys().len() + jwks.skipped().len() <= 4, "{s}");
+            for t in &foreign {
+                assert!(!verifies(&jwks, t), "a foreign token verified with {s}");
+            }
+            let mutated: Value = serde_json::from_str(&s).expect("accepted JWKS is JSON");
+            let mutated_keys = mutated["keys"].as_array().unwrap();
+            for (k, t) in own.iter().enumerate() {
+                if !verifies(&jwks, t) {
+                    continue;
+                }
+                // Some key in the document has the signer's material and its kid (or none).
+                let kid = keys[k].0;
+                assert!(
+                    mutated_keys
+                        .iter()
+                        .any(|jwk| material(jwk) == material(&jwks_json[k])
+                            && jwk.get("kid").is_none_or(|v| v == kid)),
+                    "key {kid}'s token verified without its key and kid: {s}"
+                );
+            }
         }
     }
+    // One no-op per character of the document that is among the substitutes.
+    assert_eq!(
+        no_ops,
+        doc.matches(['"', 'A', '0', '{', ']', ',', 'x']).count()
+    );
+    assert!(
+        refused > 0 && parsed_docs > no_ops,
+        "{refused} refused, {parsed_docs} parsed"
+    );
 }

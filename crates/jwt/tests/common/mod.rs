@@ -1,7 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use std::io::Write as _;
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
 /// `testdata/<rel>` at the workspace root.
 pub fn testdata(rel: &str) -> PathBuf {
@@ -45,4 +47,40 @@ pub fn flip_payload_bit(token: &str) -> String {
         .expect("payload starts with a member name");
     payload[pos] ^= 0x20;
     format!("{}.{}.{}", parts[0], engine.encode(&payload), parts[2])
+}
+
+/// Whether `python3` (the first on `PATH`) can import `modules` (`"jwt, cryptography"`), the
+/// Python oracle a test compares meshguard with.
+///
+/// When it cannot and `MESHGUARD_REQUIRE_PYTHON=1` or one of `require_vars` (such as
+/// `MESHGUARD_REQUIRE_PYJWT`) is `1`, as in CI (`.ci/run`), the test fails: a missing oracle
+/// must not pass as a check. Otherwise the test is skipped with a `SKIPPED` line written to the
+/// process's stderr directly, not through `eprintln!`, which the test harness captures and
+/// hides for passing tests: the note shows in a plain `cargo test`.
+pub fn python_oracle(test: &str, modules: &str, require_vars: &[&str]) -> bool {
+    let importable = Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if importable {
+        return true;
+    }
+    let required: Vec<&str> = std::iter::once("MESHGUARD_REQUIRE_PYTHON")
+        .chain(require_vars.iter().copied())
+        .filter(|var| std::env::var_os(var).is_some_and(|v| v == "1"))
+        .collect();
+    assert!(
+        required.is_empty(),
+        "{test}: python3 cannot import {modules}, and {} requires it \
+         (.ci/run installs it into target/ci-venv)",
+        required.join(", ")
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: python3 cannot import {modules} (.ci/run installs it; \
+         MESHGUARD_REQUIRE_PYTHON=1 turns this skip into a failure)"
+    );
+    false
 }

@@ -7,6 +7,16 @@
 //! adding payload and claim headers) so that the proxy can forward them and `check` can show
 //! them. The response for a refusal is built in one place, [`decision::Denial::new`].
 #![forbid(unsafe_code)]
+// No panics on the request path: index with `get`, no unwrap/expect/panic!/unreachable!.
+// An allowed site says why it cannot panic (docs/architecture.md, Panics). Tests may use
+// them (clippy.toml).
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)]
 
 pub mod authn;
 pub mod decision;
@@ -169,7 +179,7 @@ pub fn evaluate(cw: &CompiledWorkload, req: HttpRequest<'_>, opts: &EvalOptions<
                 return out;
             }
             authn::AuthnResult::Authenticated { verified, provider } => {
-                out.accepted_by = Some(cw.providers[provider].name.clone());
+                out.accepted_by = cw.providers.get(provider).map(|p| p.name.clone());
                 out.principal = verified.principal.clone();
                 out.payload = Some(verified);
             }

@@ -43,6 +43,16 @@
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
+// No panics on the request path: index with `get`, no unwrap/expect/panic!/unreachable!.
+// An allowed site says why it cannot panic (docs/architecture.md, Panics). Tests may use
+// them (clippy.toml).
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)]
 
 mod backoff;
 mod fetch;

@@ -97,13 +97,15 @@ impl StringMatch {
         match self {
             StringMatch::Presence => true,
             StringMatch::Exact(e) => s.eq_ignore_ascii_case(e),
-            StringMatch::Prefix(p) => {
-                s.len() >= p.len() && s.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
-            }
-            StringMatch::Suffix(x) => {
-                s.len() >= x.len()
-                    && s.as_bytes()[s.len() - x.len()..].eq_ignore_ascii_case(x.as_bytes())
-            }
+            StringMatch::Prefix(p) => s
+                .as_bytes()
+                .get(..p.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(p.as_bytes())),
+            StringMatch::Suffix(x) => s
+                .len()
+                .checked_sub(x.len())
+                .and_then(|at| s.as_bytes().get(at..))
+                .is_some_and(|tail| tail.eq_ignore_ascii_case(x.as_bytes())),
         }
     }
 }
@@ -390,8 +392,13 @@ impl IdentityMatch {
         let mut parts = id.split('/');
         let td = parts.next().unwrap_or("");
         let rest: Vec<&str> = parts.collect();
-        let ns = rest.windows(2).find(|w| w[0] == "ns").map(|w| w[1]);
-        let sa = rest.windows(2).find(|w| w[0] == "sa").map(|w| w[1]);
+        let after = |key: &str| {
+            rest.windows(2).find_map(|w| match w {
+                [k, v] if *k == key => Some(*v),
+                _ => None,
+            })
+        };
+        let (ns, sa) = (after("ns"), after("sa"));
         match self {
             IdentityMatch::Principal(m) => m.matches_non_empty(id),
             IdentityMatch::Namespace(m) => ns.is_some_and(|n| m.matches(n)),

@@ -91,7 +91,8 @@ fn token_in(rest: &str) -> &str {
         .iter()
         .position(|b| !is_token_byte(*b))
         .unwrap_or(run.len());
-    &rest[start..start + len]
+    // Token bytes are ASCII, so both ends are character boundaries.
+    rest.get(start..start + len).unwrap_or(rest)
 }
 
 /// `hay.contains(needle)`, searching first for a byte of `needle` that a token cannot contain
@@ -137,10 +138,9 @@ pub fn extract(
         let token = if prefix.is_empty() {
             Some(&*text)
         } else {
-            match text.find(prefix) {
+            match text.split_once(prefix) {
                 None => None,
-                Some(at) => {
-                    let rest = &text[at + prefix.len()..];
+                Some((_, rest)) => {
                     if occurs_in(rest, prefix) {
                         return Err(MultipleTokens(Location::Header(loc.name.clone())));
                     }

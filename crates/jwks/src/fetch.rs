@@ -256,7 +256,7 @@ pub fn resolve_location(base: &Uri, location: &str) -> Result<String, String> {
         let base_path = base.path();
         let dir = base_path
             .rfind('/')
-            .map(|i| &base_path[..=i])
+            .and_then(|i| base_path.get(..=i))
             .unwrap_or("/");
         format!("{dir}{path}")
     };

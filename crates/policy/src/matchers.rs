@@ -274,10 +274,10 @@ pub fn parse_claim_path(brackets: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = brackets;
     while let Some(r) = rest.strip_prefix('[') {
-        match r.find(']') {
-            Some(end) if !r[..end].contains('[') => {
-                out.push(r[..end].to_string());
-                rest = &r[end + 1..];
+        match r.split_once(']') {
+            Some((name, after)) if !name.contains('[') => {
+                out.push(name.to_string());
+                rest = after;
             }
             _ => break,
         }
@@ -306,7 +306,7 @@ impl PrincipalMatch {
                 sub: StringMatch::Presence,
             };
         }
-        let split = v.rfind('/').map(|i| (&v[..i], &v[i + 1..]));
+        let split = v.rsplit_once('/');
         if let Some(rest) = v.strip_prefix('*') {
             return match split {
                 Some(("*", sub)) => PrincipalMatch {
@@ -314,7 +314,7 @@ impl PrincipalMatch {
                     sub: StringMatch::Exact(sub.to_string()),
                 },
                 Some((iss, sub)) => PrincipalMatch {
-                    iss: StringMatch::Suffix(iss[1..].to_string()),
+                    iss: StringMatch::Suffix(iss.strip_prefix('*').unwrap_or(iss).to_string()),
                     sub: StringMatch::Exact(sub.to_string()),
                 },
                 None => PrincipalMatch {
@@ -331,7 +331,7 @@ impl PrincipalMatch {
                 },
                 Some((iss, sub)) => PrincipalMatch {
                     iss: StringMatch::Exact(iss.to_string()),
-                    sub: StringMatch::Prefix(sub[..sub.len() - 1].to_string()),
+                    sub: StringMatch::Prefix(sub.strip_suffix('*').unwrap_or(sub).to_string()),
                 },
                 None => PrincipalMatch {
                     iss: StringMatch::Prefix(rest.to_string()),

@@ -406,7 +406,7 @@ pub fn authenticate(
         states.push(st);
         // `requires_any` stops at the first provider that accepts.
         if ok {
-            accepted = Some(i);
+            accepted = Some((i, p));
             break;
         }
     }
@@ -429,13 +429,14 @@ pub fn authenticate(
             locations,
         });
     }
-    if let Some(i) = accepted {
-        let tokens = match states.swap_remove(i) {
-            ProviderState::Ok(tokens) => tokens,
+    if let Some((i, provider)) = accepted {
+        // The accepting provider's state was the last one pushed.
+        let tokens = match states.pop() {
+            Some(ProviderState::Ok(tokens)) => tokens,
             _ => Vec::new(),
         };
         // An accepting provider has at least one verified token.
-        let Some(verified) = apply_success(&providers[i], tokens, headers, ops) else {
+        let Some(verified) = apply_success(provider, tokens, headers, ops) else {
             return AuthnResult::Anonymous;
         };
         return AuthnResult::Authenticated {

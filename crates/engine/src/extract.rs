@@ -46,6 +46,10 @@ pub struct MultipleTokens(pub Location);
 
 /// `[A-Za-z0-9_.-]`, the characters of a compact JWT, as a table: a token is scanned byte by
 /// byte on every request, and one load per byte is the cheapest test.
+#[expect(
+    clippy::indexing_slicing,
+    reason = "evaluated at compile time: a bad index fails the build, not a request"
+)]
 static TOKEN_BYTE: [bool; 256] = {
     let mut t = [false; 256];
     let mut b = 0;
@@ -57,6 +61,10 @@ static TOKEN_BYTE: [bool; 256] = {
     t
 };
 
+#[expect(
+    clippy::indexing_slicing,
+    reason = "a u8 indexes a 256-entry table; the compiler drops the bounds check"
+)]
 fn is_token_byte(b: u8) -> bool {
     TOKEN_BYTE[usize::from(b)]
 }
@@ -69,7 +77,7 @@ fn token_in(rest: &str) -> &str {
     let Some(start) = bytes.iter().position(|b| is_token_byte(*b)) else {
         return rest;
     };
-    let tail = &bytes[start..];
+    let tail = bytes.get(start..).unwrap_or_default();
     // Eight bytes per step with one branch: a token is hundreds of bytes long.
     let mut len = 0;
     for chunk in tail.chunks_exact(8) {
@@ -78,11 +86,13 @@ fn token_in(rest: &str) -> &str {
         }
         len += 8;
     }
-    len += tail[len..]
+    let run = tail.get(len..).unwrap_or_default();
+    len += run
         .iter()
         .position(|b| !is_token_byte(*b))
-        .unwrap_or(tail.len() - len);
-    &rest[start..start + len]
+        .unwrap_or(run.len());
+    // Token bytes are ASCII, so both ends are character boundaries.
+    rest.get(start..start + len).unwrap_or(rest)
 }
 
 /// `hay.contains(needle)`, searching first for a byte of `needle` that a token cannot contain
@@ -91,20 +101,16 @@ fn token_in(rest: &str) -> &str {
 fn occurs_in(hay: &str, needle: &str) -> bool {
     let pick = needle
         .bytes()
-        .position(|b| !is_token_byte(b) && b.is_ascii());
-    let Some(j) = pick else {
+        .enumerate()
+        .find(|(_, b)| !is_token_byte(*b) && b.is_ascii());
+    let Some((j, probe)) = pick else {
         return hay.contains(needle);
     };
-    let probe = char::from(needle.as_bytes()[j]);
-    let mut from = 0;
-    while let Some(at) = hay[from..].find(probe) {
-        let hit = from + at;
-        if hit >= j && hay.as_bytes()[hit - j..].starts_with(needle.as_bytes()) {
-            return true;
-        }
-        from = hit + 1;
-    }
-    false
+    hay.match_indices(char::from(probe)).any(|(hit, _)| {
+        hit.checked_sub(j)
+            .and_then(|start| hay.as_bytes().get(start..))
+            .is_some_and(|from| from.starts_with(needle.as_bytes()))
+    })
 }
 
 /// Extracts `provider`'s tokens in Envoy's order: headers, then query parameters, then cookies.
@@ -132,10 +138,9 @@ pub fn extract(
         let token = if prefix.is_empty() {
             Some(&*text)
         } else {
-            match text.find(prefix) {
+            match text.split_once(prefix) {
                 None => None,
-                Some(at) => {
-                    let rest = &text[at + prefix.len()..];
+                Some((_, rest)) => {
                     if occurs_in(rest, prefix) {
                         return Err(MultipleTokens(Location::Header(loc.name.clone())));
                     }
@@ -200,34 +205,25 @@ fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Ite
 
 /// Query-string decoding (`+` is a space, `%XX` a byte); invalid escapes stay as they are.
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+    let mut rest = s.as_bytes();
+    let mut out = Vec::with_capacity(rest.len());
+    while let Some((&b, tail)) = rest.split_first() {
+        rest = tail;
+        match (b, tail) {
+            (b'%', [hi, lo, after @ ..]) => {
+                let hex = std::str::from_utf8(&[*hi, *lo])
                     .ok()
                     .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => {
                         out.push(b);
-                        i += 3;
+                        rest = after;
                     }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
+                    None => out.push(b'%'),
                 }
             }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
+            (b'+', _) => out.push(b' '),
+            (b, _) => out.push(b),
         }
     }
     String::from_utf8_lossy(&out).into_owned()

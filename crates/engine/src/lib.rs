@@ -7,6 +7,17 @@
 //! adding payload and claim headers) so that the proxy can forward them and `check` can show
 //! them. The response for a refusal is built in one place, [`decision::Denial::new`].
 #![forbid(unsafe_code)]
+// No panics on the request path: index with `get`, no unwrap/expect/panic!/unreachable!.
+// An allowed site says why it cannot panic (docs/architecture.md, Panics). Tests may use
+// them (clippy.toml; `string_slice` has no such option, hence the `cfg_attr`).
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)]
+#![cfg_attr(not(test), deny(clippy::string_slice))]
 
 pub mod authn;
 pub mod decision;
@@ -115,11 +126,12 @@ fn is_cors_preflight(method: &str, headers: &HeaderMap) -> bool {
 /// The `www-authenticate` realm: `scheme://authority` + path with query, the path cut at 256
 /// bytes (on a character boundary) as Envoy does.
 fn realm(scheme: &str, host: &str, path: &str) -> String {
-    let mut end = path.len().min(256);
-    while !path.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{scheme}://{host}{}", &path[..end])
+    // `get` is `None` inside a character: step back to the boundary (at most three bytes).
+    let cut = (0..=path.len().min(256))
+        .rev()
+        .find_map(|end| path.get(..end))
+        .unwrap_or_default();
+    format!("{scheme}://{host}{cut}")
 }
 
 /// Evaluates one request. See the crate documentation for the order of steps.
@@ -169,7 +181,7 @@ pub fn evaluate(cw: &CompiledWorkload, req: HttpRequest<'_>, opts: &EvalOptions<
                 return out;
             }
             authn::AuthnResult::Authenticated { verified, provider } => {
-                out.accepted_by = Some(cw.providers[provider].name.clone());
+                out.accepted_by = cw.providers.get(provider).map(|p| p.name.clone());
                 out.principal = verified.principal.clone();
                 out.payload = Some(verified);
             }

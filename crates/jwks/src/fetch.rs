@@ -256,7 +256,7 @@ pub fn resolve_location(base: &Uri, location: &str) -> Result<String, String> {
         let base_path = base.path();
         let dir = base_path
             .rfind('/')
-            .map(|i| &base_path[..=i])
+            .and_then(|i| base_path.get(..=i))
             .unwrap_or("/");
         format!("{dir}{path}")
     };
@@ -391,9 +391,12 @@ fn canonical_keys(body: &[u8]) -> String {
 
 /// The first bytes of a body, quoted and escaped, for error messages.
 fn body_prefix(body: &[u8]) -> String {
-    let cut = body.len().min(BODY_PREFIX_BYTES);
-    let text = String::from_utf8_lossy(&body[..cut]);
-    let ellipsis = if body.len() > cut { "..." } else { "" };
+    let text = String::from_utf8_lossy(body.get(..BODY_PREFIX_BYTES).unwrap_or(body));
+    let ellipsis = if body.len() > BODY_PREFIX_BYTES {
+        "..."
+    } else {
+        ""
+    };
     format!("{:?}{ellipsis}", text)
 }
 

@@ -150,8 +150,12 @@ impl Key {
     /// Verifies `signature` over `message` with `alg`. `None` if this key cannot be used
     /// with `alg` at all.
     pub(crate) fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> Option<bool> {
-        let i = self.algorithms.iter().position(|a| *a == alg)?;
-        let ok = match &self.verifiers[i] {
+        let (_, verifier) = self
+            .algorithms
+            .iter()
+            .zip(&self.verifiers)
+            .find(|(a, _)| **a == alg)?;
+        let ok = match verifier {
             Verifier::Public(k) => k.verify_sig(message, signature).is_ok(),
             Verifier::Hmac(k) => hmac::verify(k, message, signature).is_ok(),
         };
@@ -332,9 +336,11 @@ fn rsa_params(alg: Algorithm) -> Option<&'static RsaParameters> {
     })
 }
 
-fn strip_leading_zeros(b: &[u8]) -> &[u8] {
-    let first = b.iter().position(|x| *x != 0).unwrap_or(b.len());
-    &b[first..]
+fn strip_leading_zeros(mut b: &[u8]) -> &[u8] {
+    while let [0, rest @ ..] = b {
+        b = rest;
+    }
+    b
 }
 
 fn rsa_key(obj: &Map<String, Value>, alg: Option<Algorithm>) -> KeyResult<Prepared> {

@@ -14,6 +14,17 @@
 //! dialects), `json` (strict JSON), `token` (decoding and claim checks), `jwks` (keys),
 //! `verify` (key selection and the check sequence), `sign` (signing).
 #![forbid(unsafe_code)]
+// No panics on the request path: index with `get`, no unwrap/expect/panic!/unreachable!.
+// An allowed site says why it cannot panic (docs/architecture.md, Panics). Tests may use
+// them (clippy.toml; `string_slice` has no such option, hence the `cfg_attr`).
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)]
+#![cfg_attr(not(test), deny(clippy::string_slice))]
 
 mod alg;
 mod b64;

@@ -342,12 +342,14 @@ impl Token {
 
     /// The second section exactly as sent (for `outputPayloadToHeader`).
     pub fn payload_b64(&self) -> &str {
-        &self.raw[self.dot1 + 1..self.dot2]
+        // `split` set both dots inside `raw`, on ASCII bytes: `get` never misses.
+        self.raw.get(self.dot1 + 1..self.dot2).unwrap_or_default()
     }
 
     /// `header.payload` exactly as sent: the bytes the signature covers.
     pub(crate) fn signing_input(&self) -> &str {
-        &self.raw[..self.dot2]
+        // As above; an empty input could only fail verification.
+        self.raw.get(..self.dot2).unwrap_or_default()
     }
 
     /// jwt_verify_lib `verifyTimeConstraint`: `now + skew < nbf` → `JwtNotYetValid`

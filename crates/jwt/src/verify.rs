@@ -86,10 +86,15 @@ pub fn verify_compact_signature(raw: &str, jwks: &Jwks) -> Result<(), Status> {
     let header = token::parse_header(sections.header, &limits)?;
     token::decode_payload_bytes(sections.payload)?;
     let signature = token::decode_signature(sections.signature)?;
+    // `split` put `dot2` inside `raw`; `get` only keeps this path free of panics.
+    let signing_input = raw
+        .as_bytes()
+        .get(..sections.dot2)
+        .ok_or(Status::JwtBadFormat)?;
     select_and_verify(
         header.alg,
         header.kid.as_deref(),
-        &raw.as_bytes()[..sections.dot2],
+        signing_input,
         &signature,
         jwks,
     )

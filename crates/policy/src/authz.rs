@@ -763,7 +763,11 @@ fn compile_condition_key(
         Ok(Some(rest.to_string()))
     };
     let parse: ValueParser = if let Some(b) = map_key("request.headers")? {
-        let name = &b[1..b.len() - 1];
+        // `map_key` checked the brackets.
+        let name = b
+            .strip_prefix('[')
+            .and_then(|n| n.strip_suffix(']'))
+            .unwrap_or(&b);
         let name = http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
             .map_err(|_| key_err(format!("{name:?} is not a valid header name")))?;
         Box::new(move |v| {
@@ -885,7 +889,9 @@ pub fn did_you_mean(key: &str) -> Option<String> {
     }
     // `stem.name`: a dot written for the brackets, maybe with a misspelled stem.
     for (i, _) in key.match_indices('.') {
-        let (stem, name) = (&key[..i], &key[i + 1..]);
+        let (Some(stem), Some(name)) = (key.get(..i), key.get(i + 1..)) else {
+            continue;
+        };
         if !name.is_empty()
             && !name.contains(['[', ']'])
             && let Some(m) = near_map(stem)

@@ -97,13 +97,15 @@ impl StringMatch {
         match self {
             StringMatch::Presence => true,
             StringMatch::Exact(e) => s.eq_ignore_ascii_case(e),
-            StringMatch::Prefix(p) => {
-                s.len() >= p.len() && s.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
-            }
-            StringMatch::Suffix(x) => {
-                s.len() >= x.len()
-                    && s.as_bytes()[s.len() - x.len()..].eq_ignore_ascii_case(x.as_bytes())
-            }
+            StringMatch::Prefix(p) => s
+                .as_bytes()
+                .get(..p.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(p.as_bytes())),
+            StringMatch::Suffix(x) => s
+                .len()
+                .checked_sub(x.len())
+                .and_then(|at| s.as_bytes().get(at..))
+                .is_some_and(|tail| tail.eq_ignore_ascii_case(x.as_bytes())),
         }
     }
 }
@@ -272,10 +274,10 @@ pub fn parse_claim_path(brackets: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = brackets;
     while let Some(r) = rest.strip_prefix('[') {
-        match r.find(']') {
-            Some(end) if !r[..end].contains('[') => {
-                out.push(r[..end].to_string());
-                rest = &r[end + 1..];
+        match r.split_once(']') {
+            Some((name, after)) if !name.contains('[') => {
+                out.push(name.to_string());
+                rest = after;
             }
             _ => break,
         }
@@ -304,7 +306,7 @@ impl PrincipalMatch {
                 sub: StringMatch::Presence,
             };
         }
-        let split = v.rfind('/').map(|i| (&v[..i], &v[i + 1..]));
+        let split = v.rsplit_once('/');
         if let Some(rest) = v.strip_prefix('*') {
             return match split {
                 Some(("*", sub)) => PrincipalMatch {
@@ -312,7 +314,7 @@ impl PrincipalMatch {
                     sub: StringMatch::Exact(sub.to_string()),
                 },
                 Some((iss, sub)) => PrincipalMatch {
-                    iss: StringMatch::Suffix(iss[1..].to_string()),
+                    iss: StringMatch::Suffix(iss.strip_prefix('*').unwrap_or(iss).to_string()),
                     sub: StringMatch::Exact(sub.to_string()),
                 },
                 None => PrincipalMatch {
@@ -329,7 +331,7 @@ impl PrincipalMatch {
                 },
                 Some((iss, sub)) => PrincipalMatch {
                     iss: StringMatch::Exact(iss.to_string()),
-                    sub: StringMatch::Prefix(sub[..sub.len() - 1].to_string()),
+                    sub: StringMatch::Prefix(sub.strip_suffix('*').unwrap_or(sub).to_string()),
                 },
                 None => PrincipalMatch {
                     iss: StringMatch::Prefix(rest.to_string()),
@@ -390,8 +392,13 @@ impl IdentityMatch {
         let mut parts = id.split('/');
         let td = parts.next().unwrap_or("");
         let rest: Vec<&str> = parts.collect();
-        let ns = rest.windows(2).find(|w| w[0] == "ns").map(|w| w[1]);
-        let sa = rest.windows(2).find(|w| w[0] == "sa").map(|w| w[1]);
+        let after = |key: &str| {
+            rest.windows(2).find_map(|w| match w {
+                [k, v] if *k == key => Some(*v),
+                _ => None,
+            })
+        };
+        let (ns, sa) = (after("ns"), after("sa"));
         match self {
             IdentityMatch::Principal(m) => m.matches_non_empty(id),
             IdentityMatch::Namespace(m) => ns.is_some_and(|n| m.matches(n)),

@@ -415,16 +415,17 @@ fn principal_warnings(
     }
     // `https://idp/team/alice` splits into issuer `https://idp/team` and subject `alice`; if a
     // configured issuer is a prefix, the subject itself contains `/` and can never match.
-    let prefix = issuers
-        .iter()
-        .find(|(_, i)| !i.is_empty() && v.starts_with(&format!("{i}/")) && v.len() > i.len() + 1);
+    let prefix = issuers.iter().find_map(|(_, i)| {
+        let subject = v.strip_prefix(i.as_str())?.strip_prefix('/')?;
+        (!i.is_empty() && !subject.is_empty()).then_some((i, subject))
+    });
     match prefix {
-        Some((_, i)) => out.push(warn(
+        Some((i, subject)) => out.push(warn(
             field,
             Some(format!("{v:?}")),
             format!(
                 "the subject {:?} contains '/': values split at the last '/', so this reads as issuer {iss:?}; it can never match. Use \"{i}/*\" or a when condition on request.auth.claims[sub]",
-                &v[i.len() + 1..]
+                subject
             ),
         )),
         None => out.push(warn(

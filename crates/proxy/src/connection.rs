@@ -195,24 +195,31 @@ async fn detect(
     let mut head = [0u8; 24];
     let mut filled = 0;
     let is_h2 = loop {
+        // `filled` stays below the preface's length: the loop ends when it reaches it.
+        let Some(free) = head.get_mut(filled..) else {
+            break false;
+        };
         let n = tokio::select! {
-            r = tcp.read(&mut head[filled..]) => r?,
+            r = tcp.read(free) => r?,
             () = drained(drain) => return Ok(None),
             () = tokio::time::sleep_until(deadline) => {
                 tracing::debug!("nothing received within the header read timeout; closing");
                 return Ok(None);
             }
         };
-        let before = filled;
         filled += n;
-        if n == 0 || head[before..filled] != H2_PREFACE[before..filled] {
+        let matches = head
+            .get(..filled)
+            .is_some_and(|got| H2_PREFACE.starts_with(got));
+        if n == 0 || !matches {
             break false;
         }
         if filled == H2_PREFACE.len() {
             break true;
         }
     };
-    let io = ClientIo::new(tcp, Bytes::copy_from_slice(&head[..filled]));
+    let got = head.get(..filled).unwrap_or(&head);
+    let io = ClientIo::new(tcp, Bytes::copy_from_slice(got));
     Ok(Some((io, is_h2)))
 }
 
@@ -707,8 +714,9 @@ impl AsyncRead for ClientIo {
         if this.unread.is_empty() {
             return Pin::new(&mut this.tcp).poll_read(cx, buf);
         }
-        let n = this.unread.len().min(buf.remaining());
-        buf.put_slice(&this.unread[..n]);
+        let chunk = this.unread.get(..buf.remaining()).unwrap_or(&this.unread);
+        let n = chunk.len();
+        buf.put_slice(chunk);
         this.unread.advance(n);
         if this.unread.is_empty() {
             // Let go of the buffer the bytes came from.

@@ -460,28 +460,21 @@ fn query_args(query: &str) -> Value {
 /// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte (a `%` not
 /// followed by two hex digits stays as is); the result is UTF-8, lossily.
 fn form_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes
-                    .get(i + 1)
-                    .and_then(|&h| hex_value(h))
-                    .zip(bytes.get(i + 2).and_then(|&l| hex_value(l)));
-                match hex {
-                    Some((h, l)) => {
-                        out.push(h << 4 | l);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
+    let mut rest = s.as_bytes();
+    let mut out = Vec::with_capacity(rest.len());
+    while let Some((&b, tail)) = rest.split_first() {
+        rest = tail;
+        match (b, tail) {
+            (b'+', _) => out.push(b' '),
+            (b'%', [h, l, after @ ..]) => match hex_value(*h).zip(hex_value(*l)) {
+                Some((h, l)) => {
+                    out.push(h << 4 | l);
+                    rest = after;
                 }
-            }
-            b => out.push(b),
+                None => out.push(b'%'),
+            },
+            (b, _) => out.push(b),
         }
-        i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
 }

@@ -6,6 +6,17 @@
 //! local reply ([`response`]) or a forwarded request. Reloads ([`reload`], [`state`]) swap the
 //! snapshot atomically and keep the last good one on error.
 #![forbid(unsafe_code)]
+// No panics on the request path: index with `get`, no unwrap/expect/panic!/unreachable!.
+// An allowed site says why it cannot panic (docs/architecture.md, Panics). Tests may use
+// them (clippy.toml; `string_slice` has no such option, hence the `cfg_attr`).
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)]
+#![cfg_attr(not(test), deny(clippy::string_slice))]
 
 pub mod access_log;
 pub mod admin;

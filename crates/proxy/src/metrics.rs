@@ -163,7 +163,10 @@ impl DurationHistogram {
         let secs = d.as_secs_f64();
         let i = DURATION_BUCKETS.partition_point(|&b| b < secs);
         let cells = &self.0;
-        cells.buckets[i].fetch_add(1, Ordering::Relaxed);
+        // `i` is at most `DURATION_BUCKETS.len()`, the `+Inf` bucket.
+        if let Some(bucket) = cells.buckets.get(i) {
+            bucket.fetch_add(1, Ordering::Relaxed);
+        }
         cells.count.fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         cells.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
@@ -178,9 +181,9 @@ impl EncodeMetric for DurationHistogram {
     fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
         let cells = &self.0;
         let mut buckets = [(0.0, 0); DURATION_BUCKETS.len() + 1];
-        for (i, slot) in buckets.iter_mut().enumerate() {
-            let bound = DURATION_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY);
-            *slot = (bound, cells.buckets[i].load(Ordering::Relaxed));
+        let bounds = DURATION_BUCKETS.iter().copied().chain([f64::INFINITY]);
+        for ((slot, bound), cell) in buckets.iter_mut().zip(bounds).zip(&cells.buckets) {
+            *slot = (bound, cell.load(Ordering::Relaxed));
         }
         // The count is the buckets' total, so that a scrape racing an observation still reads
         // a consistent `_count` and `+Inf` bucket.
@@ -212,12 +215,13 @@ impl ByClass {
 
     fn observe(&self, status: u16, d: Duration) {
         let class = class_index(status);
-        self.handles[class]
-            .get_or_init(|| {
-                self.family.get_or_create_owned(&ClassLabels {
-                    code_class: CLASSES[class],
-                })
-            })
+        // Both arrays have an entry per class; once `class_index` is inlined the check is gone.
+        let (Some(handle), Some(&code_class)) = (self.handles.get(class), CLASSES.get(class))
+        else {
+            return;
+        };
+        handle
+            .get_or_init(|| self.family.get_or_create_owned(&ClassLabels { code_class }))
             .observe(d);
     }
 }

@@ -211,9 +211,9 @@ fn percent_decode(s: &str) -> String {
         rest = tail;
         match (b, tail) {
             (b'%', [hi, lo, after @ ..]) => {
-                let hex = std::str::from_utf8(&[*hi, *lo])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = crate::normalize::hex_value(*hi)
+                    .zip(crate::normalize::hex_value(*lo))
+                    .map(|(h, l)| h << 4 | l);
                 match hex {
                     Some(b) => {
                         out.push(b);
@@ -313,6 +313,8 @@ mod tests {
             vec!["x.y"]
         );
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        // Two hex digits, no sign: `%+1` is not the byte 0x01.
+        assert_eq!(percent_decode("%+1%-1%2B"), "% 1%-1+");
         let mut h = HeaderMap::new();
         h.append("cookie", "a=1; session=tok; b=2".parse().unwrap());
         assert_eq!(

@@ -593,3 +593,55 @@ fn python_oracles_use_meshguard_python_and_skip_visibly_unless_required() {
         assert!(!passed, "{require}=1: {stderr}");
     }
 }
+
+#[test]
+fn requests_the_http_parser_refuses_are_counted_as_downstream_protocol_errors() {
+    let dir = allow_all("listener-protocol-errors");
+    let proxy = start(&dir, &["--max-header-bytes", "8192"]);
+    let too_large = r#"meshguard_downstream_protocol_errors_total{reason="too_large"}"#;
+    let malformed = r#"meshguard_downstream_protocol_errors_total{reason="malformed"}"#;
+    assert_eq!(metric(&proxy, too_large), Some(0.0));
+    assert_eq!(metric(&proxy, malformed), Some(0.0));
+
+    // Answered by hyper before meshguard's handler: no access-log line, not in
+    // meshguard_requests_total.
+    let r = request(proxy.listen, "GET /a b HTTP/1.1\r\nhost: x\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{r}");
+    let r = request(
+        proxy.listen,
+        "GET / HTTP/1.1\r\nhost: x\r\nbad header\r\n\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{r}");
+    let big = "a".repeat(9000);
+    let r = request(
+        proxy.listen,
+        &format!("GET / HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\n\r\n"),
+    );
+    assert!(r.starts_with("HTTP/1.1 431 "), "{r}");
+    assert_eq!(metric(&proxy, malformed), Some(2.0));
+    assert_eq!(metric(&proxy, too_large), Some(1.0));
+    assert_eq!(
+        metric(&proxy, r#"meshguard_requests_total{code="400"}"#),
+        None
+    );
+    assert_eq!(
+        metric(&proxy, r#"meshguard_requests_total{code="431"}"#),
+        None
+    );
+
+    // The 431 meshguard gives itself below 8 KiB is counted the same way.
+    let small = start(&dir, &["--max-header-bytes", "1024", "--no-access-log"]);
+    let r = get(
+        small.listen,
+        "/",
+        &format!("x-big: {}\r\n", "a".repeat(2000)),
+    );
+    assert!(r.starts_with("HTTP/1.1 431 "), "{r}");
+    assert_eq!(metric(&small, too_large), Some(1.0));
+
+    // A request that parses is not one.
+    assert!(get(proxy.listen, "/get", "").starts_with("HTTP/1.1 200 "));
+    assert_eq!(metric(&proxy, malformed), Some(2.0));
+    assert_eq!(metric(&proxy, too_large), Some(1.0));
+    drop(proxy);
+}

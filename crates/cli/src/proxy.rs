@@ -29,8 +29,9 @@ Examples:
 
 Addresses (--listen, --admin): IP:PORT, HOST:PORT, :PORT (every interface, 0.0.0.0) or PORT
 (127.0.0.1).
-Start-up and each reload log what was loaded and what applies to this workload; when nothing
-applies a WARN line says so (every request is then allowed, as Istio does).
+Start-up and each reload log what was loaded and what applies to this workload, with a WARN line
+for each file skipped in a directory; when nothing applies a WARN line says so (every request is
+then allowed, as Istio does), with the same reasons as `meshguard validate`.
 Admin listener: /healthz/ready, /metrics and /stats/prometheus (Prometheus text, or OpenMetrics
 when asked for), /config_dump (JSON); the same connection limit and timeouts as the proxy.
 Reload: on file change and on SIGHUP; a broken set of files keeps the last good policies.
@@ -74,7 +75,9 @@ pub struct ProxyArgs {
     #[arg(long, default_value_t = Limits::default().max_header_bytes, value_name = "BYTES")]
     pub max_header_bytes: usize,
     /// Time a client has to send a whole request head, from connecting or from the end of its
-    /// previous response; a connection silent that long is closed (e.g. 10s).
+    /// previous response; a connection silent that long is closed (e.g. 10s). Also the longest
+    /// pause inside a request body: a client that sends nothing for this long mid-body gets 408
+    /// `stream timeout`.
     #[arg(long, default_value = "10s", value_parser = duration, value_name = "DURATION")]
     pub header_read_timeout: Duration,
     /// Connections served at once, on each listener (proxy and admin); more wait in the listen

@@ -7,9 +7,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use meshguard_model::{
-    Attachment, LoadOptions, PolicySet, Workload, load_paths, parse_labels, summarize,
-};
+use meshguard_model::{LoadOptions, PolicySet, Workload, load_paths, parse_labels, summarize};
 use meshguard_policy::validate::{Finding, Severity, validate};
 use serde::Serialize;
 
@@ -189,23 +187,8 @@ fn loading_warnings(
         let summary = summarize(set, w);
         if summary.nothing_applies() {
             let labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            let why: Vec<String> = summary
-                .resources
-                .iter()
-                .map(|r| {
-                    let reason = match r.attachment {
-                        Attachment::OtherNamespace => format!(
-                            "namespace {} is neither {} nor the root namespace {}",
-                            r.key.split('/').next().unwrap_or(""),
-                            w.namespace,
-                            w.root_namespace
-                        ),
-                        other => other.as_str().to_string(),
-                    };
-                    format!("{} {} ({reason})", r.kind.as_str(), r.key)
-                })
-                .collect();
             let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            // The reasons are the proxy's start-up warning lines, word for word.
             out.push(warning(
                 paths.join(" "),
                 format!(
@@ -213,7 +196,7 @@ fn loading_warnings(
                     summary.resources.len(),
                     w.namespace,
                     labels.join(","),
-                    why.join("; ")
+                    summary.why_nothing_applies().join("; ")
                 ),
             ));
         }

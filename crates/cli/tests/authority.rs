@@ -5,9 +5,8 @@
 //!
 //! HTTP/1 requests are written raw over TCP, where a client library would fix them. HTTP/2
 //! requests are built frame by frame by a small Python program (the `hyperframe` and `hpack`
-//! packages), so that invalid requests can be sent. The Python is `$MESHGUARD_PYTHON` or
-//! `python3`; when it lacks the packages the HTTP/2 checks print a note and are skipped, unless
-//! `MESHGUARD_REQUIRE_PYTHON_H2=1` is set (as in CI), which makes them fail.
+//! packages), so that invalid requests can be sent; which Python, and what happens without
+//! the packages, is `support/python.rs`.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -16,6 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+#[path = "support/python.rs"]
+mod python;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -733,30 +735,6 @@ out['body'] = body.decode('latin-1')
 print(json.dumps(out))
 "#;
 
-/// The Python to run the HTTP/2 client with, or `None` (after a visible note) when it cannot
-/// run and `MESHGUARD_REQUIRE_PYTHON_H2` is not `1`.
-fn python_h2() -> Option<String> {
-    let python = std::env::var("MESHGUARD_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&python)
-        .args(["-c", "import hyperframe, hpack"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        return Some(python);
-    }
-    let why = format!(
-        "{python} cannot import hyperframe and hpack (set MESHGUARD_PYTHON to a Python that can)"
-    );
-    if std::env::var("MESHGUARD_REQUIRE_PYTHON_H2").as_deref() == Ok("1") {
-        panic!("MESHGUARD_REQUIRE_PYTHON_H2=1: {why}");
-    }
-    // Straight to the process's stderr: the test harness captures `eprintln!`, and a skipped
-    // check must be seen.
-    let _ = writeln!(std::io::stderr(), "NOTE: HTTP/2 checks skipped: {why}");
-    None
-}
-
 fn h2(python: &str, addr: &str, fields: &[(&str, &str)]) -> serde_json::Value {
     let port = addr.rsplit(':').next().unwrap();
     let out = Command::new(python)
@@ -778,7 +756,10 @@ fn h2(python: &str, addr: &str, fields: &[(&str, &str)]) -> serde_json::Value {
 
 #[test]
 fn http2_authority_host_and_method() {
-    let Some(py) = python_h2() else { return };
+    let Some(py) = python::python_with("http2_authority_host_and_method", "hyperframe, hpack")
+    else {
+        return;
+    };
     let up = Upstream::start();
     let p = start(POLICIES, &up, &[]);
     let bearer = format!("Bearer {}", token());

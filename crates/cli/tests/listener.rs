@@ -1,13 +1,17 @@
 //! The listeners end to end: listen backlog, the admin listener's limits, HTTP/2 rapid reset
 //! after accept, an access log nobody reads, the `/metrics` formats and histograms, and
 //! `--max-header-bytes` below 8 KiB. The real binary on 127.0.0.1:0, raw TCP or Python's
-//! `hyperframe`/`hpack` where a client library would hide what is tested.
+//! `hyperframe`/`hpack` where a client library would hide what is tested (which Python, and
+//! what happens without the modules: `support/python.rs`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
+
+#[path = "support/python.rs"]
+mod python;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -128,25 +132,6 @@ fn assert_closed_silently(tcp: &mut TcpStream, since: Instant, after: Duration) 
     let waited = since.elapsed();
     assert!(waited + Duration::from_millis(50) >= after, "{waited:?}");
     assert!(waited < after + Duration::from_millis(500), "{waited:?}");
-}
-
-/// Python 3 with the given modules, or `None` after a visible note (a failure when
-/// `MESHGUARD_REQUIRE_PYTHON=1`).
-fn python_with(test: &str, modules: &str) -> Option<Command> {
-    let found = Command::new("python3")
-        .args(["-c", &format!("import {modules}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if found {
-        return Some(Command::new("python3"));
-    }
-    let note = format!("SKIPPED {test}: python3 with {modules} not found");
-    if std::env::var("MESHGUARD_REQUIRE_PYTHON").as_deref() == Ok("1") {
-        panic!("{note} (MESHGUARD_REQUIRE_PYTHON=1)");
-    }
-    eprintln!("{note}");
-    println!("{note}");
-    None
 }
 
 fn somaxconn() -> u32 {
@@ -351,12 +336,13 @@ print('open', opened)
 
 #[test]
 fn http2_rapid_reset_after_accept_closes_the_connection() {
-    let Some(mut python) = python_with(
+    let Some(python) = python::python_with(
         "http2_rapid_reset_after_accept_closes_the_connection",
         "hyperframe, hpack",
     ) else {
         return;
     };
+    let mut python = Command::new(python);
     let upstream = slow_upstream();
     let dir = allow_all("listener-rapid-reset");
     let proxy = start(
@@ -457,12 +443,13 @@ for accept, parse in [(None, text_string_to_metric_families),
 
 #[test]
 fn metrics_parse_as_prometheus_text_and_as_openmetrics() {
-    let Some(mut python) = python_with(
+    let Some(python) = python::python_with(
         "metrics_parse_as_prometheus_text_and_as_openmetrics",
         "prometheus_client",
     ) else {
         return;
     };
+    let mut python = Command::new(python);
     let dir = allow_all("listener-metrics-parse");
     let proxy = start(&dir, &["--no-access-log"]);
     for _ in 0..3 {
@@ -565,4 +552,96 @@ fn max_header_bytes_below_8_kib_is_honoured() {
     let small = "a".repeat(1500);
     let answer = get(proxy.listen, "/get", &format!("x-big: {small}\r\n"));
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+}
+
+/// Runs the metrics test of this test binary alone, with `env` set; (passed, stderr).
+fn run_metrics_test(env: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "metrics_parse_as_prometheus_text_and_as_openmetrics",
+        "--test-threads",
+        "1",
+    ]);
+    cmd.env_remove("MESHGUARD_REQUIRE_PYTHON")
+        .env_remove("MESHGUARD_REQUIRE_PYTHON_H2");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn python_oracles_use_meshguard_python_and_skip_visibly_unless_required() {
+    let missing = [("MESHGUARD_PYTHON", "/nonexistent/python3")];
+    // Skipped: passes, and says so on stderr without --nocapture.
+    let (passed, stderr) = run_metrics_test(&missing);
+    assert!(passed, "{stderr}");
+    assert!(
+        stderr.contains(
+            "SKIPPED metrics_parse_as_prometheus_text_and_as_openmetrics: /nonexistent/python3 cannot import prometheus_client (set MESHGUARD_PYTHON to a Python that can)"
+        ),
+        "{stderr}"
+    );
+    // Required: fails, under either name of the switch.
+    for require in ["MESHGUARD_REQUIRE_PYTHON", "MESHGUARD_REQUIRE_PYTHON_H2"] {
+        let (passed, stderr) = run_metrics_test(&[missing[0], (require, "1")]);
+        assert!(!passed, "{require}=1: {stderr}");
+    }
+}
+
+#[test]
+fn requests_the_http_parser_refuses_are_counted_as_downstream_protocol_errors() {
+    let dir = allow_all("listener-protocol-errors");
+    let proxy = start(&dir, &["--max-header-bytes", "8192"]);
+    let too_large = r#"meshguard_downstream_protocol_errors_total{reason="too_large"}"#;
+    let malformed = r#"meshguard_downstream_protocol_errors_total{reason="malformed"}"#;
+    assert_eq!(metric(&proxy, too_large), Some(0.0));
+    assert_eq!(metric(&proxy, malformed), Some(0.0));
+
+    // Answered by hyper before meshguard's handler: no access-log line, not in
+    // meshguard_requests_total.
+    let r = request(proxy.listen, "GET /a b HTTP/1.1\r\nhost: x\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{r}");
+    let r = request(
+        proxy.listen,
+        "GET / HTTP/1.1\r\nhost: x\r\nbad header\r\n\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{r}");
+    let big = "a".repeat(9000);
+    let r = request(
+        proxy.listen,
+        &format!("GET / HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\n\r\n"),
+    );
+    assert!(r.starts_with("HTTP/1.1 431 "), "{r}");
+    assert_eq!(metric(&proxy, malformed), Some(2.0));
+    assert_eq!(metric(&proxy, too_large), Some(1.0));
+    assert_eq!(
+        metric(&proxy, r#"meshguard_requests_total{code="400"}"#),
+        None
+    );
+    assert_eq!(
+        metric(&proxy, r#"meshguard_requests_total{code="431"}"#),
+        None
+    );
+
+    // The 431 meshguard gives itself below 8 KiB is counted the same way.
+    let small = start(&dir, &["--max-header-bytes", "1024", "--no-access-log"]);
+    let r = get(
+        small.listen,
+        "/",
+        &format!("x-big: {}\r\n", "a".repeat(2000)),
+    );
+    assert!(r.starts_with("HTTP/1.1 431 "), "{r}");
+    assert_eq!(metric(&small, too_large), Some(1.0));
+
+    // A request that parses is not one.
+    assert!(get(proxy.listen, "/get", "").starts_with("HTTP/1.1 200 "));
+    assert_eq!(metric(&proxy, malformed), Some(2.0));
+    assert_eq!(metric(&proxy, too_large), Some(1.0));
+    drop(proxy);
 }

@@ -221,7 +221,7 @@ fn when_no_policy_applies_start_up_warns_and_requests_are_allowed_as_in_istio() 
         (
             &["--policies", &empty, "-n", "foo", "-l", "app=httpbin"],
             "no policy applies to namespace foo, labels app=httpbin: every request is allowed, as Istio does",
-            &format!("no policy file was read from {empty}"),
+            &format!("no policy file was read from {empty}; skipped: {empty}/notes.txt"),
         ),
     ];
     for (args, warning, hint) in cases {
@@ -348,6 +348,114 @@ fn watching_a_file_ignores_other_files_written_beside_it() {
         std::thread::sleep(Duration::from_millis(20));
     }
     p.wait_log("policies reloaded (generation 2, file change)");
+}
+
+#[test]
+fn files_skipped_in_a_policy_directory_are_warned_about_at_start_up_and_on_reload() {
+    let dir = tmp("newcomer-skipped-files");
+    copy_dir(&root().join("examples/step4-require-claim"), &dir);
+    // Meant to be read, but not: the loader reads only .yaml, .yml, .json and names without
+    // an extension.
+    std::fs::rename(
+        dir.join("authorization-policy.yaml"),
+        dir.join("authorization-policy.yaml.txt"),
+    )
+    .unwrap();
+    let d = dir.display().to_string();
+    let p = Proxy::start(&["--policies", &d, "-n", "foo", "-l", "app=httpbin"]);
+    let skipped = format!(
+        " WARN meshguard_proxy::reload: {d}/authorization-policy.yaml.txt: skipped: only names ending in .yaml, .yml or .json, or without extension, are read"
+    );
+    let log = p.log().join("\n");
+    assert_eq!(log.matches(&skipped).count(), 1, "{log}");
+    assert!(
+        log.contains(" INFO meshguard_proxy::reload: policies loaded (generation 1): 1 RequestAuthentication, 0 AuthorizationPolicy from 1 file(s)\n"),
+        "{log}"
+    );
+    // The same words as `meshguard validate`.
+    let v = meshguard().args(["validate", &d]).output().unwrap();
+    let v = String::from_utf8_lossy(&v.stdout);
+    assert!(
+        v.contains(&format!("warning: {d}/authorization-policy.yaml.txt: skipped: only names ending in .yaml, .yml or .json, or without extension, are read\n")),
+        "{v}"
+    );
+
+    // Each reload says it again. (A README.md alone does not reload: it is not read.)
+    std::fs::write(dir.join("README.md"), "# notes\n").unwrap();
+    let ra = dir.join("request-authentication.yaml");
+    std::fs::write(&ra, std::fs::read(&ra).unwrap()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while p.generation() < 2 {
+        assert!(Instant::now() < deadline, "{}", p.log().join("\n"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    p.wait_log(&format!("{d}/README.md: skipped: "));
+    let log = p.log().join("\n");
+    assert_eq!(log.matches(&skipped).count(), 2, "{log}");
+    let dump: serde_json::Value = serde_json::from_str(&get(&p.admin, "/config_dump").1).unwrap();
+    assert_eq!(dump["skipped_files"].as_array().unwrap().len(), 2, "{dump}");
+}
+
+#[test]
+fn proxy_and_validate_give_the_same_reasons_when_nothing_applies() {
+    // The workload's namespace forgotten, and a mesh-wide policy in the root namespace whose
+    // selector names another workload: both reasons are given, by both commands.
+    let dir = tmp("newcomer-same-reasons");
+    copy_dir(&root().join("examples/step4-require-claim"), &dir);
+    let root_policy = std::fs::read_to_string(dir.join("authorization-policy.yaml"))
+        .unwrap()
+        .replace("namespace: foo", "namespace: istio-system")
+        .replace("app: httpbin", "app: sleep");
+    std::fs::write(dir.join("root-policy.yaml"), root_policy).unwrap();
+    let d = dir.display().to_string();
+    let flags = ["-n", "default", "-l", "app=httpbin"];
+    let reasons = [
+        "AuthorizationPolicy istio-system/require-jwt does not apply: its selector app=sleep is not a subset of the workload's labels",
+        "the other 2 resource(s) are in namespace(s) foo, neither default nor the root namespace istio-system; --namespace names the workload's namespace",
+    ];
+    let p = Proxy::start(&[&["--policies", d.as_str()][..], &flags[..]].concat());
+    let log = p.log().join("\n");
+    assert!(
+        log.contains(" WARN meshguard_proxy::reload: no policy applies to namespace default, labels app=httpbin: every request is allowed, as Istio does\n"),
+        "{log}"
+    );
+    for r in reasons {
+        assert!(
+            log.contains(&format!(" WARN meshguard_proxy::reload: {r}\n")),
+            "{r}\n{log}"
+        );
+    }
+    let v = meshguard()
+        .args(["validate", &d])
+        .args(flags)
+        .output()
+        .unwrap();
+    let v = String::from_utf8_lossy(&v.stdout);
+    assert!(
+        v.contains(&format!(
+            "warning: {d}: none of the 3 resource(s) applies to the workload (namespace default, labels {{app=httpbin}}): a proxy started with these flags enforces nothing; {}\n",
+            reasons.join("; ")
+        )),
+        "{v}"
+    );
+}
+
+#[test]
+fn header_read_timeout_help_names_the_pause_inside_a_request_body() {
+    let o = meshguard().args(["proxy", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&o.stdout);
+    let flag = help
+        .split("--header-read-timeout <DURATION>")
+        .nth(1)
+        .and_then(|rest| rest.split("\n      --").next())
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        flag.contains("408 `stream timeout`"),
+        "--header-read-timeout help: {flag}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

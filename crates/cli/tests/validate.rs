@@ -153,15 +153,14 @@ fn a_workload_that_nothing_applies_to_is_warned_about() {
     assert_eq!(
         out,
         "warning: examples/step4-require-claim: none of the 2 resource(s) applies to the workload (namespace default, labels {app=httpbin}): a proxy started with these flags enforces nothing; \
-RequestAuthentication foo/jwt-example (namespace foo is neither default nor the root namespace istio-system); \
-AuthorizationPolicy foo/require-jwt (namespace foo is neither default nor the root namespace istio-system)\n\
+the loaded resources are in namespace(s) foo, neither default nor the root namespace istio-system; --namespace names the workload's namespace\n\
 valid: 0 error(s), 1 warning(s) in 2 resource(s) from 2 file(s)\n"
     );
     // --namespace alone names a workload without labels: the selectors miss it.
     let (_, out) = validate(&["examples/step4-require-claim", "--namespace", "foo"]);
     assert!(
         out.contains(
-            "AuthorizationPolicy foo/require-jwt (its selector does not select the workload)"
+            "; AuthorizationPolicy foo/require-jwt does not apply: its selector app=httpbin is not a subset of the workload's labels\n"
         ),
         "{out}"
     );
@@ -228,6 +227,45 @@ valid: 0 error(s), 1 warning(s) in 0 resource(s) from 0 file(s)\n",
 warning: {d}/notes.txt: skipped: only names ending in .yaml, .yml or .json, or without extension, are read\n\
 warning: {d}/policies~: skipped: only names ending in .yaml, .yml or .json, or without extension, are read\n\
 valid: 0 error(s), 3 warning(s) in 2 resource(s) from 1 file(s)\n"
+        )
+    );
+}
+
+/// `n` AuthorizationPolicies named `p0`.. in `namespace`, each selecting `app=<name>`.
+fn policies(namespace: &str, n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: p{i}\n  namespace: {namespace}\nspec:\n  selector:\n    matchLabels:\n      app: svc{i}\n  rules:\n  - from:\n    - source:\n        requestPrincipals: [\"*\"]\n"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+#[test]
+fn the_nothing_applies_warning_is_bounded_and_names_near_misses_before_other_namespaces() {
+    // A mesh-wide directory: 25 policies in the root namespace select other workloads, 40 are
+    // in namespaces that are not the workload's. Not 65 reasons on one line: the first ten
+    // near misses, a count, and the other namespaces.
+    let dir = scratch("validate-nothing-applies-many");
+    std::fs::write(dir.join("root.yaml"), policies("istio-system", 25)).unwrap();
+    std::fs::write(dir.join("shop.yaml"), policies("shop", 30)).unwrap();
+    std::fs::write(dir.join("bar.yaml"), policies("bar", 10)).unwrap();
+    let d = dir.display();
+    let (code, out) = validate(&[&d.to_string(), "-n", "default", "-l", "app=web"]);
+    assert_eq!(code, Some(0), "{out}");
+    let near: Vec<String> = (0..10)
+        .map(|i| format!("AuthorizationPolicy istio-system/p{i} does not apply: its selector app=svc{i} is not a subset of the workload's labels"))
+        .collect();
+    assert_eq!(
+        out,
+        format!(
+            "warning: {d}: none of the 65 resource(s) applies to the workload (namespace default, labels {{app=web}}): a proxy started with these flags enforces nothing; \
+{}; and 15 more that do not apply; \
+the other 40 resource(s) are in namespace(s) bar, shop, neither default nor the root namespace istio-system; --namespace names the workload's namespace\n\
+valid: 0 error(s), 1 warning(s) in 65 resource(s) from 3 file(s)\n",
+            near.join("; ")
         )
     );
 }

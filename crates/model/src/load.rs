@@ -168,8 +168,30 @@ impl Default for LoadOptions {
     }
 }
 
-/// What the loader does with one directory entry.
-enum Entry {
+/// What a directory entry is, as far as [`entry_rule`] cares. `metadata` follows symbolic
+/// links, so a link is what it points to, and a dangling link is [`EntryType::Other`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryType {
+    File,
+    Directory,
+    /// A socket, a FIFO, a device, a dangling link, or an entry that cannot be examined.
+    Other,
+}
+
+impl EntryType {
+    /// The type of an entry from its metadata (`None`: it could not be read).
+    pub fn of(meta: Option<&std::fs::Metadata>) -> EntryType {
+        match meta {
+            Some(m) if m.is_dir() => EntryType::Directory,
+            Some(m) if m.is_file() => EntryType::File,
+            _ => EntryType::Other,
+        }
+    }
+}
+
+/// What the loader does with one entry found while walking a directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryRule {
     Read,
     Descend,
     /// Kubernetes' own entries of a ConfigMap or Secret mount (`..data`, `..2024_01_01_...`):
@@ -178,39 +200,55 @@ enum Entry {
     Skip(SkipReason),
 }
 
-/// The rule for an entry found while walking a directory (a path named on the command line is
-/// always read, whatever its name).
-fn classify(name: &str, meta: Option<&std::fs::Metadata>) -> Entry {
+/// The rule for an entry named `name` found while walking a directory (see [`load_paths`];
+/// a path named on the command line is always read, whatever its name). The one place the
+/// rule is written: the loader and the proxy's file watch both ask it.
+pub fn entry_rule(name: &str, ty: EntryType) -> EntryRule {
     if name.starts_with("..") {
-        return Entry::MountInternals;
+        return EntryRule::MountInternals;
     }
     if name.starts_with('.') {
-        return Entry::Skip(SkipReason::Hidden);
+        return EntryRule::Skip(SkipReason::Hidden);
     }
-    let Some(meta) = meta else {
-        return Entry::Skip(SkipReason::NotARegularFile);
-    };
-    if meta.is_dir() {
-        return Entry::Descend;
-    }
-    if !meta.is_file() {
-        return Entry::Skip(SkipReason::NotARegularFile);
+    match ty {
+        EntryType::Directory => return EntryRule::Descend,
+        EntryType::Other => return EntryRule::Skip(SkipReason::NotARegularFile),
+        EntryType::File => {}
     }
     if name.ends_with('~') {
-        return Entry::Skip(SkipReason::OtherExtension);
+        return EntryRule::Skip(SkipReason::OtherExtension);
     }
     match name.rsplit_once('.') {
         // A ConfigMap key mounted as a file: `policies`, `authz`.
-        None => Entry::Read,
+        None => EntryRule::Read,
         Some((_, ext))
             if ["yaml", "yml", "json"]
                 .iter()
                 .any(|e| ext.eq_ignore_ascii_case(e)) =>
         {
-            Entry::Read
+            EntryRule::Read
         }
-        Some(_) => Entry::Skip(SkipReason::OtherExtension),
+        Some(_) => EntryRule::Skip(SkipReason::OtherExtension),
     }
+}
+
+/// Whether walking a directory reaches and loads the entry at `rel`, a path relative to that
+/// directory of an entry of type `ty`: each directory on the way is descended into, and the
+/// entry itself is read (a file) or descended into (a directory). An empty `rel` is the
+/// directory itself.
+pub fn loads_entry(rel: &Path, ty: EntryType) -> bool {
+    let mut names = rel.iter().map(|n| n.to_string_lossy()).peekable();
+    while let Some(name) = names.next() {
+        let ty = if names.peek().is_some() {
+            EntryType::Directory
+        } else {
+            ty
+        };
+        if !matches!(entry_rule(&name, ty), EntryRule::Read | EntryRule::Descend) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Files a path contributes, in name order, recursively; see [`load_paths`] for the rule.
@@ -257,11 +295,13 @@ fn collect_files(
             .map(|n| n.to_string_lossy())
             .unwrap_or_default();
         // `metadata` follows symbolic links: a ConfigMap key is a link to `..data/<key>`.
-        let meta = std::fs::metadata(&child).ok();
-        match classify(&name, meta.as_ref()) {
-            Entry::Read | Entry::Descend => collect_files(&child, out, skipped, seen, errors),
-            Entry::MountInternals => {}
-            Entry::Skip(reason) => skipped.push(SkippedFile {
+        let ty = EntryType::of(std::fs::metadata(&child).ok().as_ref());
+        match entry_rule(&name, ty) {
+            EntryRule::Read | EntryRule::Descend => {
+                collect_files(&child, out, skipped, seen, errors)
+            }
+            EntryRule::MountInternals => {}
+            EntryRule::Skip(reason) => skipped.push(SkippedFile {
                 path: child,
                 reason,
             }),
@@ -579,5 +619,49 @@ fn render_value(v: &Value) -> String {
         format!("{cut}...")
     } else {
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_rule_reads_policy_names_and_descends_into_directories() {
+        use EntryRule::*;
+        use EntryType::*;
+        for (name, ty, want) in [
+            ("a.yaml", File, Read),
+            ("a.YML", File, Read),
+            ("a.Json", File, Read),
+            ("policies", File, Read),
+            ("a.yaml.txt", File, Skip(SkipReason::OtherExtension)),
+            ("a.yaml~", File, Skip(SkipReason::OtherExtension)),
+            ("a.", File, Skip(SkipReason::OtherExtension)),
+            (".a.yaml", File, Skip(SkipReason::Hidden)),
+            (".git", Directory, Skip(SkipReason::Hidden)),
+            ("..data", Directory, MountInternals),
+            ("..2026_12_05", Directory, MountInternals),
+            ("conf.d", Directory, Descend),
+            ("team~", Directory, Descend),
+            ("a.yaml", Other, Skip(SkipReason::NotARegularFile)),
+        ] {
+            assert_eq!(entry_rule(name, ty), want, "{name} {ty:?}");
+        }
+    }
+
+    #[test]
+    fn loads_entry_needs_every_directory_on_the_way_descended() {
+        let yes = |p: &str, ty| assert!(loads_entry(Path::new(p), ty), "{p}");
+        let no = |p: &str, ty| assert!(!loads_entry(Path::new(p), ty), "{p}");
+        yes("", EntryType::Directory);
+        yes("a.yaml", EntryType::File);
+        yes("team~/a.yaml", EntryType::File);
+        yes("conf.d", EntryType::Directory);
+        yes("team~", EntryType::Directory);
+        no("team~", EntryType::File);
+        no(".git/a.yaml", EntryType::File);
+        no("..2026_12_05/policies", EntryType::File);
+        no("sub/notes.txt", EntryType::File);
     }
 }

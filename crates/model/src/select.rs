@@ -135,6 +135,9 @@ pub struct ResourceAttachment {
     pub action: Option<Action>,
     #[serde(serialize_with = "serialize_attachment")]
     pub attachment: Attachment,
+    pub namespace: String,
+    /// The selector's `matchLabels`, when the resource has a selector.
+    pub selector: Option<BTreeMap<String, String>>,
 }
 
 fn serialize_attachment<S: serde::Serializer>(a: &Attachment, s: S) -> Result<S::Ok, S::Error> {
@@ -161,6 +164,17 @@ impl Attachment {
 pub struct WorkloadSummary {
     /// Every loaded resource, RequestAuthentications first, in load order.
     pub resources: Vec<ResourceAttachment>,
+    /// The workload the resources were matched against.
+    #[serde(skip)]
+    pub workload: Workload,
+}
+
+/// Near misses named per explanation; the rest are counted.
+const NEAR_MISSES_LISTED: usize = 10;
+
+fn render_labels(labels: &BTreeMap<String, String>) -> String {
+    let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    labels.join(",")
 }
 
 impl WorkloadSummary {
@@ -190,6 +204,79 @@ impl WorkloadSummary {
     /// no authorization.
     pub fn nothing_applies(&self) -> bool {
         !self.resources.is_empty() && self.applied().next().is_none()
+    }
+
+    /// Why `r` does not apply to the workload, in words; `None` when it applies.
+    pub fn why_not(&self, r: &ResourceAttachment) -> Option<String> {
+        let w = &self.workload;
+        Some(match r.attachment {
+            Attachment::Applies => return None,
+            Attachment::OtherNamespace => format!(
+                "namespace {} is neither {} nor the root namespace {}",
+                r.namespace, w.namespace, w.root_namespace
+            ),
+            Attachment::SelectorMismatch => format!(
+                "its selector {} is not a subset of the workload's labels",
+                render_labels(r.selector.as_ref().unwrap_or(&BTreeMap::new()))
+            ),
+            Attachment::TargetRefIgnored => {
+                "it has a targetRef, which attaches to gateways and waypoints, not sidecars".into()
+            }
+        })
+    }
+
+    /// When [`Self::nothing_applies`], the likely reasons, one per line, bounded whatever the
+    /// number of resources: first each near miss (a resource of the workload's or the root
+    /// namespace whose selector or targetRef keeps it off the workload; the first ten, then a
+    /// count), then the namespaces of the resources in other namespaces. Empty otherwise. The
+    /// proxy's start-up and reload warning and `validate`'s warning both print these.
+    pub fn why_nothing_applies(&self) -> Vec<String> {
+        if !self.nothing_applies() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let near: Vec<&ResourceAttachment> = self
+            .resources
+            .iter()
+            .filter(|r| r.attachment != Attachment::OtherNamespace)
+            .collect();
+        for r in near.iter().take(NEAR_MISSES_LISTED) {
+            if let Some(why) = self.why_not(r) {
+                out.push(format!(
+                    "{} {} does not apply: {why}",
+                    r.kind.as_str(),
+                    r.key
+                ));
+            }
+        }
+        if near.len() > NEAR_MISSES_LISTED {
+            out.push(format!(
+                "and {} more that do not apply",
+                near.len() - NEAR_MISSES_LISTED
+            ));
+        }
+        let elsewhere = self.resources.len() - near.len();
+        if elsewhere > 0 {
+            let namespaces: std::collections::BTreeSet<&str> = self
+                .resources
+                .iter()
+                .filter(|r| r.attachment == Attachment::OtherNamespace)
+                .map(|r| r.namespace.as_str())
+                .collect();
+            let namespaces: Vec<&str> = namespaces.into_iter().collect();
+            let which = if near.is_empty() {
+                "the loaded resources are".to_string()
+            } else {
+                format!("the other {elsewhere} resource(s) are")
+            };
+            out.push(format!(
+                "{which} in namespace(s) {}, neither {} nor the root namespace {}; --namespace names the workload's namespace",
+                namespaces.join(", "),
+                self.workload.namespace,
+                self.workload.root_namespace
+            ));
+        }
+        out
     }
 }
 
@@ -229,22 +316,35 @@ impl std::fmt::Display for WorkloadSummary {
 
 /// Summarises which resources of `set` apply to `workload` (the rule of [`attachment`]).
 pub fn summarize(set: &PolicySet, workload: &Workload) -> WorkloadSummary {
-    let mut resources = Vec::new();
-    for ra in &set.request_authentications {
-        resources.push(ResourceAttachment {
-            kind: Kind::RequestAuthentication,
-            key: ra.key(),
-            action: None,
-            attachment: attachment(ra, workload),
-        });
+    fn entry<S: Attachable>(
+        kind: Kind,
+        r: &Resource<S>,
+        action: Option<Action>,
+        workload: &Workload,
+    ) -> ResourceAttachment {
+        ResourceAttachment {
+            kind,
+            key: r.key(),
+            action,
+            attachment: attachment(r, workload),
+            namespace: r.namespace.clone(),
+            selector: r.spec.selector().map(|s| s.match_labels.clone()),
+        }
     }
-    for ap in &set.authorization_policies {
-        resources.push(ResourceAttachment {
-            kind: Kind::AuthorizationPolicy,
-            key: ap.key(),
-            action: Some(ap.spec.action),
-            attachment: attachment(ap, workload),
-        });
+    let ras = set
+        .request_authentications
+        .iter()
+        .map(|ra| entry(Kind::RequestAuthentication, ra, None, workload));
+    let aps = set.authorization_policies.iter().map(|ap| {
+        entry(
+            Kind::AuthorizationPolicy,
+            ap,
+            Some(ap.spec.action),
+            workload,
+        )
+    });
+    WorkloadSummary {
+        resources: ras.chain(aps).collect(),
+        workload: workload.clone(),
     }
-    WorkloadSummary { resources }
 }

@@ -28,6 +28,10 @@
 //! at least half of all closed streams once that many have closed, the connection is closed at
 //! once. hyper's own defence (`max_pending_accept_reset_streams`) covers resets before accept.
 //!
+//! Requests hyper answers itself (400 for a head it cannot parse, 431/414 for one too large)
+//! and [`tracked`]'s 431 never reach the service, so they are counted here
+//! ([`ProtocolErrors`]), from the error the connection ends with.
+//!
 //! The header read timeout is kept here, not by hyper: it runs from the moment the connection
 //! starts waiting for a request head (its opening, or the end of the last response) and
 //! applies across hyper connections. One timer per connection serves both deadlines; hyper's
@@ -121,6 +125,32 @@ pub struct Settings {
     released: AtomicU64,
     /// Counts HTTP/2 connections closed for premature resets.
     pub premature_reset_closes: Counter,
+    /// Counts HTTP/1 requests answered before the service.
+    pub protocol_errors: ProtocolErrors,
+}
+
+/// HTTP/1 requests refused before they reach the service, so neither logged nor counted as
+/// requests: hyper's own answers to a head it cannot parse (400 for a bad request line or
+/// field, 431 for a head over its buffer, 414 for a request target over its limit), and
+/// [`tracked`]'s 431. Counted when the connection ends with hyper's parse error, which costs
+/// the request path nothing. HTTP/2 has no such hook: `h2` resets a malformed stream (or
+/// answers 431 to an oversized header list) itself, without telling the server.
+#[derive(Clone, Debug, Default)]
+pub struct ProtocolErrors {
+    /// 431 or 414: the head (or its request target) is too large.
+    pub too_large: Counter,
+    /// 400: the head is not valid HTTP/1.
+    pub malformed: Counter,
+}
+
+impl ProtocolErrors {
+    fn count(&self, e: &hyper::Error) {
+        if e.is_parse_too_large() {
+            self.too_large.inc();
+        } else if e.is_parse() {
+            self.malformed.inc();
+        }
+    }
 }
 
 impl Settings {
@@ -153,6 +183,7 @@ impl Settings {
             idle_release_after: IDLE_RELEASE_AFTER,
             released: AtomicU64::new(0),
             premature_reset_closes: Counter::default(),
+            protocol_errors: ProtocolErrors::default(),
         }
     }
 }
@@ -235,8 +266,12 @@ where
     B: ClientBody,
 {
     let exchanges = Arc::new(Exchanges::default());
-    let head_limit =
-        (settings.max_header_bytes < HYPER_MIN_BUF).then_some(settings.max_header_bytes);
+    let head_limit = (settings.max_header_bytes < HYPER_MIN_BUF).then(|| {
+        (
+            settings.max_header_bytes,
+            settings.protocol_errors.too_large.clone(),
+        )
+    });
     let mut service = tracked(service, exchanges.clone(), head_limit);
     io.exchanges = Some(exchanges.clone());
     let mut header_deadline = first_deadline;
@@ -252,7 +287,12 @@ where
         ))
         .await
         {
-            H1::Closed(r) => return r.map_err(Into::into),
+            H1::Closed(r) => {
+                if let Err(e) = &r {
+                    settings.protocol_errors.count(e);
+                }
+                return r.map_err(Into::into);
+            }
             H1::Idle(parts, deadline) => (parts, deadline),
         };
         let http1::Parts {
@@ -596,11 +636,12 @@ fn head_too_large<B, G>(guard: G) -> Response<TrackedBody<B, G>> {
 }
 
 /// Wraps the service so that `exchanges` follows each request until hyper is done with it,
-/// and heads over `head_limit` (when set) get 431 without reaching the service.
+/// and heads over `head_limit` (when set) get 431 without reaching the service, counted in
+/// its counter.
 fn tracked<S, B>(
     inner: S,
     exchanges: Arc<Exchanges>,
-    head_limit: Option<usize>,
+    head_limit: Option<(usize, Counter)>,
 ) -> impl Service<
     Request<Incoming>,
     Response = Response<TrackedBody<B, Open>>,
@@ -619,8 +660,13 @@ where
             .store(!req.body().is_end_stream(), Ordering::Relaxed);
         exchanges.open.fetch_add(1, Ordering::Relaxed);
         let open = Open(exchanges.clone());
-        let too_large = head_limit.is_some_and(|limit| head_size(&req) > limit);
+        let too_large = head_limit
+            .as_ref()
+            .is_some_and(|(limit, _)| head_size(&req) > *limit);
         let response = (!too_large).then(|| inner.call(req));
+        if let (true, Some((_, counter))) = (too_large, &head_limit) {
+            counter.inc();
+        }
         async move {
             let Some(response) = response else {
                 tracing::debug!("request head over --max-header-bytes; 431");

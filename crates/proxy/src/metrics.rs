@@ -118,6 +118,11 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClassLabels {
     /// The status class: `1xx` to `5xx`. A handful of values, so the series stay few.
     pub code_class: &'static str,
@@ -292,6 +297,8 @@ pub struct Metrics {
     pub access_log_dropped: Counter,
     /// HTTP/2 connections closed for resetting too many of their streams early.
     pub premature_reset_closes: Counter,
+    /// HTTP/1 requests refused before the handler (`reason`: `too_large`, `malformed`).
+    pub protocol_errors: crate::connection::ProtocolErrors,
 }
 
 impl Default for Metrics {
@@ -368,6 +375,24 @@ impl Default for Metrics {
             "HTTP/2 client connections closed because most of their streams were reset early",
             premature_reset_closes.clone(),
         );
+        let protocol_error_family = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "downstream_protocol_errors",
+            "HTTP/1 requests refused before evaluation because the request head could not be parsed or was too large (answered by the HTTP parser: neither counted in meshguard_requests_total nor logged)",
+            protocol_error_family.clone(),
+        );
+        // Created up front: both series show from the start with 0. One statement each: the
+        // guard `get_or_create` returns holds the family's lock until the statement ends.
+        let too_large = protocol_error_family.get_or_create_owned(&ReasonLabels {
+            reason: "too_large",
+        });
+        let malformed = protocol_error_family.get_or_create_owned(&ReasonLabels {
+            reason: "malformed",
+        });
+        let protocol_errors = crate::connection::ProtocolErrors {
+            too_large,
+            malformed,
+        };
         let request_duration = ByClass::new(request_duration_family);
         let upstream_duration = ByClass::new(upstream_duration_family);
         // Created up front, so they show in /metrics from the start with 0.
@@ -387,6 +412,7 @@ impl Default for Metrics {
             upstream_duration,
             access_log_dropped,
             premature_reset_closes,
+            protocol_errors,
         }
     }
 }

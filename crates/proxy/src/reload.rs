@@ -2,35 +2,169 @@
 //!
 //! Owns the triggers, their debouncing, which file changes count, and the log lines of each
 //! load (start-up and reload). Loading, publishing and keeping the last good snapshot belong to
-//! [`crate::state::PolicyState::reload`]; the summary the lines print is
-//! [`crate::state::LoadSummary`].
+//! [`crate::state::PolicyState::reload`]; what applies to the workload, and why a resource does
+//! not, is `meshguard_model::summarize` (which `meshguard validate` uses too); which directory
+//! entries the loader reads is `meshguard_model::loads_entry`.
 
 use std::ffi::OsStr;
+use std::fmt::Write as _;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use meshguard_model::{EntryType, Kind, Workload, loads_entry};
+use meshguard_policy::KeySource;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::metrics::{Metrics, ResultLabels};
-use crate::state::{PolicyState, ReloadOutcome, SummaryLevel};
+use crate::state::{PolicyState, ReloadOutcome, Snapshot};
 
 /// Changes that arrive within this window are applied as one reload (editors write files in
 /// several steps; ConfigMap updates swap a symlink and touch several entries).
 const DEBOUNCE: Duration = Duration::from_millis(200);
 
-/// Logs what the current snapshot holds: `headline: <what was loaded>` at INFO, then what
-/// applies to the workload and the JWT providers, or a WARN when nothing applies (every request
-/// is then allowed, as Istio does: the warning makes a wrong `--namespace` or label visible).
+/// How serious a summary line is; [`log_summary`] picks the log level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Level {
+    Info,
+    Warn,
+}
+
+/// Names listed per summary line; the rest are counted (`/config_dump` lists them all).
+const LISTED: usize = 10;
+
+fn listed(items: &[String]) -> String {
+    let mut s = items
+        .iter()
+        .take(LISTED)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > LISTED {
+        let _ = write!(s, " and {} more (see /config_dump)", items.len() - LISTED);
+    }
+    s
+}
+
+/// `namespace foo, labels app=httpbin` (or `no labels`).
+fn describe_workload(w: &Workload) -> String {
+    if w.labels.is_empty() {
+        format!("namespace {}, no labels", w.namespace)
+    } else {
+        let labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!("namespace {}, labels {}", w.namespace, labels.join(","))
+    }
+}
+
+/// The summary of one load, written so that a proxy enforcing nothing (a wrong `--namespace`,
+/// a label typo, a directory without policy files) says so instead of allowing everything
+/// silently: what was loaded, each file skipped in a directory, what applies (or a warning with
+/// the likely reason when nothing does), and the JWT providers. `paths`: the `--policies`
+/// paths.
+fn summary_lines(snap: &Snapshot, paths: &[PathBuf]) -> (String, Vec<(Level, String)>) {
+    let summary = &snap.summary;
+    let ras = summary.loaded_count(Kind::RequestAuthentication);
+    let aps = summary.loaded_count(Kind::AuthorizationPolicy);
+    let mut loaded = format!(
+        "{ras} RequestAuthentication, {aps} AuthorizationPolicy from {} file(s)",
+        snap.files.len()
+    );
+    if !snap.skipped.is_empty() {
+        let _ = write!(
+            loaded,
+            "; {} document(s) of other kinds skipped",
+            snap.skipped.len()
+        );
+    }
+    let mut out = Vec::new();
+    // As `meshguard validate` words them; a policy saved as `authz.yaml.txt` must be noticed.
+    for f in snap.skipped_files.iter().take(LISTED) {
+        out.push((Level::Warn, f.to_string()));
+    }
+    if snap.skipped_files.len() > LISTED {
+        out.push((
+            Level::Warn,
+            format!(
+                "and {} more skipped file(s) (see /config_dump)",
+                snap.skipped_files.len() - LISTED
+            ),
+        ));
+    }
+    let who = describe_workload(&summary.workload);
+    let applied: Vec<String> = summary
+        .applied()
+        .map(|r| format!("{} {}", r.kind.as_str(), r.key))
+        .collect();
+    if applied.is_empty() {
+        out.push((
+            Level::Warn,
+            format!("no policy applies to {who}: every request is allowed, as Istio does"),
+        ));
+        let hints = if snap.files.is_empty() {
+            let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            let mut hint = format!("no policy file was read from {}", paths.join(", "));
+            if !snap.skipped_files.is_empty() {
+                let skipped: Vec<String> = snap
+                    .skipped_files
+                    .iter()
+                    .map(|f| f.path.display().to_string())
+                    .collect();
+                let _ = write!(hint, "; skipped: {}", listed(&skipped));
+            }
+            vec![hint]
+        } else if summary.resources.is_empty() {
+            vec!["the files hold no RequestAuthentication or AuthorizationPolicy".to_string()]
+        } else {
+            summary.why_nothing_applies()
+        };
+        out.extend(hints.into_iter().map(|h| (Level::Warn, h)));
+    } else {
+        out.push((
+            Level::Info,
+            format!(
+                "{} of {} resource(s) apply to {who}: {}",
+                applied.len(),
+                summary.resources.len(),
+                listed(&applied)
+            ),
+        ));
+    }
+    let providers: Vec<String> = snap
+        .compiled
+        .providers
+        .iter()
+        .map(|p| match &p.keys {
+            KeySource::Inline(jwks) => {
+                format!("{} (inline JWKS, {} key(s))", p.issuer, jwks.keys().len())
+            }
+            KeySource::Remote(src) => format!("{} (keys from {src})", p.issuer),
+        })
+        .collect();
+    out.push((
+        Level::Info,
+        if providers.is_empty() {
+            "JWT providers: none".to_string()
+        } else {
+            format!("JWT providers: {}", listed(&providers))
+        },
+    ));
+    (loaded, out)
+}
+
+/// Logs what the current snapshot holds: `headline: <what was loaded>` at INFO, then a WARN per
+/// file skipped in a directory, what applies to the workload and the JWT providers, or a WARN
+/// when nothing applies (every request is then allowed, as Istio does: the warning makes a
+/// wrong `--namespace` or label visible).
 pub fn log_summary(state: &PolicyState, headline: &str) {
     let snap = state.snapshot();
-    tracing::info!("{headline}: {}", snap.summary.loaded());
-    for (level, line) in snap.summary.lines(state.workload(), state.paths()) {
+    let (loaded, lines) = summary_lines(&snap, state.paths());
+    tracing::info!("{headline}: {loaded}");
+    for (level, line) in lines {
         match level {
-            SummaryLevel::Info => tracing::info!("{line}"),
-            SummaryLevel::Warn => tracing::warn!("{line}"),
+            Level::Info => tracing::info!("{line}"),
+            Level::Warn => tracing::warn!("{line}"),
         }
     }
 }
@@ -81,11 +215,10 @@ pub fn reload_now(state: &PolicyState, metrics: &Metrics, why: &str) {
 const CONFIGMAP_DATA: &str = "..data";
 
 /// Which changed paths are worth a reload. A watched file counts only itself (a log file or an
-/// editor's backup beside it does not); a watched directory counts the entries the loader may
-/// read: not hidden, not `~` backups, named `*.yaml`, `*.yml`, `*.json` (any case) or without an
-/// extension (a ConfigMap key), and subdirectories. Either way the `..data` swap of a ConfigMap
-/// mount counts. A superset of what the loader reads is harmless (one reload too many); a
-/// subset would miss changes.
+/// editor's backup beside it does not); a watched directory counts the entries the loader reads
+/// or descends into, as the loader itself decides ([`loads_entry`]: the two cannot disagree).
+/// Either way the `..data` swap of a ConfigMap mount counts. A superset of what the loader reads
+/// is harmless (one reload too many); a subset would miss changes.
 #[derive(Debug, Default)]
 struct Interest {
     files: Vec<PathBuf>,
@@ -119,10 +252,16 @@ impl Interest {
                 return true;
             }
         }
-        self.dirs.iter().any(|d| {
-            path.strip_prefix(d)
-                .is_ok_and(|rel| rel.as_os_str().is_empty() || loadable(rel, is_dir))
-        })
+        // A file that is gone cannot be examined: it counts as the regular file it was (a
+        // superset: a socket of the same name reloads once for nothing).
+        let ty = if is_dir {
+            EntryType::Directory
+        } else {
+            EntryType::File
+        };
+        self.dirs
+            .iter()
+            .any(|d| path.strip_prefix(d).is_ok_and(|rel| loads_entry(rel, ty)))
     }
 
     fn wants_event(&self, ev: &notify::Event) -> bool {
@@ -143,30 +282,6 @@ impl Interest {
         ev.paths
             .iter()
             .any(|p| self.wants(p, folder) || (!folder && p.is_dir() && self.wants(p, true)))
-    }
-}
-
-/// Whether a path below a watched directory is one the loader may read (see [`Interest`]).
-fn loadable(rel: &Path, is_dir: bool) -> bool {
-    let mut names = rel.iter().map(|c| c.to_string_lossy());
-    if names.any(|n| n.starts_with('.')) {
-        return false;
-    }
-    let name = rel
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    if name.ends_with('~') {
-        return false;
-    }
-    if is_dir {
-        return true;
-    }
-    match Path::new(name.as_ref()).extension() {
-        None => true,
-        Some(e) => ["yaml", "yml", "json"]
-            .iter()
-            .any(|x| e.eq_ignore_ascii_case(x)),
     }
 }
 
@@ -337,5 +452,49 @@ mod tests {
             assert!(!i.wants(&dir.join(no), false), "{no}");
         }
         assert!(!i.wants(Path::new("/elsewhere/a.yaml"), false));
+    }
+
+    #[test]
+    fn a_watched_directory_counts_exactly_the_entries_the_loader_reads() {
+        use meshguard_model::{LoadOptions, load_paths};
+        let dir = std::env::temp_dir().join(format!("meshguard-interest-l-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // A directory whose name ends in `~` is descended into by the loader (the backup rule
+        // is for files): a policy directory moved in under such a name must reload.
+        for d in ["team~", "conf.d", ".git", "..2026_12_05", "sub/deeper"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let files = [
+            "a.yaml",
+            "B.YML",
+            "c.json",
+            "policies",
+            "notes.txt",
+            "a.yaml~",
+            ".a.yaml.swp",
+            "team~/x.yaml",
+            "conf.d/y.yml",
+            ".git/z.yaml",
+            "..2026_12_05/policies",
+            "sub/deeper/w.yaml",
+            "sub/deeper/w.bak",
+        ];
+        for f in files {
+            std::fs::write(dir.join(f), "").unwrap();
+        }
+        let set = load_paths(std::slice::from_ref(&dir), &LoadOptions::default()).unwrap();
+        let i = Interest::new(std::slice::from_ref(&dir));
+        for f in files {
+            let read = set.files.contains(&dir.join(f));
+            assert_eq!(
+                i.wants(&dir.join(f), false),
+                read,
+                "{f}: read by the loader: {read}"
+            );
+        }
+        assert!(i.wants(&dir.join("team~"), true));
+        assert!(i.wants(&dir.join("sub/deeper"), true));
+        assert!(!i.wants(&dir.join(".git"), true));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

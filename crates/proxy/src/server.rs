@@ -178,6 +178,7 @@ pub async fn start(
     ));
     let mut settings = Settings::new(&config.limits);
     settings.premature_reset_closes = metrics.premature_reset_closes.clone();
+    settings.protocol_errors = metrics.protocol_errors.clone();
     let settings = Arc::new(settings);
     let admin_service = {
         let (state, metrics) = (state.clone(), metrics.clone());

@@ -9,17 +9,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use std::collections::{BTreeSet, HashMap};
-use std::fmt::Write as _;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use meshguard_engine::{KeyStore, VerifiedCache};
 use meshguard_jwks::{JwksManager, RemoteKeys, RemoteSource};
 use meshguard_jwt::Jwks;
-use meshguard_model::select::Attachable;
 use meshguard_model::{
-    Attachment, LoadErrors, LoadOptions, PolicySet, Resource, Workload, attachment, load_paths,
+    LoadErrors, LoadOptions, SkippedFile, Workload, WorkloadSummary, load_paths, summarize,
 };
 use meshguard_policy::{CompiledWorkload, KeySource, RemoteKeySource};
 use serde::Serialize;
@@ -42,206 +40,11 @@ pub struct Snapshot {
     /// Verified tokens, shared by every snapshot (entries of older snapshots are never hit:
     /// each compilation gives its providers new cache ids). `None` when disabled.
     pub verified: Option<Arc<VerifiedCache>>,
-    /// What was read and what applies, for the start-up and reload log lines.
-    pub summary: LoadSummary,
-}
-
-/// What one load read and what of it applies to the workload: the start-up and reload log
-/// lines, written so that a proxy enforcing nothing (a wrong `--namespace`, a label typo, a
-/// directory without policy files) says so instead of allowing everything silently.
-#[derive(Clone, Debug, Default)]
-pub struct LoadSummary {
-    pub files: usize,
-    pub request_authentications: usize,
-    pub authorization_policies: usize,
-    /// Documents of other kinds, skipped.
-    pub skipped_documents: usize,
-    /// `Kind namespace/name` of every resource that applies.
-    pub applied: Vec<String>,
-    /// Resources in the workload's or the root namespace that do not apply, and why: the
-    /// near misses worth naming when nothing applies.
-    pub not_applied: Vec<String>,
-    /// Namespaces of all loaded resources.
-    pub namespaces: BTreeSet<String>,
-    /// Each JWT provider's issuer and where its keys come from.
-    pub providers: Vec<String>,
-}
-
-/// How serious a summary line is; the caller picks the log level.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SummaryLevel {
-    Info,
-    Warn,
-}
-
-/// Names listed per summary line; the rest are counted (`/config_dump` lists them all).
-const LISTED: usize = 10;
-
-fn listed(items: &[String]) -> String {
-    let mut s = items
-        .iter()
-        .take(LISTED)
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .join(", ");
-    if items.len() > LISTED {
-        let _ = write!(s, " and {} more (see /config_dump)", items.len() - LISTED);
-    }
-    s
-}
-
-/// `namespace foo, labels app=httpbin` (or `no labels`).
-pub fn describe_workload(w: &Workload) -> String {
-    if w.labels.is_empty() {
-        format!("namespace {}, no labels", w.namespace)
-    } else {
-        let labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        format!("namespace {}, labels {}", w.namespace, labels.join(","))
-    }
-}
-
-/// Why a resource in the workload's (or the root) namespace does not apply.
-fn not_applied<S: Attachable>(kind: &str, r: &Resource<S>, workload: &Workload) -> Option<String> {
-    let why = match attachment(r, workload) {
-        Attachment::Applies | Attachment::OtherNamespace => return None,
-        Attachment::SelectorMismatch => {
-            let sel: Vec<String> = r
-                .spec
-                .selector()
-                .map(|s| {
-                    s.match_labels
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect()
-                })
-                .unwrap_or_default();
-            format!(
-                "its selector {} is not a subset of the workload's labels",
-                sel.join(",")
-            )
-        }
-        Attachment::TargetRefIgnored => {
-            "it has a targetRef, which attaches to gateways and waypoints, not sidecars".into()
-        }
-    };
-    Some(format!("{kind} {} does not apply: {why}", r.key()))
-}
-
-impl LoadSummary {
-    fn new(set: &PolicySet, compiled: &CompiledWorkload) -> LoadSummary {
-        let w = &compiled.workload;
-        let mut not = Vec::new();
-        for r in &set.request_authentications {
-            not.extend(not_applied("RequestAuthentication", r, w));
-        }
-        for r in &set.authorization_policies {
-            not.extend(not_applied("AuthorizationPolicy", r, w));
-        }
-        let namespaces = set
-            .request_authentications
-            .iter()
-            .map(|r| r.namespace.clone())
-            .chain(
-                set.authorization_policies
-                    .iter()
-                    .map(|r| r.namespace.clone()),
-            )
-            .collect();
-        let providers = compiled
-            .providers
-            .iter()
-            .map(|p| match &p.keys {
-                KeySource::Inline(jwks) => {
-                    format!("{} (inline JWKS, {} key(s))", p.issuer, jwks.keys().len())
-                }
-                KeySource::Remote(src) => format!("{} (keys from {src})", p.issuer),
-            })
-            .collect();
-        LoadSummary {
-            files: set.files.len(),
-            request_authentications: set.request_authentications.len(),
-            authorization_policies: set.authorization_policies.len(),
-            skipped_documents: set.skipped.len(),
-            applied: compiled.applied.clone(),
-            not_applied: not,
-            namespaces,
-            providers,
-        }
-    }
-
-    /// `1 RequestAuthentication, 1 AuthorizationPolicy from 2 file(s)`.
-    pub fn loaded(&self) -> String {
-        let mut s = format!(
-            "{} RequestAuthentication, {} AuthorizationPolicy from {} file(s)",
-            self.request_authentications, self.authorization_policies, self.files
-        );
-        if self.skipped_documents > 0 {
-            let _ = write!(
-                s,
-                "; {} document(s) of other kinds skipped",
-                self.skipped_documents
-            );
-        }
-        s
-    }
-
-    /// The lines after the headline: what applies, the JWT providers, and when nothing
-    /// applies, a warning with the likely reason. `paths`: the `--policies` paths.
-    pub fn lines(&self, workload: &Workload, paths: &[PathBuf]) -> Vec<(SummaryLevel, String)> {
-        let who = describe_workload(workload);
-        let total = self.request_authentications + self.authorization_policies;
-        let mut out = Vec::new();
-        if self.applied.is_empty() {
-            out.push((
-                SummaryLevel::Warn,
-                format!("no policy applies to {who}: every request is allowed, as Istio does"),
-            ));
-            let mut hints = Vec::new();
-            if self.files == 0 {
-                let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-                hints.push(format!("no policy file was read from {}", paths.join(", ")));
-            } else if total == 0 {
-                hints.push(
-                    "the files hold no RequestAuthentication or AuthorizationPolicy".to_string(),
-                );
-            } else if !self.not_applied.is_empty() {
-                hints.extend(self.not_applied.iter().take(LISTED).cloned());
-                if self.not_applied.len() > LISTED {
-                    hints.push(format!(
-                        "and {} more that do not apply",
-                        self.not_applied.len() - LISTED
-                    ));
-                }
-            } else {
-                let ns: Vec<&str> = self.namespaces.iter().map(String::as_str).collect();
-                hints.push(format!(
-                    "the loaded resources are in namespace(s) {}, neither {} nor the root namespace {}; --namespace names the workload's namespace",
-                    ns.join(", "),
-                    workload.namespace,
-                    workload.root_namespace
-                ));
-            }
-            out.extend(hints.into_iter().map(|h| (SummaryLevel::Warn, h)));
-        } else {
-            out.push((
-                SummaryLevel::Info,
-                format!(
-                    "{} of {total} resource(s) apply to {who}: {}",
-                    self.applied.len(),
-                    listed(&self.applied)
-                ),
-            ));
-        }
-        out.push((
-            SummaryLevel::Info,
-            if self.providers.is_empty() {
-                "JWT providers: none".to_string()
-            } else {
-                format!("JWT providers: {}", listed(&self.providers))
-            },
-        ));
-        out
-    }
+    /// Files in the policy directories that were not read, and why.
+    pub skipped_files: Vec<SkippedFile>,
+    /// What applies to the workload: for the start-up and reload log lines and
+    /// `/config_dump`.
+    pub summary: WorkloadSummary,
 }
 
 impl KeyStore for Snapshot {
@@ -321,9 +124,10 @@ fn load(
     Ok(Snapshot {
         remote,
         verified: verified.clone(),
-        summary: LoadSummary::new(&set, &compiled),
+        summary: summarize(&set, workload),
         compiled,
         skipped: set.skipped.iter().map(ToString::to_string).collect(),
+        skipped_files: set.skipped_files,
         files: set.files,
         generation,
         loaded_at: unix_now(),
@@ -462,7 +266,8 @@ impl PolicyState {
             "loaded_at": snap.loaded_at,
             "files": snap.files,
             "skipped": snap.skipped,
-            "applied": cw.applied,
+            "skipped_files": snap.skipped_files.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "applied": snap.summary.applied().map(|r| format!("{} {}", r.kind.as_str(), r.key)).collect::<Vec<_>>(),
             "jwt_providers": providers,
             "authorization_policies": policies,
             "jwks": self.jwks.status(),

@@ -95,7 +95,7 @@ pub fn run(args: ValidateArgs) -> Result<i32, CliError> {
             {
                 return Err(CliError::Usage(io.to_string()));
             }
-            (failure.partial, failure.errors.0)
+            (*failure.partial, failure.errors.0)
         }
     };
     let mut findings: Vec<Finding> = load_errors.iter().map(Finding::from_error).collect();

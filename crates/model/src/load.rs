@@ -172,8 +172,8 @@ pub struct LoadFailure {
     pub errors: LoadErrors,
     /// The documents that did decode, the files read and the files skipped: only for
     /// reporting the problems of the whole set (validating or compiling these as well),
-    /// never for enforcing.
-    pub partial: PolicySet,
+    /// never for enforcing. Boxed: a failure is rare, and a small `Err` keeps `Result` small.
+    pub partial: Box<PolicySet>,
 }
 
 impl fmt::Display for LoadFailure {
@@ -408,7 +408,7 @@ fn finish(set: PolicySet, errors: Vec<LoadError>) -> Result<PolicySet, LoadFailu
     } else {
         Err(LoadFailure {
             errors: LoadErrors(errors),
-            partial: set,
+            partial: Box::new(set),
         })
     }
 }

@@ -456,34 +456,26 @@ fn summary_of_what_applies_to_a_workload() {
 fn a_failed_load_reports_every_file_and_keeps_what_decoded_for_reporting_only() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/validate/every-file");
     let failure = load_paths(&[&dir], &LoadOptions::default()).unwrap_err();
-    let errors: Vec<(String, Option<usize>, Option<&str>, Option<&str>)> = failure
+    // File, document, resource and field of each error.
+    let errors: Vec<String> = failure
         .errors
         .0
         .iter()
         .map(|e| {
-            (
-                e.file.file_name().unwrap().to_string_lossy().into_owned(),
+            format!(
+                "{} {:?} {:?} {:?}",
+                e.file.file_name().unwrap().to_string_lossy(),
                 e.document,
-                e.resource.as_deref(),
-                e.field.as_deref(),
+                e.resource,
+                e.field
             )
         })
         .collect();
     assert_eq!(
         errors,
         [
-            (
-                "b.yaml".to_string(),
-                Some(0),
-                Some("RequestAuthentication foo/jwt"),
-                Some("spec.jwtRule")
-            ),
-            (
-                "c.yaml".to_string(),
-                Some(0),
-                Some("AuthorizationPolicy foo/labelled"),
-                Some("metadata.labels")
-            ),
+            r#"b.yaml Some(0) Some("RequestAuthentication foo/jwt") Some("spec.jwtRule")"#,
+            r#"c.yaml Some(0) Some("AuthorizationPolicy foo/labelled") Some("metadata.labels")"#,
         ]
     );
     let partial = &failure.partial;

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use clap::Args;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use meshguard_engine::{EvalOptions, HttpRequest, Outcome, PathNormalization, evaluate};
-use meshguard_model::{LoadOptions, Workload, load_paths, parse_labels};
+use meshguard_model::{LoadOptions, Workload, load_paths, parse_labels, summarize};
 use serde::Serialize;
 
 use crate::{CliError, OutputFormat};
@@ -256,8 +256,14 @@ pub fn run(args: CheckArgs) -> Result<i32, CliError> {
     let opts = LoadOptions {
         default_namespace: args.namespace.clone(),
     };
-    let set = load_paths(&args.policies, &opts).map_err(CliError::Policies)?;
-    let compiled = meshguard_policy::compile(&set, &workload).map_err(CliError::Policies)?;
+    let (set, compiled) =
+        meshguard_policy::compile_loaded(load_paths(&args.policies, &opts), &workload)
+            .map_err(CliError::Policies)?;
+    // What applies, as the proxy's start-up line and `/config_dump` say it.
+    let applied: Vec<String> = summarize(&set, &workload)
+        .applied()
+        .map(|r| format!("{} {}", r.kind.as_str(), r.key))
+        .collect();
 
     let (remote_keys, fetch_notes) = fetch_remote_keys(&compiled, args.jwks_ca_file.clone())?;
     let mut headers = HeaderMap::new();
@@ -324,7 +330,7 @@ pub fn run(args: CheckArgs) -> Result<i32, CliError> {
                     labels: &workload.labels,
                     root_namespace: &workload.root_namespace,
                 },
-                applied: &compiled.applied,
+                applied: &applied,
                 skipped,
                 accepted_by: outcome.accepted_by.as_deref(),
                 cors_preflight: outcome.cors_preflight,
@@ -339,7 +345,7 @@ pub fn run(args: CheckArgs) -> Result<i32, CliError> {
                     .map_err(|e| CliError::Internal(e.to_string()))?
             );
         }
-        OutputFormat::Text => print_text(&args, &workload, &compiled.applied, &skipped, &outcome),
+        OutputFormat::Text => print_text(&args, &workload, &applied, &skipped, &outcome),
     }
     Ok(if outcome.allowed() { 0 } else { 2 })
 }

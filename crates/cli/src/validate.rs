@@ -7,7 +7,9 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use meshguard_model::{LoadOptions, PolicySet, Workload, load_paths, parse_labels, summarize};
+use meshguard_model::{
+    LoadError, LoadOptions, PolicySet, Workload, load_paths, parse_labels, summarize,
+};
 use meshguard_policy::validate::{Finding, Severity, validate};
 use serde::Serialize;
 
@@ -79,32 +81,36 @@ pub fn run(args: ValidateArgs) -> Result<i32, CliError> {
     let opts = LoadOptions {
         default_namespace: namespace,
     };
-    let (findings, resources, files) = match load_paths(&args.paths, &opts) {
-        Ok(set) => {
-            let mut f = validate(&set, &args.root_namespace, workload.as_ref());
-            f.extend(loading_warnings(&args.paths, &set, named_workload.as_ref()));
-            (
-                f,
-                set.request_authentications.len() + set.authorization_policies.len(),
-                set.files.len(),
-            )
-        }
-        Err(errs) => {
+    // A set that does not decode whole is still validated as far as it decodes: every error
+    // of every file at once, not the first file's only.
+    let (set, load_errors) = match load_paths(&args.paths, &opts) {
+        Ok(set) => (set, Vec::new()),
+        Err(failure) => {
             // Files that cannot be read at all are a usage problem, not invalid policies.
-            if let Some(io) = errs
+            if let Some(io) = failure
+                .errors
                 .0
                 .iter()
                 .find(|e| e.document.is_none() && e.message.starts_with("cannot read"))
             {
                 return Err(CliError::Usage(io.to_string()));
             }
-            (
-                errs.0.iter().map(Finding::from_error).collect(),
-                0,
-                args.paths.len(),
-            )
+            (*failure.partial, failure.errors.0)
         }
     };
+    let mut findings: Vec<Finding> = load_errors.iter().map(Finding::from_error).collect();
+    findings.extend(validate(&set, &args.root_namespace, workload.as_ref()));
+    // File and document order (stable: a document's findings keep theirs).
+    let file_names: Vec<String> = set.files.iter().map(|f| f.display().to_string()).collect();
+    findings.sort_by_cached_key(|f| (file_names.iter().position(|n| *n == f.file), f.document));
+    findings.extend(loading_warnings(
+        &args.paths,
+        &set,
+        &load_errors,
+        named_workload.as_ref(),
+    ));
+    let resources = set.request_authentications.len() + set.authorization_policies.len();
+    let files = set.files.len();
     let errors = findings
         .iter()
         .filter(|f| f.severity == Severity::Error)
@@ -154,9 +160,13 @@ fn warning(file: String, message: String) -> Finding {
 /// Warnings about what was loaded rather than about one resource: files skipped in
 /// directories, paths that hold no resource, and a workload that nothing applies to. Each of
 /// them, left unnoticed, starts a proxy that enforces less than intended (or nothing).
+///
+/// With `load_errors`, the set is what decoded: a path whose files have errors is not said to
+/// hold no resources, and "nothing applies" is not claimed of a set that is partly unknown.
 fn loading_warnings(
     paths: &[PathBuf],
     set: &PolicySet,
+    load_errors: &[LoadError],
     workload: Option<&Workload>,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -170,7 +180,8 @@ fn loading_warnings(
         .request_authentications
         .iter()
         .map(|r| &r.origin.file)
-        .chain(set.authorization_policies.iter().map(|r| &r.origin.file));
+        .chain(set.authorization_policies.iter().map(|r| &r.origin.file))
+        .chain(load_errors.iter().map(|e| &e.file));
     let origins: Vec<&PathBuf> = origins.collect();
     for path in paths {
         if !origins.iter().any(|f| f.starts_with(path)) {
@@ -183,7 +194,7 @@ fn loading_warnings(
             ));
         }
     }
-    if let Some(w) = workload {
+    if let Some(w) = workload.filter(|_| load_errors.is_empty()) {
         let summary = summarize(set, w);
         if summary.nothing_applies() {
             let labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();

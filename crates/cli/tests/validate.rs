@@ -269,3 +269,215 @@ valid: 0 error(s), 1 warning(s) in 65 resource(s) from 3 file(s)\n",
         )
     );
 }
+
+/// The errors of tests/validate/every-file, in file and document order, as `error: ...` lines
+/// with the files under `dir`: compile errors of a file that decodes (a.yaml), a document that
+/// does not decode (b.yaml), and one whose metadata does not decode, next to a good one (c.yaml).
+fn every_file_errors(dir: &str) -> Vec<String> {
+    [
+        "a.yaml: document 0 (AuthorizationPolicy foo/deny-bad): field spec.rules[0].from[0].source.ipBlocks[1] = \"192.168.1.300\": bad IP address (192.168.1.300)",
+        "a.yaml: document 0 (AuthorizationPolicy foo/deny-bad): field spec.rules[0].to[0].operation.ports[0] = \"99999\": bad port (99999): must be an integer between 0 and 65535",
+        "a.yaml: document 0 (AuthorizationPolicy foo/deny-bad): field spec.rules[0].when[0].key = \"request.auth.claim.role\": unknown attribute request.auth.claim.role; did you mean request.auth.claims[role]?",
+        "a.yaml: document 0 (AuthorizationPolicy foo/deny-bad): field spec.rules[0].when[1].key = \"request.auth.claims.role\": request.auth.claims.role must be of the form request.auth.claims[<name>]; did you mean request.auth.claims[role]?",
+        "a.yaml: document 0 (AuthorizationPolicy foo/deny-bad): field spec.rules[1].from[0].source.ipBlocks[0] = \"10.0.0.0/33\": bad CIDR range (10.0.0.0/33): the prefix length \"33\" must be an integer from 0 to 32 for an IPv4 address",
+        "b.yaml: document 0 (RequestAuthentication foo/jwt): field spec.jwtRule = []: unknown field `jwtRule`, expected one of `selector`, `targetRef`, `targetRefs`, `jwtRules`; did you mean `jwtRules`?",
+        "c.yaml: document 0 (AuthorizationPolicy foo/labelled): field metadata.labels = [\"app\"]: invalid type: sequence, expected a map",
+    ]
+    .iter()
+    .map(|e| format!("{dir}/{e}"))
+    .collect()
+}
+
+const EVERY_FILE: &str = "tests/validate/every-file";
+
+#[test]
+fn every_error_of_every_file_is_reported_not_only_those_of_files_that_decode() {
+    let (code, out) = validate(&[EVERY_FILE]);
+    let mut want: Vec<String> = every_file_errors(EVERY_FILE)
+        .iter()
+        .map(|e| format!("error: {e}\n"))
+        .collect();
+    // The resources that decoded (deny-bad, deny-admin) and the files read, not the paths given.
+    want.push("invalid: 7 error(s), 0 warning(s) in 2 resource(s) from 3 file(s)\n".into());
+    assert_eq!(out, want.concat());
+    assert_eq!(code, Some(3));
+
+    let (code, out) = validate(&[EVERY_FILE, "--output", "json"]);
+    assert_eq!(code, Some(3));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            &v["valid"],
+            &v["errors"],
+            &v["warnings"],
+            &v["resources"],
+            &v["files"]
+        ),
+        (&false.into(), &7.into(), &0.into(), &2.into(), &3.into()),
+        "{out}"
+    );
+
+    // A file named alone that does not decode has resources: no "no resources found" warning.
+    let (code, out) = validate(&[&format!("{EVERY_FILE}/b.yaml"), "-n", "foo", "-l", "app=x"]);
+    assert_eq!(code, Some(3));
+    assert_eq!(
+        out,
+        format!(
+            "error: {}\ninvalid: 1 error(s), 0 warning(s) in 0 resource(s) from 1 file(s)\n",
+            every_file_errors(EVERY_FILE)[5]
+        )
+    );
+}
+
+/// Waits for `child` to exit (bounded) and returns its exit code and stderr.
+fn exit_of(mut child: std::process::Child) -> (Option<i32>, String) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running: it started on a set with errors");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (status.code(), err)
+}
+
+#[test]
+fn check_and_proxy_print_every_error_and_load_nothing() {
+    let mut want: Vec<String> = every_file_errors(EVERY_FILE)
+        .iter()
+        .map(|e| format!("error: {e}\n"))
+        .collect();
+    want.push("error: 7 problem(s) in the policies; nothing was loaded\n".into());
+    let want = want.concat();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_meshguard"))
+        .current_dir(root())
+        .args(["check", "--policies", EVERY_FILE, "--namespace", "foo"])
+        .args(["--path", "/admin"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stderr), want);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    assert_eq!(out.status.code(), Some(1));
+
+    let child = Command::new(env!("CARGO_BIN_EXE_meshguard"))
+        .current_dir(root())
+        .args(["proxy", "--policies", EVERY_FILE, "--namespace", "foo"])
+        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, err) = exit_of(child);
+    assert_eq!(err, want);
+    assert_eq!(code, Some(1));
+}
+
+/// A running `meshguard proxy`; killed on drop.
+struct Proxy {
+    child: std::process::Child,
+    base: String,
+    admin: String,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_proxy(args: &[&str]) -> Proxy {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meshguard"))
+        .current_dir(root())
+        .arg("proxy")
+        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    // meshguard: proxy on http://127.0.0.1:PORT -> UPSTREAM, admin on http://127.0.0.1:PORT
+    let (base, admin) = loop {
+        let line = lines
+            .next()
+            .expect("proxy exited before listening")
+            .unwrap();
+        if let Some(rest) = line.strip_prefix("meshguard: proxy on ") {
+            let base = rest.split(' ').next().unwrap().to_string();
+            let admin = rest.rsplit(' ').next().unwrap().to_string();
+            break (base, admin);
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Proxy { child, base, admin }
+}
+
+/// The status and body curl saw.
+fn get(url: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "20", "-w", "\n%{http_code}", url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (status.parse().unwrap(), body.to_string())
+}
+
+#[test]
+fn a_reload_reports_every_error_and_keeps_the_last_good_set_whole() {
+    let dir = scratch("validate-reload-every-error");
+    let deny = |path: &str| {
+        format!(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: keep, namespace: foo}}\nspec:\n  action: DENY\n  rules: [{{to: [{{operation: {{paths: [\"{path}\"]}}}}]}}]\n"
+        )
+    };
+    std::fs::write(dir.join("0-keep.yaml"), deny("/admin")).unwrap();
+    let d = dir.to_str().unwrap();
+    let p = start_proxy(&["--policies", d, "--namespace", "foo", "--no-watch"]);
+    assert_eq!(get(&format!("{}/admin", p.base)).0, 403);
+    assert_eq!(get(&format!("{}/other", p.base)).0, 200);
+
+    // The good file changes too: applying the part that decodes would deny /other.
+    std::fs::write(dir.join("0-keep.yaml"), deny("/other")).unwrap();
+    for f in ["a.yaml", "b.yaml", "c.yaml"] {
+        std::fs::copy(root().join(EVERY_FILE).join(f), dir.join(f)).unwrap();
+    }
+    let pid = p.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", pid.as_str()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let dump = loop {
+        let dump: serde_json::Value =
+            serde_json::from_str(&get(&format!("{}/config_dump", p.admin)).1).unwrap();
+        if !dump["last_reload_error"].is_null() {
+            break dump;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reload was never reported"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(
+        dump["last_reload_error"]["errors"],
+        serde_json::json!(every_file_errors(d))
+    );
+    assert_eq!(dump["generation"], 1, "{dump}");
+    assert_eq!(get(&format!("{}/admin", p.base)).0, 403);
+    assert_eq!(get(&format!("{}/other", p.base)).0, 200);
+}

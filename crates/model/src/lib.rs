@@ -13,8 +13,8 @@ pub mod types;
 
 pub use duration::parse_duration;
 pub use load::{
-    EntryRule, EntryType, LoadError, LoadErrors, LoadOptions, PolicySet, SkipReason, Skipped,
-    SkippedFile, entry_rule, load_paths, load_str, loads_entry,
+    EntryRule, EntryType, LoadError, LoadErrors, LoadFailure, LoadOptions, PolicySet, SkipReason,
+    Skipped, SkippedFile, entry_rule, load_paths, load_str, loads_entry,
 };
 pub use select::{
     Attachment, DEFAULT_ROOT_NAMESPACE, Kind, ResourceAttachment, Workload, WorkloadSummary,

@@ -2,8 +2,10 @@
 //!
 //! Owns: reading files, splitting YAML streams, `kind: List`, picking out the two Istio kinds,
 //! typed decoding with a field path on every error, and the all-or-nothing rule (any error means
-//! no `PolicySet`). Does not own: Istio's validation rules (see `validate`), compilation, or
-//! deciding which resources apply to a workload (see [`crate::select`]).
+//! no `PolicySet` to enforce; the documents that did decode come back only inside the
+//! [`LoadFailure`], so that callers can report their problems too). Does not own: Istio's
+//! validation rules (see `validate`), compilation, or deciding which resources apply to a
+//! workload (see [`crate::select`]).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -152,6 +154,41 @@ impl fmt::Display for LoadErrors {
 }
 
 impl std::error::Error for LoadErrors {}
+
+impl LoadErrors {
+    /// Puts the errors in file and document order: `files` is the order the files were read
+    /// ([`PolicySet::files`]); errors about paths that are not among them (a path that cannot
+    /// be read) come first. The sort is stable, so the errors of one document keep theirs.
+    pub fn sort_by_origin(&mut self, files: &[PathBuf]) {
+        self.0
+            .sort_by_cached_key(|e| (files.iter().position(|f| *f == e.file), e.document));
+    }
+}
+
+/// A load that found problems. The set is refused whole: nothing in it may be enforced.
+#[derive(Clone, Debug)]
+pub struct LoadFailure {
+    /// Every problem found, in file and document order; never empty.
+    pub errors: LoadErrors,
+    /// The documents that did decode, the files read and the files skipped: only for
+    /// reporting the problems of the whole set (validating or compiling these as well),
+    /// never for enforcing. Boxed: a failure is rare, and a small `Err` keeps `Result` small.
+    pub partial: Box<PolicySet>,
+}
+
+impl fmt::Display for LoadFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.errors.fmt(f)
+    }
+}
+
+impl std::error::Error for LoadFailure {}
+
+impl From<LoadFailure> for LoadErrors {
+    fn from(failure: LoadFailure) -> LoadErrors {
+        failure.errors
+    }
+}
 
 /// Options for [`load_paths`].
 #[derive(Clone, Debug)]
@@ -320,8 +357,9 @@ fn file_error(file: &Path, message: String) -> LoadError {
     }
 }
 
-/// Loads every file under `paths`. Any error anywhere means `Err` with all errors found; a
-/// partial set is never returned.
+/// Loads every file under `paths`. Any error anywhere means `Err` with every error of every
+/// document; the documents that did decode are in [`LoadFailure::partial`], for reporting
+/// only: a partial set is never returned as `Ok`.
 ///
 /// A path that is a file is read whatever its name. A directory is walked recursively in name
 /// order, following symbolic links, and an entry is
@@ -338,7 +376,7 @@ fn file_error(file: &Path, message: String) -> LoadError {
 pub fn load_paths<P: AsRef<Path>>(
     paths: &[P],
     opts: &LoadOptions,
-) -> Result<PolicySet, LoadErrors> {
+) -> Result<PolicySet, LoadFailure> {
     let mut errors = Vec::new();
     let mut files = Vec::new();
     let mut skipped_files = Vec::new();
@@ -361,24 +399,27 @@ pub fn load_paths<P: AsRef<Path>>(
     }
     set.files = files;
     set.skipped_files = skipped_files;
+    finish(set, errors)
+}
+
+fn finish(set: PolicySet, errors: Vec<LoadError>) -> Result<PolicySet, LoadFailure> {
     if errors.is_empty() {
         Ok(set)
     } else {
-        Err(LoadErrors(errors))
+        Err(LoadFailure {
+            errors: LoadErrors(errors),
+            partial: Box::new(set),
+        })
     }
 }
 
 /// Loads one YAML (or JSON) stream already in memory; `file` is used for messages only.
-pub fn load_str(file: &Path, text: &str, opts: &LoadOptions) -> Result<PolicySet, LoadErrors> {
+pub fn load_str(file: &Path, text: &str, opts: &LoadOptions) -> Result<PolicySet, LoadFailure> {
     let mut set = PolicySet::default();
     let mut errors = Vec::new();
     load_into(&mut set, file, text, opts, &mut errors);
     set.files.push(file.to_path_buf());
-    if errors.is_empty() {
-        Ok(set)
-    } else {
-        Err(LoadErrors(errors))
-    }
+    finish(set, errors)
 }
 
 /// The YAML parser's limits, raised from its defaults (1,024 documents, 250,000 nodes per
@@ -467,6 +508,7 @@ fn load_document(
         ));
         return;
     };
+    let named = raw_resource(&obj, opts);
     let api_version = match obj.get("apiVersion") {
         Some(Value::String(s)) => s.clone(),
         other => {
@@ -474,7 +516,7 @@ fn load_document(
                 "apiVersion",
                 other,
                 "apiVersion must be a string".into(),
-                None,
+                named,
             ));
             return;
         }
@@ -482,7 +524,7 @@ fn load_document(
     let kind = match obj.get("kind") {
         Some(Value::String(s)) => s.clone(),
         other => {
-            errors.push(err("kind", other, "kind must be a string".into(), None));
+            errors.push(err("kind", other, "kind must be a string".into(), named));
             return;
         }
     };
@@ -512,7 +554,7 @@ fn load_document(
     {
         Ok(m) => m,
         Err((field, value, message)) => {
-            errors.push(err(&field, value.as_ref(), message, Some(kind)));
+            errors.push(err(&field, value.as_ref(), message, named.or(Some(kind))));
             return;
         }
     };
@@ -569,6 +611,23 @@ fn load_document(
         finish!(RequestAuthenticationSpec, set.request_authentications);
     } else {
         finish!(AuthorizationPolicySpec, set.authorization_policies);
+    }
+}
+
+/// `Kind namespace/name` read from a document that may not decode, so that its errors name it:
+/// the kind alone when the name is not a string, `None` without a string `kind` or `name`.
+fn raw_resource(obj: &serde_json::Map<String, Value>, opts: &LoadOptions) -> Option<String> {
+    fn text(v: Option<&Value>) -> Option<&str> {
+        v.and_then(Value::as_str).filter(|s| !s.is_empty())
+    }
+    let meta = obj.get("metadata");
+    let name = text(meta.and_then(|m| m.get("name")));
+    let namespace = text(meta.and_then(|m| m.get("namespace"))).unwrap_or(&opts.default_namespace);
+    match (text(obj.get("kind")), name) {
+        (Some(kind), Some(name)) => Some(format!("{kind} {namespace}/{name}")),
+        (Some(kind), None) => Some(kind.to_string()),
+        (None, Some(name)) => Some(format!("{namespace}/{name}")),
+        (None, None) => None,
     }
 }
 

@@ -123,7 +123,9 @@ fn a_broken_document_names_file_document_field_and_value() {
         "b-bad.yaml",
         "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: ok2, namespace: foo}\nspec: {}\n---\napiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata:\n  name: require-jwt\n  namespace: foo\nspec:\n  rules:\n  - to:\n    - operation:\n        methods: GET\n",
     );
-    let errs = load_paths(&[&dir], &LoadOptions::default()).unwrap_err();
+    let errs = load_paths(&[&dir], &LoadOptions::default())
+        .unwrap_err()
+        .errors;
     assert_eq!(errs.0.len(), 1, "{errs}");
     let e = &errs.0[0];
     assert_eq!(e.file, bad);
@@ -144,7 +146,9 @@ fn a_broken_document_names_file_document_field_and_value() {
 #[test]
 fn unknown_fields_are_errors_not_silently_wider_policies() {
     let text = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: foo}\nspec:\n  rules:\n  - from:\n    - source:\n        requestPrincipal: [\"x/y\"]\n";
-    let errs = load_str(Path::new("typo.yaml"), text, &LoadOptions::default()).unwrap_err();
+    let errs = load_str(Path::new("typo.yaml"), text, &LoadOptions::default())
+        .unwrap_err()
+        .errors;
     let e = &errs.0[0];
     assert!(
         e.field
@@ -161,21 +165,24 @@ fn unknown_fields_are_errors_not_silently_wider_policies() {
 
 #[test]
 fn bad_yaml_wrong_version_and_missing_name_are_errors() {
-    let errs = load_str(Path::new("x.yaml"), "a: [1, 2\n", &LoadOptions::default()).unwrap_err();
+    let errs = load_str(Path::new("x.yaml"), "a: [1, 2\n", &LoadOptions::default())
+        .unwrap_err()
+        .errors;
     assert!(errs.0[0].message.starts_with("invalid YAML"), "{}", errs);
     let errs = load_str(
         Path::new("x.yaml"),
         "apiVersion: security.istio.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: p}\n",
         &LoadOptions::default(),
     )
-    .unwrap_err();
+    .unwrap_err()
+    .errors;
     assert_eq!(errs.0[0].field.as_deref(), Some("apiVersion"));
     let errs = load_str(
         Path::new("x.yaml"),
         "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {namespace: foo}\n",
         &LoadOptions::default(),
     )
-    .unwrap_err();
+    .unwrap_err().errors;
     assert_eq!(errs.0[0].field.as_deref(), Some("metadata.name"));
 }
 
@@ -199,7 +206,9 @@ fn nothing_is_half_loaded_and_all_errors_are_reported() {
     );
     write(&dir, "notes.txt", "not yaml, ignored");
     write(&dir, ".hidden.yaml", "not: [valid");
-    let errs = load_paths(&[&dir], &LoadOptions::default()).unwrap_err();
+    let errs = load_paths(&[&dir], &LoadOptions::default())
+        .unwrap_err()
+        .errors;
     assert_eq!(errs.0.len(), 2, "{errs}");
     assert_eq!(errs.0[0].field.as_deref(), Some("spec.action"));
     assert_eq!(errs.0[1].field.as_deref(), Some("spec.jwtRules[0].issuer"));
@@ -211,7 +220,8 @@ fn missing_path_is_an_error() {
         &[Path::new("/nonexistent/meshguard")],
         &LoadOptions::default(),
     )
-    .unwrap_err();
+    .unwrap_err()
+    .errors;
     assert!(errs.0[0].message.starts_with("cannot read"));
 }
 
@@ -280,7 +290,9 @@ spec: {selector: {}}
 #[test]
 fn duplicate_keys_are_errors() {
     let text = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: foo}\nspec:\n  action: ALLOW\n  action: DENY\n  rules: [{}]\n";
-    let errs = load_str(Path::new("dup.yaml"), text, &LoadOptions::default()).unwrap_err();
+    let errs = load_str(Path::new("dup.yaml"), text, &LoadOptions::default())
+        .unwrap_err()
+        .errors;
     assert!(errs.0[0].message.starts_with("invalid YAML"), "{errs}");
     assert!(
         errs.0[0].message.to_lowercase().contains("duplicate"),
@@ -438,4 +450,70 @@ fn summary_of_what_applies_to_a_workload() {
             .all(|r| r.attachment == Attachment::OtherNamespace)
     );
     assert!(!summarize(&Default::default(), &default).nothing_applies());
+}
+
+#[test]
+fn a_failed_load_reports_every_file_and_keeps_what_decoded_for_reporting_only() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/validate/every-file");
+    let failure = load_paths(&[&dir], &LoadOptions::default()).unwrap_err();
+    // File, document, resource and field of each error.
+    let errors: Vec<String> = failure
+        .errors
+        .0
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {:?} {:?} {:?}",
+                e.file.file_name().unwrap().to_string_lossy(),
+                e.document,
+                e.resource,
+                e.field
+            )
+        })
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            r#"b.yaml Some(0) Some("RequestAuthentication foo/jwt") Some("spec.jwtRule")"#,
+            r#"c.yaml Some(0) Some("AuthorizationPolicy foo/labelled") Some("metadata.labels")"#,
+        ]
+    );
+    let partial = &failure.partial;
+    let names: Vec<&str> = partial
+        .authorization_policies
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(names, ["deny-bad", "deny-admin"]);
+    assert!(partial.request_authentications.is_empty());
+    assert_eq!(
+        partial.files,
+        ["a.yaml", "b.yaml", "c.yaml"].map(|f| dir.join(f))
+    );
+}
+
+#[test]
+fn a_document_that_does_not_decode_is_named_when_its_kind_and_name_can_be_read() {
+    let resource = |text: &str| {
+        let failure = load_str(Path::new("x.yaml"), text, &LoadOptions::default()).unwrap_err();
+        assert_eq!(failure.errors.0.len(), 1, "{failure}");
+        failure.errors.0[0].to_string()
+    };
+    assert_eq!(
+        resource("apiVersion: 1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: foo}\n"),
+        "x.yaml: document 0 (AuthorizationPolicy foo/p): field apiVersion = 1: apiVersion must be a string"
+    );
+    assert_eq!(
+        resource(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p, annotations: [a]}\n"
+        ),
+        "x.yaml: document 0 (AuthorizationPolicy default/p): field metadata.annotations = [\"a\"]: invalid type: sequence, expected a map"
+    );
+    // No name to read: the kind alone, as before.
+    assert_eq!(
+        resource(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: [p]}\n"
+        ),
+        "x.yaml: document 0 (AuthorizationPolicy): field metadata.name = [\"p\"]: invalid type: sequence, expected a string"
+    );
 }

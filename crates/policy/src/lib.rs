@@ -25,7 +25,8 @@ pub mod path_template;
 pub mod validate;
 
 use meshguard_model::{
-    Action, Attachment, LoadError, LoadErrors, PolicySet, Resource, Workload, attachment,
+    Action, Attachment, LoadError, LoadErrors, LoadFailure, PolicySet, Resource, Workload,
+    attachment,
 };
 
 pub use authn::{JwtProvider, KeySource, RemoteKeySource};
@@ -43,8 +44,6 @@ pub struct CompiledWorkload {
     pub audit: Vec<CompiledPolicy>,
     pub deny: Vec<CompiledPolicy>,
     pub allow: Vec<CompiledPolicy>,
-    /// `namespace/name` of every applicable resource, for reports.
-    pub applied: Vec<String>,
 }
 
 impl CompiledWorkload {
@@ -78,17 +77,41 @@ impl CompiledWorkload {
     }
 }
 
+/// Compiles what [`meshguard_model::load_paths`] (or `load_str`) returned, for `workload`:
+/// the set and its compilation, or every error of the set. A load that failed is still
+/// compiled as far as it decoded, so that the errors are the loader's and the compiler's
+/// together, in file and document order; the set is refused whole either way.
+pub fn compile_loaded(
+    loaded: Result<PolicySet, LoadFailure>,
+    workload: &Workload,
+) -> Result<(PolicySet, CompiledWorkload), LoadErrors> {
+    match loaded {
+        Ok(set) => {
+            let compiled = compile(&set, workload)?;
+            Ok((set, compiled))
+        }
+        Err(LoadFailure {
+            mut errors,
+            partial,
+        }) => {
+            if let Err(more) = compile(&partial, workload) {
+                errors.0.extend(more.0);
+            }
+            errors.sort_by_origin(&partial.files);
+            Err(errors)
+        }
+    }
+}
+
 /// Compiles the resources of `set` that apply to `workload`. Any invalid resource (applicable
 /// or not, so that a broken file is noticed before it starts to matter) fails the whole
-/// compilation with every error found.
+/// compilation with every error found, in file and document order.
 pub fn compile(set: &PolicySet, workload: &Workload) -> Result<CompiledWorkload, LoadErrors> {
     let mut errors = Vec::new();
     let mut providers = Vec::new();
-    let mut applied = Vec::new();
     for ra in &set.request_authentications {
         match authn::compile_request_authentication(ra) {
             Ok(p) if attachment(ra, workload) == Attachment::Applies => {
-                applied.push(format!("RequestAuthentication {}", ra.key()));
                 providers.extend(p);
             }
             Ok(_) => {}
@@ -105,21 +128,20 @@ pub fn compile(set: &PolicySet, workload: &Workload) -> Result<CompiledWorkload,
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for ap in &set.authorization_policies {
         match authz::compile_policy(ap) {
-            Ok(p) if attachment(ap, workload) == Attachment::Applies => {
-                applied.push(format!("AuthorizationPolicy {}", ap.key()));
-                match p.action {
-                    Action::Custom => custom.push(p),
-                    Action::Audit => audit.push(p),
-                    Action::Deny => deny.push(p),
-                    Action::Allow => allow.push(p),
-                }
-            }
+            Ok(p) if attachment(ap, workload) == Attachment::Applies => match p.action {
+                Action::Custom => custom.push(p),
+                Action::Audit => audit.push(p),
+                Action::Deny => deny.push(p),
+                Action::Allow => allow.push(p),
+            },
             Ok(_) => {}
             Err(e) => errors.extend(e),
         }
     }
     if !errors.is_empty() {
-        return Err(LoadErrors(errors));
+        let mut errors = LoadErrors(errors);
+        errors.sort_by_origin(&set.files);
+        return Err(errors);
     }
     for list in [&mut custom, &mut audit, &mut deny, &mut allow] {
         // Envoy orders RBAC policies by id (`ns[..]-policy[..]-rule[..]`), which is not the
@@ -133,7 +155,6 @@ pub fn compile(set: &PolicySet, workload: &Workload) -> Result<CompiledWorkload,
         audit,
         deny,
         allow,
-        applied,
     })
 }
 

@@ -108,8 +108,8 @@ fn load(
     let opts = LoadOptions {
         default_namespace: workload.namespace.clone(),
     };
-    let set = load_paths(paths, &opts)?;
-    let compiled = meshguard_policy::compile(&set, workload)?;
+    // Every error of the set at once (decoding and compiling); nothing of it on any error.
+    let (set, compiled) = meshguard_policy::compile_loaded(load_paths(paths, &opts), workload)?;
     // One fetcher per distinct source, shared across reloads: the manager keeps them.
     let remote = compiled
         .remote_sources()

@@ -75,9 +75,10 @@ pub struct ProxyArgs {
     #[arg(long, default_value_t = Limits::default().max_header_bytes, value_name = "BYTES")]
     pub max_header_bytes: usize,
     /// Time a client has to send a whole request head, from connecting or from the end of its
-    /// previous response; a connection silent that long is closed (e.g. 10s). Also the longest
-    /// pause inside a request body: a client that sends nothing for this long mid-body gets 408
-    /// `stream timeout`.
+    /// previous response; a connection silent that long is closed (e.g. 10s). An HTTP/2
+    /// connection with no stream open for this long gets a GOAWAY and is closed. Also the
+    /// longest pause inside a request body: a client that sends nothing for this long mid-body
+    /// gets 408 `stream timeout`.
     #[arg(long, default_value = "10s", value_parser = duration, value_name = "DURATION")]
     pub header_read_timeout: Duration,
     /// Connections served at once, on each listener (proxy and admin); more wait in the listen

@@ -846,3 +846,46 @@ fn http2_authority_host_and_method() {
         "{heads:?}"
     );
 }
+
+#[test]
+fn absolute_form_schemes_other_than_http_and_https_are_refused() {
+    let up = Upstream::start();
+    let p = start(POLICIES, &up, &[]);
+    // Was forwarded as `GET /s…` with the allowed token. Envoy's HTTP/1 codec answers 400
+    // `Bad Request` (`http1.invalid_scheme`) before any filter.
+    for (i, target) in ["ftp://a/s0", "ws://a/s1", "foo://a/s2", "ftp://a"]
+        .into_iter()
+        .enumerate()
+    {
+        let id = format!("scheme-{i}");
+        let r = exchange(&p.addr, &request(&format!("GET {target}"), &id, ""));
+        assert_eq!(r.status, 400, "{target}: {r:?}");
+        assert_eq!(r.text(), "Bad Request", "{target}");
+        assert_eq!(r.header("connection"), Some("close"), "{target}");
+        assert_eq!(
+            p.log_for(&id)["response_code_details"],
+            "http1.invalid_scheme",
+            "{target}"
+        );
+    }
+    // As in Envoy: `http` and `https` in any case, also `https` on this plaintext listener.
+    for (i, target) in ["https://a/ok0", "HTTP://a/ok1", "hTTpS://a/ok2"]
+        .into_iter()
+        .enumerate()
+    {
+        let r = exchange(
+            &p.addr,
+            &request(&format!("GET {target}"), &format!("ok-{i}"), ""),
+        );
+        assert_eq!(r.status, 200, "{target}: {r:?}");
+    }
+    let heads = marker(&p, &up, "after-schemes");
+    assert!(!heads.iter().any(|h| h.starts_with("GET /s")), "{heads:?}");
+    assert!(!heads.iter().any(|h| h.starts_with("GET / ")), "{heads:?}");
+    for i in 0..3 {
+        assert!(
+            heads.iter().any(|h| h.starts_with(&format!("GET /ok{i} "))),
+            "{heads:?}"
+        );
+    }
+}

@@ -651,3 +651,71 @@ fn listen_and_admin_take_port_colon_port_and_localhost_forms() {
         );
     }
 }
+
+#[test]
+fn a_reload_that_leaves_only_request_authentications_applying_warns_that_no_token_is_required() {
+    let dir = tmp("newcomer-no-authz");
+    copy_dir(&root().join("examples/step3-require-jwt"), &dir);
+    let ap = dir.join("authorization-policy.yaml");
+    let good = std::fs::read_to_string(&ap).unwrap();
+    let p = Proxy::start(&[
+        "--policies",
+        dir.to_str().unwrap(),
+        "-n",
+        "foo",
+        "-l",
+        "app=httpbin",
+    ]);
+    assert!(!p.log().join("\n").contains("WARN"), "{:?}", p.log());
+    // Step 3: a request without a token gets 403.
+    assert_eq!(get(&p.base, "/headers").0, "HTTP/1.1 403 Forbidden");
+
+    // The AuthorizationPolicy's selector stops matching: only the RequestAuthentication applies.
+    std::fs::write(&ap, good.replace("app: httpbin", "app: httpbin-v2")).unwrap();
+    let warning = p.wait_log("no AuthorizationPolicy applies");
+    assert!(
+        warning.ends_with(
+            " WARN meshguard_proxy::reload: no AuthorizationPolicy applies to namespace foo, labels app=httpbin: requests without a token, and with any valid token, are allowed; a RequestAuthentication alone rejects only invalid tokens (401), as Istio does"
+        ),
+        "{warning}"
+    );
+    let log = p.log().join("\n");
+    assert!(
+        log.contains(" INFO meshguard_proxy::reload: 1 of 2 resource(s) apply to namespace foo, labels app=httpbin: RequestAuthentication foo/jwt-example\n"),
+        "{log}"
+    );
+    assert!(
+        log.contains(" WARN meshguard_proxy::reload: AuthorizationPolicy foo/require-jwt does not apply: its selector app=httpbin-v2 is not a subset of the workload's labels\n"),
+        "{log}"
+    );
+    // What the warning says: the request without a token is allowed now, an invalid one is not.
+    assert_eq!(get(&p.base, "/headers").0, "HTTP/1.1 200 OK");
+    let hostport = p.base.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = TcpStream::connect(hostport).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /headers HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer not.a.token\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{resp}");
+
+    // The same at start-up (the walkthrough's step 2), without a near miss to name.
+    let step2 = root().join("examples/step2-request-authentication");
+    let p = Proxy::start(&[
+        "--policies",
+        step2.to_str().unwrap(),
+        "-n",
+        "foo",
+        "-l",
+        "app=httpbin",
+    ]);
+    let log = p.log().join("\n");
+    assert!(
+        log.contains(" WARN meshguard_proxy::reload: no AuthorizationPolicy applies to namespace foo, labels app=httpbin: requests without a token"),
+        "{log}"
+    );
+    assert_eq!(log.matches(" WARN ").count(), 1, "{log}");
+}

@@ -37,6 +37,18 @@
 //! applies across hyper connections. One timer per connection serves both deadlines; hyper's
 //! own header timer allocated, registered and removed a timer for every request, 3% of the
 //! instructions of a forwarded request.
+//!
+//! An HTTP/2 connection gets the same timeout as an idle timeout: with no stream open for the
+//! header read timeout, counted from the connection's opening or from the end of its last
+//! stream, it is sent a GOAWAY (hyper's graceful shutdown) and closed [`GOAWAY_GRACE`] later
+//! if the client has not gone away and has opened no stream since. A header block that is
+//! never finished opens no stream, so it is covered too. Envoy's equivalent is its HTTP
+//! `idle_timeout` (1 hour by default); it is this short here because every connection holds
+//! one of `--max-connections`. The streams are counted by the service wrapper, and the
+//! connection's one timer looks at the count only when it fires, so a stream costs two atomic
+//! updates and a clock read, not a timer. No HTTP/2 PING keep-alive is configured (neither is
+//! one in Envoy by default): a dead peer with no stream open is closed by the idle timeout,
+//! and one with a stream open is noticed when that stream ends or its writes fail.
 
 use std::io;
 use std::pin::Pin;
@@ -203,13 +215,14 @@ where
 {
     // The first request head (or the HTTP/2 preface) is due within the header read timeout
     // of the connection's opening: a client that connects and stays silent is let go.
-    let deadline = Instant::now() + settings.header_read_timeout;
+    let opened = Instant::now();
+    let deadline = opened + settings.header_read_timeout;
     let Some((io, is_h2)) = detect(tcp, &mut drain, deadline).await? else {
         return Ok(());
     };
     if is_h2 {
         // Boxed so that the task of an idle HTTP/1 connection is not sized for HTTP/2 state.
-        Box::pin(serve_h2(io, service, &settings, drain)).await
+        Box::pin(serve_h2(io, service, &settings, drain, opened)).await
     } else {
         serve_h1(io, service, &settings, drain, deadline).await
     }
@@ -341,46 +354,121 @@ async fn drained(drain: &mut watch::Receiver<bool>) {
     let _ = drain.wait_for(|d| *d).await;
 }
 
+/// Serves an HTTP/2 connection (module docs: the idle timeout, premature resets, draining).
+/// `opened`: when the client connected, where its first idle period starts.
 async fn serve_h2<S, B>(
     io: ClientIo,
     service: S,
     settings: &Settings,
     mut drain: watch::Receiver<bool>,
+    opened: Instant,
 ) -> Result<(), BoxError>
 where
     S: ClientService<B>,
     B: ClientBody,
 {
-    let resets = Arc::new(Resets::default());
-    let service = reset_counted(service, resets.clone());
+    let streams = Arc::new(Streams::new(opened));
+    let service = stream_counted(service, streams.clone());
     let conn = settings.http2.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => return r.map_err(Into::into),
-        () = resets.abusive.notified() => return abort(&resets, settings),
-        () = drained(&mut drain) => conn.as_mut().graceful_shutdown(),
+    let drain_started = drained(&mut drain);
+    tokio::pin!(drain_started);
+    let abusive = streams.abusive.notified();
+    tokio::pin!(abusive);
+    // One timer: the idle deadline while serving, the end of the grace after a GOAWAY.
+    let timer = tokio::time::sleep_until(opened + settings.header_read_timeout);
+    tokio::pin!(timer);
+    let mut going_away = false;
+    let ended = std::future::poll_fn(|cx| {
+        loop {
+            if abusive.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(H2::Abusive);
+            }
+            if !going_away && drain_started.as_mut().poll(cx).is_ready() {
+                conn.as_mut().graceful_shutdown();
+                going_away = true;
+                timer.as_mut().reset(Instant::now() + GOAWAY_GRACE);
+            }
+            if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+                return Poll::Ready(H2::Closed(r));
+            }
+            ready!(timer.as_mut().poll(cx));
+            let now = Instant::now();
+            if going_away {
+                if streams.open.load(Ordering::Acquire) == 0 {
+                    return Poll::Ready(H2::GraceOver);
+                }
+                // A stream the client opened before it saw the GOAWAY: it may finish.
+                timer.as_mut().reset(now + GOAWAY_GRACE);
+                continue;
+            }
+            match streams.idle_deadline(settings.header_read_timeout) {
+                Some(at) if at <= now => {
+                    tracing::debug!("no HTTP/2 stream within the header read timeout; closing");
+                    conn.as_mut().graceful_shutdown();
+                    going_away = true;
+                    timer.as_mut().reset(now + GOAWAY_GRACE);
+                }
+                Some(at) => timer.as_mut().reset(at),
+                // Streams are open: look again one timeout later (the connection cannot be
+                // idle for longer before then).
+                None => timer.as_mut().reset(now + settings.header_read_timeout),
+            }
+            // Polls the connection again (it writes the GOAWAY) and the timer (registers it).
+        }
+    })
+    .await;
+    match ended {
+        H2::Closed(r) => r.map_err(Into::into),
+        H2::Abusive => abort(&streams, settings),
+        H2::GraceOver => {
+            // Dropping the connection closes the socket.
+            tracing::debug!("the client did not go away after GOAWAY; closing the connection");
+            Ok(())
+        }
     }
-    tokio::select! {
-        r = conn => r.map_err(Into::into),
-        () = resets.abusive.notified() => abort(&resets, settings),
-    }
+}
+
+/// How long an HTTP/2 client has, after the GOAWAY of an idle timeout or a drain, to go away
+/// by itself before the connection is closed (when none of its streams is open then). hyper
+/// sends the GOAWAY with a PING and closes only once the client answers it, which a silent
+/// client never does. A client answers within a round trip; Envoy's `drain_timeout` for the
+/// same sequence is 5 s, but every second here is a `--max-connections` slot held.
+const GOAWAY_GRACE: Duration = Duration::from_secs(1);
+
+/// Why [`serve_h2`]'s loop ended.
+enum H2 {
+    Closed(hyper::Result<()>),
+    /// Too many premature resets.
+    Abusive,
+    /// A GOAWAY was sent [`GOAWAY_GRACE`] ago, and no stream is open.
+    GraceOver,
 }
 
 /// Closes an HTTP/2 connection with too many premature resets: dropping it closes the socket
 /// and its streams at once, as Envoy's abort does (a GOAWAY would wait for the open streams).
-fn abort(resets: &Resets, settings: &Settings) -> Result<(), BoxError> {
+fn abort(streams: &Streams, settings: &Settings) -> Result<(), BoxError> {
     settings.premature_reset_closes.inc();
     tracing::debug!(
-        closed = resets.closed.load(Ordering::Relaxed),
-        premature = resets.premature.load(Ordering::Relaxed),
+        closed = streams.closed.load(Ordering::Relaxed),
+        premature = streams.premature.load(Ordering::Relaxed),
         "too many premature stream resets; closing the connection"
     );
     Ok(())
 }
 
-/// The streams of one HTTP/2 connection, for the premature-reset rule (module docs).
-#[derive(Debug, Default)]
-struct Resets {
+/// The streams of one HTTP/2 connection, for the idle timeout and the premature-reset rule
+/// (module docs).
+#[derive(Debug)]
+struct Streams {
+    /// When the client connected: the origin of `last_end`.
+    opened: Instant,
+    /// Streams handed to the service whose response body hyper still holds. Only the
+    /// connection's task raises it (hyper calls the service there), so that task sees no
+    /// stream appear between reading it and acting on it.
+    open: AtomicUsize,
+    /// When the latest stream ended, in nanoseconds after `opened` (0: none has).
+    last_end: AtomicU64,
     /// Streams that have ended (answered, reset or dropped).
     closed: AtomicU64,
     /// Of those, streams the client reset before their response head, early in their life.
@@ -389,7 +477,29 @@ struct Resets {
     abusive: Notify,
 }
 
-impl Resets {
+impl Streams {
+    fn new(opened: Instant) -> Streams {
+        Streams {
+            opened,
+            open: AtomicUsize::new(0),
+            last_end: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
+            premature: AtomicU64::new(0),
+            abusive: Notify::new(),
+        }
+    }
+
+    /// When the connection is to close for idleness: `timeout` after it opened or after its
+    /// last stream ended. `None` while a stream is open.
+    fn idle_deadline(&self, timeout: Duration) -> Option<Instant> {
+        if self.open.load(Ordering::Acquire) != 0 {
+            return None;
+        }
+        // Stored before the `open` decrement this load saw.
+        let last_end = Duration::from_nanos(self.last_end.load(Ordering::Relaxed));
+        Some(self.opened + last_end + timeout)
+    }
+
     /// Envoy's `maybeDrainDueToPrematureResets`: below the stream count, close as soon as the
     /// premature resets alone reach half of it; from then on, when they are half of all.
     fn stream_closed(&self, premature: bool) {
@@ -405,29 +515,48 @@ impl Resets {
     }
 }
 
-/// One HTTP/2 stream, from the service call until hyper is done with its response body.
+/// One HTTP/2 stream, open from the service call until hyper is done with its response body.
 #[derive(Debug)]
 struct Stream {
-    resets: Arc<Resets>,
+    streams: Arc<Streams>,
     opened: Instant,
     /// Whether the service produced a response head (hyper then sends it).
     responded: bool,
 }
 
-impl Drop for Stream {
-    fn drop(&mut self) {
-        // Dropped without a response head: hyper gave up the stream, because the client reset
-        // it (or the connection went away, which ends the accounting anyway).
-        let premature = !self.responded
-            && self.opened.elapsed().as_secs() <= PREMATURE_RESET_MIN_STREAM_LIFETIME_SECS;
-        self.resets.stream_closed(premature);
+impl Stream {
+    fn open(streams: Arc<Streams>) -> Stream {
+        streams.open.fetch_add(1, Ordering::Relaxed);
+        Stream {
+            streams,
+            opened: Instant::now(),
+            responded: false,
+        }
     }
 }
 
-/// Wraps an HTTP/2 service so that every stream is counted in `resets`.
-fn reset_counted<S, B>(
+impl Drop for Stream {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        let s = &self.streams;
+        let end = now.saturating_duration_since(s.opened).as_nanos();
+        s.last_end
+            .fetch_max(u64::try_from(end).unwrap_or(u64::MAX), Ordering::Relaxed);
+        // Publishes `last_end` to the connection task that sees the stream gone.
+        s.open.fetch_sub(1, Ordering::Release);
+        // Dropped without a response head: hyper gave up the stream, because the client reset
+        // it (or the connection went away, which ends the accounting anyway).
+        let premature = !self.responded
+            && now.saturating_duration_since(self.opened).as_secs()
+                <= PREMATURE_RESET_MIN_STREAM_LIFETIME_SECS;
+        s.stream_closed(premature);
+    }
+}
+
+/// Wraps an HTTP/2 service so that every stream is counted in `streams`.
+fn stream_counted<S, B>(
     inner: S,
-    resets: Arc<Resets>,
+    streams: Arc<Streams>,
 ) -> impl Service<
     Request<Incoming>,
     Response = Response<TrackedBody<B, Stream>>,
@@ -441,11 +570,7 @@ where
     B: ClientBody,
 {
     service_fn(move |req: Request<Incoming>| {
-        let mut stream = Stream {
-            resets: resets.clone(),
-            opened: Instant::now(),
-            responded: false,
-        };
+        let mut stream = Stream::open(streams.clone());
         let response = inner.call(req);
         async move {
             let response = response.await?;
@@ -964,7 +1089,7 @@ mod tests {
     #[test]
     fn premature_resets_close_by_envoys_rule() {
         let closes_after = |pattern: &dyn Fn(u64) -> bool| {
-            let r = Resets::default();
+            let r = Streams::new(Instant::now());
             for i in 1..=5000u64 {
                 r.stream_closed(pattern(i));
                 let notified = std::pin::pin!(r.abusive.notified());

@@ -1,7 +1,8 @@
 //! Request intake: what a request is before the engine sees it, and the headers the upstream
 //! gets that describe it.
 //!
-//! Owns, in this order ([`admit`]): the method check, the `Transfer-Encoding` check, the
+//! Owns, in this order ([`admit`]): the method check, the scheme of an HTTP/1 absolute-form
+//! target, the `Transfer-Encoding` check, the
 //! `Connection` header's nominations, and the one authority of the request ([`Authority`]); then
 //! `remote.ip` from `X-Forwarded-For` ([`remote_ip`]) and, when forwarding, the `host`,
 //! `x-request-id`, `x-forwarded-for` and `x-forwarded-proto` headers
@@ -39,6 +40,8 @@ pub enum Refusal {
     InvalidAuthority,
     /// A method outside the standard list. The protocol decides the details string.
     UnknownMethod(Version),
+    /// An HTTP/1 absolute-form target whose scheme is not `http` or `https` (`ftp://a/x`).
+    InvalidScheme,
     /// A `Transfer-Encoding` other than exactly `chunked`.
     TransferEncoding,
     /// `Connection` nominates a forwarding header or a pseudo-header, or ten or more names.
@@ -137,6 +140,7 @@ pub fn admit(parts: &mut http::request::Parts) -> Result<Authority, Refusal> {
     if !known_method(&parts.method) {
         return Err(Refusal::UnknownMethod(parts.version));
     }
+    check_scheme(&parts.uri, parts.version)?;
     check_transfer_encoding(&parts.headers)?;
     remove_nominated(&mut parts.headers)?;
     if parts.method == Method::CONNECT && parts.uri.path_and_query().is_some() {
@@ -144,6 +148,24 @@ pub fn admit(parts: &mut http::request::Parts) -> Result<Authority, Refusal> {
         return Err(Refusal::ConnectTarget);
     }
     authority(parts)
+}
+
+/// An HTTP/1 absolute-form target names `http` or `https` (in any case, which the URI parser
+/// has made `http` or `https`), as Envoy's HTTP/1 codec requires: `ftp://a/x` would otherwise
+/// be forwarded as `GET /x`. `https` on this plaintext listener is accepted, as in Envoy.
+/// HTTP/2's `:scheme` is not checked: Envoy forwards any value, and meshguard sets
+/// `x-forwarded-proto` itself.
+fn check_scheme(uri: &http::Uri, version: Version) -> Result<(), Refusal> {
+    match uri.scheme() {
+        Some(s)
+            if version != Version::HTTP_2
+                && *s != http::uri::Scheme::HTTP
+                && *s != http::uri::Scheme::HTTPS =>
+        {
+            Err(Refusal::InvalidScheme)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Only `chunked` is a transfer coding meshguard can forward as it came: hyper decodes the

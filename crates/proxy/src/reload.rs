@@ -61,7 +61,9 @@ fn describe_workload(w: &Workload) -> String {
 /// The summary of one load, written so that a proxy enforcing nothing (a wrong `--namespace`,
 /// a label typo, a directory without policy files) says so instead of allowing everything
 /// silently: what was loaded, each file skipped in a directory, what applies (or a warning with
-/// the likely reason when nothing does), and the JWT providers. `paths`: the `--policies`
+/// the likely reason when nothing does; or, when RequestAuthentications apply but no
+/// AuthorizationPolicy does, a warning that no token is required, with why each loaded
+/// AuthorizationPolicy does not apply), and the JWT providers. `paths`: the `--policies`
 /// paths.
 fn summary_lines(snap: &Snapshot, paths: &[PathBuf]) -> (String, Vec<(Level, String)>) {
     let summary = &snap.summary;
@@ -130,6 +132,41 @@ fn summary_lines(snap: &Snapshot, paths: &[PathBuf]) -> (String, Vec<(Level, Str
                 listed(&applied)
             ),
         ));
+        if summary.applied_count(Kind::AuthorizationPolicy) == 0 {
+            // RequestAuthentications apply but no AuthorizationPolicy does (a selector that
+            // stopped matching after an edit, say): tokens are checked, yet none is required.
+            out.push((
+                Level::Warn,
+                format!(
+                    "no AuthorizationPolicy applies to {who}: requests without a token, and with any valid token, are allowed; a RequestAuthentication alone rejects only invalid tokens (401), as Istio does"
+                ),
+            ));
+            let near_misses = summary
+                .resources
+                .iter()
+                .filter(|r| r.kind == Kind::AuthorizationPolicy)
+                .filter_map(|r| {
+                    Some(format!(
+                        "{} {} does not apply: {}",
+                        r.kind.as_str(),
+                        r.key,
+                        summary.why_not(r)?
+                    ))
+                });
+            let near_misses: Vec<String> = near_misses.collect();
+            for line in near_misses.iter().take(LISTED) {
+                out.push((Level::Warn, line.clone()));
+            }
+            if near_misses.len() > LISTED {
+                out.push((
+                    Level::Warn,
+                    format!(
+                        "and {} more AuthorizationPolicy that do not apply (see /config_dump)",
+                        near_misses.len() - LISTED
+                    ),
+                ));
+            }
+        }
     }
     let providers: Vec<String> = snap
         .compiled

@@ -173,6 +173,7 @@ impl From<Refusal> for LocalReply {
             // Envoy's HTTP/1 codec; over HTTP/2 Envoy forwards any method token.
             Refusal::UnknownMethod(http::Version::HTTP_2) => (400, "Bad Request", "invalid_method"),
             Refusal::UnknownMethod(_) => (400, "Bad Request", "http1.codec_error"),
+            Refusal::InvalidScheme => (400, "Bad Request", "http1.invalid_scheme"),
             Refusal::TransferEncoding => {
                 (501, "Not Implemented", "http1.invalid_transfer_encoding")
             }

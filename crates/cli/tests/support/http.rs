@@ -2,7 +2,7 @@
 //! refuse the request) and curl, with one parser for what comes back.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::process::Command;
 use std::time::Duration;
 
@@ -124,7 +124,7 @@ pub fn exchange(addr: &str, request: &str) -> Response {
 
 /// Sends raw bytes on a new connection and reads until the server closes it, `timeout` at
 /// most per read: everything received (lossy UTF-8).
-pub fn until_closed(addr: &str, request: &[u8], timeout: Duration) -> String {
+pub fn until_closed(addr: impl ToSocketAddrs, request: &[u8], timeout: Duration) -> String {
     let mut tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(timeout)).unwrap();
     tcp.write_all(request).unwrap();

@@ -128,7 +128,12 @@ fn deny_rules_match_template_segments_and_header_bytes_as_received() {
         let mut h = b"X-N: ".to_vec();
         h.extend_from_slice(value);
         h.extend_from_slice(b"\r\n");
-        assert_eq!(get(p.addr(), "/nv/x", &h), [403], "{}", value.escape_ascii());
+        assert_eq!(
+            get(p.addr(), "/nv/x", &h),
+            [403],
+            "{}",
+            value.escape_ascii()
+        );
     }
 
     assert_eq!(get(p.addr(), "/marker-matching", b""), [200]);

@@ -107,10 +107,7 @@ pub fn spawn(cmd: &mut Command, stdout: Stdout) -> Proxy {
     }
 }
 
-fn collect<R: BufRead + Send + 'static>(
-    lines: std::io::Lines<R>,
-    into: Arc<Mutex<Vec<String>>>,
-) {
+fn collect<R: BufRead + Send + 'static>(lines: std::io::Lines<R>, into: Arc<Mutex<Vec<String>>>) {
     std::thread::spawn(move || {
         for line in lines.map_while(Result::ok) {
             into.lock().unwrap().push(line);
@@ -146,7 +143,10 @@ impl Proxy {
 
     /// The stdout so far, each line ending in `\n`.
     pub fn stdout_text(&self) -> String {
-        self.stdout_lines().iter().map(|l| format!("{l}\n")).collect()
+        self.stdout_lines()
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect()
     }
 
     /// The stderr lines so far, the start-up line and those before it included.
@@ -156,7 +156,10 @@ impl Proxy {
 
     /// The stderr so far, each line ending in `\n`.
     pub fn stderr_text(&self) -> String {
-        self.stderr_lines().iter().map(|l| format!("{l}\n")).collect()
+        self.stderr_lines()
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect()
     }
 
     /// Waits (20 s at most) until a stderr line contains `needle`; returns it.

@@ -1,7 +1,7 @@
 //! `meshguard validate` on a corpus of broken and surprising policies (tests/validate/*.yaml):
 //! each file's first line names the finding it must produce.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 mod support;

@@ -6,7 +6,7 @@ use std::process::Command;
 
 mod support;
 
-use support::fs::{root, tmp};
+use support::fs::{copy_dir, root, tmp};
 use support::http::curl_status;
 use support::proxy::{Proxy, Stdout, proxy_command, spawn};
 
@@ -431,4 +431,45 @@ fn a_reload_reports_every_error_and_keeps_the_last_good_set_whole() {
     assert_eq!(dump["generation"], 1, "{dump}");
     assert_eq!(get(&format!("{}/admin", p.base)).0, 403);
     assert_eq!(get(&format!("{}/other", p.base)).0, 200);
+}
+
+#[test]
+fn a_workload_that_only_request_authentications_apply_to_is_warned_about() {
+    // The walkthrough's step 3 with the AuthorizationPolicy's selector edited away from the
+    // workload: tokens are still checked, but none is required. The proxy warns at start-up
+    // in these words; validate says the same before the proxy starts.
+    let dir = tmp("validate-no-authz");
+    copy_dir(&root().join("examples/step3-require-jwt"), &dir);
+    let ap = dir.join("authorization-policy.yaml");
+    let text = std::fs::read_to_string(&ap).unwrap();
+    std::fs::write(&ap, text.replace("app: httpbin", "app: httpbin-v2")).unwrap();
+    let d = dir.display().to_string();
+    let (code, out) = validate(&[&d, "--namespace", "foo", "--labels", "app=httpbin"]);
+    assert_eq!(code, Some(0), "warnings keep exit 0: {out}");
+    assert_eq!(
+        out,
+        format!(
+            "warning: {d}/authorization-policy.yaml: document 0 (AuthorizationPolicy foo/require-jwt): field spec.selector.matchLabels: does not select the workload (namespace foo, labels {{app=httpbin}}): it will not apply\n\
+warning: {d}: no AuthorizationPolicy applies to namespace foo, labels app=httpbin: requests without a token, and with any valid token, are allowed; a RequestAuthentication alone rejects only invalid tokens (401), as Istio does; \
+AuthorizationPolicy foo/require-jwt does not apply: its selector app=httpbin-v2 is not a subset of the workload's labels\n\
+valid: 0 error(s), 2 warning(s) in 2 resource(s) from 2 file(s)\n"
+        )
+    );
+    // The walkthrough's step 2 has no AuthorizationPolicy at all: the warning alone.
+    let (code, out) = validate(&[
+        "examples/step2-request-authentication",
+        "--namespace",
+        "foo",
+        "--labels",
+        "app=httpbin",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        out,
+        "warning: examples/step2-request-authentication: no AuthorizationPolicy applies to namespace foo, labels app=httpbin: requests without a token, and with any valid token, are allowed; a RequestAuthentication alone rejects only invalid tokens (401), as Istio does\n\
+valid: 0 error(s), 1 warning(s) in 1 resource(s) from 1 file(s)\n"
+    );
+    // Without a workload, nothing is said of one.
+    let (_, out) = validate(&[&d]);
+    assert!(!out.contains("no AuthorizationPolicy applies"), "{out}");
 }

@@ -28,7 +28,8 @@ refuses to load. Warnings are policies that load but will surprise: issuers no
 RequestAuthentication configures, ALLOW policies that allow nothing, hosts without a port
 variant, subjects containing '/', mTLS-only fields, selectors that select nothing, files
 skipped in directories, paths without resources, and (with --namespace/--labels) a workload
-that none of the resources applies to.
+that none of the resources applies to, or that RequestAuthentications apply to but no
+AuthorizationPolicy (then no token is required).
 
 Exit status: 0 valid (warnings allowed), 3 invalid, 1 unreadable files or bad flags.")]
 pub struct ValidateArgs {
@@ -158,7 +159,8 @@ fn warning(file: String, message: String) -> Finding {
 }
 
 /// Warnings about what was loaded rather than about one resource: files skipped in
-/// directories, paths that hold no resource, and a workload that nothing applies to. Each of
+/// directories, paths that hold no resource, a workload that nothing applies to, and one that
+/// RequestAuthentications apply to but no AuthorizationPolicy (no token is required). Each of
 /// them, left unnoticed, starts a proxy that enforces less than intended (or nothing).
 ///
 /// With `load_errors`, the set is what decoded: a path whose files have errors is not said to
@@ -210,6 +212,15 @@ fn loading_warnings(
                     summary.why_nothing_applies().join("; ")
                 ),
             ));
+        } else if summary.no_authorization_policy_applies() {
+            // The proxy's start-up warning, then why each AuthorizationPolicy does not apply.
+            let mut message = summary.no_authorization_policy_warning();
+            for why in summary.why_no_authorization_policy_applies() {
+                message.push_str("; ");
+                message.push_str(&why);
+            }
+            let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            out.push(warning(paths.join(" "), message));
         }
     }
     out

@@ -8,40 +8,15 @@
 //! packages), so that invalid requests can be sent; which Python, and what happens without
 //! the packages, is `support/python.rs`.
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-#[path = "support/python.rs"]
-mod python;
+mod support;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// A token with `group1`: allowed by the ALLOW policy below.
-fn token() -> String {
-    std::fs::read_to_string(root().join("testdata/istio-demo/groups-scope.jwt"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
-fn tmp(name: &str) -> PathBuf {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "authority-{name}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use support::fs::{groups_token, root, tmp};
+use support::http::exchange;
+use support::proxy::{Proxy, Stdout, proxy_command, spawn};
+use support::python;
+use support::upstream::Recorder;
 
 /// The policies of the hostile-client probes: the step 4 token rule, an ALLOW for `/public/*`,
 /// and DENY rules on a path, a method and a host.
@@ -68,241 +43,38 @@ spec:
   - to: [{operation: {hosts: ["internal.example", "internal.example:*"]}}]
 "#;
 
-/// An HTTP/1.1 upstream that records the head of every request it receives, as bytes on the
-/// wire, and answers `200 ok` (closing each connection, so every request is its own).
-struct Upstream {
-    addr: String,
-    heads: Arc<Mutex<Vec<String>>>,
-}
-
-impl Upstream {
-    fn start() -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let heads = Arc::new(Mutex::new(Vec::new()));
-        let record = heads.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                let record = record.clone();
-                std::thread::spawn(move || serve_one(stream, &record));
-            }
-        });
-        Upstream { addr, heads }
-    }
-
-    /// Waits until a request whose head contains `marker` has arrived, then returns every head
-    /// received so far. Requests sent before the marker have been forwarded (or not) by then.
-    fn heads_until(&self, marker: &str) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let heads = self.heads.lock().unwrap().clone();
-            if heads.iter().any(|h| h.contains(marker)) {
-                return heads;
-            }
-            assert!(Instant::now() < deadline, "the upstream never got {marker}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-fn serve_one(mut s: TcpStream, record: &Mutex<Vec<String>>) {
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let lower = head.to_ascii_lowercase();
-    // Read the body to its end so that the proxy's write completes.
-    let done = |b: &[u8]| {
-        if lower.contains("transfer-encoding: chunked") {
-            b.ends_with(b"0\r\n\r\n")
-        } else {
-            let len = lower
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
-            b.len() >= len
-        }
-    };
-    let mut body = buf[head_end..].to_vec();
-    while !done(&body) {
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => body.extend_from_slice(&chunk[..n]),
-        }
-    }
-    record.lock().unwrap().push(head);
-    let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
-}
-
-/// A running `meshguard proxy` in front of an [`Upstream`]; killed on drop.
-struct Proxy {
-    child: Child,
-    addr: String,
-    admin: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(policies: &str, upstream: &Upstream, extra: &[&str]) -> Proxy {
-    let dir = tmp("policies");
+/// Starts the proxy for workload `foo`/`app=httpbin` in front of `upstream`, on `policies`
+/// and the step 4 RequestAuthentication, with the access log collected.
+fn start(policies: &str, upstream: &Recorder, extra: &[&str]) -> Proxy {
+    let dir = tmp("authority-policies");
     std::fs::write(dir.join("authz.yaml"), policies).unwrap();
     std::fs::copy(
         root().join("examples/step4-require-claim/request-authentication.yaml"),
         dir.join("request-authentication.yaml"),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meshguard"))
-        .args(["proxy", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .args(["--namespace", "foo", "--labels", "app=httpbin"])
-        .arg("--policies")
-        .arg(&dir)
-        .args(["--upstream", &format!("http://{}", upstream.addr)])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    // "meshguard: proxy on http://ADDR -> UPSTREAM, admin on http://ADMIN"
-    let (addr, admin) = loop {
-        let line = lines.next().expect("proxy exited").unwrap();
-        if let Some(rest) = line.strip_prefix("meshguard: proxy on http://") {
-            let addr = rest.split(' ').next().unwrap().to_string();
-            let admin = rest.rsplit("admin on http://").next().unwrap().to_string();
-            break (addr, admin);
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let sink = log.clone();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
-        }
-    });
-    Proxy {
-        child,
-        addr,
-        admin,
-        log,
-    }
+    spawn(
+        proxy_command()
+            .args(["--namespace", "foo", "--labels", "app=httpbin"])
+            .arg("--policies")
+            .arg(&dir)
+            .args(["--upstream", &format!("http://{}", upstream.addr)])
+            .args(extra),
+        Stdout::Collect,
+    )
 }
 
-impl Proxy {
-    /// The access log line (as JSON) of the request with this request id.
-    fn log_for(&self, request_id: &str) -> serde_json::Value {
-        self.log_where(|l| l["request_id"] == request_id)
-    }
-
-    /// The first access log line that satisfies `pred`, waiting for it.
-    fn log_where(&self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            for line in self.log.lock().unwrap().iter() {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
-                    && pred(&v)
-                {
-                    return v;
-                }
-            }
-            assert!(Instant::now() < deadline, "no such access log line");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn metrics(&self) -> String {
-        let r = exchange(
-            &self.admin,
-            "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
-        );
-        String::from_utf8_lossy(&r.body).into_owned()
-    }
+/// The access log line (as JSON) of the request with this request id.
+fn log_for(p: &Proxy, request_id: &str) -> serde_json::Value {
+    p.log_where(|l| l["request_id"] == request_id)
 }
 
-/// What the client got back.
-#[derive(Debug)]
-struct Reply {
-    /// 0 when the connection closed without an answer.
-    status: u16,
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(String::as_str)
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// Sends raw bytes and reads one response (head, then a `content-length` body).
-fn exchange(addr: &str, request: &str) -> Reply {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) => {
-                return Reply {
-                    status: 0,
-                    headers: HashMap::new(),
-                    body: buf,
-                };
-            }
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let headers: HashMap<String, String> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let len = headers
-        .get("content-length")
-        .map_or(0, |v| v.parse::<usize>().unwrap());
-    let mut body = buf[head_end..].to_vec();
-    while body.len() < len {
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => body.extend_from_slice(&chunk[..n]),
-        }
-    }
-    Reply {
-        status,
-        headers,
-        body,
-    }
+fn metrics(p: &Proxy) -> String {
+    exchange(
+        p.admin_addr(),
+        "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+    )
+    .body
 }
 
 /// A request with the allowed token, a request id to find its log line, and `extra` header
@@ -310,15 +82,15 @@ fn exchange(addr: &str, request: &str) -> Reply {
 fn request(method_and_target: &str, id: &str, extra: &str) -> String {
     format!(
         "{method_and_target} HTTP/1.1\r\nAuthorization: Bearer {}\r\nX-Request-Id: {id}\r\n{extra}\r\n",
-        token()
+        groups_token()
     )
 }
 
 /// An allowed request whose arrival upstream marks that everything sent before it has been
 /// forwarded (or not).
-fn marker(p: &Proxy, up: &Upstream, name: &str) -> Vec<String> {
+fn marker(p: &Proxy, up: &Recorder, name: &str) -> Vec<String> {
     let r = exchange(
-        &p.addr,
+        p.addr(),
         &request(&format!("GET /{name}"), name, "Host: app\r\n"),
     );
     assert_eq!(r.status, 200, "{r:?}");
@@ -333,19 +105,19 @@ fn host_lines(head: &str) -> Vec<&str> {
 
 #[test]
 fn absolute_form_authority_is_what_policies_see_and_the_upstream_gets() {
-    let up = Upstream::start();
+    let up = Recorder::start();
     let p = start(POLICIES, &up, &[]);
     // Was a bypass: the policy matched `a`, the upstream got `Host: internal.example`. As in
     // Envoy (and RFC 9112 §3.2.2), the target's authority replaces Host.
     let r = exchange(
-        &p.addr,
+        p.addr(),
         &request("GET http://a/x", "abs-1", "Host: internal.example\r\n"),
     );
     assert_eq!(r.status, 200, "{r:?}");
     let heads = up.heads_until("GET /x ");
     let head = heads.iter().find(|h| h.starts_with("GET /x ")).unwrap();
     assert_eq!(host_lines(head), ["host: a"], "{head}");
-    assert_eq!(p.log_for("abs-1")["authority"], "a");
+    assert_eq!(log_for(&p, "abs-1")["authority"], "a");
 
     // The other way round is denied, and so is the target with `userinfo@` (Envoy forwards
     // host and port only, so that is what the policies see).
@@ -355,11 +127,11 @@ fn absolute_form_authority_is_what_policies_see_and_the_upstream_gets() {
         ("http://internal.example:8080/y", "abs-4"),
     ] {
         let r = exchange(
-            &p.addr,
+            p.addr(),
             &request(&format!("GET {target}"), id, "Host: a\r\n"),
         );
         assert_eq!(r.status, 403, "{target}: {r:?}");
-        assert_eq!(r.text(), "RBAC: access denied");
+        assert_eq!(r.body, "RBAC: access denied");
     }
     let heads = marker(&p, &up, "after-abs");
     assert!(!heads.iter().any(|h| h.starts_with("GET /y")), "{heads:?}");
@@ -367,11 +139,11 @@ fn absolute_form_authority_is_what_policies_see_and_the_upstream_gets() {
 
 #[test]
 fn two_host_headers_and_a_missing_host_are_refused() {
-    let up = Upstream::start();
+    let up = Recorder::start();
     let p = start(POLICIES, &up, &[]);
     // Was a bypass: the policy matched the first Host, the upstream got both.
     let r = exchange(
-        &p.addr,
+        p.addr(),
         &request(
             "GET /two",
             "host-2",
@@ -379,9 +151,9 @@ fn two_host_headers_and_a_missing_host_are_refused() {
         ),
     );
     assert_eq!(r.status, 400, "{r:?}");
-    assert_eq!(r.text(), "Bad Request");
+    assert_eq!(r.body, "Bad Request");
     assert_eq!(r.header("connection"), Some("close"));
-    let line = p.log_for("host-2");
+    let line = log_for(&p, "host-2");
     assert_eq!(line["response_code"], 400);
     assert_eq!(line["response_code_details"], "duplicate_host_header");
 
@@ -389,29 +161,29 @@ fn two_host_headers_and_a_missing_host_are_refused() {
     // (Envoy requires an authority in every request).
     for (version, id) in [("HTTP/1.1", "host-0"), ("HTTP/1.0", "host-0-10")] {
         let r = exchange(
-            &p.addr,
+            p.addr(),
             &format!(
                 "GET /none {version}\r\nAuthorization: Bearer {}\r\nX-Request-Id: {id}\r\n\r\n",
-                token()
+                groups_token()
             ),
         );
         assert_eq!(r.status, 400, "{version}: {r:?}");
-        assert_eq!(r.body, b"", "{version}");
+        assert_eq!(r.body, "", "{version}");
         assert_eq!(r.header("content-type"), None);
         assert_eq!(
-            p.log_for(id)["response_code_details"],
+            log_for(&p, id)["response_code_details"],
             "missing_host_header"
         );
     }
     // A Host that no authority can be (Envoy: `http.invalid_authority`).
-    let r = exchange(&p.addr, &request("GET /bad", "host-bad", "Host: a b\r\n"));
+    let r = exchange(p.addr(), &request("GET /bad", "host-bad", "Host: a b\r\n"));
     assert_eq!(r.status, 400, "{r:?}");
     assert_eq!(
-        p.log_for("host-bad")["response_code_details"],
+        log_for(&p, "host-bad")["response_code_details"],
         "http.invalid_authority"
     );
     // An empty Host is an authority (RFC 9112 §3.2); Envoy forwards it too.
-    let r = exchange(&p.addr, &request("GET /empty", "host-empty", "Host:\r\n"));
+    let r = exchange(p.addr(), &request("GET /empty", "host-empty", "Host:\r\n"));
     assert_eq!(r.status, 200, "{r:?}");
 
     let heads = marker(&p, &up, "after-host");
@@ -425,7 +197,7 @@ fn two_host_headers_and_a_missing_host_are_refused() {
 
 #[test]
 fn methods_outside_envoys_list_are_refused() {
-    let up = Upstream::start();
+    let up = Recorder::start();
     let p = start(POLICIES, &up, &[]);
     // Envoy's HTTP/1 codec answers these 400 `Bad Request` (`http1.codec_error`) before any
     // filter: a lowercase `delete` must not slip past the DENY on `DELETE` to a backend that
@@ -436,24 +208,24 @@ fn methods_outside_envoys_list_are_refused() {
     {
         let id = format!("method-{i}");
         let r = exchange(
-            &p.addr,
+            p.addr(),
             &request(&format!("{method} /m{i}"), &id, "Host: app\r\n"),
         );
         assert_eq!(r.status, 400, "{method}: {r:?}");
-        assert_eq!(r.text(), "Bad Request", "{method}");
+        assert_eq!(r.body, "Bad Request", "{method}");
         assert_eq!(r.header("connection"), Some("close"), "{method}");
-        let line = p.log_for(&id);
+        let line = log_for(&p, &id);
         assert_eq!(line["response_code_details"], "http1.codec_error");
         assert_eq!(line["method"], method);
     }
     assert_eq!(
-        exchange(&p.addr, &request("DELETE /d", "method-d", "Host: app\r\n")).status,
+        exchange(p.addr(), &request("DELETE /d", "method-d", "Host: app\r\n")).status,
         403
     );
     // Methods on Envoy's list pass, as in Envoy (MSEARCH is spelled without the hyphen there).
     for method in ["PROPFIND", "MSEARCH", "PATCH"] {
         let r = exchange(
-            &p.addr,
+            p.addr(),
             &request(
                 &format!("{method} /ok"),
                 method,
@@ -469,15 +241,15 @@ fn methods_outside_envoys_list_are_refused() {
 
 #[test]
 fn connect_is_evaluated_then_never_forwarded() {
-    let up = Upstream::start();
+    let up = Recorder::start();
     let p = start(POLICIES, &up, &[]);
-    let before = count_404(&p.metrics());
+    let before = count_404(&metrics(&p));
     // Allowed by the policies: Istio's inbound route has no CONNECT matcher, so Envoy answers
     // 404 with an empty body (`route_not_found`). It was forwarded as `CONNECT /`, the client
     // got nothing and the log said 200.
     let target = up.addr.clone();
     let r = exchange(
-        &p.addr,
+        p.addr(),
         &request(
             &format!("CONNECT {target}"),
             "connect-1",
@@ -485,18 +257,18 @@ fn connect_is_evaluated_then_never_forwarded() {
         ),
     );
     assert_eq!(r.status, 404, "{r:?}");
-    assert_eq!(r.body, b"");
+    assert_eq!(r.body, "");
     assert_eq!(r.header("connection"), Some("close"));
-    let line = p.log_for("connect-1");
+    let line = log_for(&p, "connect-1");
     assert_eq!(line["response_code"], 404);
     assert_eq!(line["response_code_details"], "route_not_found");
     assert_eq!(line["method"], "CONNECT");
     assert_eq!(line["authority"], target.as_str());
-    assert_eq!(count_404(&p.metrics()), before + 1);
+    assert_eq!(count_404(&metrics(&p)), before + 1);
 
     // A policy denial comes first: 403.
     let r = exchange(
-        &p.addr,
+        p.addr(),
         &request(
             "CONNECT internal.example:443",
             "connect-2",
@@ -505,18 +277,18 @@ fn connect_is_evaluated_then_never_forwarded() {
     );
     assert_eq!(r.status, 403, "{r:?}");
     let r = exchange(
-        &p.addr,
+        p.addr(),
         "CONNECT app:443 HTTP/1.1\r\nHost: app:443\r\nX-Request-Id: connect-3\r\n\r\n",
     );
     assert_eq!(r.status, 403, "no token: {r:?}");
     // A CONNECT target that is not host:port: Envoy's codec says `http1.invalid_url`.
     let r = exchange(
-        &p.addr,
+        p.addr(),
         &request("CONNECT /x", "connect-4", "Host: app\r\n"),
     );
     assert_eq!(r.status, 400, "{r:?}");
     assert_eq!(
-        p.log_for("connect-4")["response_code_details"],
+        log_for(&p, "connect-4")["response_code_details"],
         "http1.invalid_url"
     );
 
@@ -533,12 +305,12 @@ fn count_404(metrics: &str) -> u64 {
 
 #[test]
 fn connection_nominations_cannot_remove_the_forwarding_headers() {
-    let up = Upstream::start();
+    let up = Recorder::start();
     let p = start(POLICIES, &up, &[]);
     // `x-request-id` nominated: removed with the client's value, as in Envoy; the upstream
     // gets the id of the access log line.
     let r = exchange(
-        &p.addr,
+        p.addr(),
         &request(
             "GET /rid",
             "client-id",
@@ -553,7 +325,7 @@ fn connection_nominations_cannot_remove_the_forwarding_headers() {
         .find_map(|l| l.strip_prefix("x-request-id: "))
         .unwrap_or_else(|| panic!("no x-request-id upstream: {head}"));
     assert_ne!(upstream_id, "client-id");
-    assert_eq!(p.log_for(upstream_id)["path"], "/rid");
+    assert_eq!(log_for(&p, upstream_id)["path"], "/rid");
 
     // Nominating a forwarding header would hide where the request came from: Envoy's codec
     // refuses it (400, `http1.connection_header_rejected`).
@@ -563,7 +335,7 @@ fn connection_nominations_cannot_remove_the_forwarding_headers() {
     {
         let id = format!("conn-{i}");
         let r = exchange(
-            &p.addr,
+            p.addr(),
             &request(
                 "GET /conn",
                 &id,
@@ -571,15 +343,15 @@ fn connection_nominations_cannot_remove_the_forwarding_headers() {
             ),
         );
         assert_eq!(r.status, 400, "{name}: {r:?}");
-        assert_eq!(r.text(), "Bad Request");
+        assert_eq!(r.body, "Bad Request");
         assert_eq!(
-            p.log_for(&id)["response_code_details"],
+            log_for(&p, &id)["response_code_details"],
             "http1.connection_header_rejected"
         );
     }
     // Any other forwarded request carries them all, set after hop-by-hop removal.
     let r = exchange(
-        &p.addr,
+        p.addr(),
         &request(
             "GET /fwd",
             "fwd-1",
@@ -613,15 +385,15 @@ spec:
   action: ALLOW
   rules: [{when: [{key: "request.headers[x-internal]", values: ["yes"]}]}]
 "#;
-    let up = Upstream::start();
+    let up = Recorder::start();
     let p = start(policy, &up, &[]);
     let r = exchange(
-        &p.addr,
+        p.addr(),
         "GET /n HTTP/1.1\r\nHost: app\r\nX-Internal: yes\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(r.status, 200, "{r:?}");
     let r = exchange(
-        &p.addr,
+        p.addr(),
         "GET /n HTTP/1.1\r\nHost: app\r\nX-Internal: yes\r\nConnection: close, x-internal\r\n\r\n",
     );
     assert_eq!(r.status, 403, "{r:?}");
@@ -629,7 +401,7 @@ spec:
 
 #[test]
 fn transfer_codings_other_than_chunked_get_501() {
-    let up = Upstream::start();
+    let up = Recorder::start();
     let p = start(POLICIES, &up, &[]);
     // Envoy: 501 `Not Implemented` (`http1.invalid_transfer_encoding`). The gzip coding was
     // silently dropped on the way upstream.
@@ -639,7 +411,7 @@ fn transfer_codings_other_than_chunked_get_501() {
     {
         let id = format!("te-{i}");
         let r = exchange(
-            &p.addr,
+            p.addr(),
             &request(
                 "POST /te",
                 &id,
@@ -647,15 +419,15 @@ fn transfer_codings_other_than_chunked_get_501() {
             ),
         );
         assert_eq!(r.status, 501, "{te}: {r:?}");
-        assert_eq!(r.text(), "Not Implemented");
+        assert_eq!(r.body, "Not Implemented");
         assert_eq!(r.header("connection"), Some("close"));
         assert_eq!(
-            p.log_for(&id)["response_code_details"],
+            log_for(&p, &id)["response_code_details"],
             "http1.invalid_transfer_encoding"
         );
     }
     let r = exchange(
-        &p.addr,
+        p.addr(),
         &request(
             "POST /chunked",
             "te-ok",
@@ -679,11 +451,11 @@ spec:
   action: ALLOW
   rules: [{from: [{source: {remoteIpBlocks: ["1.2.3.4/32"]}}]}]
 "#;
-    let up = Upstream::start();
+    let up = Recorder::start();
     let p = start(policy, &up, &["--trusted-proxies", "1"]);
     let get = |xff: &str| {
         exchange(
-            &p.addr,
+            p.addr(),
             &format!("GET /x HTTP/1.1\r\nHost: app\r\nX-Forwarded-For: {xff}\r\nConnection: close\r\n\r\n"),
         )
         .status
@@ -760,9 +532,9 @@ fn http2_authority_host_and_method() {
     else {
         return;
     };
-    let up = Upstream::start();
+    let up = Recorder::start();
     let p = start(POLICIES, &up, &[]);
-    let bearer = format!("Bearer {}", token());
+    let bearer = format!("Bearer {}", groups_token());
     let req = |method: &'static str, path: &'static str, more: &[(&'static str, &str)]| {
         // Pseudo-headers first (RFC 9113 §8.3), so `more` lists them before any field.
         let mut f: Vec<(&str, &str)> =
@@ -771,7 +543,7 @@ fn http2_authority_host_and_method() {
         f.push(("authorization", bearer.as_str()));
         h2(
             &py,
-            &p.addr,
+            p.addr(),
             &f.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>(),
         )
     };
@@ -827,7 +599,7 @@ fn http2_authority_host_and_method() {
     // CONNECT over HTTP/2: 404 as well.
     let r = h2(
         &py,
-        &p.addr,
+        p.addr(),
         &[
             (":method", "CONNECT"),
             (":authority", "a:443"),
@@ -849,7 +621,7 @@ fn http2_authority_host_and_method() {
 
 #[test]
 fn absolute_form_schemes_other_than_http_and_https_are_refused() {
-    let up = Upstream::start();
+    let up = Recorder::start();
     let p = start(POLICIES, &up, &[]);
     // Was forwarded as `GET /s…` with the allowed token. Envoy's HTTP/1 codec answers 400
     // `Bad Request` (`http1.invalid_scheme`) before any filter.
@@ -858,12 +630,12 @@ fn absolute_form_schemes_other_than_http_and_https_are_refused() {
         .enumerate()
     {
         let id = format!("scheme-{i}");
-        let r = exchange(&p.addr, &request(&format!("GET {target}"), &id, ""));
+        let r = exchange(p.addr(), &request(&format!("GET {target}"), &id, ""));
         assert_eq!(r.status, 400, "{target}: {r:?}");
-        assert_eq!(r.text(), "Bad Request", "{target}");
+        assert_eq!(r.body, "Bad Request", "{target}");
         assert_eq!(r.header("connection"), Some("close"), "{target}");
         assert_eq!(
-            p.log_for(&id)["response_code_details"],
+            log_for(&p, &id)["response_code_details"],
             "http1.invalid_scheme",
             "{target}"
         );
@@ -874,7 +646,7 @@ fn absolute_form_schemes_other_than_http_and_https_are_refused() {
         .enumerate()
     {
         let r = exchange(
-            &p.addr,
+            p.addr(),
             &request(&format!("GET {target}"), &format!("ok-{i}"), ""),
         );
         assert_eq!(r.status, 200, "{target}: {r:?}");

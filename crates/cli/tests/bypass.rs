@@ -2,95 +2,45 @@
 //! limits, through the real proxy. Requests are sent raw over TCP where a client library would
 //! "fix" them (fragments, odd header names, absolute-form targets).
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-fn tmp(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod support;
 
-struct Proxy {
-    child: Child,
-    addr: String,
-}
+use support::fs::tmp;
+use support::http::exchange;
+use support::proxy::{Proxy, Stdout, meshguard, spawn};
 
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// Starts the proxy for namespace `foo` on `policies`, without an access log; on
+/// `127.0.0.1:0` unless `extra` names a `--listen`.
 fn start(policies: &str, extra: &[&str]) -> Proxy {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    // The process id too: a test runner that runs each test in its own process (nextest)
-    // would otherwise give every test the same directory, and their watched policy files
-    // would overwrite each other.
-    let dir = tmp(&format!(
-        "bypass-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-    ));
+    let dir = tmp("bypass");
     std::fs::write(dir.join("p.yaml"), policies).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meshguard"))
-        .args([
-            "proxy",
-            "--admin",
-            "127.0.0.1:0",
-            "--no-access-log",
-            "--namespace",
-            "foo",
-            "--policies",
-        ])
-        .arg(&dir)
-        .args(if extra.contains(&"--listen") {
-            &[][..]
-        } else {
-            &["--listen", "127.0.0.1:0"][..]
-        })
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("proxy exited").unwrap();
-        if let Some(rest) = line.strip_prefix("meshguard: proxy on http://") {
-            break rest.split(' ').next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Proxy { child, addr }
+    spawn(
+        meshguard()
+            .args([
+                "proxy",
+                "--admin",
+                "127.0.0.1:0",
+                "--no-access-log",
+                "--namespace",
+                "foo",
+                "--policies",
+            ])
+            .arg(&dir)
+            .args(if extra.contains(&"--listen") {
+                &[][..]
+            } else {
+                &["--listen", "127.0.0.1:0"][..]
+            })
+            .args(extra),
+        Stdout::Null,
+    )
 }
 
 /// Sends raw bytes, returns the status code (0 if the connection closed without one).
 fn raw(addr: &str, request: &str) -> u16 {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while let Ok(n) = s.read(&mut chunk) {
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
-            break;
-        }
-    }
-    let text = String::from_utf8_lossy(&buf);
-    text.split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+    exchange(addr, request).status
 }
 
 fn get(addr: &str, target: &str, extra_headers: &str) -> u16 {
@@ -107,7 +57,7 @@ const DENY_ADMIN: &str = "apiVersion: security.istio.io/v1\nkind: AuthorizationP
 #[test]
 fn cve_2019_9901_and_fragments_and_queries_under_base() {
     let p = start(DENY_ADMIN, &[]);
-    let a = &p.addr;
+    let a = p.addr();
     assert_eq!(get(a, "/admin", ""), 403);
     assert_eq!(
         get(a, "/public/../admin", ""),
@@ -143,11 +93,11 @@ fn cve_2019_9901_and_fragments_and_queries_under_base() {
 #[test]
 fn cve_2021_31920_slashes_under_merge_and_decode_modes() {
     let p = start(DENY_ADMIN, &["--path-normalization", "MERGE_SLASHES"]);
-    assert_eq!(get(&p.addr, "//admin", ""), 403);
+    assert_eq!(get(p.addr(), "//admin", ""), 403);
     // Dot segments first, then merging, as Envoy: `/app//../admin` is `/app/admin`.
-    assert_eq!(get(&p.addr, "/app//../admin", ""), 200);
+    assert_eq!(get(p.addr(), "/app//../admin", ""), 200);
     assert_eq!(
-        get(&p.addr, "/%2Fadmin", ""),
+        get(p.addr(), "/%2Fadmin", ""),
         200,
         "MERGE_SLASHES does not decode %2F"
     );
@@ -155,16 +105,16 @@ fn cve_2021_31920_slashes_under_merge_and_decode_modes() {
         DENY_ADMIN,
         &["--path-normalization", "DECODE_AND_MERGE_SLASHES"],
     );
-    assert_eq!(get(&p.addr, "/%2Fadmin", ""), 403);
-    assert_eq!(get(&p.addr, "/%5Cadmin", ""), 403);
-    assert_eq!(get(&p.addr, "/public%2F..%2Fadmin", ""), 403);
+    assert_eq!(get(p.addr(), "/%2Fadmin", ""), 403);
+    assert_eq!(get(p.addr(), "/%5Cadmin", ""), 403);
+    assert_eq!(get(p.addr(), "/public%2F..%2Fadmin", ""), 403);
     let p = start(DENY_ADMIN, &["--path-normalization", "NONE"]);
     assert_eq!(
-        get(&p.addr, "/admin#x", ""),
+        get(p.addr(), "/admin#x", ""),
         403,
         "the fragment is stripped even with NONE"
     );
-    assert_eq!(get(&p.addr, "/admin%00", ""), 400);
+    assert_eq!(get(p.addr(), "/admin%00", ""), 400);
 }
 
 #[test]
@@ -173,7 +123,7 @@ fn cve_2021_39155_hosts_are_case_insensitive_and_ports_are_literal() {
     let p = start(policy, &[]);
     let req = |host: &str| {
         raw(
-            &p.addr,
+            p.addr(),
             &format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
         )
     };
@@ -184,7 +134,7 @@ fn cve_2021_39155_hosts_are_case_insensitive_and_ports_are_literal() {
     // Absolute-form targets: the host in the URI is what policies see, as in Envoy.
     assert_eq!(
         raw(
-            &p.addr,
+            p.addr(),
             "GET http://secret.com/ HTTP/1.1\r\nHost: other.com\r\nConnection: close\r\n\r\n"
         ),
         403
@@ -195,29 +145,29 @@ fn cve_2021_39155_hosts_are_case_insensitive_and_ports_are_literal() {
 fn cve_2026_26308_and_cve_2020_25017_repeated_headers() {
     let policy = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-admin-role, namespace: foo}\nspec:\n  action: DENY\n  rules: [{when: [{key: \"request.headers[x-role]\", values: [admin]}]}]\n";
     let p = start(policy, &[]);
-    assert_eq!(get(&p.addr, "/", "x-role: admin\r\n"), 403);
+    assert_eq!(get(p.addr(), "/", "x-role: admin\r\n"), 403);
     assert_eq!(
-        get(&p.addr, "/", "x-role: user\r\nx-role: admin\r\n"),
+        get(p.addr(), "/", "x-role: user\r\nx-role: admin\r\n"),
         403,
         "second value (CVE-2020-25017)"
     );
     assert_eq!(
-        get(&p.addr, "/", "x-role: admin\r\nx-role: user\r\n"),
+        get(p.addr(), "/", "x-role: admin\r\nx-role: user\r\n"),
         403,
         "first value"
     );
     assert_eq!(
-        get(&p.addr, "/", "X-ROLE: admin\r\n"),
+        get(p.addr(), "/", "X-ROLE: admin\r\n"),
         403,
         "header names are case-insensitive"
     );
-    assert_eq!(get(&p.addr, "/", "x-role: user\r\n"), 200);
+    assert_eq!(get(p.addr(), "/", "x-role: user\r\n"), 200);
 }
 
 #[test]
 fn odd_requests_are_refused_not_waved_through() {
     let p = start(DENY_ADMIN, &[]);
-    let a = &p.addr;
+    let a = p.addr();
     // Header names with whitespace or odd bytes, obsolete line folding, NUL: 400 from the codec.
     assert_eq!(get(a, "/admin", "x-role : admin\r\n"), 400);
     assert_eq!(
@@ -279,8 +229,8 @@ fn istio_security_2021_002_ports_are_the_listener_port() {
         "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: deny-admin-port, namespace: foo}}\nspec:\n  action: DENY\n  rules: [{{to: [{{operation: {{paths: [/admin], ports: [\"{port}\"]}}}}]}}]\n"
     );
     let p = start(&policy, &["--listen", &format!("127.0.0.1:{port}")]);
-    assert_eq!(p.addr.rsplit(':').next().unwrap(), port);
-    assert_eq!(get(&p.addr, "/admin", ""), 403);
+    assert_eq!(p.addr().rsplit(':').next().unwrap(), port);
+    assert_eq!(get(p.addr(), "/admin", ""), 403);
 }
 
 fn rss_kb(pid: u32) -> u64 {
@@ -302,19 +252,19 @@ fn thousands_of_idle_connections_and_oversized_input_stay_bounded() {
     let before = rss_kb(p.child.id());
     let mut idle = Vec::new();
     for _ in 0..3000 {
-        idle.push(TcpStream::connect(&p.addr).unwrap());
+        idle.push(TcpStream::connect(p.addr()).unwrap());
     }
     std::thread::sleep(Duration::from_millis(500));
     let during = rss_kb(p.child.id());
     // Still serving while 3,000 connections sit idle.
-    assert_eq!(get(&p.addr, "/", ""), 200);
+    assert_eq!(get(p.addr(), "/", ""), 200);
     // A 20 KiB token is refused as too large, a 100 KiB header with 431.
     let token = format!("eyJhbGciOiJSUzI1NiJ9.{}.sig", "A".repeat(20 * 1024));
-    let status = get(&p.addr, "/", &format!("Authorization: Bearer {token}\r\n"));
+    let status = get(p.addr(), "/", &format!("Authorization: Bearer {token}\r\n"));
     assert_eq!(status, 401);
     assert_eq!(
         get(
-            &p.addr,
+            p.addr(),
             "/",
             &format!("x-big: {}\r\n", "a".repeat(100 * 1024))
         ),

@@ -4,75 +4,32 @@
 //! 127.0.0.1:0, HTTP/2 frames written and read raw over TCP (the frames are fixed bytes; the
 //! one request header block is built from HPACK's static table).
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod support;
 
-/// A running `meshguard proxy`; killed on drop.
-struct Proxy {
-    child: Child,
-    /// `127.0.0.1:PORT` of the proxy listener.
-    addr: String,
-    admin: String,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::http::read_head;
+use support::proxy::{Proxy, Stdout, proxy_command, spawn};
+use support::upstream::serve_with;
 
 /// Starts the proxy in front of `upstream` with the walkthrough's step 2 (requests without a
 /// token pass).
 fn start(upstream: &str, extra: &[&str]) -> Proxy {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meshguard"))
-        .current_dir(root())
-        .arg("proxy")
-        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .args(["--policies", "examples/step2-request-authentication"])
-        .args(["--namespace", "foo", "--labels", "app=httpbin"])
-        .args(["--upstream", &format!("http://{upstream}")])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (addr, admin) = loop {
-        assert!(Instant::now() < deadline, "proxy did not start");
-        let line = lines
-            .next()
-            .expect("proxy exited before listening")
-            .unwrap();
-        // meshguard: proxy on http://127.0.0.1:PORT -> UPSTREAM, admin on http://127.0.0.1:PORT
-        if let Some(rest) = line.strip_prefix("meshguard: proxy on http://") {
-            let addr = rest.split(' ').next().unwrap().to_string();
-            let admin = rest.rsplit(' ').next().unwrap();
-            break (addr, admin.trim_start_matches("http://").to_string());
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Proxy { child, addr, admin }
+    spawn(
+        proxy_command()
+            .args(["--policies", "examples/step2-request-authentication"])
+            .args(["--namespace", "foo", "--labels", "app=httpbin"])
+            .args(["--upstream", &format!("http://{upstream}")])
+            .args(extra),
+        Stdout::Null,
+    )
 }
 
 /// An upstream that answers every request `200 ok`, requests for `/slow` after `SLOW`.
 fn upstream() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for s in listener.incoming().flatten() {
-            std::thread::spawn(move || serve(s));
-        }
-    });
-    addr
+    serve_with(serve).0
 }
 
 /// How long the upstream takes to answer `/slow`: longer than the header read timeout and
@@ -80,16 +37,8 @@ fn upstream() -> String {
 const SLOW: Duration = Duration::from_millis(2500);
 
 fn serve(mut s: TcpStream) {
-    loop {
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            match s.read(&mut byte) {
-                Ok(1) => head.push(byte[0]),
-                _ => return,
-            }
-        }
-        if head.starts_with(b"GET /slow ") {
+    while let Some(head) = read_head(&mut s) {
+        if head.starts_with("GET /slow ") {
             std::thread::sleep(SLOW);
         }
         if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
@@ -243,7 +192,7 @@ fn silent_http2_connections_are_closed_at_the_header_read_timeout() {
         &["--max-connections", "2", "--header-read-timeout", "1s"],
     );
     silent_connections_are_closed(
-        &proxy.addr,
+        proxy.addr(),
         "GET /ip HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
         "HTTP/1.1 200 OK\r\n",
     );
@@ -257,7 +206,7 @@ fn silent_http2_connections_to_the_admin_listener_are_closed_too() {
         &["--max-connections", "2", "--header-read-timeout", "1s"],
     );
     silent_connections_are_closed(
-        &proxy.admin,
+        proxy.admin_addr(),
         "GET /healthz/ready HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
         "HTTP/1.1 200 OK\r\n",
     );
@@ -271,7 +220,7 @@ fn a_connection_with_a_stream_in_progress_stays_open() {
     let up = upstream();
     let proxy = start(&up, &["--header-read-timeout", "1s"]);
     let started = Instant::now();
-    let mut tcp = TcpStream::connect(&proxy.addr).unwrap();
+    let mut tcp = TcpStream::connect(proxy.addr()).unwrap();
     tcp.write_all(PREFACE_AND_SETTINGS).unwrap();
     tcp.write_all(&frame(
         HEADERS,

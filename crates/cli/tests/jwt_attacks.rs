@@ -16,114 +16,35 @@
 
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod support;
 
-fn tmp(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// A running `meshguard proxy`; killed on drop.
-struct Proxy {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::fs::{root, tmp};
+use support::http::{Response, curl, parse, until_closed};
+use support::proxy::{Proxy, Stdout, proxy_command, spawn};
 
 fn start(policies: &Path) -> Proxy {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meshguard"))
-        .current_dir(root())
-        .arg("proxy")
-        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .arg("--policies")
-        .arg(policies)
-        .args(["--namespace", "attacks"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let base = loop {
-        assert!(Instant::now() < deadline, "proxy did not start");
-        let line = lines
-            .next()
-            .expect("proxy exited before listening")
-            .unwrap();
-        // meshguard: proxy on http://127.0.0.1:PORT -> UPSTREAM, admin on http://127.0.0.1:PORT
-        if let Some(rest) = line.strip_prefix("meshguard: proxy on ") {
-            break rest.split(' ').next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Proxy { child, base }
-}
-
-/// A response: status and body.
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    body: String,
-}
-
-fn parse_response(raw: &[u8]) -> Resp {
-    let text = String::from_utf8_lossy(raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no HTTP response: {text:?}"));
-    let status = head
-        .lines()
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line: {head:?}"));
-    Resp {
-        status,
-        body: body.to_string(),
-    }
-}
-
-fn curl(args: &[&str]) -> Resp {
-    let out = Command::new("curl")
-        .args(["-s", "-i", "--max-time", "20"])
-        .args(args)
-        .output()
-        .unwrap();
-    parse_response(&out.stdout)
+    spawn(
+        proxy_command()
+            .arg("--policies")
+            .arg(policies)
+            .args(["--namespace", "attacks"]),
+        Stdout::Null,
+    )
 }
 
 /// One HTTP/1.1 request with exactly these header lines, over a fresh connection.
-fn raw_request(base: &str, target: &str, header_lines: &[String]) -> Resp {
+fn raw_request(base: &str, target: &str, header_lines: &[String]) -> Response {
     let addr = base.strip_prefix("http://").unwrap();
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut req = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\n");
     for l in header_lines {
         req.push_str(l);
         req.push_str("\r\n");
     }
     req.push_str("Connection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
-    parse_response(&buf)
+    parse(until_closed(addr, req.as_bytes(), Duration::from_secs(20)).as_bytes())
 }
 
 /// Query-string encoding: every byte outside the unreserved set is %XX.
@@ -143,7 +64,7 @@ fn str_field<'a>(case: &'a Value, name: &str) -> Option<&'a str> {
     case.get(name).and_then(Value::as_str)
 }
 
-fn send(base: &str, case: &Value) -> Resp {
+fn send(base: &str, case: &Value) -> Response {
     if let Some(lines) = case.get("header_lines").and_then(Value::as_array) {
         let lines: Vec<String> = lines
             .iter()

@@ -7,22 +7,15 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-#[path = "support/python.rs"]
-mod python;
+mod support;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use support::fs::tmp;
+use support::http::until_closed;
+use support::proxy::{Proxy, Stdout, proxy_command, spawn};
+use support::python;
 
 /// A policy directory with one AuthorizationPolicy that allows every request.
 fn allow_all(name: &str) -> PathBuf {
@@ -35,70 +28,18 @@ fn allow_all(name: &str) -> PathBuf {
     dir
 }
 
-/// A running `meshguard proxy`; killed on drop. Its stdout is a pipe this test never reads
-/// unless [`Proxy::read_stdout`] is called.
-struct Proxy {
-    child: Child,
-    listen: SocketAddr,
-    admin: SocketAddr,
-    stdout: Option<ChildStdout>,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// Starts the proxy on `policies`; its stdout is a pipe this test never reads
+/// ([`Proxy::stdout_pipe`]).
 fn start(policies: &Path, args: &[&str]) -> Proxy {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meshguard"))
-        .current_dir(root())
-        .arg("proxy")
-        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .arg("--policies")
-        .arg(policies)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (listen, admin) = loop {
-        assert!(Instant::now() < deadline, "proxy did not start");
-        let line = lines
-            .next()
-            .expect("proxy exited before listening")
-            .unwrap();
-        // meshguard: proxy on http://127.0.0.1:PORT -> UPSTREAM, admin on http://127.0.0.1:PORT
-        if let Some(rest) = line.strip_prefix("meshguard: proxy on ") {
-            let addr = |url: &str| url.trim_start_matches("http://").parse().unwrap();
-            break (
-                addr(rest.split(' ').next().unwrap()),
-                addr(rest.rsplit(' ').next().unwrap()),
-            );
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let stdout = child.stdout.take();
-    Proxy {
-        child,
-        listen,
-        admin,
-        stdout,
-    }
+    spawn(
+        proxy_command().arg("--policies").arg(policies).args(args),
+        Stdout::Unread,
+    )
 }
 
 /// One HTTP/1.1 request on a new connection (`connection: close`); the whole response.
 fn request(addr: SocketAddr, head: &str) -> String {
-    let mut tcp = TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    tcp.write_all(head.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    tcp.read_to_end(&mut out).expect("answered within 10 s");
-    String::from_utf8_lossy(&out).into_owned()
+    until_closed(addr, head.as_bytes(), Duration::from_secs(10))
 }
 
 fn get(addr: SocketAddr, path: &str, extra: &str) -> String {
@@ -114,7 +55,7 @@ fn body(response: &str) -> &str {
 
 /// The value of the sample `line_prefix` (a metric name with its labels) on `/metrics`.
 fn metric(proxy: &Proxy, line_prefix: &str) -> Option<f64> {
-    let page = get(proxy.admin, "/metrics", "");
+    let page = get(proxy.admin_socket(), "/metrics", "");
     body(&page)
         .lines()
         .find_map(|l| l.strip_prefix(line_prefix)?.strip_prefix(' '))
@@ -171,7 +112,7 @@ fn both_listeners_queue_1024_connections() {
         &dir,
         &["--max-connections", "1", "--header-read-timeout", "60s"],
     );
-    for (what, addr) in [("proxy", proxy.listen), ("admin", proxy.admin)] {
+    for (what, addr) in [("proxy", proxy.socket()), ("admin", proxy.admin_socket())] {
         let _slot = TcpStream::connect(addr).unwrap();
         let connected = connect_many(addr, wanted);
         assert_eq!(
@@ -183,7 +124,7 @@ fn both_listeners_queue_1024_connections() {
     match Command::new("ss").args(["-ltn"]).output() {
         Ok(o) if o.status.success() => {
             let table = String::from_utf8_lossy(&o.stdout).into_owned();
-            for addr in [proxy.listen, proxy.admin] {
+            for addr in [proxy.socket(), proxy.admin_socket()] {
                 let row = table
                     .lines()
                     .find(|l| l.split_whitespace().nth(3) == Some(&addr.to_string()))
@@ -201,11 +142,11 @@ fn a_silent_admin_connection_is_closed_at_the_header_read_timeout() {
     let dir = allow_all("listener-admin-timeout");
     let proxy = start(&dir, &["--header-read-timeout", "500ms"]);
     let since = Instant::now();
-    let mut tcp = TcpStream::connect(proxy.admin).unwrap();
+    let mut tcp = TcpStream::connect(proxy.admin_socket()).unwrap();
     assert_closed_silently(&mut tcp, since, Duration::from_millis(500));
     // Half a head is cut off alike.
     let since = Instant::now();
-    let mut tcp = TcpStream::connect(proxy.admin).unwrap();
+    let mut tcp = TcpStream::connect(proxy.admin_socket()).unwrap();
     tcp.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
     assert_closed_silently(&mut tcp, since, Duration::from_millis(500));
 }
@@ -219,14 +160,14 @@ fn the_admin_listener_has_its_own_connection_limit() {
     );
     // A silent client takes the admin listener's one slot ...
     let held_since = Instant::now();
-    let _silent = TcpStream::connect(proxy.admin).unwrap();
+    let _silent = TcpStream::connect(proxy.admin_socket()).unwrap();
     // ... the proxy listener, with its own slot, still answers at once ...
     let started = Instant::now();
-    let answer = get(proxy.listen, "/get", "");
+    let answer = get(proxy.socket(), "/get", "");
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
     assert!(started.elapsed() < Duration::from_millis(500));
     // ... and the next admin client is served once the silent one is let go, at 1 s.
-    let answer = get(proxy.admin, "/healthz/ready", "");
+    let answer = get(proxy.admin_socket(), "/healthz/ready", "");
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
     let waited = held_since.elapsed();
     assert!(waited >= Duration::from_millis(900), "{waited:?}");
@@ -355,7 +296,7 @@ fn http2_rapid_reset_after_accept_closes_the_connection() {
     );
     let out = python
         .args(["-c", RAPID_RESET])
-        .arg(proxy.listen.port().to_string())
+        .arg(proxy.socket().port().to_string())
         .arg("2000")
         .output()
         .unwrap();
@@ -377,7 +318,7 @@ fn http2_rapid_reset_after_accept_closes_the_connection() {
         Some(1.0)
     );
     // Other clients are served as before.
-    let answer = get(proxy.listen, "/fast", "");
+    let answer = get(proxy.socket(), "/fast", "");
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
     assert_eq!(body(&answer), "ok");
 }
@@ -387,12 +328,12 @@ fn an_access_log_nobody_reads_never_stalls_requests() {
     let dir = allow_all("listener-access-log");
     let proxy = start(&dir, &[]);
     assert!(
-        proxy.stdout.is_some(),
+        proxy.stdout_pipe.is_some(),
         "stdout stays an open pipe, never read"
     );
     // About 300 bytes a line: 3,000 lines are far more than a 64 KiB pipe and the writer's
     // queue hold.
-    let mut tcp = TcpStream::connect(proxy.listen).unwrap();
+    let mut tcp = TcpStream::connect(proxy.socket()).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut reader = BufReader::new(tcp.try_clone().unwrap());
     let started = Instant::now();
@@ -453,11 +394,11 @@ fn metrics_parse_as_prometheus_text_and_as_openmetrics() {
     let dir = allow_all("listener-metrics-parse");
     let proxy = start(&dir, &["--no-access-log"]);
     for _ in 0..3 {
-        assert!(get(proxy.listen, "/get", "").starts_with("HTTP/1.1 200 "));
+        assert!(get(proxy.socket(), "/get", "").starts_with("HTTP/1.1 200 "));
     }
     let out = python
         .args(["-c", PARSE_BOTH])
-        .arg(format!("http://{}/stats/prometheus", proxy.admin))
+        .arg(format!("http://{}/stats/prometheus", proxy.admin_socket()))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -500,9 +441,9 @@ fn metrics_parse_as_prometheus_text_and_as_openmetrics() {
 fn metrics_content_type_follows_accept_on_both_paths() {
     let dir = allow_all("listener-metrics-accept");
     let proxy = start(&dir, &["--no-access-log"]);
-    assert!(get(proxy.listen, "/status/503", "").starts_with("HTTP/1.1 503 "));
+    assert!(get(proxy.socket(), "/status/503", "").starts_with("HTTP/1.1 503 "));
     for path in ["/metrics", "/stats/prometheus"] {
-        let plain = get(proxy.admin, path, "");
+        let plain = get(proxy.admin_socket(), path, "");
         assert!(
             plain.contains("\r\ncontent-type: text/plain; version=0.0.4; charset=utf-8\r\n"),
             "{plain}"
@@ -524,7 +465,7 @@ fn metrics_content_type_follows_accept_on_both_paths() {
             "{plain}"
         );
         let om = get(
-            proxy.admin,
+            proxy.admin_socket(),
             path,
             "accept: application/openmetrics-text; version=1.0.0\r\n",
         );
@@ -544,13 +485,13 @@ fn max_header_bytes_below_8_kib_is_honoured() {
     let dir = allow_all("listener-max-header");
     let proxy = start(&dir, &["--max-header-bytes", "2048", "--no-access-log"]);
     let big = "a".repeat(3000);
-    let answer = get(proxy.listen, "/get", &format!("x-big: {big}\r\n"));
+    let answer = get(proxy.socket(), "/get", &format!("x-big: {big}\r\n"));
     assert!(
         answer.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
         "{answer}"
     );
     let small = "a".repeat(1500);
-    let answer = get(proxy.listen, "/get", &format!("x-big: {small}\r\n"));
+    let answer = get(proxy.socket(), "/get", &format!("x-big: {small}\r\n"));
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
 }
 
@@ -605,16 +546,16 @@ fn requests_the_http_parser_refuses_are_counted_as_downstream_protocol_errors() 
 
     // Answered by hyper before meshguard's handler: no access-log line, not in
     // meshguard_requests_total.
-    let r = request(proxy.listen, "GET /a b HTTP/1.1\r\nhost: x\r\n\r\n");
+    let r = request(proxy.socket(), "GET /a b HTTP/1.1\r\nhost: x\r\n\r\n");
     assert!(r.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{r}");
     let r = request(
-        proxy.listen,
+        proxy.socket(),
         "GET / HTTP/1.1\r\nhost: x\r\nbad header\r\n\r\n",
     );
     assert!(r.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{r}");
     let big = "a".repeat(9000);
     let r = request(
-        proxy.listen,
+        proxy.socket(),
         &format!("GET / HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\n\r\n"),
     );
     assert!(r.starts_with("HTTP/1.1 431 "), "{r}");
@@ -632,7 +573,7 @@ fn requests_the_http_parser_refuses_are_counted_as_downstream_protocol_errors() 
     // The 431 meshguard gives itself below 8 KiB is counted the same way.
     let small = start(&dir, &["--max-header-bytes", "1024", "--no-access-log"]);
     let r = get(
-        small.listen,
+        small.socket(),
         "/",
         &format!("x-big: {}\r\n", "a".repeat(2000)),
     );
@@ -640,7 +581,7 @@ fn requests_the_http_parser_refuses_are_counted_as_downstream_protocol_errors() 
     assert_eq!(metric(&small, too_large), Some(1.0));
 
     // A request that parses is not one.
-    assert!(get(proxy.listen, "/get", "").starts_with("HTTP/1.1 200 "));
+    assert!(get(proxy.socket(), "/get", "").starts_with("HTTP/1.1 200 "));
     assert_eq!(metric(&proxy, malformed), Some(2.0));
     assert_eq!(metric(&proxy, too_large), Some(1.0));
     drop(proxy);

@@ -5,149 +5,53 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod support;
 
-fn tmp(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use support::fs::{copy_dir, root, tmp};
+use support::http::until_closed;
+use support::proxy::{Proxy, Stdout, spawn};
 
 fn meshguard() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_meshguard"));
+    let mut c = support::proxy::meshguard();
     // The default log level is under test.
-    c.current_dir(root()).env_remove("RUST_LOG");
+    c.env_remove("RUST_LOG");
     c
 }
 
-/// A running `meshguard proxy` whose stderr is collected line by line; killed on drop.
-struct Proxy {
-    child: Child,
-    base: String,
-    admin: String,
-    stderr: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proxy {
-    fn start(args: &[&str]) -> Proxy {
-        let mut child = meshguard()
+/// Starts the proxy on `127.0.0.1:0` with `args`; its stderr is collected line by line.
+fn start(args: &[&str]) -> Proxy {
+    spawn(
+        meshguard()
             .arg("proxy")
             .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (base, admin, stderr) = read_banner(&mut child);
-        Proxy {
-            child,
-            base,
-            admin,
-            stderr,
-        }
-    }
-
-    /// The stderr lines so far.
-    fn log(&self) -> Vec<String> {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// Waits until a stderr line contains `needle`; returns it.
-    fn wait_log(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(l) = self.log().into_iter().find(|l| l.contains(needle)) {
-                return l;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no stderr line with {needle:?}:\n{}",
-                self.log().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn generation(&self) -> u64 {
-        let dump = get(&self.admin, "/config_dump").1;
-        let v: serde_json::Value = serde_json::from_str(&dump).unwrap();
-        v["generation"].as_u64().unwrap()
-    }
+            .args(args),
+        Stdout::Null,
+    )
 }
 
-/// Reads stderr until the banner; returns the proxy and admin base URLs and the collected
-/// stderr (still filling from a thread).
-fn read_banner(child: &mut Child) -> (String, String, Arc<Mutex<Vec<String>>>) {
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let collected = Arc::new(Mutex::new(Vec::new()));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (base, admin) = loop {
-        assert!(Instant::now() < deadline, "proxy did not start");
-        let line = lines
-            .next()
-            .unwrap_or_else(|| {
-                panic!(
-                    "proxy exited before listening:\n{}",
-                    collected.lock().unwrap().join("\n")
-                )
-            })
-            .unwrap();
-        collected.lock().unwrap().push(line.clone());
-        // meshguard: proxy on http://127.0.0.1:PORT -> UPSTREAM, admin on http://127.0.0.1:PORT
-        if let Some(rest) = line.strip_prefix("meshguard: proxy on ") {
-            let base = rest.split(' ').next().unwrap().to_string();
-            let admin = rest.rsplit(' ').next().unwrap().to_string();
-            break (base, admin);
-        }
-    };
-    let sink = collected.clone();
-    std::thread::spawn(move || {
-        for l in lines.map_while(Result::ok) {
-            sink.lock().unwrap().push(l);
-        }
-    });
-    (base, admin, collected)
+/// The policy generation `/config_dump` reports.
+fn generation(p: &Proxy) -> u64 {
+    let dump = get(&p.admin, "/config_dump").1;
+    let v: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    v["generation"].as_u64().unwrap()
 }
 
 /// GET over raw TCP; (status line, body).
 fn get(base: &str, path: &str) -> (String, String) {
     let hostport = base.trim_start_matches("http://").trim_end_matches('/');
-    let mut s = TcpStream::connect(hostport).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
+    let resp = until_closed(
+        hostport,
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+        Duration::from_secs(10),
+    );
     let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
     (
         head.lines().next().unwrap_or("").to_string(),
         body.to_string(),
     )
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
 }
 
 fn step4() -> String {
@@ -162,7 +66,7 @@ fn step4() -> String {
 
 #[test]
 fn startup_names_what_was_loaded_what_applies_and_the_jwt_providers() {
-    let p = Proxy::start(&[
+    let p = start(&[
         "--policies",
         &step4(),
         "--namespace",
@@ -170,7 +74,7 @@ fn startup_names_what_was_loaded_what_applies_and_the_jwt_providers() {
         "--labels",
         "app=httpbin",
     ]);
-    let log = p.log().join("\n");
+    let log = p.stderr_lines().join("\n");
     assert!(
         log.contains(
             " INFO meshguard_proxy::reload: policies loaded (generation 1): 1 RequestAuthentication, 1 AuthorizationPolicy from 2 file(s)\n"
@@ -225,8 +129,8 @@ fn when_no_policy_applies_start_up_warns_and_requests_are_allowed_as_in_istio() 
         ),
     ];
     for (args, warning, hint) in cases {
-        let p = Proxy::start(args);
-        let log = p.log().join("\n");
+        let p = start(args);
+        let log = p.stderr_lines().join("\n");
         assert!(
             log.contains(&format!(" WARN meshguard_proxy::reload: {warning}\n")),
             "{args:?}:\n{log}"
@@ -251,7 +155,7 @@ fn reloads_are_logged_at_the_default_level_including_recovery_and_a_policy_set_t
     copy_dir(&root().join("examples/step4-require-claim"), &dir);
     let ap = dir.join("authorization-policy.yaml");
     let good = std::fs::read_to_string(&ap).unwrap();
-    let p = Proxy::start(&[
+    let p = start(&[
         "--policies",
         dir.to_str().unwrap(),
         "-n",
@@ -262,19 +166,19 @@ fn reloads_are_logged_at_the_default_level_including_recovery_and_a_policy_set_t
 
     // A broken file: ERROR, the old set stays.
     std::fs::write(&ap, good.replace("action: ALLOW", "action: ALOW")).unwrap();
-    let err = p.wait_log("policy reload failed; keeping the last good policies");
+    let err = p.wait_stderr("policy reload failed; keeping the last good policies");
     assert!(err.contains(" ERROR "), "{err}");
 
     // Fixed: one INFO line says so, with the summary.
     std::fs::write(&ap, &good).unwrap();
-    let ok = p.wait_log("policies reloaded (generation 2");
+    let ok = p.wait_stderr("policies reloaded (generation 2");
     assert!(
         ok.ends_with(
             " INFO meshguard_proxy::reload: policies reloaded (generation 2, file change); recovered from the last failure: 1 RequestAuthentication, 1 AuthorizationPolicy from 2 file(s)"
         ),
         "{ok}"
     );
-    p.wait_log("2 of 2 resource(s) apply to namespace foo, labels app=httpbin");
+    p.wait_stderr("2 of 2 resource(s) apply to namespace foo, labels app=httpbin");
 
     // A change that leaves nothing applying warns again on reload.
     for f in ["authorization-policy.yaml", "request-authentication.yaml"] {
@@ -286,18 +190,18 @@ fn reloads_are_logged_at_the_default_level_including_recovery_and_a_policy_set_t
         .unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(20);
-    while p.generation() < 3 || !p.log().iter().any(|l| l.contains("neither foo")) {
-        assert!(Instant::now() < deadline, "{}", p.log().join("\n"));
+    while generation(&p) < 3 || !p.stderr_lines().iter().any(|l| l.contains("neither foo")) {
+        assert!(Instant::now() < deadline, "{}", p.stderr_lines().join("\n"));
         std::thread::sleep(Duration::from_millis(20));
     }
-    let log = p.log().join("\n");
+    let log = p.stderr_lines().join("\n");
     assert!(
         log.contains(" WARN meshguard_proxy::reload: no policy applies to namespace foo, labels app=httpbin: every request is allowed, as Istio does"),
         "{log}"
     );
     // No "recovered" for a reload that follows a success.
     let last = p
-        .log()
+        .stderr_lines()
         .into_iter()
         .rfind(|l| l.contains("policies reloaded"))
         .unwrap();
@@ -309,7 +213,7 @@ fn watching_a_file_ignores_other_files_written_beside_it() {
     let dir = tmp("newcomer-watch-file");
     copy_dir(&root().join("examples/step4-require-claim"), &dir);
     let ap = dir.join("authorization-policy.yaml");
-    let p = Proxy::start(&[
+    let p = start(&[
         "--policies",
         ap.to_str().unwrap(),
         "-n",
@@ -317,7 +221,7 @@ fn watching_a_file_ignores_other_files_written_beside_it() {
         "-l",
         "app=httpbin",
     ]);
-    assert_eq!(p.generation(), 1);
+    assert_eq!(generation(&p), 1);
     // A log file, another YAML file and an editor backup change beside the watched file for a
     // second (five debounce windows); none of them is the policy file.
     let until = Instant::now() + Duration::from_secs(1);
@@ -333,21 +237,21 @@ fn watching_a_file_ignores_other_files_written_beside_it() {
         std::fs::write(dir.join("authorization-policy.yaml~"), format!("# {n}\n")).unwrap();
         n += 1;
         assert_eq!(
-            p.generation(),
+            generation(&p),
             1,
             "after {n} writes beside the watched file"
         );
     }
-    assert_eq!(p.generation(), 1);
+    assert_eq!(generation(&p), 1);
     // The watched file itself still reloads.
     let text = std::fs::read_to_string(&ap).unwrap();
     std::fs::write(&ap, text.replace("group1", "group2")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while p.generation() != 2 {
-        assert!(Instant::now() < deadline, "{}", p.log().join("\n"));
+    while generation(&p) != 2 {
+        assert!(Instant::now() < deadline, "{}", p.stderr_lines().join("\n"));
         std::thread::sleep(Duration::from_millis(20));
     }
-    p.wait_log("policies reloaded (generation 2, file change)");
+    p.wait_stderr("policies reloaded (generation 2, file change)");
 }
 
 #[test]
@@ -362,11 +266,11 @@ fn files_skipped_in_a_policy_directory_are_warned_about_at_start_up_and_on_reloa
     )
     .unwrap();
     let d = dir.display().to_string();
-    let p = Proxy::start(&["--policies", &d, "-n", "foo", "-l", "app=httpbin"]);
+    let p = start(&["--policies", &d, "-n", "foo", "-l", "app=httpbin"]);
     let skipped = format!(
         " WARN meshguard_proxy::reload: {d}/authorization-policy.yaml.txt: skipped: only names ending in .yaml, .yml or .json, or without extension, are read"
     );
-    let log = p.log().join("\n");
+    let log = p.stderr_lines().join("\n");
     assert_eq!(log.matches(&skipped).count(), 1, "{log}");
     assert!(
         log.contains(" INFO meshguard_proxy::reload: policies loaded (generation 1): 1 RequestAuthentication, 0 AuthorizationPolicy from 1 file(s)\n"),
@@ -385,12 +289,12 @@ fn files_skipped_in_a_policy_directory_are_warned_about_at_start_up_and_on_reloa
     let ra = dir.join("request-authentication.yaml");
     std::fs::write(&ra, std::fs::read(&ra).unwrap()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while p.generation() < 2 {
-        assert!(Instant::now() < deadline, "{}", p.log().join("\n"));
+    while generation(&p) < 2 {
+        assert!(Instant::now() < deadline, "{}", p.stderr_lines().join("\n"));
         std::thread::sleep(Duration::from_millis(20));
     }
-    p.wait_log(&format!("{d}/README.md: skipped: "));
-    let log = p.log().join("\n");
+    p.wait_stderr(&format!("{d}/README.md: skipped: "));
+    let log = p.stderr_lines().join("\n");
     assert_eq!(log.matches(&skipped).count(), 2, "{log}");
     let dump: serde_json::Value = serde_json::from_str(&get(&p.admin, "/config_dump").1).unwrap();
     assert_eq!(dump["skipped_files"].as_array().unwrap().len(), 2, "{dump}");
@@ -413,8 +317,8 @@ fn proxy_and_validate_give_the_same_reasons_when_nothing_applies() {
         "AuthorizationPolicy istio-system/require-jwt does not apply: its selector app=sleep is not a subset of the workload's labels",
         "the other 2 resource(s) are in namespace(s) foo, neither default nor the root namespace istio-system; --namespace names the workload's namespace",
     ];
-    let p = Proxy::start(&[&["--policies", d.as_str()][..], &flags[..]].concat());
-    let log = p.log().join("\n");
+    let p = start(&[&["--policies", d.as_str()][..], &flags[..]].concat());
+    let log = p.stderr_lines().join("\n");
     assert!(
         log.contains(" WARN meshguard_proxy::reload: no policy applies to namespace default, labels app=httpbin: every request is allowed, as Istio does\n"),
         "{log}"
@@ -577,22 +481,21 @@ fn listen_and_admin_take_port_colon_port_and_localhost_forms() {
         (":0", "0", "http://0.0.0.0:"),
         ("localhost:0", ":0", "http://127.0.0.1:"),
     ] {
-        let mut child = meshguard()
-            .args([
-                "proxy",
-                "--policies",
-                &step4(),
-                "-n",
-                "foo",
-                "-l",
-                "app=httpbin",
-            ])
-            .args(["--listen", listen, "--admin", admin])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (base, admin_url, _) = read_banner(&mut child);
+        let p = spawn(
+            meshguard()
+                .args([
+                    "proxy",
+                    "--policies",
+                    &step4(),
+                    "-n",
+                    "foo",
+                    "-l",
+                    "app=httpbin",
+                ])
+                .args(["--listen", listen, "--admin", admin]),
+            Stdout::Null,
+        );
+        let (base, admin_url) = (&p.base, &p.admin);
         assert!(base.starts_with(shown), "--listen {listen}: {base}");
         let port = base.rsplit(':').next().unwrap();
         // Reached on loopback in every form.
@@ -602,12 +505,10 @@ fn listen_and_admin_take_port_colon_port_and_localhost_forms() {
             "--listen {listen}"
         );
         assert_eq!(
-            get(&admin_url, "/healthz/ready").0,
+            get(admin_url, "/healthz/ready").0,
             "HTTP/1.1 200 OK",
             "--admin {admin}"
         );
-        let _ = child.kill();
-        let _ = child.wait();
     }
 
     let mut echo = meshguard()
@@ -658,7 +559,7 @@ fn a_reload_that_leaves_only_request_authentications_applying_warns_that_no_toke
     copy_dir(&root().join("examples/step3-require-jwt"), &dir);
     let ap = dir.join("authorization-policy.yaml");
     let good = std::fs::read_to_string(&ap).unwrap();
-    let p = Proxy::start(&[
+    let p = start(&[
         "--policies",
         dir.to_str().unwrap(),
         "-n",
@@ -666,20 +567,24 @@ fn a_reload_that_leaves_only_request_authentications_applying_warns_that_no_toke
         "-l",
         "app=httpbin",
     ]);
-    assert!(!p.log().join("\n").contains("WARN"), "{:?}", p.log());
+    assert!(
+        !p.stderr_lines().join("\n").contains("WARN"),
+        "{:?}",
+        p.stderr_lines()
+    );
     // Step 3: a request without a token gets 403.
     assert_eq!(get(&p.base, "/headers").0, "HTTP/1.1 403 Forbidden");
 
     // The AuthorizationPolicy's selector stops matching: only the RequestAuthentication applies.
     std::fs::write(&ap, good.replace("app: httpbin", "app: httpbin-v2")).unwrap();
-    let warning = p.wait_log("no AuthorizationPolicy applies");
+    let warning = p.wait_stderr("no AuthorizationPolicy applies");
     assert!(
         warning.ends_with(
             " WARN meshguard_proxy::reload: no AuthorizationPolicy applies to namespace foo, labels app=httpbin: requests without a token, and with any valid token, are allowed; a RequestAuthentication alone rejects only invalid tokens (401), as Istio does"
         ),
         "{warning}"
     );
-    let log = p.log().join("\n");
+    let log = p.stderr_lines().join("\n");
     assert!(
         log.contains(" INFO meshguard_proxy::reload: 1 of 2 resource(s) apply to namespace foo, labels app=httpbin: RequestAuthentication foo/jwt-example\n"),
         "{log}"
@@ -704,7 +609,7 @@ fn a_reload_that_leaves_only_request_authentications_applying_warns_that_no_toke
 
     // The same at start-up (the walkthrough's step 2), without a near miss to name.
     let step2 = root().join("examples/step2-request-authentication");
-    let p = Proxy::start(&[
+    let p = start(&[
         "--policies",
         step2.to_str().unwrap(),
         "-n",
@@ -712,7 +617,7 @@ fn a_reload_that_leaves_only_request_authentications_applying_warns_that_no_toke
         "-l",
         "app=httpbin",
     ]);
-    let log = p.log().join("\n");
+    let log = p.stderr_lines().join("\n");
     assert!(
         log.contains(" WARN meshguard_proxy::reload: no AuthorizationPolicy applies to namespace foo, labels app=httpbin: requests without a token"),
         "{log}"

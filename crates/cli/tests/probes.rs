@@ -5,144 +5,28 @@
 //! Requests are written raw over TCP, where a client library would refuse or fix them. Each
 //! test checks the status the client gets and what a recording upstream received.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod support;
 
-/// A token with `group1`: allowed by step 4.
-fn token() -> String {
-    std::fs::read_to_string(root().join("testdata/istio-demo/groups-scope.jwt"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("probes-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// An HTTP/1.1 upstream that records the head of every request it receives and answers
-/// `200 ok`, closing each connection.
-struct Upstream {
-    addr: String,
-    heads: Arc<Mutex<Vec<String>>>,
-}
-
-impl Upstream {
-    fn start() -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let heads = Arc::new(Mutex::new(Vec::new()));
-        let record = heads.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                let record = record.clone();
-                std::thread::spawn(move || serve_one(stream, &record));
-            }
-        });
-        Upstream { addr, heads }
-    }
-
-    /// Every head received once one containing `marker` has arrived (requests sent before the
-    /// marker have been forwarded, or not, by then).
-    fn heads_until(&self, marker: &str) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let heads = self.heads.lock().unwrap().clone();
-            if heads.iter().any(|h| h.contains(marker)) {
-                return heads;
-            }
-            assert!(Instant::now() < deadline, "the upstream never got {marker}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-fn serve_one(mut s: TcpStream, record: &Mutex<Vec<String>>) {
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let lower = head.to_ascii_lowercase();
-    let done = |b: &[u8]| {
-        if lower.contains("transfer-encoding: chunked") {
-            b.ends_with(b"0\r\n\r\n")
-        } else {
-            let len = lower
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
-            b.len() >= len
-        }
-    };
-    let mut body = buf[head_end..].to_vec();
-    while !done(&body) {
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => body.extend_from_slice(&chunk[..n]),
-        }
-    }
-    record.lock().unwrap().push(head);
-    let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
-}
-
-/// A running `meshguard proxy`; killed on drop.
-struct Proxy {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::fs::{groups_token, root, tmp};
+use support::proxy::{Proxy, Stdout, proxy_command, spawn};
+use support::upstream::Recorder;
 
 /// Starts the proxy for workload `foo`/`app=httpbin` on the policies in `dir`.
-fn start(dir: &Path, upstream: &Upstream) -> Proxy {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meshguard"))
-        .args(["proxy", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .args(["--namespace", "foo", "--labels", "app=httpbin"])
-        .arg("--policies")
-        .arg(dir)
-        .args(["--upstream", &format!("http://{}", upstream.addr)])
-        .arg("--no-access-log")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    // "meshguard: proxy on http://ADDR -> UPSTREAM, admin on http://ADMIN"
-    let addr = loop {
-        let line = lines.next().expect("proxy exited").unwrap();
-        if let Some(rest) = line.strip_prefix("meshguard: proxy on http://") {
-            break rest.split(' ').next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Proxy { child, addr }
+fn start(dir: &Path, upstream: &Recorder) -> Proxy {
+    spawn(
+        proxy_command()
+            .args(["--namespace", "foo", "--labels", "app=httpbin"])
+            .arg("--policies")
+            .arg(dir)
+            .args(["--upstream", &format!("http://{}", upstream.addr)])
+            .arg("--no-access-log"),
+        Stdout::Null,
+    )
 }
 
 /// Sends raw bytes and returns the status of every response read until the proxy closes the
@@ -207,7 +91,7 @@ spec:
 /// a DENY on a prefix nor satisfies `notValues` as if it were the listed value.
 #[test]
 fn deny_rules_match_template_segments_and_header_bytes_as_received() {
-    let up = Upstream::start();
+    let up = Recorder::start();
     let dir = tmp("matching");
     std::fs::write(dir.join("deny.yaml"), MATCHING).unwrap();
     let p = start(&dir, &up);
@@ -217,10 +101,10 @@ fn deny_rules_match_template_segments_and_header_bytes_as_received() {
         "/path/template/a*b",
         "/path/template/plain",
     ] {
-        assert_eq!(get(&p.addr, target, b""), [403], "{target}");
+        assert_eq!(get(p.addr(), target, b""), [403], "{target}");
     }
     // `{*}` is one segment: two are not matched.
-    assert_eq!(get(&p.addr, "/path/template/a/b", b""), [200]);
+    assert_eq!(get(p.addr(), "/path/template/a/b", b""), [200]);
 
     for value in [
         &b"header-prefix-x\xe9"[..],
@@ -231,23 +115,28 @@ fn deny_rules_match_template_segments_and_header_bytes_as_received() {
         h.extend_from_slice(value);
         h.extend_from_slice(b"\r\n");
         assert_eq!(
-            get(&p.addr, "/hdr/x", &h),
+            get(p.addr(), "/hdr/x", &h),
             [403],
             "{}",
             value.escape_ascii()
         );
     }
-    assert_eq!(get(&p.addr, "/hdr/ok", b"X-H: other-\xe9\r\n"), [200]);
+    assert_eq!(get(p.addr(), "/hdr/ok", b"X-H: other-\xe9\r\n"), [200]);
 
-    assert_eq!(get(&p.addr, "/nv/good", b"X-N: good\r\n"), [200]);
+    assert_eq!(get(p.addr(), "/nv/good", b"X-N: good\r\n"), [200]);
     for value in [&b"good\xe9"[..], b"\xe9", b"bad"] {
         let mut h = b"X-N: ".to_vec();
         h.extend_from_slice(value);
         h.extend_from_slice(b"\r\n");
-        assert_eq!(get(&p.addr, "/nv/x", &h), [403], "{}", value.escape_ascii());
+        assert_eq!(
+            get(p.addr(), "/nv/x", &h),
+            [403],
+            "{}",
+            value.escape_ascii()
+        );
     }
 
-    assert_eq!(get(&p.addr, "/marker-matching", b""), [200]);
+    assert_eq!(get(p.addr(), "/marker-matching", b""), [200]);
     let heads = up.heads_until("GET /marker-matching ");
     let forwarded: Vec<&str> = heads.iter().filter_map(|h| h.split(' ').nth(1)).collect();
     assert_eq!(
@@ -267,7 +156,7 @@ fn deny_rules_match_template_segments_and_header_bytes_as_received() {
 /// lack of a token) and never forwarded.
 #[test]
 fn nominating_the_framing_headers_does_not_change_the_framing() {
-    let up = Upstream::start();
+    let up = Recorder::start();
     let dir = tmp("framing");
     for f in ["authorization-policy.yaml", "request-authentication.yaml"] {
         std::fs::copy(
@@ -277,21 +166,21 @@ fn nominating_the_framing_headers_does_not_change_the_framing() {
         .unwrap();
     }
     let p = start(&dir, &up);
-    let auth = format!("Authorization: Bearer {}\r\n", token());
+    let auth = format!("Authorization: Bearer {}\r\n", groups_token());
     let hidden = "GET /SMUGGLED HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n";
 
     let cl = format!(
         "POST /cl HTTP/1.1\r\nHost: app\r\nConnection: content-length\r\nContent-Length: 3\r\n{auth}\r\nabc{hidden}"
     );
-    assert_eq!(statuses(&p.addr, cl.as_bytes()), [200, 403]);
+    assert_eq!(statuses(p.addr(), cl.as_bytes()), [200, 403]);
     let te = format!(
         "POST /te HTTP/1.1\r\nHost: app\r\nConnection: transfer-encoding\r\nTransfer-Encoding: chunked\r\n{auth}\r\n3\r\nabc\r\n0\r\n\r\n{hidden}"
     );
-    assert_eq!(statuses(&p.addr, te.as_bytes()), [200, 403]);
+    assert_eq!(statuses(p.addr(), te.as_bytes()), [200, 403]);
 
     let marker =
         format!("GET /marker-framing HTTP/1.1\r\nHost: app\r\nConnection: close\r\n{auth}\r\n");
-    assert_eq!(statuses(&p.addr, marker.as_bytes()), [200]);
+    assert_eq!(statuses(p.addr(), marker.as_bytes()), [200]);
     let heads = up.heads_until("GET /marker-framing ");
     assert!(!heads.iter().any(|h| h.contains("SMUGGLED")), "{heads:?}");
     let cl_head = heads.iter().find(|h| h.starts_with("POST /cl ")).unwrap();

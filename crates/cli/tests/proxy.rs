@@ -2,144 +2,20 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod support;
 
-fn demo_token() -> String {
-    std::fs::read_to_string(root().join("testdata/istio-demo/demo.jwt"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
+use support::fs::{demo_token, groups_token, root, tmp};
+use support::http::curl;
+use support::proxy::{Proxy, Stdout, proxy_command, spawn};
 
-fn groups_token() -> String {
-    std::fs::read_to_string(root().join("testdata/istio-demo/groups-scope.jwt"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// A running `meshguard proxy`; killed on drop.
-struct Proxy {
-    child: Child,
-    base: String,
-    admin: String,
-    stdout: Arc<Mutex<String>>,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// Starts the proxy with `args`, from the repository root, its access log collected.
 fn start(args: &[&str]) -> Proxy {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meshguard"))
-        .current_dir(root())
-        .arg("proxy")
-        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (base, admin) = loop {
-        assert!(Instant::now() < deadline, "proxy did not start");
-        let line = lines
-            .next()
-            .expect("proxy exited before listening")
-            .unwrap();
-        // meshguard: proxy on http://127.0.0.1:PORT -> UPSTREAM, admin on http://127.0.0.1:PORT
-        if let Some(rest) = line.strip_prefix("meshguard: proxy on ") {
-            let base = rest.split(' ').next().unwrap().to_string();
-            let admin = rest.rsplit(' ').next().unwrap().to_string();
-            break (base, admin);
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let stdout = Arc::new(Mutex::new(String::new()));
-    let out = child.stdout.take().unwrap();
-    let sink = stdout.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let mut s = sink.lock().unwrap();
-            s.push_str(&line);
-            s.push('\n');
-        }
-    });
-    Proxy {
-        child,
-        base,
-        admin,
-        stdout,
-    }
-}
-
-/// A response as curl saw it.
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-}
-
-fn curl(args: &[&str]) -> Resp {
-    let out = Command::new("curl")
-        .args(["-s", "-i", "--max-time", "20"])
-        .args(args)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no response from curl {args:?}: {text}"));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
-        .collect();
-    Resp {
-        status,
-        headers,
-        body: body.to_string(),
-    }
+    spawn(proxy_command().args(args), Stdout::Collect)
 }
 
 fn bearer(t: &str) -> String {
@@ -350,7 +226,7 @@ fn jwt_side_effects_and_header_matching() {
     assert_eq!(r.header("grpc-message"), Some("RBAC: access denied"));
     // The access log has one JSON line per request, never the token.
     std::thread::sleep(Duration::from_millis(200));
-    let log = p.stdout.lock().unwrap().clone();
+    let log = p.stdout_text();
     let lines: Vec<serde_json::Value> = log
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

@@ -2,16 +2,22 @@
 //! request, an issuer that is down at start and recovers, readiness, `/config_dump`, and
 //! `meshguard check` fetching once. The JWKS server is a small HTTP server started here.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use meshguard_jwt::{Algorithm, KeyKind, SigningKey, sign};
 use serde_json::{Map, json};
+
+mod support;
+
+use support::fs::tmp;
+use support::http::curl_status;
+use support::proxy::{Proxy, Stdout, proxy_command, spawn};
 
 /// An HTTP server answering every GET with the current body (or 503 while "down"). While
 /// held, requests are counted in `hits` but not answered until `release`.
@@ -109,13 +115,6 @@ fn token(key: &SigningKey, kid: &str, iss: &str) -> String {
     sign(Algorithm::ES256, key, &header, claims.as_object().unwrap()).unwrap()
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 fn policy(dir: &Path, rule: &str) {
     std::fs::write(
         dir.join("ra.yaml"),
@@ -124,62 +123,23 @@ fn policy(dir: &Path, rule: &str) {
     .unwrap();
 }
 
-struct Proxy {
-    child: Child,
-    base: String,
-    admin: String,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// Starts the proxy for namespace `foo` on the policies in `dir`, without an access log.
 fn start(dir: &Path, extra: &[&str]) -> Proxy {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meshguard"))
-        .args([
-            "proxy",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--no-access-log",
-            "--namespace",
-            "foo",
-            "--policies",
-        ])
-        .arg(dir)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (base, admin) = loop {
-        let line = lines.next().expect("proxy exited").unwrap();
-        if let Some(rest) = line.strip_prefix("meshguard: proxy on ") {
-            break (
-                rest.split(' ').next().unwrap().to_string(),
-                rest.rsplit(' ').next().unwrap().to_string(),
-            );
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Proxy { child, base, admin }
+    spawn(
+        proxy_command()
+            .args(["--no-access-log", "--namespace", "foo", "--policies"])
+            .arg(dir)
+            .args(extra),
+        Stdout::Null,
+    )
 }
 
 /// (status, body)
 fn get(url: &str, token: Option<&str>) -> (u16, String) {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-s", "--max-time", "20", "-w", "\n%{http_code}", url]);
-    if let Some(t) = token {
-        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    match token {
+        Some(t) => curl_status(&[url, "-H", &format!("Authorization: Bearer {t}")]),
+        None => curl_status(&[url]),
     }
-    let out = String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned();
-    let (body, code) = out.rsplit_once('\n').unwrap();
-    (code.parse().unwrap(), body.to_string())
 }
 
 #[test]

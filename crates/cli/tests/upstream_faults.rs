@@ -2,121 +2,53 @@
 //! on 127.0.0.1:0, raw sockets on both sides (a client library would fix the request, an HTTP
 //! server library the response).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::process::Command;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod support;
 
-/// A running `meshguard proxy`; killed on drop.
-struct Proxy {
-    child: Child,
-    /// `127.0.0.1:PORT` of the proxy listener.
-    addr: String,
-    admin: String,
-    stdout: Arc<Mutex<String>>,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn collect(from: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(from).lines().map_while(Result::ok) {
-            let mut s = into.lock().unwrap();
-            s.push_str(&line);
-            s.push('\n');
-        }
-    });
-}
+use support::http::read_head;
+use support::proxy::{Proxy, Stdout, proxy_command, spawn};
+use support::upstream::serve_with;
 
 /// Starts the proxy in front of `upstream` with the walkthrough's step 2 (requests without a
-/// token pass).
+/// token pass), its access log collected.
 fn start(upstream: &str, extra: &[&str]) -> Proxy {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meshguard"))
-        .current_dir(root())
-        .arg("proxy")
-        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .args(["--policies", "examples/step2-request-authentication"])
-        .args(["--namespace", "foo", "--labels", "app=httpbin"])
-        .args(["--upstream", &format!("http://{upstream}")])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (addr, admin) = loop {
-        assert!(Instant::now() < deadline, "proxy did not start");
-        let line = lines
-            .next()
-            .expect("proxy exited before listening")
-            .unwrap();
-        // meshguard: proxy on http://127.0.0.1:PORT -> UPSTREAM, admin on http://127.0.0.1:PORT
-        if let Some(rest) = line.strip_prefix("meshguard: proxy on http://") {
-            let addr = rest.split(' ').next().unwrap().to_string();
-            let admin = rest.rsplit(' ').next().unwrap().to_string();
-            break (addr, admin);
+    spawn(
+        proxy_command()
+            .args(["--policies", "examples/step2-request-authentication"])
+            .args(["--namespace", "foo", "--labels", "app=httpbin"])
+            .args(["--upstream", &format!("http://{upstream}")])
+            .args(extra),
+        Stdout::Collect,
+    )
+}
+
+/// The access-log lines written so far.
+fn access_log(p: &Proxy) -> Vec<serde_json::Value> {
+    p.stdout_lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Waits until `n` access-log lines have been written.
+fn wait_for_log_lines(p: &Proxy, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines = access_log(p);
+        if lines.len() >= n || Instant::now() > deadline {
+            return lines;
         }
-    };
-    let stderr = Arc::new(Mutex::new(String::new()));
-    let sink = stderr.clone();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            let mut s = sink.lock().unwrap();
-            s.push_str(&line);
-            s.push('\n');
-        }
-    });
-    let stdout = Arc::new(Mutex::new(String::new()));
-    collect(child.stdout.take().unwrap(), stdout.clone());
-    Proxy {
-        child,
-        addr,
-        admin,
-        stdout,
-        stderr,
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-impl Proxy {
-    /// The access-log lines written so far.
-    fn access_log(&self) -> Vec<serde_json::Value> {
-        self.stdout
-            .lock()
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    /// Waits until `n` access-log lines have been written.
-    fn wait_for_log_lines(&self, n: usize) -> Vec<serde_json::Value> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let lines = self.access_log();
-            if lines.len() >= n || Instant::now() > deadline {
-                return lines;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn metrics(&self) -> String {
-        curl(&["-s", &format!("{}/metrics", self.admin)])
-    }
+fn metrics(p: &Proxy) -> String {
+    curl(&["-s", &format!("{}/metrics", p.admin)])
 }
 
 fn curl(args: &[&str]) -> String {
@@ -133,40 +65,6 @@ fn metric(text: &str, name_and_labels: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
         .unwrap_or(0)
-}
-
-/// A raw upstream: each accepted connection is served by `serve` on its own thread; counts
-/// the connections.
-fn upstream<F>(serve: F) -> (String, Arc<AtomicUsize>)
-where
-    F: Fn(TcpStream) + Send + Sync + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    let serve = Arc::new(serve);
-    std::thread::spawn(move || {
-        for s in listener.incoming().flatten() {
-            count.fetch_add(1, Ordering::SeqCst);
-            let serve = serve.clone();
-            std::thread::spawn(move || serve(s));
-        }
-    });
-    (addr, accepted)
-}
-
-/// Reads one request head; `None` when the connection ends first.
-fn read_head(s: &mut TcpStream) -> Option<String> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => return None,
-        }
-    }
-    Some(String::from_utf8_lossy(&head).into_owned())
 }
 
 fn content_length(head: &str) -> usize {
@@ -214,7 +112,7 @@ const MALFORMED_BODIES: [&str; 6] = [
 fn a_malformed_request_body_is_the_clients_400_not_an_upstream_failure() {
     // An upstream that reads request heads and answers once a whole body has arrived (it never
     // does here: each body is malformed).
-    let (up, _) = upstream(|mut s| {
+    let (up, _) = serve_with(|mut s| {
         while read_head(&mut s).is_some() {
             let _ = read_all(&mut s, Duration::from_secs(30));
         }
@@ -224,7 +122,7 @@ fn a_malformed_request_body_is_the_clients_400_not_an_upstream_failure() {
         let request =
             format!("POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{body}");
         let t = Instant::now();
-        let answer = exchange(&p.addr, request.as_bytes(), Duration::from_secs(10));
+        let answer = exchange(p.addr(), request.as_bytes(), Duration::from_secs(10));
         assert!(
             answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
             "{body:?}: {answer}"
@@ -242,13 +140,13 @@ fn a_malformed_request_body_is_the_clients_400_not_an_upstream_failure() {
             "{body:?}: the answer waited"
         );
     }
-    let lines = p.wait_for_log_lines(MALFORMED_BODIES.len());
+    let lines = wait_for_log_lines(&p, MALFORMED_BODIES.len());
     assert_eq!(lines.len(), MALFORMED_BODIES.len());
     for l in &lines {
         assert_eq!(l["response_code"], 400, "{l}");
         assert_eq!(l["response_code_details"], "http1.codec_error", "{l}");
     }
-    let metrics = p.metrics();
+    let metrics = metrics(&p);
     assert!(
         !metrics.contains("meshguard_upstream_errors_total{"),
         "counted as upstream errors:\n{metrics}"
@@ -257,14 +155,14 @@ fn a_malformed_request_body_is_the_clients_400_not_an_upstream_failure() {
         metric(&metrics, "meshguard_requests_total{code=\"400\"}"),
         6
     );
-    let stderr = p.stderr.lock().unwrap().clone();
+    let stderr = p.stderr_text();
     assert!(!stderr.contains("upstream failed"), "{stderr}");
 }
 
 #[test]
 fn a_malformed_request_body_after_the_upstream_answered_resets_the_response() {
     // An upstream that answers at once with a streamed body, then reads the request body.
-    let (up, _) = upstream(|mut s| {
+    let (up, _) = serve_with(|mut s| {
         if read_head(&mut s).is_some() {
             let _ =
                 s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n");
@@ -273,7 +171,7 @@ fn a_malformed_request_body_after_the_upstream_answered_resets_the_response() {
         }
     });
     let p = start(&up, &[]);
-    let mut s = TcpStream::connect(&p.addr).unwrap();
+    let mut s = TcpStream::connect(p.addr()).unwrap();
     s.write_all(
         b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
     )
@@ -306,7 +204,7 @@ fn a_malformed_request_body_after_the_upstream_answered_resets_the_response() {
 fn the_upstream_timeout_counts_from_the_end_of_a_slow_upload() {
     // An upstream that reads the whole body, then answers with its size; or never, for
     // `/hang`.
-    let (up, _) = upstream(|mut s| {
+    let (up, _) = serve_with(|mut s| {
         while let Some(head) = read_head(&mut s) {
             let mut body = vec![0u8; content_length(&head)];
             if s.read_exact(&mut body).is_err() {
@@ -327,7 +225,7 @@ fn the_upstream_timeout_counts_from_the_end_of_a_slow_upload() {
     let p = start(&up, &["--upstream-timeout", "1s"]);
     // 1000 bytes over about 2.5 s: longer than the upstream timeout.
     let upload = |path: &str| {
-        let mut s = TcpStream::connect(&p.addr).unwrap();
+        let mut s = TcpStream::connect(p.addr()).unwrap();
         write!(
             s,
             "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
@@ -361,7 +259,7 @@ fn the_upstream_timeout_counts_from_the_end_of_a_slow_upload() {
 #[test]
 fn a_response_with_content_length_and_transfer_encoding_is_refused() {
     // The upstream's answer is framed both ways: `Content-Length: 5` and a chunked `ok`.
-    let (up, _) = upstream(|mut s| {
+    let (up, _) = serve_with(|mut s| {
         while read_head(&mut s).is_some() {
             let _ = s.write_all(
                 b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
@@ -370,7 +268,7 @@ fn a_response_with_content_length_and_transfer_encoding_is_refused() {
     });
     let p = start(&up, &[]);
     let answer = exchange(
-        &p.addr,
+        p.addr(),
         b"GET /both HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         Duration::from_secs(10),
     );
@@ -384,14 +282,14 @@ fn a_response_with_content_length_and_transfer_encoding_is_refused() {
         ),
         "{answer}"
     );
-    let lines = p.wait_for_log_lines(1);
+    let lines = wait_for_log_lines(&p, 1);
     assert_eq!(
         lines[0]["response_code_details"],
         "upstream_reset_before_response_started{protocol_error}"
     );
     assert_eq!(
         metric(
-            &p.metrics(),
+            &metrics(&p),
             "meshguard_upstream_errors_total{result=\"protocol\"}"
         ),
         1
@@ -401,14 +299,14 @@ fn a_response_with_content_length_and_transfer_encoding_is_refused() {
 #[test]
 fn an_http_1_0_upstream_does_not_downgrade_http_1_1_clients() {
     // An HTTP/1.0 server: one answer per connection, then close (as `python3 -m http.server`).
-    let (up, _) = upstream(|mut s| {
+    let (up, _) = serve_with(|mut s| {
         if read_head(&mut s).is_some() {
             let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok");
             let _ = s.shutdown(Shutdown::Both);
         }
     });
     let p = start(&up, &[]);
-    let base = format!("http://{}", p.addr);
+    let base = p.base.clone();
     // Two requests in one curl: both HTTP/1.1, the second on the first one's connection.
     let out = curl(&[
         "-s",
@@ -423,7 +321,7 @@ fn an_http_1_0_upstream_does_not_downgrade_http_1_1_clients() {
     ]);
     assert_eq!(out, "1.1 200 1\n1.1 200 0\n");
     // The same on the wire: the status line says HTTP/1.1 and the connection stays open.
-    let mut s = TcpStream::connect(&p.addr).unwrap();
+    let mut s = TcpStream::connect(p.addr()).unwrap();
     s.write_all(b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut got = Vec::new();
@@ -448,7 +346,7 @@ fn an_http_1_0_upstream_does_not_downgrade_http_1_1_clients() {
 #[test]
 fn upstream_connections_are_bounded_and_the_overflow_gets_503() {
     // An upstream that never answers `/hang` and answers anything else at once.
-    let (up, accepted) = upstream(|mut s| {
+    let (up, accepted) = serve_with(|mut s| {
         while let Some(head) = read_head(&mut s) {
             if head.starts_with("GET /hang ") {
                 let _ = read_all(&mut s, Duration::from_secs(30));
@@ -469,7 +367,7 @@ fn upstream_connections_are_bounded_and_the_overflow_gets_503() {
     let t = Instant::now();
     let (tx, rx) = std::sync::mpsc::channel();
     for i in 0..10 {
-        let addr = p.addr.clone();
+        let addr = p.addr().to_string();
         let tx = tx.clone();
         std::thread::spawn(move || {
             let request =
@@ -507,7 +405,7 @@ fn upstream_connections_are_bounded_and_the_overflow_gets_503() {
         assert!(a.starts_with("HTTP/1.1 504 Gateway Timeout\r\n"), "{a}");
         assert!(at >= Duration::from_secs(3), "{at:?}");
     }
-    let metrics = p.metrics();
+    let metrics = metrics(&p);
     assert_eq!(
         metric(
             &metrics,
@@ -522,7 +420,7 @@ fn upstream_connections_are_bounded_and_the_overflow_gets_503() {
         ),
         4
     );
-    let lines = p.wait_for_log_lines(10);
+    let lines = wait_for_log_lines(&p, 10);
     let details: Vec<&str> = lines
         .iter()
         .filter_map(|l| l["response_code_details"].as_str())
@@ -532,7 +430,7 @@ fn upstream_connections_are_bounded_and_the_overflow_gets_503() {
 
     // The timed-out requests gave their connections up: the next request gets one.
     let answer = exchange(
-        &p.addr,
+        p.addr(),
         b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         Duration::from_secs(10),
     );
@@ -542,7 +440,7 @@ fn upstream_connections_are_bounded_and_the_overflow_gets_503() {
 #[test]
 fn a_request_body_that_stalls_gets_408_and_frees_the_upstream_connection() {
     // An upstream that reads whole bodies and answers with their size.
-    let (up, accepted) = upstream(|mut s| {
+    let (up, accepted) = serve_with(|mut s| {
         while let Some(head) = read_head(&mut s) {
             let mut body = vec![0u8; content_length(&head)];
             if s.read_exact(&mut body).is_err() {
@@ -567,7 +465,7 @@ fn a_request_body_that_stalls_gets_408_and_frees_the_upstream_connection() {
     );
     // 10 of 1000 bytes, then silence: cut off one header read timeout later, with Envoy's
     // `stream_idle_timeout` answer, and the connection closed.
-    let mut s = TcpStream::connect(&p.addr).unwrap();
+    let mut s = TcpStream::connect(p.addr()).unwrap();
     s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789")
         .unwrap();
     let t = Instant::now();
@@ -583,12 +481,12 @@ fn a_request_body_that_stalls_gets_408_and_frees_the_upstream_connection() {
         took >= Duration::from_millis(900) && took < Duration::from_secs(5),
         "{took:?}"
     );
-    let lines = p.wait_for_log_lines(1);
+    let lines = wait_for_log_lines(&p, 1);
     assert_eq!(lines[0]["response_code_details"], "stream_idle_timeout");
-    assert!(!p.metrics().contains("meshguard_upstream_errors_total{"));
+    assert!(!metrics(&p).contains("meshguard_upstream_errors_total{"));
     // The one upstream connection was given back: the next upload gets it (or a new one).
     let answer = exchange(
-        &p.addr,
+        p.addr(),
         b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
         Duration::from_secs(10),
     );

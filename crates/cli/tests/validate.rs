@@ -1,12 +1,14 @@
 //! `meshguard validate` on a corpus of broken and surprising policies (tests/validate/*.yaml):
 //! each file's first line names the finding it must produce.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod support;
+
+use support::fs::{copy_dir, root, tmp};
+use support::http::curl_status;
+use support::proxy::{Proxy, Stdout, proxy_command, spawn};
 
 fn validate(args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_meshguard"))
@@ -177,16 +179,9 @@ valid: 0 error(s), 1 warning(s) in 2 resource(s) from 2 file(s)\n"
     );
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 #[test]
 fn empty_paths_and_skipped_files_are_warned_about() {
-    let empty = scratch("validate-empty");
+    let empty = tmp("validate-empty");
     let (code, out) = validate(&[empty.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(
@@ -200,7 +195,7 @@ valid: 0 error(s), 1 warning(s) in 0 resource(s) from 0 file(s)\n",
 
     // A ConfigMap mounted as a volume: the key `policies` has no extension and is a link
     // into `..data`; next to it, files that are not read must be named.
-    let dir = scratch("validate-configmap");
+    let dir = tmp("validate-configmap");
     let stamp = dir.join("..2024_01_02_03_04_05.1");
     std::fs::create_dir_all(&stamp).unwrap();
     let example = |f: &str| {
@@ -248,7 +243,7 @@ fn the_nothing_applies_warning_is_bounded_and_names_near_misses_before_other_nam
     // A mesh-wide directory: 25 policies in the root namespace select other workloads, 40 are
     // in namespaces that are not the workload's. Not 65 reasons on one line: the first ten
     // near misses, a count, and the other namespaces.
-    let dir = scratch("validate-nothing-applies-many");
+    let dir = tmp("validate-nothing-applies-many");
     std::fs::write(dir.join("root.yaml"), policies("istio-system", 25)).unwrap();
     std::fs::write(dir.join("shop.yaml"), policies("shop", 30)).unwrap();
     std::fs::write(dir.join("bar.yaml"), policies("bar", 10)).unwrap();
@@ -380,62 +375,18 @@ fn check_and_proxy_print_every_error_and_load_nothing() {
     assert_eq!(code, Some(1));
 }
 
-/// A running `meshguard proxy`; killed on drop.
-struct Proxy {
-    child: std::process::Child,
-    base: String,
-    admin: String,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_proxy(args: &[&str]) -> Proxy {
-    use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meshguard"))
-        .current_dir(root())
-        .arg("proxy")
-        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    // meshguard: proxy on http://127.0.0.1:PORT -> UPSTREAM, admin on http://127.0.0.1:PORT
-    let (base, admin) = loop {
-        let line = lines
-            .next()
-            .expect("proxy exited before listening")
-            .unwrap();
-        if let Some(rest) = line.strip_prefix("meshguard: proxy on ") {
-            let base = rest.split(' ').next().unwrap().to_string();
-            let admin = rest.rsplit(' ').next().unwrap().to_string();
-            break (base, admin);
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Proxy { child, base, admin }
+    spawn(proxy_command().args(args), Stdout::Null)
 }
 
 /// The status and body curl saw.
 fn get(url: &str) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "20", "-w", "\n%{http_code}", url])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, status) = text.rsplit_once('\n').unwrap();
-    (status.parse().unwrap(), body.to_string())
+    curl_status(&[url])
 }
 
 #[test]
 fn a_reload_reports_every_error_and_keeps_the_last_good_set_whole() {
-    let dir = scratch("validate-reload-every-error");
+    let dir = tmp("validate-reload-every-error");
     let deny = |path: &str| {
         format!(
             "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: keep, namespace: foo}}\nspec:\n  action: DENY\n  rules: [{{to: [{{operation: {{paths: [\"{path}\"]}}}}]}}]\n"
@@ -480,4 +431,45 @@ fn a_reload_reports_every_error_and_keeps_the_last_good_set_whole() {
     assert_eq!(dump["generation"], 1, "{dump}");
     assert_eq!(get(&format!("{}/admin", p.base)).0, 403);
     assert_eq!(get(&format!("{}/other", p.base)).0, 200);
+}
+
+#[test]
+fn a_workload_that_only_request_authentications_apply_to_is_warned_about() {
+    // The walkthrough's step 3 with the AuthorizationPolicy's selector edited away from the
+    // workload: tokens are still checked, but none is required. The proxy warns at start-up
+    // in these words; validate says the same before the proxy starts.
+    let dir = tmp("validate-no-authz");
+    copy_dir(&root().join("examples/step3-require-jwt"), &dir);
+    let ap = dir.join("authorization-policy.yaml");
+    let text = std::fs::read_to_string(&ap).unwrap();
+    std::fs::write(&ap, text.replace("app: httpbin", "app: httpbin-v2")).unwrap();
+    let d = dir.display().to_string();
+    let (code, out) = validate(&[&d, "--namespace", "foo", "--labels", "app=httpbin"]);
+    assert_eq!(code, Some(0), "warnings keep exit 0: {out}");
+    assert_eq!(
+        out,
+        format!(
+            "warning: {d}/authorization-policy.yaml: document 0 (AuthorizationPolicy foo/require-jwt): field spec.selector.matchLabels: does not select the workload (namespace foo, labels {{app=httpbin}}): it will not apply\n\
+warning: {d}: no AuthorizationPolicy applies to namespace foo, labels app=httpbin: requests without a token, and with any valid token, are allowed; a RequestAuthentication alone rejects only invalid tokens (401), as Istio does; \
+AuthorizationPolicy foo/require-jwt does not apply: its selector app=httpbin-v2 is not a subset of the workload's labels\n\
+valid: 0 error(s), 2 warning(s) in 2 resource(s) from 2 file(s)\n"
+        )
+    );
+    // The walkthrough's step 2 has no AuthorizationPolicy at all: the warning alone.
+    let (code, out) = validate(&[
+        "examples/step2-request-authentication",
+        "--namespace",
+        "foo",
+        "--labels",
+        "app=httpbin",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        out,
+        "warning: examples/step2-request-authentication: no AuthorizationPolicy applies to namespace foo, labels app=httpbin: requests without a token, and with any valid token, are allowed; a RequestAuthentication alone rejects only invalid tokens (401), as Istio does\n\
+valid: 0 error(s), 1 warning(s) in 1 resource(s) from 1 file(s)\n"
+    );
+    // Without a workload, nothing is said of one.
+    let (_, out) = validate(&[&d]);
+    assert!(!out.contains("no AuthorizationPolicy applies"), "{out}");
 }

@@ -37,6 +37,20 @@ impl Workload {
         self.root_namespace = root.into();
         self
     }
+
+    /// `namespace foo, labels app=httpbin,version=v1` (or `namespace foo, no labels`), as the
+    /// proxy's summaries and `validate`'s warnings name the workload.
+    pub fn describe(&self) -> String {
+        if self.labels.is_empty() {
+            format!("namespace {}, no labels", self.namespace)
+        } else {
+            format!(
+                "namespace {}, labels {}",
+                self.namespace,
+                render_labels(&self.labels)
+            )
+        }
+    }
 }
 
 /// Why a resource does or does not apply, for `check` and `/config_dump`.
@@ -274,6 +288,53 @@ impl WorkloadSummary {
                 namespaces.join(", "),
                 self.workload.namespace,
                 self.workload.root_namespace
+            ));
+        }
+        out
+    }
+}
+
+impl WorkloadSummary {
+    /// True when RequestAuthentications apply but no AuthorizationPolicy does: tokens are
+    /// checked, yet none is required (a selector that stopped matching after an edit, say).
+    pub fn no_authorization_policy_applies(&self) -> bool {
+        self.applied_count(Kind::RequestAuthentication) > 0
+            && self.applied_count(Kind::AuthorizationPolicy) == 0
+    }
+
+    /// When [`Self::no_authorization_policy_applies`], what that means for requests, in the
+    /// words of the proxy's start-up and reload warning and of `validate`'s.
+    pub fn no_authorization_policy_warning(&self) -> String {
+        format!(
+            "no AuthorizationPolicy applies to {}: requests without a token, and with any valid token, are allowed; a RequestAuthentication alone rejects only invalid tokens (401), as Istio does",
+            self.workload.describe()
+        )
+    }
+
+    /// Why each loaded AuthorizationPolicy does not apply, one per line: the first ten, then
+    /// a count. Empty when one applies.
+    pub fn why_no_authorization_policy_applies(&self) -> Vec<String> {
+        if self.applied_count(Kind::AuthorizationPolicy) > 0 {
+            return Vec::new();
+        }
+        let reasons: Vec<String> = self
+            .resources
+            .iter()
+            .filter(|r| r.kind == Kind::AuthorizationPolicy)
+            .filter_map(|r| {
+                Some(format!(
+                    "{} {} does not apply: {}",
+                    r.kind.as_str(),
+                    r.key,
+                    self.why_not(r)?
+                ))
+            })
+            .collect();
+        let mut out: Vec<String> = reasons.iter().take(NEAR_MISSES_LISTED).cloned().collect();
+        if reasons.len() > NEAR_MISSES_LISTED {
+            out.push(format!(
+                "and {} more AuthorizationPolicy that do not apply",
+                reasons.len() - NEAR_MISSES_LISTED
             ));
         }
         out

@@ -1,6 +1,5 @@
 //! The Python that runs test oracles (HTTP/2 frames built with `hyperframe` and `hpack`, a
 //! metrics parser with `prometheus_client`), found the same way by every test that needs one.
-//! Included with `#[path = "support/python.rs"] mod python;`.
 //!
 //! The Python is `$MESHGUARD_PYTHON`, else `python3` on `PATH`. When it cannot import the
 //! modules a test needs, the test passes after a `SKIPPED` note on the process's stderr, or

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshguard_model::{EntryType, Kind, Workload, loads_entry};
+use meshguard_model::{EntryType, Kind, loads_entry};
 use meshguard_policy::KeySource;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
@@ -49,15 +49,6 @@ fn listed(items: &[String]) -> String {
 }
 
 /// `namespace foo, labels app=httpbin` (or `no labels`).
-fn describe_workload(w: &Workload) -> String {
-    if w.labels.is_empty() {
-        format!("namespace {}, no labels", w.namespace)
-    } else {
-        let labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        format!("namespace {}, labels {}", w.namespace, labels.join(","))
-    }
-}
-
 /// The summary of one load, written so that a proxy enforcing nothing (a wrong `--namespace`,
 /// a label typo, a directory without policy files) says so instead of allowing everything
 /// silently: what was loaded, each file skipped in a directory, what applies (or a warning with
@@ -94,7 +85,7 @@ fn summary_lines(snap: &Snapshot, paths: &[PathBuf]) -> (String, Vec<(Level, Str
             ),
         ));
     }
-    let who = describe_workload(&summary.workload);
+    let who = summary.workload.describe();
     let applied: Vec<String> = summary
         .applied()
         .map(|r| format!("{} {}", r.kind.as_str(), r.key))
@@ -132,40 +123,17 @@ fn summary_lines(snap: &Snapshot, paths: &[PathBuf]) -> (String, Vec<(Level, Str
                 listed(&applied)
             ),
         ));
-        if summary.applied_count(Kind::AuthorizationPolicy) == 0 {
+        if summary.no_authorization_policy_applies() {
             // RequestAuthentications apply but no AuthorizationPolicy does (a selector that
             // stopped matching after an edit, say): tokens are checked, yet none is required.
-            out.push((
-                Level::Warn,
-                format!(
-                    "no AuthorizationPolicy applies to {who}: requests without a token, and with any valid token, are allowed; a RequestAuthentication alone rejects only invalid tokens (401), as Istio does"
-                ),
-            ));
-            let near_misses = summary
-                .resources
-                .iter()
-                .filter(|r| r.kind == Kind::AuthorizationPolicy)
-                .filter_map(|r| {
-                    Some(format!(
-                        "{} {} does not apply: {}",
-                        r.kind.as_str(),
-                        r.key,
-                        summary.why_not(r)?
-                    ))
-                });
-            let near_misses: Vec<String> = near_misses.collect();
-            for line in near_misses.iter().take(LISTED) {
-                out.push((Level::Warn, line.clone()));
-            }
-            if near_misses.len() > LISTED {
-                out.push((
-                    Level::Warn,
-                    format!(
-                        "and {} more AuthorizationPolicy that do not apply (see /config_dump)",
-                        near_misses.len() - LISTED
-                    ),
-                ));
-            }
+            // The same words as `meshguard validate`'s, from the model crate.
+            out.push((Level::Warn, summary.no_authorization_policy_warning()));
+            out.extend(
+                summary
+                    .why_no_authorization_policy_applies()
+                    .into_iter()
+                    .map(|line| (Level::Warn, line)),
+            );
         }
     }
     let providers: Vec<String> = snap

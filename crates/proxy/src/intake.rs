@@ -141,13 +141,58 @@ pub fn admit(parts: &mut http::request::Parts) -> Result<Authority, Refusal> {
         return Err(Refusal::UnknownMethod(parts.version));
     }
     check_scheme(&parts.uri, parts.version)?;
-    check_transfer_encoding(&parts.headers)?;
-    remove_nominated(&mut parts.headers)?;
+    let mut fields = Fields::scan(&parts.headers);
+    if fields.transfer_encoding {
+        check_transfer_encoding(&parts.headers)?;
+    }
+    if fields.connection && remove_nominated(&mut parts.headers)? {
+        // `Connection` may have nominated `Host`.
+        fields = Fields::scan(&parts.headers);
+    }
     if parts.method == Method::CONNECT && parts.uri.path_and_query().is_some() {
         // `CONNECT /x`: Envoy's codec refuses a CONNECT target that is not `host:port`.
         return Err(Refusal::ConnectTarget);
     }
-    authority(parts)
+    authority(parts, fields.host)
+}
+
+/// What [`admit`] needs to know of the header fields, found in one pass over them: most
+/// requests carry no `Transfer-Encoding` and no `Connection`, and one `Host`, and a pass
+/// compares names without hashing them, where a lookup per name hashes each.
+struct Fields {
+    transfer_encoding: bool,
+    connection: bool,
+    host: Hosts,
+}
+
+/// The `Host` fields of a request.
+enum Hosts {
+    None,
+    One(HeaderValue),
+    Several,
+}
+
+impl Fields {
+    fn scan(headers: &HeaderMap) -> Fields {
+        let mut fields = Fields {
+            transfer_encoding: false,
+            connection: false,
+            host: Hosts::None,
+        };
+        for (name, value) in headers {
+            if name == header::HOST {
+                fields.host = match fields.host {
+                    Hosts::None => Hosts::One(value.clone()),
+                    _ => Hosts::Several,
+                };
+            } else if name == header::TRANSFER_ENCODING {
+                fields.transfer_encoding = true;
+            } else if name == header::CONNECTION {
+                fields.connection = true;
+            }
+        }
+        fields
+    }
 }
 
 /// An HTTP/1 absolute-form target names `http` or `https` (in any case, which the URI parser
@@ -195,10 +240,9 @@ fn check_transfer_encoding(headers: &HeaderMap) -> Result<(), Refusal> {
 /// gets. As in Envoy, nominating `x-forwarded-for`, `x-forwarded-host`, `x-forwarded-proto` or a
 /// pseudo-header, or ten or more names, is refused: removing them would hide where the request
 /// came from. `Connection` keeps only its connection options (`close`, `keep-alive`, ...).
-fn remove_nominated(headers: &mut HeaderMap) -> Result<(), Refusal> {
-    if !headers.contains_key(header::CONNECTION) {
-        return Ok(());
-    }
+///
+/// Returns whether `Connection` nominated any header (which may then have been removed).
+fn remove_nominated(headers: &mut HeaderMap) -> Result<bool, Refusal> {
     // The usual `Connection: keep-alive` or `close` allocates nothing: names are collected
     // only when there are some, and the value is rewritten only then.
     let mut nominated: Vec<HeaderName> = Vec::new();
@@ -223,7 +267,7 @@ fn remove_nominated(headers: &mut HeaderMap) -> Result<(), Refusal> {
         }
     }
     if nominated.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     for name in &nominated {
         headers.remove(name);
@@ -247,7 +291,7 @@ fn remove_nominated(headers: &mut HeaderMap) -> Result<(), Refusal> {
             headers.remove(header::CONNECTION);
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The non-empty, trimmed tokens of one `Connection` value.
@@ -269,15 +313,15 @@ fn connection_option(token: &str) -> bool {
 /// authority-form, HTTP/2 `:authority`) wins over `Host` (RFC 9112 §3.2.2, RFC 9113 §8.3.1),
 /// as in Envoy, and the `Host` header is removed so that the upstream gets the target's. Two
 /// `Host` headers are refused (RFC 9112 §3.2) rather than joined, in either protocol.
-fn authority(parts: &mut http::request::Parts) -> Result<Authority, Refusal> {
-    let mut hosts = parts.headers.get_all(header::HOST).iter();
-    let host = hosts.next();
-    if hosts.next().is_some() {
-        return Err(Refusal::DuplicateHost);
-    }
+fn authority(parts: &mut http::request::Parts, host: Hosts) -> Result<Authority, Refusal> {
+    let host = match host {
+        Hosts::Several => return Err(Refusal::DuplicateHost),
+        Hosts::One(h) => Some(h),
+        Hosts::None => None,
+    };
     let authority = match (parts.uri.authority(), host) {
         (Some(a), _) => Authority::Target(a.clone()),
-        (None, Some(h)) => Authority::Host(h.clone()),
+        (None, Some(h)) => Authority::Host(h),
         (None, None) => return Err(Refusal::MissingHost),
     };
     let bytes = match &authority {

@@ -315,6 +315,7 @@ pub async fn handle(
         Ok(authority) => authority,
         Err(refusal) => {
             let reply = LocalReply::from(refusal);
+            let elapsed = started.elapsed();
             if let Some(writer) = &shared.log_writer {
                 write_access_log(
                     writer,
@@ -326,7 +327,7 @@ pub async fn handle(
                         protocol: protocol_name(parts.version),
                         response_code: reply.status,
                         response_code_details: &reply.details,
-                        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+                        duration_ms: elapsed.as_secs_f64() * 1000.0,
                         upstream_duration_ms: None,
                         principal: None,
                         request_id: request_id.to_str().unwrap_or(""),
@@ -336,9 +337,7 @@ pub async fn handle(
                     },
                 );
             }
-            shared
-                .metrics
-                .record_response(reply.status, started.elapsed(), None);
+            shared.metrics.record_response(reply.status, elapsed, None);
             return Ok(refusal_reply(refusal, grpc));
         }
     };
@@ -398,8 +397,10 @@ pub async fn handle(
         tracing::debug!(target: "meshguard::explain", request_id = request_id_str, status = outcome.status(), details = outcome.denial.as_ref().map_or("via_upstream", |d| d.details.as_str()), "decision");
     }
 
-    let log = |status: u16, details: &str, upstream: Option<std::time::Duration>| {
-        let elapsed = started.elapsed();
+    // `ended`: when the answer was known (one clock read for both durations when forwarded).
+    let log = |status: u16, details: &str, ended: Instant, sent: Option<Instant>| {
+        let elapsed = ended.saturating_duration_since(started);
+        let upstream = sent.map(|s| ended.saturating_duration_since(s));
         if let Some(writer) = &shared.log_writer {
             let line = AccessLog {
                 start_time,
@@ -428,13 +429,13 @@ pub async fn handle(
 
     if let Some(denial) = &outcome.denial {
         let reply = LocalReply::from(denial);
-        log(reply.status, &reply.details, None);
+        log(reply.status, &reply.details, Instant::now(), None);
         return Ok(local_reply(&reply, grpc));
     }
     if parts.method == Method::CONNECT {
         // Allowed by the policies, but never forwarded: there is no route for tunnels.
         let reply = LocalReply::from(Refusal::ConnectNotRouted);
-        log(reply.status, &reply.details, None);
+        log(reply.status, &reply.details, Instant::now(), None);
         return Ok(refusal_reply(Refusal::ConnectNotRouted, grpc));
     }
 
@@ -456,7 +457,7 @@ pub async fn handle(
                     details: "invalid_upstream_uri".into(),
                     www_authenticate: None,
                 };
-                log(400, &reply.details, None);
+                log(400, &reply.details, Instant::now(), None);
                 return Ok(local_reply(&reply, grpc));
             }
         }
@@ -470,23 +471,27 @@ pub async fn handle(
     *up.headers_mut() = headers;
 
     let sent = Instant::now();
-    let failure = match shared.pool.send(up, shared.upstream_timeout).await {
+    let failure = match shared
+        .pool
+        .send_from(up, shared.upstream_timeout, sent)
+        .await
+    {
         Ok(resp) => {
-            let upstream = Some(sent.elapsed());
+            let ended = Instant::now();
             let (mut rparts, rbody) = resp.into_parts();
             strip_hop_by_hop(&mut rparts.headers);
             // Answered in the client's protocol, whatever the upstream's: an HTTP/1.0
             // upstream must not turn an HTTP/1.1 client's keep-alive connection into a
             // closing HTTP/1.0 one.
             rparts.version = parts.version;
-            log(rparts.status.as_u16(), "via_upstream", upstream);
+            log(rparts.status.as_u16(), "via_upstream", ended, Some(sent));
             return Ok(Response::from_parts(rparts, Body::Upstream(rbody)));
         }
         Err(SendError::ClientBody(fault)) => {
             // The client's fault: not an upstream failure, not counted as one.
             tracing::debug!(?fault, "the client's request body failed");
             let reply = LocalReply::from(&fault);
-            log(reply.status, &reply.details, None);
+            log(reply.status, &reply.details, Instant::now(), None);
             let mut resp = local_reply(&reply, grpc);
             if parts.version < http::Version::HTTP_2 {
                 // The rest of the body cannot be told from a next request: close, and say so
@@ -510,7 +515,7 @@ pub async fn handle(
         .inc();
     tracing::warn!(upstream = %shared.upstream, ?failure, "upstream failed");
     let reply = LocalReply::from(&failure);
-    log(reply.status, &reply.details, None);
+    log(reply.status, &reply.details, Instant::now(), None);
     Ok(local_reply(&reply, grpc))
 }
 

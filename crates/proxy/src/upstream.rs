@@ -410,9 +410,17 @@ where
         // A response framed both ways cannot be relayed with a length that matches its body
         // (RFC 9112 §6.3 calls it a possible smuggling attempt): refused, as Envoy does
         // without `allow_chunked_length`, and the connection is not reused.
-        if resp.headers().contains_key(header::TRANSFER_ENCODING)
-            && resp.headers().contains_key(header::CONTENT_LENGTH)
-        {
+        // One pass over the names, which compares them without hashing them (two lookups
+        // hash each).
+        let (mut chunked, mut length) = (false, false);
+        for name in resp.headers().keys() {
+            if name == header::TRANSFER_ENCODING {
+                chunked = true;
+            } else if name == header::CONTENT_LENGTH {
+                length = true;
+            }
+        }
+        if chunked && length {
             conn.task.abort();
             return Err(SendError::Protocol(
                 "the response has both Content-Length and Transfer-Encoding".into(),

@@ -384,7 +384,13 @@ pub fn set_forwarding_headers(
     {
         headers.insert(header::HOST, v);
     }
-    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    // Usually still the one value the intake set (a JWT output or a `Connection` nomination
+    // could have changed it): then there is nothing to replace, and a lookup is cheaper than
+    // an insert.
+    let mut ids = headers.get_all(&X_REQUEST_ID).iter();
+    if ids.next() != Some(request_id) || ids.next().is_some() {
+        headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    }
     match headers.entry(&X_FORWARDED_FOR) {
         header::Entry::Occupied(mut e) => {
             // One list: every value received, in order (as `remote_ip` reads them), then
@@ -649,5 +655,31 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(admit(&mut p).unwrap_err(), Refusal::ConnectTarget);
+    }
+
+    #[test]
+    fn the_forwarded_request_id_is_the_one_value_of_x_request_id() {
+        let conn = ConnInfo::new(
+            "10.0.0.9:5000".parse().unwrap(),
+            "10.0.0.1:8080".parse().unwrap(),
+        );
+        let host = Authority::Host(HeaderValue::from_static("a"));
+        let id = HeaderValue::from_static("id-1");
+        let forwarded = |values: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append("x-request-id", HeaderValue::from_static(v));
+            }
+            set_forwarding_headers(&mut h, &host, &id, &conn);
+            h.get_all("x-request-id")
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(forwarded(&[]), ["id-1"]);
+        assert_eq!(forwarded(&["id-1"]), ["id-1"]);
+        assert_eq!(forwarded(&["other"]), ["id-1"]);
+        assert_eq!(forwarded(&["id-1", "other"]), ["id-1"]);
+        assert_eq!(forwarded(&["other", "id-1"]), ["id-1"]);
     }
 }

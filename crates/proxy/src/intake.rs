@@ -348,6 +348,10 @@ fn authority_byte(b: u8) -> bool {
 }
 
 /// [`authority_byte`]'s answer for every byte.
+#[expect(
+    clippy::indexing_slicing,
+    reason = "a const loop over the 256 entries of a 256-entry table"
+)]
 static AUTHORITY_BYTES: [bool; 256] = {
     let mut table = [false; 256];
     let mut b = 0;

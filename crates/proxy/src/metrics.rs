@@ -150,19 +150,30 @@ pub const DURATION_BUCKETS: [f64; 19] = [
     300.0, 600.0, 1800.0, 3600.0,
 ];
 
-/// [`DURATION_BUCKETS`] in nanoseconds (each is a whole number of them), so that an
-/// observation is placed with integer compares and no float conversion. A duration of exactly
-/// a bound counts in that bound's bucket, as with the seconds.
-const DURATION_BOUNDS_NANOS: [u64; DURATION_BUCKETS.len()] = {
-    let mut nanos = [0u64; DURATION_BUCKETS.len()];
-    let mut i = 0;
-    while i < nanos.len() {
-        // Exact: every bound is a multiple of 0.5 ms.
-        nanos[i] = (DURATION_BUCKETS[i] * 2000.0) as u64 * 500_000;
-        i += 1;
-    }
-    nanos
-};
+/// [`DURATION_BUCKETS`] in nanoseconds (each is a whole number of them; a test checks that
+/// they are the same), so that an observation is placed with integer compares and no float
+/// conversion. A duration of exactly a bound counts in that bound's bucket, as with seconds.
+const DURATION_BOUNDS_NANOS: [u64; DURATION_BUCKETS.len()] = [
+    500_000,
+    1_000_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+    30_000_000_000,
+    60_000_000_000,
+    300_000_000_000,
+    600_000_000_000,
+    1_800_000_000_000,
+    3_600_000_000_000,
+];
 
 /// A duration histogram with [`DURATION_BUCKETS`], updated with three relaxed atomic adds
 /// and no lock (`prometheus_client`'s histogram takes a mutex on every observation).

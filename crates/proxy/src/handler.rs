@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::intake::{self, Refusal, remote_ip};
 use crate::metrics::{AuthzLabels, JwtLabels, Metrics, ResultLabels};
-use crate::response::{Body, LocalReply, UpstreamFailure, is_grpc, local_reply, refusal_reply};
+use crate::response::{Body, LocalReply, UpstreamFailure, local_reply, refusal_reply};
 use crate::state::{PolicyState, Snapshot, unix_now};
 use crate::upstream::{SendError, Upstream};
 
@@ -300,8 +300,9 @@ pub async fn handle(
     let snapshot = shared.state.snapshot();
     let (mut parts, body) = req.into_parts();
 
-    let grpc = is_grpc(&parts.headers);
-    let admitted = intake::admit(&mut parts);
+    let fields = intake::Fields::scan(&parts.headers);
+    let grpc = fields.grpc;
+    let admitted = intake::admit_scanned(&mut parts, fields);
     let request_id = match parts.headers.entry(&X_REQUEST_ID) {
         header::Entry::Occupied(mut e) => {
             if e.get().is_empty() {

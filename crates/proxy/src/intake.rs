@@ -137,11 +137,19 @@ pub fn known_method(method: &Method) -> bool {
 /// manager's `Host` check). On success the headers are as the policies must see them and the
 /// authority is known.
 pub fn admit(parts: &mut http::request::Parts) -> Result<Authority, Refusal> {
+    let fields = Fields::scan(&parts.headers);
+    admit_scanned(parts, fields)
+}
+
+/// [`admit`], with the fields already scanned (by a caller that needs [`Fields::grpc`] too).
+pub fn admit_scanned(
+    parts: &mut http::request::Parts,
+    mut fields: Fields,
+) -> Result<Authority, Refusal> {
     if !known_method(&parts.method) {
         return Err(Refusal::UnknownMethod(parts.version));
     }
     check_scheme(&parts.uri, parts.version)?;
-    let mut fields = Fields::scan(&parts.headers);
     if fields.transfer_encoding {
         check_transfer_encoding(&parts.headers)?;
     }
@@ -156,16 +164,23 @@ pub fn admit(parts: &mut http::request::Parts) -> Result<Authority, Refusal> {
     authority(parts, fields.host)
 }
 
-/// What [`admit`] needs to know of the header fields, found in one pass over them: most
-/// requests carry no `Transfer-Encoding` and no `Connection`, and one `Host`, and a pass
-/// compares names without hashing them, where a lookup per name hashes each.
-struct Fields {
+/// What [`admit`] needs to know of the header fields, and whether the request is gRPC, found
+/// in one pass over them: most requests carry no `Transfer-Encoding` and no `Connection`, and
+/// one `Host`, and a pass compares names without hashing them, where a lookup per name
+/// hashes each.
+#[derive(Debug)]
+pub struct Fields {
     transfer_encoding: bool,
     connection: bool,
     host: Hosts,
+    content_type: bool,
+    /// [`crate::response::is_grpc`] of the headers as received (before `Connection`
+    /// nominations are removed), for the replies.
+    pub grpc: bool,
 }
 
 /// The `Host` fields of a request.
+#[derive(Debug)]
 enum Hosts {
     None,
     One(HeaderValue),
@@ -173,11 +188,13 @@ enum Hosts {
 }
 
 impl Fields {
-    fn scan(headers: &HeaderMap) -> Fields {
+    pub fn scan(headers: &HeaderMap) -> Fields {
         let mut fields = Fields {
             transfer_encoding: false,
             connection: false,
             host: Hosts::None,
+            content_type: false,
+            grpc: false,
         };
         for (name, value) in headers {
             if name == header::HOST {
@@ -189,6 +206,10 @@ impl Fields {
                 fields.transfer_encoding = true;
             } else if name == header::CONNECTION {
                 fields.connection = true;
+            } else if name == header::CONTENT_TYPE && !fields.content_type {
+                // The first value, as `HeaderMap::get` gives it.
+                fields.content_type = true;
+                fields.grpc = crate::response::is_grpc_content_type(Some(value));
             }
         }
         fields

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::intake::{self, Refusal, remote_ip};
 use crate::metrics::{AuthzLabels, JwtLabels, Metrics, ResultLabels};
-use crate::response::{Body, LocalReply, UpstreamFailure, is_grpc, local_reply, refusal_reply};
+use crate::response::{Body, LocalReply, UpstreamFailure, local_reply, refusal_reply};
 use crate::state::{PolicyState, Snapshot, unix_now};
 use crate::upstream::{SendError, Upstream};
 
@@ -300,8 +300,9 @@ pub async fn handle(
     let snapshot = shared.state.snapshot();
     let (mut parts, body) = req.into_parts();
 
-    let grpc = is_grpc(&parts.headers);
-    let admitted = intake::admit(&mut parts);
+    let fields = intake::Fields::scan(&parts.headers);
+    let grpc = fields.grpc;
+    let admitted = intake::admit_scanned(&mut parts, fields);
     let request_id = match parts.headers.entry(&X_REQUEST_ID) {
         header::Entry::Occupied(mut e) => {
             if e.get().is_empty() {
@@ -315,6 +316,7 @@ pub async fn handle(
         Ok(authority) => authority,
         Err(refusal) => {
             let reply = LocalReply::from(refusal);
+            let elapsed = started.elapsed();
             if let Some(writer) = &shared.log_writer {
                 write_access_log(
                     writer,
@@ -326,7 +328,7 @@ pub async fn handle(
                         protocol: protocol_name(parts.version),
                         response_code: reply.status,
                         response_code_details: &reply.details,
-                        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+                        duration_ms: elapsed.as_secs_f64() * 1000.0,
                         upstream_duration_ms: None,
                         principal: None,
                         request_id: request_id.to_str().unwrap_or(""),
@@ -336,9 +338,7 @@ pub async fn handle(
                     },
                 );
             }
-            shared
-                .metrics
-                .record_response(reply.status, started.elapsed(), None);
+            shared.metrics.record_response(reply.status, elapsed, None);
             return Ok(refusal_reply(refusal, grpc));
         }
     };
@@ -398,8 +398,10 @@ pub async fn handle(
         tracing::debug!(target: "meshguard::explain", request_id = request_id_str, status = outcome.status(), details = outcome.denial.as_ref().map_or("via_upstream", |d| d.details.as_str()), "decision");
     }
 
-    let log = |status: u16, details: &str, upstream: Option<std::time::Duration>| {
-        let elapsed = started.elapsed();
+    // `ended`: when the answer was known (one clock read for both durations when forwarded).
+    let log = |status: u16, details: &str, ended: Instant, sent: Option<Instant>| {
+        let elapsed = ended.saturating_duration_since(started);
+        let upstream = sent.map(|s| ended.saturating_duration_since(s));
         if let Some(writer) = &shared.log_writer {
             let line = AccessLog {
                 start_time,
@@ -428,13 +430,13 @@ pub async fn handle(
 
     if let Some(denial) = &outcome.denial {
         let reply = LocalReply::from(denial);
-        log(reply.status, &reply.details, None);
+        log(reply.status, &reply.details, Instant::now(), None);
         return Ok(local_reply(&reply, grpc));
     }
     if parts.method == Method::CONNECT {
         // Allowed by the policies, but never forwarded: there is no route for tunnels.
         let reply = LocalReply::from(Refusal::ConnectNotRouted);
-        log(reply.status, &reply.details, None);
+        log(reply.status, &reply.details, Instant::now(), None);
         return Ok(refusal_reply(Refusal::ConnectNotRouted, grpc));
     }
 
@@ -456,7 +458,7 @@ pub async fn handle(
                     details: "invalid_upstream_uri".into(),
                     www_authenticate: None,
                 };
-                log(400, &reply.details, None);
+                log(400, &reply.details, Instant::now(), None);
                 return Ok(local_reply(&reply, grpc));
             }
         }
@@ -470,23 +472,27 @@ pub async fn handle(
     *up.headers_mut() = headers;
 
     let sent = Instant::now();
-    let failure = match shared.pool.send(up, shared.upstream_timeout).await {
+    let failure = match shared
+        .pool
+        .send_from(up, shared.upstream_timeout, sent)
+        .await
+    {
         Ok(resp) => {
-            let upstream = Some(sent.elapsed());
+            let ended = Instant::now();
             let (mut rparts, rbody) = resp.into_parts();
             strip_hop_by_hop(&mut rparts.headers);
             // Answered in the client's protocol, whatever the upstream's: an HTTP/1.0
             // upstream must not turn an HTTP/1.1 client's keep-alive connection into a
             // closing HTTP/1.0 one.
             rparts.version = parts.version;
-            log(rparts.status.as_u16(), "via_upstream", upstream);
+            log(rparts.status.as_u16(), "via_upstream", ended, Some(sent));
             return Ok(Response::from_parts(rparts, Body::Upstream(rbody)));
         }
         Err(SendError::ClientBody(fault)) => {
             // The client's fault: not an upstream failure, not counted as one.
             tracing::debug!(?fault, "the client's request body failed");
             let reply = LocalReply::from(&fault);
-            log(reply.status, &reply.details, None);
+            log(reply.status, &reply.details, Instant::now(), None);
             let mut resp = local_reply(&reply, grpc);
             if parts.version < http::Version::HTTP_2 {
                 // The rest of the body cannot be told from a next request: close, and say so
@@ -510,7 +516,7 @@ pub async fn handle(
         .inc();
     tracing::warn!(upstream = %shared.upstream, ?failure, "upstream failed");
     let reply = LocalReply::from(&failure);
-    log(reply.status, &reply.details, None);
+    log(reply.status, &reply.details, Instant::now(), None);
     Ok(local_reply(&reply, grpc))
 }
 

@@ -137,17 +137,83 @@ pub fn known_method(method: &Method) -> bool {
 /// manager's `Host` check). On success the headers are as the policies must see them and the
 /// authority is known.
 pub fn admit(parts: &mut http::request::Parts) -> Result<Authority, Refusal> {
+    let fields = Fields::scan(&parts.headers);
+    admit_scanned(parts, fields)
+}
+
+/// [`admit`], with the fields already scanned (by a caller that needs [`Fields::grpc`] too).
+pub fn admit_scanned(
+    parts: &mut http::request::Parts,
+    mut fields: Fields,
+) -> Result<Authority, Refusal> {
     if !known_method(&parts.method) {
         return Err(Refusal::UnknownMethod(parts.version));
     }
     check_scheme(&parts.uri, parts.version)?;
-    check_transfer_encoding(&parts.headers)?;
-    remove_nominated(&mut parts.headers)?;
+    if fields.transfer_encoding {
+        check_transfer_encoding(&parts.headers)?;
+    }
+    if fields.connection && remove_nominated(&mut parts.headers)? {
+        // `Connection` may have nominated `Host`.
+        fields = Fields::scan(&parts.headers);
+    }
     if parts.method == Method::CONNECT && parts.uri.path_and_query().is_some() {
         // `CONNECT /x`: Envoy's codec refuses a CONNECT target that is not `host:port`.
         return Err(Refusal::ConnectTarget);
     }
-    authority(parts)
+    authority(parts, fields.host)
+}
+
+/// What [`admit`] needs to know of the header fields, and whether the request is gRPC, found
+/// in one pass over them: most requests carry no `Transfer-Encoding` and no `Connection`, and
+/// one `Host`, and a pass compares names without hashing them, where a lookup per name
+/// hashes each.
+#[derive(Debug)]
+pub struct Fields {
+    transfer_encoding: bool,
+    connection: bool,
+    host: Hosts,
+    content_type: bool,
+    /// [`crate::response::is_grpc`] of the headers as received (before `Connection`
+    /// nominations are removed), for the replies.
+    pub grpc: bool,
+}
+
+/// The `Host` fields of a request.
+#[derive(Debug)]
+enum Hosts {
+    None,
+    One(HeaderValue),
+    Several,
+}
+
+impl Fields {
+    pub fn scan(headers: &HeaderMap) -> Fields {
+        let mut fields = Fields {
+            transfer_encoding: false,
+            connection: false,
+            host: Hosts::None,
+            content_type: false,
+            grpc: false,
+        };
+        for (name, value) in headers {
+            if name == header::HOST {
+                fields.host = match fields.host {
+                    Hosts::None => Hosts::One(value.clone()),
+                    _ => Hosts::Several,
+                };
+            } else if name == header::TRANSFER_ENCODING {
+                fields.transfer_encoding = true;
+            } else if name == header::CONNECTION {
+                fields.connection = true;
+            } else if name == header::CONTENT_TYPE && !fields.content_type {
+                // The first value, as `HeaderMap::get` gives it.
+                fields.content_type = true;
+                fields.grpc = crate::response::is_grpc_content_type(Some(value));
+            }
+        }
+        fields
+    }
 }
 
 /// An HTTP/1 absolute-form target names `http` or `https` (in any case, which the URI parser
@@ -195,10 +261,9 @@ fn check_transfer_encoding(headers: &HeaderMap) -> Result<(), Refusal> {
 /// gets. As in Envoy, nominating `x-forwarded-for`, `x-forwarded-host`, `x-forwarded-proto` or a
 /// pseudo-header, or ten or more names, is refused: removing them would hide where the request
 /// came from. `Connection` keeps only its connection options (`close`, `keep-alive`, ...).
-fn remove_nominated(headers: &mut HeaderMap) -> Result<(), Refusal> {
-    if !headers.contains_key(header::CONNECTION) {
-        return Ok(());
-    }
+///
+/// Returns whether `Connection` nominated any header (which may then have been removed).
+fn remove_nominated(headers: &mut HeaderMap) -> Result<bool, Refusal> {
     // The usual `Connection: keep-alive` or `close` allocates nothing: names are collected
     // only when there are some, and the value is rewritten only then.
     let mut nominated: Vec<HeaderName> = Vec::new();
@@ -223,7 +288,7 @@ fn remove_nominated(headers: &mut HeaderMap) -> Result<(), Refusal> {
         }
     }
     if nominated.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     for name in &nominated {
         headers.remove(name);
@@ -247,7 +312,7 @@ fn remove_nominated(headers: &mut HeaderMap) -> Result<(), Refusal> {
             headers.remove(header::CONNECTION);
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The non-empty, trimmed tokens of one `Connection` value.
@@ -269,15 +334,15 @@ fn connection_option(token: &str) -> bool {
 /// authority-form, HTTP/2 `:authority`) wins over `Host` (RFC 9112 §3.2.2, RFC 9113 §8.3.1),
 /// as in Envoy, and the `Host` header is removed so that the upstream gets the target's. Two
 /// `Host` headers are refused (RFC 9112 §3.2) rather than joined, in either protocol.
-fn authority(parts: &mut http::request::Parts) -> Result<Authority, Refusal> {
-    let mut hosts = parts.headers.get_all(header::HOST).iter();
-    let host = hosts.next();
-    if hosts.next().is_some() {
-        return Err(Refusal::DuplicateHost);
-    }
+fn authority(parts: &mut http::request::Parts, host: Hosts) -> Result<Authority, Refusal> {
+    let host = match host {
+        Hosts::Several => return Err(Refusal::DuplicateHost),
+        Hosts::One(h) => Some(h),
+        Hosts::None => None,
+    };
     let authority = match (parts.uri.authority(), host) {
         (Some(a), _) => Authority::Target(a.clone()),
-        (None, Some(h)) => Authority::Host(h.clone()),
+        (None, Some(h)) => Authority::Host(h),
         (None, None) => return Err(Refusal::MissingHost),
     };
     let bytes = match &authority {
@@ -296,8 +361,50 @@ fn authority(parts: &mut http::request::Parts) -> Result<Authority, Refusal> {
 /// The bytes an authority may hold (RFC 3986 §3.2: unreserved, sub-delims, `:`, `@`, `[`, `]`
 /// and `%`), as Envoy checks them.
 fn authority_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@[]%".contains(&b)
+    // A table lookup per byte, not a scan of the punctuation list.
+    AUTHORITY_BYTES
+        .get(usize::from(b))
+        .copied()
+        .unwrap_or(false)
 }
+
+/// [`authority_byte`]'s answer for every byte.
+#[expect(
+    clippy::indexing_slicing,
+    reason = "a const loop over the 256 entries of a 256-entry table"
+)]
+static AUTHORITY_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'@'
+                    | b'['
+                    | b']'
+                    | b'%'
+            );
+        b += 1;
+    }
+    table
+};
 
 /// `remote.ip`: with N trusted proxies, the N-th address from the right of `X-Forwarded-For`
 /// (every `X-Forwarded-For` header, in order, read as one list), trimmed; the peer when N is 0,
@@ -340,7 +447,13 @@ pub fn set_forwarding_headers(
     {
         headers.insert(header::HOST, v);
     }
-    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    // Usually still the one value the intake set (a JWT output or a `Connection` nomination
+    // could have changed it): then there is nothing to replace, and a lookup is cheaper than
+    // an insert.
+    let mut ids = headers.get_all(&X_REQUEST_ID).iter();
+    if ids.next() != Some(request_id) || ids.next().is_some() {
+        headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    }
     match headers.entry(&X_FORWARDED_FOR) {
         header::Entry::Occupied(mut e) => {
             // One list: every value received, in order (as `remote_ip` reads them), then
@@ -605,5 +718,39 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(admit(&mut p).unwrap_err(), Refusal::ConnectTarget);
+    }
+
+    #[test]
+    fn the_forwarded_request_id_is_the_one_value_of_x_request_id() {
+        let conn = ConnInfo::new(
+            "10.0.0.9:5000".parse().unwrap(),
+            "10.0.0.1:8080".parse().unwrap(),
+        );
+        let host = Authority::Host(HeaderValue::from_static("a"));
+        let id = HeaderValue::from_static("id-1");
+        let forwarded = |values: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append("x-request-id", HeaderValue::from_static(v));
+            }
+            set_forwarding_headers(&mut h, &host, &id, &conn);
+            h.get_all("x-request-id")
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(forwarded(&[]), ["id-1"]);
+        assert_eq!(forwarded(&["id-1"]), ["id-1"]);
+        assert_eq!(forwarded(&["other"]), ["id-1"]);
+        assert_eq!(forwarded(&["id-1", "other"]), ["id-1"]);
+        assert_eq!(forwarded(&["other", "id-1"]), ["id-1"]);
+    }
+
+    #[test]
+    fn the_authority_byte_table_is_the_rfc_3986_set() {
+        for b in 0..=255u8 {
+            let listed = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@[]%".contains(&b);
+            assert_eq!(authority_byte(b), listed, "byte {b}");
+        }
     }
 }

@@ -150,6 +150,31 @@ pub const DURATION_BUCKETS: [f64; 19] = [
     300.0, 600.0, 1800.0, 3600.0,
 ];
 
+/// [`DURATION_BUCKETS`] in nanoseconds (each is a whole number of them; a test checks that
+/// they are the same), so that an observation is placed with integer compares and no float
+/// conversion. A duration of exactly a bound counts in that bound's bucket, as with seconds.
+const DURATION_BOUNDS_NANOS: [u64; DURATION_BUCKETS.len()] = [
+    500_000,
+    1_000_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+    30_000_000_000,
+    60_000_000_000,
+    300_000_000_000,
+    600_000_000_000,
+    1_800_000_000_000,
+    3_600_000_000_000,
+];
+
 /// A duration histogram with [`DURATION_BUCKETS`], updated with three relaxed atomic adds
 /// and no lock (`prometheus_client`'s histogram takes a mutex on every observation).
 #[derive(Clone, Debug, Default)]
@@ -165,15 +190,14 @@ pub struct HistogramCells {
 
 impl DurationHistogram {
     pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        let i = DURATION_BUCKETS.partition_point(|&b| b < secs);
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let i = DURATION_BOUNDS_NANOS.partition_point(|&b| b < nanos);
         let cells = &self.0;
         // `i` is at most `DURATION_BUCKETS.len()`, the `+Inf` bucket.
         if let Some(bucket) = cells.buckets.get(i) {
             bucket.fetch_add(1, Ordering::Relaxed);
         }
         cells.count.fetch_add(1, Ordering::Relaxed);
-        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         cells.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 }
@@ -474,6 +498,31 @@ mod tests {
             .filter(|l| l.starts_with(prefix))
             .map(str::to_string)
             .collect()
+    }
+
+    #[test]
+    fn duration_buckets_in_nanos_are_the_same_bounds() {
+        for (secs, nanos) in DURATION_BUCKETS.iter().zip(DURATION_BOUNDS_NANOS) {
+            assert_eq!(Duration::from_secs_f64(*secs), Duration::from_nanos(nanos));
+        }
+        // A duration of exactly a bound counts in that bound's bucket; a nanosecond more in
+        // the next.
+        let h = DurationHistogram::default();
+        h.observe(Duration::from_micros(500));
+        h.observe(Duration::from_nanos(500_001));
+        h.observe(Duration::from_secs(3600));
+        h.observe(Duration::from_secs(3601));
+        let counts: Vec<u64> =
+            h.0.buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect();
+        let mut expected = [0; DURATION_BUCKETS.len() + 1];
+        expected[0] = 1;
+        expected[1] = 1;
+        expected[DURATION_BUCKETS.len() - 1] = 1;
+        expected[DURATION_BUCKETS.len()] = 1;
+        assert_eq!(counts, expected);
     }
 
     #[test]

@@ -204,8 +204,12 @@ pub fn refusal_reply(r: Refusal, grpc: bool) -> Response<Body> {
 
 /// A request is gRPC when its content-type is `application/grpc` or `application/grpc+...`.
 pub fn is_grpc(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
+    is_grpc_content_type(headers.get(header::CONTENT_TYPE))
+}
+
+/// [`is_grpc`] for the (first) `Content-Type` value, when the caller has it at hand.
+pub fn is_grpc_content_type(content_type: Option<&http::HeaderValue>) -> bool {
+    content_type
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| {
             ct == "application/grpc"

@@ -198,6 +198,17 @@ where
         req: Request<B>,
         timeout: Duration,
     ) -> Result<Response<PooledBody<B>>, SendError> {
+        self.send_from(req, timeout, Instant::now()).await
+    }
+
+    /// [`Upstream::send`], with `sent` the moment the request is handed over, read by the
+    /// caller, which also times the response from it: one clock read serves both.
+    pub async fn send_from(
+        &self,
+        req: Request<B>,
+        timeout: Duration,
+        sent: Instant,
+    ) -> Result<Response<PooledBody<B>>, SendError> {
         let (parts, body) = req.into_parts();
         // Bodyless requests (most) need no tracking: the timer starts at once.
         let progress = (!body.is_end_stream()).then(|| Arc::new(Progress::default()));
@@ -207,12 +218,15 @@ where
             stall: None,
             stall_timeout: self.inner.body_stall_timeout,
         };
-        let exchange = self.exchange(Request::from_parts(parts, body), timeout);
+        let exchange = self.exchange(Request::from_parts(parts, body), timeout, sent);
         let timer = async {
-            if let Some(p) = &progress {
-                p.ended.notified().await;
+            match &progress {
+                Some(p) => {
+                    p.ended.notified().await;
+                    tokio::time::sleep(timeout).await;
+                }
+                None => tokio::time::sleep_until((sent + timeout).into()).await,
             }
-            tokio::time::sleep(timeout).await;
         };
         let result = tokio::select! {
             biased;
@@ -227,15 +241,17 @@ where
         }
     }
 
+    /// `now`: the time the request was handed over (for the idle connections' age).
     async fn exchange(
         &self,
         mut req: Request<RequestBody<B>>,
         timeout: Duration,
+        mut now: Instant,
     ) -> Result<Response<PooledBody<B>>, SendError> {
         let pool = &self.inner;
         let mut waiting: Option<(Waiting<'_>, tokio::time::Instant)> = None;
         loop {
-            while let Some(mut conn) = pool.checkout() {
+            while let Some(mut conn) = pool.checkout(now) {
                 // Not ready means the connection closed since it was pooled: try the next one.
                 // (Usually it is ready, and the `ready` future is not even made.)
                 if !conn.sender.is_ready() && conn.sender.ready().await.is_err() {
@@ -276,7 +292,10 @@ where
                         }
                     };
                     tokio::select! {
-                        () = pool.returned.notified() => continue,
+                        () = pool.returned.notified() => {
+                            now = Instant::now();
+                            continue;
+                        }
                         slot = pool.slots.clone().acquire_owned() => match slot {
                             Ok(slot) => slot,
                             Err(_) => return Err(SendError::Overflow),
@@ -315,10 +334,12 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    fn checkout(&self) -> Option<Conn<B>> {
+    /// The most recently used idle connection that is open and not older than
+    /// [`IDLE_TIMEOUT`] at `now`.
+    fn checkout(&self, now: Instant) -> Option<Conn<B>> {
         let mut idle = self.idle.lock().ok()?;
         while let Some(c) = idle.pop() {
-            if !c.conn.sender.is_closed() && c.since.elapsed() < IDLE_TIMEOUT {
+            if !c.conn.sender.is_closed() && now.saturating_duration_since(c.since) < IDLE_TIMEOUT {
                 return Some(c.conn);
             }
             c.conn.task.abort();
@@ -389,9 +410,17 @@ where
         // A response framed both ways cannot be relayed with a length that matches its body
         // (RFC 9112 §6.3 calls it a possible smuggling attempt): refused, as Envoy does
         // without `allow_chunked_length`, and the connection is not reused.
-        if resp.headers().contains_key(header::TRANSFER_ENCODING)
-            && resp.headers().contains_key(header::CONTENT_LENGTH)
-        {
+        // One pass over the names, which compares them without hashing them (two lookups
+        // hash each).
+        let (mut chunked, mut length) = (false, false);
+        for name in resp.headers().keys() {
+            if name == header::TRANSFER_ENCODING {
+                chunked = true;
+            } else if name == header::CONTENT_LENGTH {
+                length = true;
+            }
+        }
+        if chunked && length {
             conn.task.abort();
             return Err(SendError::Protocol(
                 "the response has both Content-Length and Transfer-Encoding".into(),

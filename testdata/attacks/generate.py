@@ -9,7 +9,7 @@ so running the script again reproduces the committed files byte for byte.
 
 Writes, next to this script:
   cases.json   the cases: name, class, how the token is sent, expected status and body,
-               and the decision (PRODUCT.md or Envoy behaviour) that justifies the answer
+               and the decision (docs/decisions.md or Envoy behaviour) that justifies the answer
   jwks.json    the public JWKS the proxy is configured with
   policy.yaml  the RequestAuthentication + AuthorizationPolicy the test loads
 
@@ -361,13 +361,13 @@ def outcome(expect):
 
 
 # Decisions, cited by the cases.
-D2_SEGMENTS = "PRODUCT.md decision 2: empty segments are rejected (Envoy splits with SkipEmpty and would accept h.p.s. and .h.p.s); JwtBadFormat"
-D2_B64 = "PRODUCT.md decision 2: characters outside base64url, '=' padding and non-zero trailing bits are rejected (Envoy's absl decoder accepts padding); the section's ...invalid Base64url encoded status"
-D2_DUP = "PRODUCT.md decision 2: duplicate JSON member names are rejected (RFC 7515 §5.2 / RFC 7519 §4 allow it; last-wins would let one signed token mean two things)"
-D2_CRIT = "PRODUCT.md decision 2: no JWS extension is implemented, so any crit is rejected (RFC 7515 §4.1.11; Envoy ignores crit); meshguard-only status JwtHeaderUnsupportedCrit"
-D2_MULTI = "PRODUCT.md decision 2: a token location present twice is rejected with 401 Found multiple Jwt tokens (Envoy joins the headers and takes the first token)"
-D2_SIZE = "PRODUCT.md decision 2: token size is bounded (16 KiB, meshguard-only status JwtTooLarge)"
-D2_DEPTH = "PRODUCT.md decision 2: JSON depth is bounded (32 levels); deeper JSON is an invalid JSON document"
+D2_SEGMENTS = "docs/decisions.md, decision 2: empty segments are rejected (Envoy splits with SkipEmpty and would accept h.p.s. and .h.p.s); JwtBadFormat"
+D2_B64 = "docs/decisions.md, decision 2: characters outside base64url, '=' padding and non-zero trailing bits are rejected (Envoy's absl decoder accepts padding); the section's ...invalid Base64url encoded status"
+D2_DUP = "docs/decisions.md, decision 2: duplicate JSON member names are rejected (RFC 7515 §5.2 / RFC 7519 §4 allow it; last-wins would let one signed token mean two things)"
+D2_CRIT = "docs/decisions.md, decision 2: no JWS extension is implemented, so any crit is rejected (RFC 7515 §4.1.11; Envoy ignores crit); meshguard-only status JwtHeaderUnsupportedCrit"
+D2_MULTI = "docs/decisions.md, decision 2: a token location present twice is rejected with 401 Found multiple Jwt tokens (Envoy joins the headers and takes the first token)"
+D2_SIZE = "docs/decisions.md, decision 2: token size is bounded (16 KiB, meshguard-only status JwtTooLarge)"
+D2_DEPTH = "docs/decisions.md, decision 2: JSON depth is bounded (32 levels); deeper JSON is an invalid JSON document"
 ENVOY_ALG = "Envoy jwt_verify_lib: alg must be one of its 13 names (none is not one) -> JwtHeaderNotImplementedAlg"
 ENVOY_BADALG = "Envoy jwt_verify_lib: alg missing or not a string -> JwtHeaderBadAlg"
 ENVOY_KTY = "Envoy key selection: a key of the wrong type for the token's alg never verifies; kid (and alg) matched a key, so JwtVerificationFail"
@@ -426,7 +426,7 @@ def valid_controls():
     add("valid-eddsa", cls, "OK", ENVOY_OK,
         token(hdr("EdDSA", ED_KID), claims(), "EdDSA", ED), attack=False)
     add("valid-ed25519-alg-alias", cls, "OK",
-        "PRODUCT.md decision 2: Ed25519 is accepted as an alias of EdDSA (RFC 9864), also against a JWK with alg EdDSA",
+        "docs/decisions.md, decision 2: Ed25519 is accepted as an alias of EdDSA (RFC 9864), also against a JWK with alg EdDSA",
         token(hdr("Ed25519", ED_KID), claims(), "Ed25519", ED), attack=False)
     add("valid-rs256-no-kid", cls, "OK",
         "Envoy: no kid means every key of the right type is tried",
@@ -452,10 +452,10 @@ def valid_controls():
     add("valid-in-access-token-param", cls, "OK",
         "Istio default locations: Authorization: Bearer and the access_token query parameter",
         rs256(), location="query", attack=False)
-    add("valid-exp-missing", cls, "OK", "PRODUCT.md decision 2 / Envoy: a missing exp is accepted",
+    add("valid-exp-missing", cls, "OK", "docs/decisions.md, decision 2 / Envoy: a missing exp is accepted",
         rs256(claims(exp=DROP)), attack=False)
     add("valid-exp-fraction-truncated", cls, "OK",
-        "PRODUCT.md decision 2 / Envoy: fractional exp is truncated",
+        "docs/decisions.md, decision 2 / Envoy: fractional exp is truncated",
         rs256(claims(exp=EXP + 0.75)), attack=False)
     add("valid-exp-zero", cls, "OK",
         "Envoy verifyTimeConstraint: exp 0 means no expiry (only an issuer can sign it)",
@@ -607,10 +607,10 @@ def cross_family():
             "JwtVerificationFail", ENVOY_SIG + " (the signature scheme follows the header's alg)",
             swapped(header_alg, sign_alg))
     add("ps256-signature-jwk-declares-rs256", cls, "JwksKidAlgMismatch",
-        "PRODUCT.md decision 2 / Envoy: a JWK whose alg differs from the token's is skipped",
+        "docs/decisions.md, decision 2 / Envoy: a JWK whose alg differs from the token's is skipped",
         token(hdr("PS256", RSA_RS256_KID), body, "PS256", RSA))
     add("rs384-jwk-declares-rs256", cls, "JwksKidAlgMismatch",
-        "PRODUCT.md decision 2 / Envoy: a JWK whose alg differs from the token's is skipped",
+        "docs/decisions.md, decision 2 / Envoy: a JWK whose alg differs from the token's is skipped",
         token(hdr("RS384", RSA_RS256_KID), body, "RS384", RSA))
 
 
@@ -1067,7 +1067,7 @@ def size_and_shape():
     add("huge-token-16-kib-plus-1", cls, "JwtTooLarge", D2_SIZE, sized_token(16 * 1024 + 1))
     add("huge-token-20-kib", cls, "JwtTooLarge", D2_SIZE, rs256(claims(pad="x" * 15000)))
     add("huge-token-over-header-limit", cls, "431",
-        "PRODUCT.md decision 2: a request head over the header limit (60 KiB) is refused with 431 before any JWT work",
+        "docs/decisions.md, decision 2: a request head over the header limit (60 KiB) is refused with 431 before any JWT work",
         rs256(claims(pad="x" * 50000)))
     add("huge-token-in-query", cls, "JwtTooLarge", D2_SIZE, rs256(claims(pad="x" * 15000)),
         location="query")
@@ -1151,10 +1151,10 @@ def placement():
         "an empty Authorization value after 'Bearer' carries no token (the trailing space is not part of the field value): anonymous, denied by the policy",
         header_lines=["Authorization: Bearer "])
     add("one-header-valid-then-forged", cls, "JwtMultipleTokens",
-        "PRODUCT.md decision 2: two tokens in one Authorization value (what an intermediary produces when it joins two headers, RFC 9110 §5.3) are refused like two headers; Envoy would take the first",
+        "docs/decisions.md, decision 2: two tokens in one Authorization value (what an intermediary produces when it joins two headers, RFC 9110 §5.3) are refused like two headers; Envoy would take the first",
         header_lines=[f"Authorization: Bearer {valid}, Bearer {forged}"], tokens=[valid, forged])
     add("one-header-forged-then-valid", cls, "JwtMultipleTokens",
-        "PRODUCT.md decision 2: two tokens in one Authorization value are refused like two headers",
+        "docs/decisions.md, decision 2: two tokens in one Authorization value are refused like two headers",
         header_lines=[f"Authorization: Bearer {forged}, Bearer {valid}"], tokens=[forged, valid])
 
 def main():

@@ -215,12 +215,14 @@ where
 {
     // The first request head (or the HTTP/2 preface) is due within the header read timeout
     // of the connection's opening: a client that connects and stays silent is let go.
-    let opened = Instant::now();
-    let deadline = opened + settings.header_read_timeout;
+    let deadline = Instant::now() + settings.header_read_timeout;
     let Some((io, is_h2)) = detect(tcp, &mut drain, deadline).await? else {
         return Ok(());
     };
     if is_h2 {
+        // When the client connected: derived, not kept, as every connection's task is sized
+        // for what it holds while `detect` waits.
+        let opened = deadline - settings.header_read_timeout;
         // Boxed so that the task of an idle HTTP/1 connection is not sized for HTTP/2 state.
         Box::pin(serve_h2(io, service, &settings, drain, opened)).await
     } else {
@@ -267,13 +269,20 @@ async fn detect(
     Ok(Some((io, is_h2)))
 }
 
-async fn serve_h1<S, B>(
+/// Serves an HTTP/1 connection (module docs: releasing idle connections, the header read
+/// timeout, head sizes).
+///
+/// Not an `async fn`: the wrapped service and the IO are set up before the returned future
+/// exists, and the future uses them in place. An `async fn` keeps its arguments for its whole
+/// life next to whatever it moves them into, and this future is part of every connection's
+/// task, also while the connection idles.
+fn serve_h1<S, B>(
     mut io: ClientIo,
     service: S,
     settings: &Settings,
     mut drain: watch::Receiver<bool>,
     first_deadline: Instant,
-) -> Result<(), BoxError>
+) -> impl Future<Output = Result<(), BoxError>> + Send
 where
     S: ClientService<B>,
     B: ClientBody,
@@ -288,47 +297,49 @@ where
     let mut service = tracked(service, exchanges.clone(), head_limit);
     io.exchanges = Some(exchanges.clone());
     let mut header_deadline = first_deadline;
-    loop {
-        let conn = settings.http1.serve_connection(TokioIo::new(io), service);
-        // Boxed: while the connection idles without hyper, the task holds none of its state.
-        let (parts, deadline) = match Box::pin(run_h1(
-            conn,
-            &exchanges,
-            &mut drain,
-            settings,
-            header_deadline,
-        ))
-        .await
-        {
-            H1::Closed(r) => {
-                if let Err(e) = &r {
-                    settings.protocol_errors.count(e);
+    async move {
+        loop {
+            let conn = settings.http1.serve_connection(TokioIo::new(io), service);
+            // Boxed: while the connection idles without hyper, the task holds none of its state.
+            let (parts, deadline) = match Box::pin(run_h1(
+                conn,
+                &exchanges,
+                &mut drain,
+                settings,
+                header_deadline,
+            ))
+            .await
+            {
+                H1::Closed(r) => {
+                    if let Err(e) = &r {
+                        settings.protocol_errors.count(e);
+                    }
+                    return r.map_err(Into::into);
                 }
-                return r.map_err(Into::into);
-            }
-            H1::Idle(parts, deadline) => (parts, deadline),
-        };
-        let http1::Parts {
-            io: tokio_io,
-            read_buf,
-            service: parts_service,
-            ..
-        } = parts;
-        service = parts_service;
-        io = tokio_io.into_inner();
-        settings.released.fetch_add(1, Ordering::Relaxed);
-        header_deadline = deadline;
-        if read_buf.is_empty() {
-            // An empty `read_buf` can still hold hyper's whole read buffer: let it go first.
-            drop(read_buf);
-            if !wait_readable(&io.tcp, deadline, &mut drain).await? {
-                return Ok(());
-            }
-        } else {
-            // Bytes hyper had read ahead (a pipelined request) come first.
-            io.unread(read_buf);
-            if *drain.borrow() {
-                return Ok(());
+                H1::Idle(parts, deadline) => (parts, deadline),
+            };
+            let http1::Parts {
+                io: tokio_io,
+                read_buf,
+                service: parts_service,
+                ..
+            } = parts;
+            service = parts_service;
+            io = tokio_io.into_inner();
+            settings.released.fetch_add(1, Ordering::Relaxed);
+            header_deadline = deadline;
+            if read_buf.is_empty() {
+                // An empty `read_buf` can still hold hyper's whole read buffer: let it go first.
+                drop(read_buf);
+                if !wait_readable(&io.tcp, deadline, &mut drain).await? {
+                    return Ok(());
+                }
+            } else {
+                // Bytes hyper had read ahead (a pipelined request) come first.
+                io.unread(read_buf);
+                if *drain.borrow() {
+                    return Ok(());
+                }
             }
         }
     }

@@ -98,7 +98,7 @@ pub fn compile_request_authentication(
 ) -> Result<Vec<JwtProvider>, Vec<LoadError>> {
     let mut errors = Vec::new();
     if res.annotations.contains_key("istio.io/dry-run") {
-        errors.push(*crate::located_error(
+        errors.push(crate::located_error(
             res,
             "RequestAuthentication",
             "metadata.annotations[istio.io/dry-run]".into(),
@@ -116,7 +116,7 @@ pub fn compile_request_authentication(
             &format!("RequestAuthentication {} jwtRules[{i}]", res.key()),
         ) {
             Ok(p) => providers.push(p),
-            Err((field, value, message)) => errors.push(*crate::located_error(
+            Err((field, value, message)) => errors.push(crate::located_error(
                 res,
                 "RequestAuthentication",
                 format!("spec.jwtRules[{i}]{field}"),

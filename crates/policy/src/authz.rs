@@ -255,7 +255,7 @@ pub fn compile_policy(
     res: &Resource<AuthorizationPolicySpec>,
 ) -> Result<CompiledPolicy, Vec<LoadError>> {
     let err = |field: String, value: &str, message: String| {
-        *crate::located_error(res, "AuthorizationPolicy", field, value, message)
+        crate::located_error(res, "AuthorizationPolicy", field, value, message)
     };
     let mut errors = Vec::new();
     let spec = &res.spec;

@@ -165,13 +165,13 @@ pub(crate) fn located_error<S>(
     field: String,
     value: &str,
     message: String,
-) -> Box<LoadError> {
-    Box::new(LoadError {
+) -> LoadError {
+    LoadError {
         file: res.origin.file.clone(),
         document: Some(res.origin.document),
         resource: Some(format!("{kind} {}", res.key())),
         field: Some(field),
         value: (!value.is_empty()).then(|| format!("{value:?}")),
         message,
-    })
+    }
 }

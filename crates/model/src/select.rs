@@ -248,27 +248,12 @@ impl WorkloadSummary {
         if !self.nothing_applies() {
             return Vec::new();
         }
-        let mut out = Vec::new();
         let near: Vec<&ResourceAttachment> = self
             .resources
             .iter()
             .filter(|r| r.attachment != Attachment::OtherNamespace)
             .collect();
-        for r in near.iter().take(NEAR_MISSES_LISTED) {
-            if let Some(why) = self.why_not(r) {
-                out.push(format!(
-                    "{} {} does not apply: {why}",
-                    r.kind.as_str(),
-                    r.key
-                ));
-            }
-        }
-        if near.len() > NEAR_MISSES_LISTED {
-            out.push(format!(
-                "and {} more that do not apply",
-                near.len() - NEAR_MISSES_LISTED
-            ));
-        }
+        let mut out = self.near_misses(near.iter().copied(), "");
         let elsewhere = self.resources.len() - near.len();
         if elsewhere > 0 {
             let namespaces: std::collections::BTreeSet<&str> = self
@@ -317,10 +302,22 @@ impl WorkloadSummary {
         if self.applied_count(Kind::AuthorizationPolicy) > 0 {
             return Vec::new();
         }
-        let reasons: Vec<String> = self
-            .resources
-            .iter()
-            .filter(|r| r.kind == Kind::AuthorizationPolicy)
+        self.near_misses(
+            self.resources
+                .iter()
+                .filter(|r| r.kind == Kind::AuthorizationPolicy),
+            "AuthorizationPolicy ",
+        )
+    }
+
+    /// `Kind namespace/name does not apply: why` for each of `resources` that does not apply:
+    /// the first [`NEAR_MISSES_LISTED`], then `and N more <what>that do not apply`.
+    fn near_misses<'a>(
+        &self,
+        resources: impl Iterator<Item = &'a ResourceAttachment>,
+        what: &str,
+    ) -> Vec<String> {
+        let mut out: Vec<String> = resources
             .filter_map(|r| {
                 Some(format!(
                     "{} {} does not apply: {}",
@@ -330,12 +327,10 @@ impl WorkloadSummary {
                 ))
             })
             .collect();
-        let mut out: Vec<String> = reasons.iter().take(NEAR_MISSES_LISTED).cloned().collect();
-        if reasons.len() > NEAR_MISSES_LISTED {
-            out.push(format!(
-                "and {} more AuthorizationPolicy that do not apply",
-                reasons.len() - NEAR_MISSES_LISTED
-            ));
+        let more = out.len().saturating_sub(NEAR_MISSES_LISTED);
+        if more > 0 {
+            out.truncate(NEAR_MISSES_LISTED);
+            out.push(format!("and {more} more {what}that do not apply"));
         }
         out
     }

@@ -199,7 +199,6 @@ fn loading_warnings(
     if let Some(w) = workload.filter(|_| load_errors.is_empty()) {
         let summary = summarize(set, w);
         if summary.nothing_applies() {
-            let labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
             // The reasons are the proxy's start-up warning lines, word for word.
             out.push(warning(
@@ -208,7 +207,7 @@ fn loading_warnings(
                     "none of the {} resource(s) applies to the workload (namespace {}, labels {{{}}}): a proxy started with these flags enforces nothing; {}",
                     summary.resources.len(),
                     w.namespace,
-                    labels.join(","),
+                    w.labels_text(),
                     summary.why_nothing_applies().join("; ")
                 ),
             ));

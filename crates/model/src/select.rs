@@ -38,6 +38,11 @@ impl Workload {
         self
     }
 
+    /// The labels as `app=httpbin,version=v1` (sorted; empty when there are none).
+    pub fn labels_text(&self) -> String {
+        render_labels(&self.labels)
+    }
+
     /// `namespace foo, labels app=httpbin,version=v1` (or `namespace foo, no labels`), as the
     /// proxy's summaries and `validate`'s warnings name the workload.
     pub fn describe(&self) -> String {

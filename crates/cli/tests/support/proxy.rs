@@ -136,6 +136,17 @@ impl Proxy {
         self.admin_addr().parse().unwrap()
     }
 
+    /// Sends the proxy the signal `sig` (`"HUP"`, `"TERM"`, ...) with `kill`; panics when
+    /// `kill` fails.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{sig}: {status}");
+    }
+
     /// The stdout lines so far ([`Stdout::Collect`]).
     pub fn stdout_lines(&self) -> Vec<String> {
         self.stdout.lock().unwrap().clone()

@@ -412,6 +412,27 @@ fn a_closed_stdout_ends_the_output_quietly_with_the_usual_exit_code() {
     }
 }
 
+#[test]
+fn a_stdout_that_cannot_be_written_is_reported_once_with_exit_1() {
+    // A full disk, not a reader gone away: the output is lost, so the command fails.
+    let out = meshguard()
+        .args(["validate", &step4(), "-n", "foo", "-l", "app=httpbin"])
+        .stdout(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        )
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err, "error: cannot write to stdout: No space left on device (os error 28)\n",
+        "{err}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{err}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // check --token with a pasted header value
 

@@ -492,6 +492,14 @@ fn check_token_takes_a_pasted_bearer_header_value() {
     );
     assert!(!err.contains("Found multiple Jwt tokens"), "{err}");
     assert!(o.stdout.is_empty());
+    // A header value pasted without its token is empty, not the token "Bearer".
+    for pasted in ["", "Bearer ", "Authorization: Bearer "] {
+        let o = check_step4(pasted);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err, "error: --token: the token is empty\n", "{pasted:?}");
+        assert_eq!(o.status.code(), Some(1), "{pasted:?}: {err}");
+        assert!(o.stdout.is_empty(), "{pasted:?}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

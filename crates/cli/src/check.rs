@@ -204,6 +204,10 @@ fn read_token(t: &str) -> Result<String, CliError> {
     }
     if let Some(rest) = token.strip_prefix("Bearer ") {
         token = rest.trim_start();
+    } else if token == "Bearer" {
+        // `Bearer ` with nothing after it (its space trimmed above): no token, not the token
+        // "Bearer".
+        token = "";
     } else if token
         .get(..7)
         .is_some_and(|h| h.eq_ignore_ascii_case("bearer "))

@@ -32,6 +32,26 @@ fn start(args: &[&str]) -> Proxy {
     )
 }
 
+/// Starts the proxy for the walkthrough's workload (namespace `foo`, labels `app=httpbin`) with
+/// the policies at `policies` (a file or a directory).
+fn start_httpbin(policies: &std::path::Path) -> Proxy {
+    start(&[
+        "--policies",
+        policies.to_str().unwrap(),
+        "-n",
+        "foo",
+        "-l",
+        "app=httpbin",
+    ])
+}
+
+/// A copy of `examples/<example>` in a fresh temporary directory named after `name`.
+fn example_copy(example: &str, name: &str) -> std::path::PathBuf {
+    let dir = tmp(name);
+    copy_dir(&root().join("examples").join(example), &dir);
+    dir
+}
+
 /// The policy generation `/config_dump` reports.
 fn generation(p: &Proxy) -> u64 {
     let dump = get(&p.admin, "/config_dump").1;
@@ -151,18 +171,10 @@ fn when_no_policy_applies_start_up_warns_and_requests_are_allowed_as_in_istio() 
 #[test]
 fn reloads_are_logged_at_the_default_level_including_recovery_and_a_policy_set_that_stops_applying()
 {
-    let dir = tmp("newcomer-reload");
-    copy_dir(&root().join("examples/step4-require-claim"), &dir);
+    let dir = example_copy("step4-require-claim", "newcomer-reload");
     let ap = dir.join("authorization-policy.yaml");
     let good = std::fs::read_to_string(&ap).unwrap();
-    let p = start(&[
-        "--policies",
-        dir.to_str().unwrap(),
-        "-n",
-        "foo",
-        "-l",
-        "app=httpbin",
-    ]);
+    let p = start_httpbin(&dir);
 
     // A broken file: ERROR, the old set stays.
     std::fs::write(&ap, good.replace("action: ALLOW", "action: ALOW")).unwrap();
@@ -210,17 +222,9 @@ fn reloads_are_logged_at_the_default_level_including_recovery_and_a_policy_set_t
 
 #[test]
 fn watching_a_file_ignores_other_files_written_beside_it() {
-    let dir = tmp("newcomer-watch-file");
-    copy_dir(&root().join("examples/step4-require-claim"), &dir);
+    let dir = example_copy("step4-require-claim", "newcomer-watch-file");
     let ap = dir.join("authorization-policy.yaml");
-    let p = start(&[
-        "--policies",
-        ap.to_str().unwrap(),
-        "-n",
-        "foo",
-        "-l",
-        "app=httpbin",
-    ]);
+    let p = start_httpbin(&ap);
     assert_eq!(generation(&p), 1);
     // A log file, another YAML file and an editor backup change beside the watched file for a
     // second (five debounce windows); none of them is the policy file.
@@ -256,8 +260,7 @@ fn watching_a_file_ignores_other_files_written_beside_it() {
 
 #[test]
 fn files_skipped_in_a_policy_directory_are_warned_about_at_start_up_and_on_reload() {
-    let dir = tmp("newcomer-skipped-files");
-    copy_dir(&root().join("examples/step4-require-claim"), &dir);
+    let dir = example_copy("step4-require-claim", "newcomer-skipped-files");
     // Meant to be read, but not: the loader reads only .yaml, .yml, .json and names without
     // an extension.
     std::fs::rename(
@@ -266,7 +269,7 @@ fn files_skipped_in_a_policy_directory_are_warned_about_at_start_up_and_on_reloa
     )
     .unwrap();
     let d = dir.display().to_string();
-    let p = start(&["--policies", &d, "-n", "foo", "-l", "app=httpbin"]);
+    let p = start_httpbin(&dir);
     let skipped = format!(
         " WARN meshguard_proxy::reload: {d}/authorization-policy.yaml.txt: skipped: only names ending in .yaml, .yml or .json, or without extension, are read"
     );
@@ -304,8 +307,7 @@ fn files_skipped_in_a_policy_directory_are_warned_about_at_start_up_and_on_reloa
 fn proxy_and_validate_give_the_same_reasons_when_nothing_applies() {
     // The workload's namespace forgotten, and a mesh-wide policy in the root namespace whose
     // selector names another workload: both reasons are given, by both commands.
-    let dir = tmp("newcomer-same-reasons");
-    copy_dir(&root().join("examples/step4-require-claim"), &dir);
+    let dir = example_copy("step4-require-claim", "newcomer-same-reasons");
     let root_policy = std::fs::read_to_string(dir.join("authorization-policy.yaml"))
         .unwrap()
         .replace("namespace: foo", "namespace: istio-system")
@@ -410,6 +412,27 @@ fn a_closed_stdout_ends_the_output_quietly_with_the_usual_exit_code() {
     }
 }
 
+#[test]
+fn a_stdout_that_cannot_be_written_is_reported_once_with_exit_1() {
+    // A full disk, not a reader gone away: the output is lost, so the command fails.
+    let out = meshguard()
+        .args(["validate", &step4(), "-n", "foo", "-l", "app=httpbin"])
+        .stdout(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        )
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err, "error: cannot write to stdout: No space left on device (os error 28)\n",
+        "{err}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{err}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // check --token with a pasted header value
 
@@ -469,6 +492,14 @@ fn check_token_takes_a_pasted_bearer_header_value() {
     );
     assert!(!err.contains("Found multiple Jwt tokens"), "{err}");
     assert!(o.stdout.is_empty());
+    // A header value pasted without its token is empty, not the token "Bearer".
+    for pasted in ["", "Bearer ", "Authorization: Bearer "] {
+        let o = check_step4(pasted);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err, "error: --token: the token is empty\n", "{pasted:?}");
+        assert_eq!(o.status.code(), Some(1), "{pasted:?}: {err}");
+        assert!(o.stdout.is_empty(), "{pasted:?}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -555,18 +586,10 @@ fn listen_and_admin_take_port_colon_port_and_localhost_forms() {
 
 #[test]
 fn a_reload_that_leaves_only_request_authentications_applying_warns_that_no_token_is_required() {
-    let dir = tmp("newcomer-no-authz");
-    copy_dir(&root().join("examples/step3-require-jwt"), &dir);
+    let dir = example_copy("step3-require-jwt", "newcomer-no-authz");
     let ap = dir.join("authorization-policy.yaml");
     let good = std::fs::read_to_string(&ap).unwrap();
-    let p = start(&[
-        "--policies",
-        dir.to_str().unwrap(),
-        "-n",
-        "foo",
-        "-l",
-        "app=httpbin",
-    ]);
+    let p = start_httpbin(&dir);
     assert!(
         !p.stderr_lines().join("\n").contains("WARN"),
         "{:?}",
@@ -609,14 +632,7 @@ fn a_reload_that_leaves_only_request_authentications_applying_warns_that_no_toke
 
     // The same at start-up (the walkthrough's step 2), without a near miss to name.
     let step2 = root().join("examples/step2-request-authentication");
-    let p = start(&[
-        "--policies",
-        step2.to_str().unwrap(),
-        "-n",
-        "foo",
-        "-l",
-        "app=httpbin",
-    ]);
+    let p = start_httpbin(&step2);
     let log = p.stderr_lines().join("\n");
     assert!(
         log.contains(" WARN meshguard_proxy::reload: no AuthorizationPolicy applies to namespace foo, labels app=httpbin: requests without a token"),

@@ -498,14 +498,7 @@ fn graceful_shutdown_finishes_the_request_in_flight() {
     let url = format!("{}/slow", p.base);
     let inflight = std::thread::spawn(move || curl(&[url.as_str()]));
     std::thread::sleep(Duration::from_millis(300));
-    let pid = p.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", pid.as_str()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    p.signal("TERM");
     let r = inflight.join().unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.body, "done");
@@ -592,14 +585,7 @@ fn sighup_reloads_when_watching_is_off() {
         403,
         "no reload without SIGHUP when --no-watch"
     );
-    let pid = p.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", pid.as_str()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    p.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
     while curl(&[url.as_str()]).status != 200 {
         assert!(Instant::now() < deadline, "SIGHUP did not reload");

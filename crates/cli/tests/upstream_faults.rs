@@ -11,20 +11,13 @@ use std::time::{Duration, Instant};
 mod support;
 
 use support::http::read_head;
-use support::proxy::{Proxy, Stdout, proxy_command, spawn};
+use support::proxy::{Proxy, Stdout, step2_in_front_of};
 use support::upstream::serve_with;
 
 /// Starts the proxy in front of `upstream` with the walkthrough's step 2 (requests without a
 /// token pass), its access log collected.
 fn start(upstream: &str, extra: &[&str]) -> Proxy {
-    spawn(
-        proxy_command()
-            .args(["--policies", "examples/step2-request-authentication"])
-            .args(["--namespace", "foo", "--labels", "app=httpbin"])
-            .args(["--upstream", &format!("http://{upstream}")])
-            .args(extra),
-        Stdout::Collect,
-    )
+    step2_in_front_of(upstream, extra, Stdout::Collect)
 }
 
 /// The access-log lines written so far.

@@ -403,14 +403,7 @@ fn a_reload_reports_every_error_and_keeps_the_last_good_set_whole() {
     for f in ["a.yaml", "b.yaml", "c.yaml"] {
         std::fs::copy(root().join(EVERY_FILE).join(f), dir.join(f)).unwrap();
     }
-    let pid = p.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", pid.as_str()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    p.signal("HUP");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let dump = loop {
         let dump: serde_json::Value =

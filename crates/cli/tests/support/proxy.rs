@@ -25,6 +25,19 @@ pub fn proxy_command() -> Command {
     c
 }
 
+/// `meshguard proxy` in front of `http://{upstream}` with the walkthrough's step 2 (requests
+/// without a token pass) for namespace `foo`, labels `app=httpbin`, plus `extra`.
+pub fn step2_in_front_of(upstream: &str, extra: &[&str], stdout: Stdout) -> Proxy {
+    spawn(
+        proxy_command()
+            .args(["--policies", "examples/step2-request-authentication"])
+            .args(["--namespace", "foo", "--labels", "app=httpbin"])
+            .args(["--upstream", &format!("http://{upstream}")])
+            .args(extra),
+        stdout,
+    )
+}
+
 /// What becomes of the proxy's stdout (the access log).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stdout {
@@ -134,6 +147,17 @@ impl Proxy {
     /// The admin listener's socket address.
     pub fn admin_socket(&self) -> SocketAddr {
         self.admin_addr().parse().unwrap()
+    }
+
+    /// Sends the proxy the signal `sig` (`"HUP"`, `"TERM"`, ...) with `kill`; panics when
+    /// `kill` fails.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{sig}: {status}");
     }
 
     /// The stdout lines so far ([`Stdout::Collect`]).

@@ -568,14 +568,7 @@ impl Drop for Stream {
 fn stream_counted<S, B>(
     inner: S,
     streams: Arc<Streams>,
-) -> impl Service<
-    Request<Incoming>,
-    Response = Response<TrackedBody<B, Stream>>,
-    Error = S::Error,
-    Future: Send + 'static,
-> + Send
-+ Unpin
-+ 'static
+) -> impl ClientService<TrackedBody<B, Stream>>
 where
     S: ClientService<B>,
     B: ClientBody,
@@ -586,7 +579,7 @@ where
         async move {
             let response = response.await?;
             stream.responded = true;
-            Ok(response.map(|body| TrackedBody {
+            Ok::<_, S::Error>(response.map(|body| TrackedBody {
                 body: Some(body),
                 _guard: stream,
             }))
@@ -778,14 +771,7 @@ fn tracked<S, B>(
     inner: S,
     exchanges: Arc<Exchanges>,
     head_limit: Option<(usize, Counter)>,
-) -> impl Service<
-    Request<Incoming>,
-    Response = Response<TrackedBody<B, Open>>,
-    Error = S::Error,
-    Future: Send + 'static,
-> + Send
-+ Unpin
-+ 'static
+) -> impl ClientService<TrackedBody<B, Open>>
 where
     S: ClientService<B>,
     B: ClientBody,
@@ -806,7 +792,7 @@ where
         async move {
             let Some(response) = response else {
                 tracing::debug!("request head over --max-header-bytes; 431");
-                return Ok(head_too_large(open));
+                return Ok::<_, S::Error>(head_too_large(open));
             };
             let response = response.await?;
             Ok(response.map(|body| TrackedBody {

@@ -35,9 +35,7 @@ pub struct Shared {
     pub trusted_proxies: usize,
     pub upstream_timeout: std::time::Duration,
     pub request_ids: RequestIds,
-    /// Write one JSON access-log line per request to stdout.
-    pub access_log: bool,
-    /// Where access-log lines go (set when `access_log` is).
+    /// Where the one JSON access-log line per request goes; `None` with `--no-access-log`.
     pub log_writer: Option<crate::access_log::AccessLog>,
 }
 

@@ -303,7 +303,7 @@ impl Format {
 #[derive(Debug)]
 pub struct Metrics {
     pub registry: Registry,
-    pub requests: Family<CodeLabels, Counter>,
+    requests: Family<CodeLabels, Counter>,
     /// Handles into `requests` for the statuses most answers have.
     common_codes: [(u16, Counter); 3],
     pub jwt: Recent<JwtLabels>,
@@ -444,7 +444,7 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts one response by status. The counters of common statuses are looked up once, so
     /// the request path neither hashes nor locks for them.
-    pub fn count_response(&self, status: u16) {
+    fn count_response(&self, status: u16) {
         match self.common_codes.iter().find(|(c, _)| *c == status) {
             Some((_, counter)) => {
                 counter.inc();

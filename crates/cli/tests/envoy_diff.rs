@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use meshguard_envoy_diff::run::{ScenarioReport, Tools, Totals, run_all};
-use meshguard_envoy_diff::{Scenario, conformance, envoy, generate, walkthrough};
+use meshguard_envoy_diff::{Scenario, conformance, edge, envoy, generate, walkthrough};
 
 fn tools() -> Option<Tools> {
     let required = std::env::var("MESHGUARD_REQUIRE_ENVOY").is_ok_and(|v| v == "1");
@@ -76,6 +76,14 @@ fn walkthrough_steps_answer_as_envoy() {
     let Some(tools) = tools() else { return };
     let totals = check("walkthrough", walkthrough::scenarios(), &tools);
     assert_eq!(totals.requests, 32);
+}
+
+/// Request intake at its edges (authority, path encodings, methods, hop-by-hop headers) under
+/// each path normalization mode.
+#[test]
+fn intake_edges_answer_as_envoy() {
+    let Some(tools) = tools() else { return };
+    check("edges", edge::scenarios(), &tools);
 }
 
 #[test]

@@ -26,6 +26,7 @@ pub mod client;
 pub mod compare;
 pub mod conformance;
 pub mod differences;
+pub mod edge;
 pub mod envoy;
 pub mod generate;
 pub mod meshguard;

@@ -1,0 +1,224 @@
+//! Hand-picked requests at the edges of request intake, where a proxy and its policies can
+//! disagree about what a request is: the authority (absolute-form targets, HTTP/2
+//! `:authority` against `host`, case, ports, trailing dots), the path (dot segments, encoded
+//! slashes and letters, `;`, query and fragment, NUL), the method, hop-by-hop headers and
+//! `x-forwarded-for`. One policy set (a DENY on a path, a method and a host, an ALLOW for a
+//! public prefix or a verified principal) is run under each path normalization mode.
+
+use crate::scenario::{MeshOptions, PathNormalization, Protocol, Request, Scenario, WorkloadSpec};
+use crate::tokens;
+
+const POLICIES: &str = r#"apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: foo}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  jwtRules:
+  - issuer: testing@secure.istio.io
+    jwks: '${JWKS}'
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow, namespace: foo}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  action: ALLOW
+  rules:
+  - to: [{operation: {paths: ["/public/*"]}}]
+  - from: [{source: {requestPrincipals: ["testing@secure.istio.io/testing@secure.istio.io"]}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny, namespace: foo}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  action: DENY
+  rules:
+  - to: [{operation: {paths: ["/admin", "/admin/*"]}}]
+  - to: [{operation: {methods: ["DELETE"]}}]
+  - to: [{operation: {hosts: ["internal.example", "internal.example:*"]}}]
+  - when: [{key: "request.headers[x-role]", values: ["admin"]}]
+"#;
+
+fn requests() -> Vec<Request> {
+    let token = tokens::demo();
+    let mut out = Vec::new();
+    let mut add = |r: Request| out.push(r);
+    // Paths: each aimed at the DENY on /admin with an allowed token, so only the path decides.
+    for target in [
+        "/admin",
+        "/admin/",
+        "/admin/x",
+        "/ADMIN",
+        "/Admin/x",
+        "/admin?x=1",
+        "/admin#frag",
+        "/admin/#frag",
+        "/%61dmin",
+        "/%41dmin",
+        "/admin%2fx",
+        "/admin%2Fx",
+        "/admin%5cx",
+        "//admin",
+        "///admin/x",
+        "/./admin",
+        "/public/../admin",
+        "/public/%2e%2e/admin",
+        "/public/%2E%2E/admin/x",
+        "/public/..%2fadmin",
+        "/public/..%5cadmin",
+        "/public\\..\\admin",
+        "/admin;x",
+        "/admin/.",
+        "/admin/..",
+        "/x/../../admin",
+        "/admin%00",
+        "/admin%2500",
+        "/a%20dmin",
+        "/admin%7Ex",
+        "/%c0%ae%c0%ae/admin",
+        "/public/x?next=/admin",
+        "/public/",
+        "/public",
+    ] {
+        add(Request::get(format!("path {target} with a token"), target).bearer(token));
+    }
+    // Paths without a token: the ALLOW's public prefix against the DENY.
+    for target in [
+        "/public/x",
+        "/public/../admin",
+        "/public//x",
+        "/public/%2e/x",
+        "/publicx",
+    ] {
+        add(Request::get(
+            format!("path {target} without a token"),
+            target,
+        ));
+    }
+    // Authorities, each with an allowed token, aimed at the DENY on internal.example.
+    for (name, host) in [
+        ("exact", "internal.example"),
+        ("with a port", "internal.example:8000"),
+        ("upper case", "INTERNAL.example"),
+        ("trailing dot", "internal.example."),
+        ("trailing dot and port", "internal.example.:80"),
+        ("other host", "public.example"),
+        ("empty", ""),
+        ("suffix lookalike", "internal.example.evil"),
+    ] {
+        let mut r = Request::get(format!("host {name}"), "/x").bearer(token);
+        r.host = Some(host.into());
+        add(r);
+    }
+    let mut r = Request::get(
+        "absolute-form target naming the denied host",
+        "http://internal.example/x",
+    )
+    .bearer(token);
+    r.host = Some("public.example".into());
+    add(r);
+    let mut r = Request::get(
+        "absolute-form target naming another host",
+        "http://public.example/x",
+    )
+    .bearer(token);
+    r.host = Some("internal.example".into());
+    add(r);
+    let mut r = Request::get(
+        "absolute-form target with userinfo",
+        "http://u@internal.example/x",
+    )
+    .bearer(token);
+    r.host = Some("public.example".into());
+    add(r);
+    let mut r = Request::get("no host header", "/x").bearer(token);
+    r.host = None;
+    add(r);
+    let mut r = Request::get("HTTP/2 authority is the denied host", "/x").bearer(token);
+    r.protocol = Protocol::H2c;
+    r.host = Some("internal.example".into());
+    add(r);
+    let mut r = Request::get("HTTP/2 authority and a host header that differ", "/x")
+        .bearer(token)
+        .header("host", "internal.example");
+    r.protocol = Protocol::H2c;
+    r.host = Some("public.example".into());
+    add(r);
+    // Methods.
+    for method in [
+        "DELETE", "delete", "Delete", "PATCH", "OPTIONS", "PROPFIND", "FOO",
+    ] {
+        let mut r = Request::get(format!("method {method}"), "/x").bearer(token);
+        r.method = method.into();
+        add(r);
+    }
+    // Repeated and hop-by-hop headers aimed at the DENY on x-role.
+    add(Request::get("x-role admin", "/x")
+        .bearer(token)
+        .header("x-role", "admin"));
+    add(Request::get("x-role user then admin", "/x")
+        .bearer(token)
+        .header("x-role", "user")
+        .header("x-role", "admin"));
+    add(Request::get("x-role joined", "/x")
+        .bearer(token)
+        .header("x-role", "user,admin"));
+    add(Request::get("x-role named by Connection", "/x")
+        .bearer(token)
+        .header("x-role", "admin")
+        .header("connection", "x-role"));
+    add(Request::get("x-role upper-case value", "/x")
+        .bearer(token)
+        .header("x-role", "ADMIN"));
+    add(
+        Request::get("x-forwarded-for sent by the client", "/public/x")
+            .header("x-forwarded-for", "203.0.113.9"),
+    );
+    add(
+        Request::get("x-forwarded-proto sent by the client", "/public/x")
+            .header("x-forwarded-proto", "https"),
+    );
+    add(Request::get("client x-request-id", "/public/x").header("x-request-id", "abc-123"));
+    add(Request::get("transfer-encoding gzip", "/public/x").header("transfer-encoding", "gzip"));
+    let mut r = Request::get("a body", "/public/x");
+    r.method = "POST".into();
+    r.body = "hello".into();
+    add(r);
+    // Tokens at the edges of the default locations.
+    add(Request::get("lower-case bearer prefix", "/x")
+        .header("authorization", format!("bearer {token}")));
+    add(Request::get(
+        "token in access_token",
+        format!("/x?access_token={token}"),
+    ));
+    add(Request::get(
+        "token in access_token and a bad header",
+        format!("/x?access_token={token}"),
+    )
+    .bearer("invalid"));
+    add(Request::get("CORS preflight with a bad token", "/x")
+        .bearer("invalid")
+        .header("origin", "https://a.example")
+        .header("access-control-request-method", "GET"));
+    out
+}
+
+/// The edge requests under each path normalization mode.
+pub fn scenarios() -> Vec<Scenario> {
+    let policies = POLICIES.replace("${JWKS}", tokens::DEMO_JWKS.trim());
+    PathNormalization::ALL
+        .iter()
+        .map(|&mode| Scenario {
+            name: format!("edges, {}", mode.as_str()),
+            seed: None,
+            workload: WorkloadSpec::default(),
+            mesh: MeshOptions {
+                path_normalization: mode,
+                ..MeshOptions::default()
+            },
+            policies: policies.clone(),
+            requests: requests(),
+        })
+        .collect()
+}

@@ -91,7 +91,7 @@ fn no_policy_forwards_everything_and_echo_shows_what_upstream_received() {
     let j = r.json();
     assert_eq!(j["path"], "/anything/x?q=1");
     assert_eq!(j["headers"]["x-custom"], "one");
-    assert_eq!(j["headers"]["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(j["headers"]["x-forwarded-for"], "203.0.113.9,127.0.0.1");
     assert_eq!(j["headers"]["x-forwarded-proto"], "http");
     assert!(
         j["headers"]["x-request-id"]

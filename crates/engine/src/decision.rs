@@ -47,9 +47,10 @@ impl Denial {
     /// `www-authenticate` header of JWT failures.
     pub fn new(reason: DenyReason, realm: &str) -> Denial {
         match &reason {
+            // Envoy's connection manager answers a path it cannot normalize with an empty body.
             DenyReason::BadPath(e) => Denial {
                 status: 400,
-                body: "Bad Request".into(),
+                body: String::new(),
                 details: format!(
                     "path_normalization_failed{{{}}}",
                     e.to_string().replace(' ', "_")

@@ -159,6 +159,49 @@ pub static KNOWN: &[KnownDifference] = &[
                 })
         },
     },
+    KnownDifference {
+        id: "nul-without-normalization",
+        doc: "Requests: `%00` in the path with `pathNormalization: NONE`",
+        applies: |c| {
+            let target = c.request.target.to_ascii_lowercase();
+            let path = target.split('?').next().unwrap_or("");
+            path.contains("%00") && c.meshguard_refused(400, "")
+        },
+    },
+    KnownDifference {
+        id: "transfer-coding-not-chunked-last",
+        doc: "Requests: a `Transfer-Encoding` whose last coding is not `chunked`",
+        applies: |c| {
+            let last_is_chunked = c
+                .request
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"))
+                .next_back()
+                .and_then(|(_, v)| v.rsplit(',').next())
+                .map(|v| v.trim().eq_ignore_ascii_case("chunked"));
+            last_is_chunked == Some(false)
+                && c.meshguard_refused(400, "")
+                && matches!(&c.envoy.answer, Answer::Response(e) if e.status == 501)
+        },
+    },
+    KnownDifference {
+        id: "client-request-id-kept",
+        doc: "Requests: a client's `x-request-id`",
+        applies: |c| {
+            let sent = c
+                .request
+                .headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("x-request-id"))
+                .map(|(_, v)| format!("{:?}", [v]));
+            sent.is_some()
+                && c.mismatches.iter().all(|m| {
+                    m.field == Field::UpstreamHeader("x-request-id".into())
+                        && Some(&m.meshguard) == sent.as_ref()
+                })
+        },
+    },
 ];
 
 /// The deliberate difference that explains every mismatch of `case`, if one does.

@@ -464,6 +464,9 @@ pub async fn handle(
     let mut headers = std::mem::take(&mut parts.headers);
     strip_hop_by_hop(&mut headers);
     intake::set_forwarding_headers(&mut headers, &host, &request_id, &conn);
+    if hyper::body::Body::is_end_stream(&body) {
+        intake::set_empty_body_length(&mut headers, &parts.method);
+    }
     let mut up = Request::new(body);
     *up.method_mut() = parts.method.clone();
     *up.uri_mut() = uri;

@@ -457,11 +457,11 @@ pub fn set_forwarding_headers(
     match headers.entry(&X_FORWARDED_FOR) {
         header::Entry::Occupied(mut e) => {
             // One list: every value received, in order (as `remote_ip` reads them), then
-            // the peer.
+            // the peer, joined with a bare `,` as Envoy appends (`Utility::appendXff`).
             let mut list = Vec::new();
             for v in e.iter() {
                 list.extend_from_slice(v.as_bytes());
-                list.extend_from_slice(b", ");
+                list.push(b',');
             }
             list.extend_from_slice(conn.peer_ip.as_bytes());
             if let Ok(v) = HeaderValue::from_bytes(&list) {
@@ -475,12 +475,58 @@ pub fn set_forwarding_headers(
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
 }
 
+/// A request without a body is forwarded with `content-length: 0`, except for the methods
+/// whose requests have no body by definition (GET, HEAD, DELETE, TRACE, CONNECT), as Envoy's
+/// HTTP/1 encoder does (`HeaderUtility::requestShouldHaveNoBody`): an upstream that requires
+/// a length on a `POST` (411 Length Required otherwise) gets the same request from either.
+pub fn set_empty_body_length(headers: &mut HeaderMap, method: &http::Method) {
+    use http::Method;
+    let bodiless = matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::DELETE | Method::TRACE | Method::CONNECT
+    );
+    if !bodiless && !headers.contains_key(header::CONTENT_LENGTH) {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parts(req: http::Request<()>) -> http::request::Parts {
         req.into_parts().0
+    }
+
+    #[test]
+    fn bodiless_requests_get_a_zero_length_except_where_no_body_is_defined() {
+        for (method, expect) in [
+            ("POST", Some("0")),
+            ("PUT", Some("0")),
+            ("PATCH", Some("0")),
+            ("OPTIONS", Some("0")),
+            ("PROPFIND", Some("0")),
+            ("GET", None),
+            ("HEAD", None),
+            ("DELETE", None),
+            ("TRACE", None),
+            ("CONNECT", None),
+        ] {
+            let mut h = HeaderMap::new();
+            set_empty_body_length(
+                &mut h,
+                &http::Method::from_bytes(method.as_bytes()).unwrap(),
+            );
+            assert_eq!(
+                h.get("content-length").map(|v| v.to_str().unwrap()),
+                expect,
+                "{method}"
+            );
+        }
+        let mut h = HeaderMap::new();
+        h.insert("content-length", HeaderValue::from_static("0"));
+        set_empty_body_length(&mut h, &http::Method::POST);
+        assert_eq!(h.get_all("content-length").iter().count(), 1);
     }
 
     #[test]

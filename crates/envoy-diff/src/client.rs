@@ -120,8 +120,13 @@ async fn http1(mut stream: TcpStream, req: &Request) -> Result<Response, String>
     }
 }
 
-/// Parses one HTTP/1.x response (`Content-Length`, chunked, or up to the close).
-pub fn parse_http1(raw: &[u8], head_request: bool) -> Option<Response> {
+/// Parses the final HTTP/1.x response (`Content-Length`, chunked, or up to the close),
+/// after any interim `1xx` responses (`100 Continue`), which are skipped.
+pub fn parse_http1(mut raw: &[u8], head_request: bool) -> Option<Response> {
+    while raw.starts_with(b"HTTP/1.1 1") && !raw.starts_with(b"HTTP/1.1 101") {
+        let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+        raw = &raw[end + 4..];
+    }
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&raw[..end]).ok()?;
     let mut lines = head.split("\r\n");
@@ -251,6 +256,13 @@ mod tests {
         let r = parse_http1(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n", false).unwrap();
         assert_eq!(r.body, b"abcde");
         let r = parse_http1(b"HTTP/1.1 200 OK\r\n\r\nall of it", false).unwrap();
+        assert_eq!(r.body, b"all of it");
+        let r = parse_http1(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\nall of it",
+            false,
+        )
+        .unwrap();
+        assert_eq!(r.status, 200);
         assert_eq!(r.body, b"all of it");
         assert!(parse_http1(b"garbage", false).is_none());
     }

@@ -202,6 +202,22 @@ pub static KNOWN: &[KnownDifference] = &[
                 })
         },
     },
+    KnownDifference {
+        id: "h2-missing-authority",
+        doc: "Requests: HTTP/2 without `:authority` or `host`",
+        applies: |c| {
+            c.request.protocol == Protocol::H2c
+                && c.request.host.is_none()
+                && c.header_count("host") == 0
+                && c.meshguard_refused(400, "")
+                && matches!(c.envoy.answer, Answer::NoResponse(_))
+        },
+    },
+    KnownDifference {
+        id: "asterisk-form",
+        doc: "Authorization: `OPTIONS *` / `GET *` (asterisk-form)",
+        applies: |c| c.request.target == "*" && c.meshguard_refused(400, ""),
+    },
 ];
 
 /// The deliberate difference that explains every mismatch of `case`, if one does.

@@ -145,14 +145,54 @@ fn requests() -> Vec<Request> {
     r.protocol = Protocol::H2c;
     r.host = Some("public.example".into());
     add(r);
+    let mut r = Request::get("two host headers", "/x")
+        .bearer(token)
+        .header("host", "internal.example");
+    r.host = Some("public.example".into());
+    add(r);
+    let mut r = Request::get("HTTP/2 without an authority", "/x").bearer(token);
+    r.protocol = Protocol::H2c;
+    r.host = None;
+    add(r);
+    for target in [
+        "/admin",
+        "/public/../admin",
+        "//admin",
+        "/%61dmin",
+        "/admin%2fx",
+    ] {
+        let mut r =
+            Request::get(format!("HTTP/2 path {target} with a token"), target).bearer(token);
+        r.protocol = Protocol::H2c;
+        add(r);
+    }
+    let mut r = Request::get("asterisk-form OPTIONS", "*");
+    r.method = "OPTIONS".into();
+    add(r);
+    add(Request::get("asterisk-form GET", "*"));
+    let mut r = Request::get("CONNECT with a token", "internal.example:443").bearer(token);
+    r.method = "CONNECT".into();
+    r.host = Some("internal.example:443".into());
+    add(r);
     // Methods.
     for method in [
         "DELETE", "delete", "Delete", "PATCH", "OPTIONS", "PROPFIND", "FOO",
     ] {
         let mut r = Request::get(format!("method {method}"), "/x").bearer(token);
         r.method = method.into();
+        add(r.clone());
+        r.name = format!("HTTP/2 method {method}");
+        r.protocol = Protocol::H2c;
         add(r);
     }
+    let mut r = Request::get("POST without a body over HTTP/2", "/public/x");
+    r.method = "POST".into();
+    r.protocol = Protocol::H2c;
+    add(r);
+    add(
+        Request::get("expect 100-continue without a body", "/public/x")
+            .header("expect", "100-continue"),
+    );
     // Repeated and hop-by-hop headers aimed at the DENY on x-role.
     add(Request::get("x-role admin", "/x")
         .bearer(token)

@@ -89,9 +89,12 @@ fn intake_edges_answer_as_envoy() {
 #[test]
 fn conformance_cases_answer_as_envoy() {
     let Some(tools) = tools() else { return };
-    let scenarios = conformance::scenarios(&repo_root().join("tests/conformance"));
+    let conversion = conformance::convert(&repo_root().join("tests/conformance"))
+        .expect("the conformance suites convert");
+    let scenarios = conversion.scenarios();
     assert!(!scenarios.is_empty(), "no conformance scenarios");
-    check("conformance", scenarios, &tools);
+    let totals = check("conformance", scenarios, &tools);
+    assert_eq!(totals.requests, conversion.converted_cases());
 }
 
 /// A bounded number of generated scenarios (`MESHGUARD_DIFF_SEEDS`, default 100; about 2,000

@@ -45,10 +45,17 @@
 //!   gateway model, as meshguard computes `remote.ip`. A sidecar's inbound chain sets
 //!   `use_remote_address: false` (Envoy then believes the rightmost `X-Forwarded-For`
 //!   address); meshguard does not, on purpose (`docs/differences.md`, `remote.ip` row).
+//! * What else istiod sets on that chain and a client or the upstream can see: `server:
+//!   istio-envoy` on every answer (`server_name`, `OVERWRITE`), `100 Continue` proxied,
+//!   websocket upgrades, no stream idle timeout, a UUID `x-request-id`, the inbound route
+//!   without timeout and with the `reset-before-request` retry policy, and the runtime flags of
+//!   istiod's bootstrap that change answers (fragments stripped, not refused; long regexes
+//!   accepted). istiod sets no `strip_*_host_port`, no `strip_trailing_host_dot`, no header
+//!   limits and no underscore policy on sidecars: Envoy's defaults apply.
 //! * No tracing (it depends on the mesh's telemetry providers and a collector), no access log,
-//!   no stats or metadata-exchange filters (`istio.metadata_exchange` and `istio.stats` are not
-//!   in upstream Envoy and change nothing a client or the upstream sees, except that the
-//!   metadata exchange filter strips `x-envoy-peer-metadata*` request headers).
+//!   no metadata-exchange or stats filters (`istio.metadata_exchange`, `istio.stats`: not in
+//!   upstream Envoy; they carry peer metadata between sidecars and feed telemetry, and take
+//!   no part in authentication or authorization).
 //!
 //! # Not translated ([`TranslateError::Unsupported`])
 //!
@@ -1369,6 +1376,15 @@ fn envelope(
             }},
             {"name": "admin", "admin_layer": {}},
         ]},
+        // istiod's bootstrap: no practical bound on downstream connections (its default,
+        // 2^31-1), set explicitly as Envoy otherwise warns that there is none.
+        "overload_manager": {"resource_monitors": [{
+            "name": "envoy.resource_monitors.global_downstream_max_connections",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                "max_active_downstream_connections": 2_147_483_647,
+            },
+        }]},
         "static_resources": {
             "listeners": [{
                 "name": format!("inbound_{port}"),
@@ -1786,6 +1802,26 @@ spec:
         assert_eq!(
             allow["shadow_rules_stat_prefix"],
             json!("istio_dry_run_allow_")
+        );
+    }
+
+    #[test]
+    fn custom_dry_run_is_dropped_and_null_rules_are_skipped() {
+        let yaml = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: dry\n  namespace: foo\n  annotations: {istio.io/dry-run: \"true\"}\nspec: {action: CUSTOM, provider: {name: p}, rules: [{}]}\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: nulls, namespace: foo}\nspec: {action: DENY, rules: [~, {}]}\n";
+        let b = translate(yaml);
+        let f = filters(&b);
+        // The provider still gets its filter, with nothing to deny.
+        assert_eq!(
+            f[0]["typed_config"]["rules"],
+            json!({"action": "DENY", "policies": {}})
+        );
+        assert_eq!(
+            f[1]["typed_config"]["rules"]["policies"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            ["ns[foo]-policy[nulls]-rule[1]"]
         );
     }
 

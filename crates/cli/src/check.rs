@@ -439,6 +439,9 @@ fn print_text(
     for op in &o.header_ops {
         match op {
             meshguard_engine::HeaderOp::Remove { name } => println!("  header:     removed {name}"),
+            meshguard_engine::HeaderOp::RemoveParam { name } => {
+                println!("  query:      removed parameter {name}")
+            }
             meshguard_engine::HeaderOp::Add { name, value } => {
                 println!(
                     "  header:     added {name}: {}",

@@ -66,6 +66,9 @@ pub enum HeaderOp {
         #[serde(serialize_with = "header_value")]
         value: HeaderValue,
     },
+    /// A verified token's query parameter, removed from the forwarded path (its header
+    /// counterpart is `Remove`), unless `forwardOriginalToken`.
+    RemoveParam { name: String },
 }
 
 fn header_name<S: serde::Serializer>(n: &HeaderName, s: S) -> Result<S::Ok, S::Error> {
@@ -498,11 +501,18 @@ fn apply_success(
             });
             headers.insert(h.clone(), v.clone());
         }
-        if !p.forward_original_token
-            && let Location::Header(h) = &location
-            && headers.remove(h).is_some()
-        {
-            ops.push(HeaderOp::Remove { name: h.clone() });
+        if !p.forward_original_token {
+            match &location {
+                Location::Header(h) => {
+                    if headers.remove(h).is_some() {
+                        ops.push(HeaderOp::Remove { name: h.clone() });
+                    }
+                }
+                // Envoy 1.40 removes a verified token's parameter from the path too (older
+                // Envoy left it); cookies stay, as in Envoy.
+                Location::Param(name) => ops.push(HeaderOp::RemoveParam { name: name.clone() }),
+                Location::Cookie(_) => {}
+            }
         }
         last = Some(verified);
     }

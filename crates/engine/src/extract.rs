@@ -191,6 +191,24 @@ fn query_values<'a>(query: &'a str, name: &'a str) -> impl Iterator<Item = Strin
     })
 }
 
+/// `query` without the parameters whose decoded name is `name` (Envoy removes a verified
+/// token's parameter when the token is not forwarded). The other parameters are kept byte for
+/// byte, in order. `None` when nothing but empty pieces is left: no query at all.
+pub fn remove_query_param(query: &str, name: &str) -> Option<String> {
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let (k, _) = pair.split_once('=').unwrap_or((pair, ""));
+            percent_decode(k) != name
+        })
+        .collect();
+    if kept.iter().all(|p| p.is_empty()) {
+        None
+    } else {
+        Some(kept.join("&"))
+    }
+}
+
 fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = String> + 'a {
     headers
         .get_all(http::header::COOKIE)
@@ -304,6 +322,27 @@ mod tests {
                 assert_eq!(occurs_in(h, n), h.contains(n), "{h:?} / {n:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_removed_query_parameter_leaves_the_others_as_they_were() {
+        assert_eq!(remove_query_param("access_token=T", "access_token"), None);
+        assert_eq!(remove_query_param("access_token=T&", "access_token"), None);
+        assert_eq!(
+            remove_query_param(
+                "a=%2F&access%5Ftoken=T&b=c+d&access_token=U&f",
+                "access_token"
+            ),
+            Some("a=%2F&b=c+d&f".into())
+        );
+        assert_eq!(
+            remove_query_param("x=1&access_token", "access_token"),
+            Some("x=1".into())
+        );
+        assert_eq!(
+            remove_query_param("tok=1", "access_token"),
+            Some("tok=1".into())
+        );
     }
 
     #[test]

@@ -209,6 +209,27 @@ pub fn evaluate(cw: &CompiledWorkload, req: HttpRequest<'_>, opts: &EvalOptions<
     if let Some(reason) = out.authz.denied.clone() {
         out.denial = Some(Denial::new(reason, &realm()));
     }
-    out.path = Some(path);
+    out.path = Some(without_removed_params(path_only, query, &out.header_ops).unwrap_or(path));
     out
+}
+
+/// The path to forward when authentication removed token parameters from the query; `None`
+/// when it removed none (the common case: no new string).
+fn without_removed_params(
+    path_only: &str,
+    query: Option<&str>,
+    ops: &[HeaderOp],
+) -> Option<String> {
+    let mut query = query.map(str::to_string);
+    let mut changed = false;
+    for op in ops {
+        if let (HeaderOp::RemoveParam { name }, Some(q)) = (op, &query) {
+            query = extract::remove_query_param(q, name);
+            changed = true;
+        }
+    }
+    changed.then(|| match query {
+        Some(q) => format!("{path_only}?{q}"),
+        None => path_only.to_string(),
+    })
 }

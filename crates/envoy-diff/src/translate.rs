@@ -255,6 +255,9 @@ fn jwt_authn_filter(
     })))
 }
 
+/// What istiod inlines when it cannot fetch a `jwksUri` (see [`jwt_provider`]).
+const PUBLIC_ONLY_JWKS: &str = r#"{"keys": [{"kty": "RSA", "n": "ofgWCuLjybRlzo0tZWJjNiuSfb4p4fAkd_wWJcyQoTbji9k0l8W26mPddxHmfHQp-Vaw-4qPCJrcS2mJPMEzP1Pt0Bm4d4QlL-yRT-SFd2lZS-pCgNMsD1W_YpRPEwOWvG6b32690r2jZ47soMZo9wGzjb_7OMg0LOL-bSf63kpaSHSXndS5z5rexMdbBYUsLA9e-KXBdQOS-UTo7WTBEMa2R2CapHg665xsmtdVMTBQY4uDZlxvb3qCo5ZwKh9kG4LT6_I5IhlJH7aGhyxXFvUK-DWNmoudF8NAco9_h9iaGNj8q2ethFkMLs91kzk2PAcDTW9gb54h4FRWyuXpoQ", "e": "AQAB"}]}"#;
+
 fn provider_name(i: usize) -> String {
     format!("origins-{i}")
 }
@@ -265,6 +268,17 @@ fn provider_name(i: usize) -> String {
 /// `presence` is not read by istiod: both are ignored here too. `clear_route_cache` is false
 /// on sidecars (left unset).
 fn jwt_provider(rule: &JwtRule) -> Result<Value, TranslateError> {
+    if rule.jwks.is_empty() && !rule.jwks_uri.is_empty() {
+        // istiod fetches `jwksUri` itself and inlines the keys. The harness has no network:
+        // istiod's fetch would fail the same way, and then it inlines a fixed public key whose
+        // private half nobody holds (`PublicOnlyJwks`: RSA, no `kid`, no `alg`), so every
+        // token of this issuer fails with `Jwt verification fails`. The same shape here, with
+        // the public half of the RFC 7515 A.2 key, which signs none of the harness's tokens.
+        return jwt_provider(&JwtRule {
+            jwks: PUBLIC_ONLY_JWKS.to_string(),
+            ..rule.clone()
+        });
+    }
     if rule.jwks.is_empty() {
         let what = if rule.jwks_uri.is_empty() {
             format!(
@@ -1623,16 +1637,21 @@ spec:
     }
 
     #[test]
-    fn jwks_uri_is_unsupported() {
+    fn jwks_uri_becomes_istiods_public_only_key() {
         let yaml = "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: a, namespace: foo}\nspec:\n  jwtRules:\n  - {issuer: x, jwksUri: 'https://example.com/jwks'}\n";
-        let err = bootstrap(
+        let b = bootstrap(
             yaml,
             &WorkloadSpec::default(),
             &MeshOptions::default(),
             &endpoints(),
         )
-        .unwrap_err();
-        assert!(matches!(err, TranslateError::Unsupported(_)), "{err}");
+        .unwrap();
+        let text = b.to_string();
+        assert!(text.contains("local_jwks"), "{text}");
+        assert!(!text.contains("example.com/jwks"), "{text}");
+        let keys: serde_json::Value = serde_json::from_str(PUBLIC_ONLY_JWKS).unwrap();
+        assert_eq!(keys["keys"][0]["kty"], "RSA");
+        assert!(keys["keys"][0].get("kid").is_none());
     }
 
     #[test]

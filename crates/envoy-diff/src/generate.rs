@@ -2696,7 +2696,16 @@ impl Gen {
             let style = d.style;
             self.place(&mut d, &loc, &token, style);
             uses.push((kind, class));
-            notes.push(format!("token {} in {}", kind.as_str(), loc.describe()));
+            notes.push(format!(
+                "token {} in {}{}",
+                kind.as_str(),
+                loc.describe(),
+                if class == TokenLocation::NotRead {
+                    " (read by no rule)"
+                } else {
+                    ""
+                }
+            ));
             match d.style {
                 Style::Twice => {
                     let kind2 = *self.rng.pick(TokenKind::ALL);

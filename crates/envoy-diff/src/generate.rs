@@ -62,11 +62,14 @@ pub fn scenarios(first_seed: u64, count: u64) -> Vec<Scenario> {
 #[derive(Clone, Debug)]
 pub struct Generated {
     pub scenario: Scenario,
-    /// Every token sent: (request index, kind, location).
-    pub tokens: Vec<(usize, TokenKind, TokenLocation)>,
-    /// Every variant a request was bent by: (request index, variant).
-    pub variants: Vec<(usize, Variant)>,
+    pub tokens: TokenUses,
+    pub variants: VariantUses,
 }
+
+/// Every token sent: (request index, kind, location).
+pub type TokenUses = Vec<(usize, TokenKind, TokenLocation)>;
+/// Every variant a request was bent by: (request index, variant).
+pub type VariantUses = Vec<(usize, Variant)>;
 
 /// The scenario for `seed`, tokens minted as if the time were `now` (seconds since the epoch).
 /// The same `(seed, now)` gives the same scenario, tokens included.
@@ -943,6 +946,33 @@ impl Gen {
             let ra = self.request_authentication(i);
             self.ras.push(ra);
         }
+        self.collect_readers();
+        let n_ap = self.rng.weighted(&[(35, 1), (35, 2), (20, 3), (10, 4)]);
+        for i in 0..n_ap {
+            let ap = self.authorization_policy(i);
+            self.aps.push(ap);
+        }
+        let docs: Vec<String> = (self.ras.iter().map(|ra| to_yaml(&ra_yaml(ra))))
+            .chain(self.aps.iter().map(|ap| to_yaml(&ap_yaml(ap))))
+            .collect();
+        let policies = docs.join("---\n");
+        let (requests, tokens, variants) = self.requests();
+        Generated {
+            scenario: Scenario {
+                name: format!("generated seed {}", self.seed),
+                seed: Some(self.seed),
+                workload: self.workload.clone(),
+                mesh: self.mesh.clone(),
+                policies,
+                requests,
+            },
+            tokens,
+            variants,
+        }
+    }
+
+    /// Where the RequestAuthentications read tokens, their issuers and output headers.
+    fn collect_readers(&mut self) {
         for ra in &self.ras {
             for rule in &ra.rules {
                 for loc in rule.locations() {
@@ -966,20 +996,10 @@ impl Gen {
                 }
             }
         }
-        let n_ap = self.rng.weighted(&[(35, 1), (35, 2), (20, 3), (10, 4)]);
-        for i in 0..n_ap {
-            let ap = self.authorization_policy(i);
-            self.aps.push(ap);
-        }
-        let mut docs = Vec::new();
-        for ra in &self.ras {
-            docs.push(to_yaml(&ra_yaml(ra)));
-        }
-        for ap in &self.aps {
-            docs.push(to_yaml(&ap_yaml(ap)));
-        }
-        let policies = docs.join("---\n");
+    }
 
+    /// 10–30 requests: aimed at a rule mostly, token probes and free requests otherwise.
+    fn requests(&mut self) -> (Vec<Request>, TokenUses, VariantUses) {
         let mut requests = Vec::new();
         let mut tokens = Vec::new();
         let mut variants = Vec::new();
@@ -1019,18 +1039,7 @@ impl Gen {
             variants.extend(vars.into_iter().map(|v| (index, v)));
             requests.push(request);
         }
-        Generated {
-            scenario: Scenario {
-                name: format!("generated seed {}", self.seed),
-                seed: Some(self.seed),
-                workload: self.workload.clone(),
-                mesh: self.mesh.clone(),
-                policies,
-                requests,
-            },
-            tokens,
-            variants,
-        }
+        (requests, tokens, variants)
     }
 
     fn workload_and_mesh(&mut self) {

@@ -300,7 +300,6 @@ pub async fn handle(
 
     let fields = intake::Fields::scan(&parts.headers);
     let grpc = fields.grpc;
-    let expect_continue = fields.expect_continue;
     let admitted = intake::admit_scanned(&mut parts, fields);
     let request_id = match parts.headers.entry(&X_REQUEST_ID) {
         header::Entry::Occupied(mut e) => {
@@ -465,9 +464,6 @@ pub async fn handle(
     let mut headers = std::mem::take(&mut parts.headers);
     strip_hop_by_hop(&mut headers);
     intake::set_forwarding_headers(&mut headers, &host, &request_id, &conn);
-    if expect_continue {
-        headers.remove(header::EXPECT);
-    }
     if hyper::body::Body::is_end_stream(&body) {
         intake::set_empty_body_length(&mut headers, &parts.method);
     }

@@ -174,9 +174,6 @@ pub struct Fields {
     connection: bool,
     host: Hosts,
     content_type: bool,
-    /// `Expect: 100-continue`: meshguard answers it (hyper sends `100 Continue` when the body
-    /// is read), so it is not forwarded, as Envoy does without `proxy_100_continue`.
-    pub expect_continue: bool,
     /// [`crate::response::is_grpc`] of the headers as received (before `Connection`
     /// nominations are removed), for the replies.
     pub grpc: bool,
@@ -197,7 +194,6 @@ impl Fields {
             connection: false,
             host: Hosts::None,
             content_type: false,
-            expect_continue: false,
             grpc: false,
         };
         for (name, value) in headers {
@@ -210,8 +206,6 @@ impl Fields {
                 fields.transfer_encoding = true;
             } else if name == header::CONNECTION {
                 fields.connection = true;
-            } else if name == header::EXPECT {
-                fields.expect_continue = value.as_bytes().eq_ignore_ascii_case(b"100-continue");
             } else if name == header::CONTENT_TYPE && !fields.content_type {
                 // The first value, as `HeaderMap::get` gives it.
                 fields.content_type = true;

@@ -499,7 +499,9 @@ fn apply_success(
                 name: h.clone(),
                 value: v.clone(),
             });
-            headers.insert(h.clone(), v.clone());
+            // Appended, as Envoy adds a copy per verified token (client copies were removed
+            // by `sanitize` first): two tokens of one provider give two values.
+            headers.append(h.clone(), v.clone());
         }
         if !p.forward_original_token {
             match &location {

@@ -13,6 +13,11 @@
 //!   `x-envoy-internal` for loopback clients, `x-envoy-expected-rq-timeout-ms`, ...);
 //! * response headers other than the four above (`date`, `server`, `content-length`).
 //!
+//! Header lines are compared by name with their values joined by `,`: Envoy forwards a
+//! repeated header it keeps inline (`authorization`, `user-agent`, `accept`, ...) as one line
+//! `a,b`, meshguard as the two lines it received; the two are the same field (RFC 9110 §5.3).
+//! What Envoy's joining does to *matching* shows in the statuses, which are compared.
+//!
 //! One value is read rather than compared as is: for a loopback peer, Envoy appends the
 //! machine's own address to `x-forwarded-for` instead of the peer's (Envoy's
 //! `ConnectionManagerUtility::mutateRequestHeaders`; the policies still see the peer). Every
@@ -224,7 +229,7 @@ fn with_last_xff_element(value: &str, peer: &str) -> String {
 fn values_text(v: Option<&Vec<String>>) -> String {
     match v {
         None => "(absent)".into(),
-        Some(v) => format!("{v:?}"),
+        Some(v) => format!("{:?}", v.join(",")),
     }
 }
 

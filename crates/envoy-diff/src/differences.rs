@@ -194,7 +194,7 @@ pub static KNOWN: &[KnownDifference] = &[
                 .headers
                 .iter()
                 .find(|(n, _)| n.eq_ignore_ascii_case("x-request-id"))
-                .map(|(_, v)| format!("{:?}", [v]));
+                .map(|(_, v)| format!("{v:?}"));
             sent.is_some()
                 && c.mismatches.iter().all(|m| {
                     m.field == Field::UpstreamHeader("x-request-id".into())
@@ -253,6 +253,54 @@ pub static KNOWN: &[KnownDifference] = &[
                         })
                 }
             }
+        },
+    },
+    KnownDifference {
+        id: "joined-header-stricter",
+        doc: "Authorization: a repeated header that Envoy joins into one value",
+        applies: |c| {
+            // Envoy forwarded the header as one joined line: the proof that it matched the
+            // joined value, where meshguard also matched each value and denied.
+            let joined_by_envoy = |name: &str| {
+                c.envoy.upstream.first().is_some_and(|u| {
+                    let v = u.values(name);
+                    v.len() == 1 && v[0].contains(',')
+                })
+            };
+            let conditioned = |name: &str| {
+                let key = format!("request.headers[{name}]");
+                c.policies.authorization_policies.iter().any(|p| {
+                    p.spec.rules.iter().flatten().flatten().any(|r| {
+                        r.when
+                            .iter()
+                            .flatten()
+                            .flatten()
+                            .any(|w| w.key.eq_ignore_ascii_case(&key))
+                    })
+                })
+            };
+            let repeated: Vec<String> = c
+                .request
+                .headers
+                .iter()
+                .map(|(n, _)| n.to_ascii_lowercase())
+                .filter(|n| c.header_count(n) >= 2)
+                .collect();
+            repeated
+                .iter()
+                .any(|n| joined_by_envoy(n) && conditioned(n))
+                && c.meshguard_refused(403, "RBAC: access denied")
+        },
+    },
+    KnownDifference {
+        id: "proxy-credentials-not-forwarded",
+        doc: "Requests: `Proxy-Authorization`",
+        applies: |c| {
+            !c.mismatches.is_empty()
+                && c.mismatches.iter().all(|m| {
+                    m.field == Field::UpstreamHeader("proxy-authorization".into())
+                        && m.meshguard == "(absent)"
+                })
         },
     },
     KnownDifference {

@@ -174,6 +174,31 @@ fn requests() -> Vec<Request> {
     r.method = "CONNECT".into();
     r.host = Some("internal.example:443".into());
     add(r);
+    let mut r = Request::get("HTTP/2 HEAD denied", "/admin").bearer(token);
+    r.method = "HEAD".into();
+    r.protocol = Protocol::H2c;
+    add(r);
+    let mut r = Request::get("HTTP/2 HEAD allowed", "/public/x");
+    r.method = "HEAD".into();
+    r.protocol = Protocol::H2c;
+    add(r);
+    add(Request::get("client x-forwarded-client-cert", "/public/x").header(
+        "x-forwarded-client-cert",
+        "By=spiffe://cluster.local/ns/foo/sa/httpbin;URI=spiffe://cluster.local/ns/foo/sa/admin",
+    ));
+    add(Request::get("proxy-authorization", "/public/x")
+        .header("proxy-authorization", "Basic YTpi"));
+    for name in [
+        "authorization",
+        "user-agent",
+        "accept",
+        "cookie",
+        "x-custom",
+    ] {
+        add(Request::get(format!("{name} twice"), "/public/x")
+            .header(name, "a")
+            .header(name, "b"));
+    }
     // Methods.
     for method in [
         "DELETE", "delete", "Delete", "PATCH", "OPTIONS", "PROPFIND", "FOO",

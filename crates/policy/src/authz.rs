@@ -93,6 +93,14 @@ impl Matcher {
         }
     }
 
+    /// [`Matcher::matches`], with a repeated header read as Envoy stores it when `joined`.
+    fn matches_as(&self, req: &RequestAttributes<'_>, joined: bool) -> bool {
+        match self {
+            Matcher::Header(m) if joined => m.matches_joined(req),
+            _ => self.matches(req),
+        }
+    }
+
     pub fn matches(&self, req: &RequestAttributes<'_>) -> bool {
         match self {
             Matcher::Host(m) => m.matches(req),
@@ -124,16 +132,66 @@ pub struct Field {
     /// The values as written, for explanations (cold data, never read per request).
     pub values_src: Vec<String>,
     pub not_values_src: Vec<String>,
+    /// Set on a `request.headers[...]` field whose header Envoy joins when repeated
+    /// ([`crate::matchers::envoy_joins_repeated`]), by the action of its policy.
+    pub joined: Option<Joined>,
+}
+
+/// How a field on a header that Envoy joins decides when the header is repeated. meshguard
+/// matches each value on its own; Envoy matches the joined value. When the two readings
+/// disagree, the stricter one for the policy's action wins, so meshguard never allows what
+/// Istio denies, and never allows what a per-value reading denies (a second header line must
+/// not hide a value from a DENY).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Joined {
+    /// DENY, CUSTOM, AUDIT: the field matches if either reading matches.
+    EitherMatches,
+    /// ALLOW: the field matches only if both readings match.
+    BothMatch,
 }
 
 impl Field {
     pub fn matches(&self, req: &RequestAttributes<'_>) -> bool {
-        (self.values.is_empty() || self.values.iter().any(|m| m.matches(req)))
-            && !self.not_values.iter().any(|m| m.matches(req))
+        let per_value = self.matches_as(req, false);
+        let Some(joined) = self.joined else {
+            return per_value;
+        };
+        let repeated = self
+            .values
+            .iter()
+            .chain(&self.not_values)
+            .find_map(|m| match m {
+                Matcher::Header(h) => Some(req.headers.get_all(&h.name).iter().nth(1).is_some()),
+                _ => None,
+            })
+            .unwrap_or(false);
+        if !repeated {
+            return per_value;
+        }
+        match joined {
+            Joined::EitherMatches => per_value || self.matches_as(req, true),
+            Joined::BothMatch => per_value && self.matches_as(req, true),
+        }
+    }
+
+    fn matches_as(&self, req: &RequestAttributes<'_>, joined: bool) -> bool {
+        (self.values.is_empty() || self.values.iter().any(|m| m.matches_as(req, joined)))
+            && !self.not_values.iter().any(|m| m.matches_as(req, joined))
     }
 
     /// Why this field does not match, in words; `None` when it matches.
     pub fn explain(&self, req: &RequestAttributes<'_>) -> Option<String> {
+        if self.matches(req) {
+            return None;
+        }
+        self.explain_as(req, false).or_else(|| {
+            self.explain_as(req, true).map(|why| {
+                format!("{why} (the repeated header read as one value joined with ',', as Envoy reads it)")
+            })
+        })
+    }
+
+    fn explain_as(&self, req: &RequestAttributes<'_>, joined: bool) -> Option<String> {
         let attr = || {
             self.values
                 .iter()
@@ -141,7 +199,7 @@ impl Field {
                 .next()
                 .map_or_else(String::new, |m| m.describe(req))
         };
-        if !self.values.is_empty() && !self.values.iter().any(|m| m.matches(req)) {
+        if !self.values.is_empty() && !self.values.iter().any(|m| m.matches_as(req, joined)) {
             return Some(format!(
                 "{}: {} matches none of {:?}",
                 self.name,
@@ -149,7 +207,10 @@ impl Field {
                 self.values_src
             ));
         }
-        let hit = self.not_values.iter().position(|m| m.matches(req))?;
+        let hit = self
+            .not_values
+            .iter()
+            .position(|m| m.matches_as(req, joined))?;
         Some(format!(
             "{}: {} matches {:?}",
             self.not_name,
@@ -370,6 +431,7 @@ pub fn compile_policy(
     // Envoy keeps RBAC policies in a map ordered by id, so `rule[10]` is tried before `rule[2]`;
     // the matched id reported must be the one Envoy would report.
     rules.sort_by(|a, b| a.id.cmp(&b.id));
+    mark_joined_headers(&mut rules, spec.action);
     Ok(CompiledPolicy {
         namespace: res.namespace.clone(),
         name: res.name.clone(),
@@ -523,7 +585,34 @@ where
         not_values: not_matchers,
         values_src: values.to_vec(),
         not_values_src: not_values.to_vec(),
+        joined: None,
     }))
+}
+
+/// Marks the `request.headers[...]` fields of a policy's rules whose header Envoy joins when
+/// repeated, with the reading its action needs ([`Joined`]).
+fn mark_joined_headers(rules: &mut [CompiledRule], action: Action) {
+    let joined = match action {
+        Action::Allow => Joined::BothMatch,
+        Action::Deny | Action::Custom | Action::Audit => Joined::EitherMatches,
+    };
+    for rule in rules {
+        for clause in rule
+            .from
+            .iter_mut()
+            .chain(&mut rule.to)
+            .chain(&mut rule.when)
+        {
+            for field in &mut clause.fields {
+                let envoy_joins = field.values.iter().chain(&field.not_values).any(|m| {
+                    matches!(m, Matcher::Header(h) if crate::matchers::envoy_joins_repeated(&h.name))
+                });
+                if envoy_joins {
+                    field.joined = Some(joined);
+                }
+            }
+        }
+    }
 }
 
 /// Gathers the fields of a clause, every error of every field.

@@ -233,6 +233,58 @@ impl HeaderMatch {
     }
 }
 
+impl HeaderMatch {
+    /// The header's values joined with `,` into one, as Envoy stores a repeated header it
+    /// keeps inline ([`envoy_joins_repeated`]); `false` when absent.
+    pub fn matches_joined(&self, req: &RequestAttributes<'_>) -> bool {
+        let mut values = req.headers.get_all(&self.name).iter();
+        let Some(first) = values.next() else {
+            return false;
+        };
+        let mut joined = first.as_bytes().to_vec();
+        for v in values {
+            joined.push(b',');
+            joined.extend_from_slice(v.as_bytes());
+        }
+        self.value.matches_bytes(&joined)
+    }
+}
+
+/// The request headers Envoy 1.40 keeps "inline": a repeated one is stored as a single value,
+/// the values joined with `,`, so its RBAC header matcher sees `a,b` where it sees `a` and `b`
+/// for any other header. Measured with the differential tests (two lines of each header sent
+/// through Envoy, one joined line received; `docs/differential-testing.md`), plus Envoy's
+/// own list of inline request headers.
+pub fn envoy_joins_repeated(name: &http::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "accept"
+            | "accept-encoding"
+            | "access-control-request-headers"
+            | "access-control-request-method"
+            | "authorization"
+            | "cache-control"
+            | "content-encoding"
+            | "content-type"
+            | "expect"
+            | "grpc-accept-encoding"
+            | "grpc-timeout"
+            | "if-match"
+            | "if-none-match"
+            | "origin"
+            | "pragma"
+            | "referer"
+            | "user-agent"
+            | "via"
+            | "x-client-trace-id"
+            | "x-forwarded-client-cert"
+            | "x-forwarded-for"
+            | "x-forwarded-host"
+            | "x-forwarded-proto"
+            | "x-request-id"
+    )
+}
+
 /// `request.auth.claims[a][b]`, `request.auth.audiences`, `request.auth.presenter`: a string
 /// claim matches, or a list with a string element that matches; numbers, booleans and objects
 /// never match; every intermediate step must be an object.

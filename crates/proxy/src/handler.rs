@@ -292,6 +292,21 @@ pub async fn handle(
     conn: ConnInfo,
     shared: Arc<Shared>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
+    let head = req.method() == Method::HEAD;
+    let resp = serve(req, conn, shared).await?;
+    Ok(if head {
+        crate::response::for_head(resp)
+    } else {
+        resp
+    })
+}
+
+/// [`handle`] before the answer to a `HEAD` loses its body.
+async fn serve(
+    req: Request<Incoming>,
+    conn: ConnInfo,
+    shared: Arc<Shared>,
+) -> Result<Response<Body>, std::convert::Infallible> {
     // For the access log and the request-duration histogram.
     let started = Instant::now();
     let start_time = unix_now();

@@ -26,6 +26,7 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
 /// Why a request is answered locally before (or instead of) being forwarded. The replies are in
 /// [`crate::response`].
@@ -157,6 +158,13 @@ pub fn admit_scanned(
         // `Connection` may have nominated `Host`.
         fields = Fields::scan(&parts.headers);
     }
+    if fields.client_cert {
+        // Only a proxy that verified a client certificate may write this header (Istio's
+        // `forward_client_cert_details: APPEND_FORWARD` with `set_current_client_cert_details`);
+        // on a plaintext connection Envoy removes a client's copy before any filter, so that
+        // neither the policies nor the upstream believe a forged identity.
+        parts.headers.remove(&X_FORWARDED_CLIENT_CERT);
+    }
     if parts.method == Method::CONNECT && parts.uri.path_and_query().is_some() {
         // `CONNECT /x`: Envoy's codec refuses a CONNECT target that is not `host:port`.
         return Err(Refusal::ConnectTarget);
@@ -174,6 +182,8 @@ pub struct Fields {
     connection: bool,
     host: Hosts,
     content_type: bool,
+    /// `x-forwarded-client-cert` is present.
+    client_cert: bool,
     /// [`crate::response::is_grpc`] of the headers as received (before `Connection`
     /// nominations are removed), for the replies.
     pub grpc: bool,
@@ -194,6 +204,7 @@ impl Fields {
             connection: false,
             host: Hosts::None,
             content_type: false,
+            client_cert: false,
             grpc: false,
         };
         for (name, value) in headers {
@@ -206,6 +217,8 @@ impl Fields {
                 fields.transfer_encoding = true;
             } else if name == header::CONNECTION {
                 fields.connection = true;
+            } else if name == X_FORWARDED_CLIENT_CERT {
+                fields.client_cert = true;
             } else if name == header::CONTENT_TYPE && !fields.content_type {
                 // The first value, as `HeaderMap::get` gives it.
                 fields.content_type = true;
@@ -496,6 +509,24 @@ mod tests {
 
     fn parts(req: http::Request<()>) -> http::request::Parts {
         req.into_parts().0
+    }
+
+    #[test]
+    fn a_client_sent_client_certificate_header_is_removed_before_evaluation() {
+        let mut p = parts(
+            http::Request::builder()
+                .uri("/x")
+                .header("host", "a")
+                .header(
+                    "x-forwarded-client-cert",
+                    "By=spiffe://cluster.local/ns/foo/sa/admin",
+                )
+                .header("X-Forwarded-Client-Cert", "Hash=1")
+                .body(())
+                .unwrap(),
+        );
+        admit(&mut p).unwrap();
+        assert!(!p.headers.contains_key("x-forwarded-client-cert"));
     }
 
     #[test]

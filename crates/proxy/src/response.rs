@@ -268,6 +268,23 @@ pub fn local_reply(reply: &LocalReply, grpc: bool) -> Response<Body> {
     resp
 }
 
+/// The answer to a `HEAD` request: a local reply keeps its headers, `content-length`
+/// included (as Envoy answers), and loses its body. hyper leaves the body out of HTTP/1.1
+/// answers itself, but over HTTP/2 it would send it as DATA frames, which the client must
+/// treat as a protocol error. An upstream's answer to `HEAD` has no body to remove.
+pub fn for_head(mut resp: Response<Body>) -> Response<Body> {
+    if let Body::Local(local) = resp.body() {
+        let len = hyper::body::Body::size_hint(local).exact().unwrap_or(0);
+        if len > 0 {
+            resp.headers_mut()
+                .entry(header::CONTENT_LENGTH)
+                .or_insert_with(|| HeaderValue::from(len));
+            *resp.body_mut() = full(Bytes::new());
+        }
+    }
+    resp
+}
+
 /// gRPC's percent-encoding of `grpc-message` (spaces are allowed as they are).
 fn percent_encode_grpc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -284,6 +301,21 @@ fn percent_encode_grpc(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn head_answers_keep_the_length_and_lose_the_body() {
+        let r = LocalReply {
+            status: 403,
+            body: "RBAC: access denied".into(),
+            details: "rbac_access_denied_matched_policy[none]".into(),
+            www_authenticate: None,
+        };
+        let resp = for_head(local_reply(&r, false));
+        assert_eq!(resp.status(), 403);
+        assert_eq!(resp.headers()["content-length"], "19");
+        assert_eq!(resp.headers()["content-type"], "text/plain");
+        assert_eq!(hyper::body::Body::size_hint(resp.body()).exact(), Some(0));
+    }
 
     #[test]
     fn grpc_replies_are_trailers_only() {

@@ -99,17 +99,25 @@ async fn http1(mut stream: TcpStream, req: &Request) -> Result<Response, String>
         .write_all(&http1_bytes(req))
         .await
         .map_err(|e| format!("write: {e}"))?;
+    let head = req.method.eq_ignore_ascii_case("HEAD");
     let mut raw = Vec::new();
-    // Read to the end; a reset after a complete response still counts as that response.
+    // Read until the response is complete (Envoy keeps a connection it is closing open for
+    // up to a second, waiting for the client to close first) or the proxy closes; a reset
+    // after a complete response still counts as that response.
     let read_error = loop {
         let mut buf = [0u8; 16 * 1024];
         match stream.read(&mut buf).await {
             Ok(0) => break None,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Ok(n) => {
+                raw.extend_from_slice(&buf[..n]);
+                if is_complete(&raw, head) {
+                    break None;
+                }
+            }
             Err(e) => break Some(e),
         }
     };
-    match parse_http1(&raw, req.method.eq_ignore_ascii_case("HEAD")) {
+    match parse_http1(&raw, head) {
         Some(r) => Ok(r),
         None => Err(match read_error {
             Some(e) if e.kind() == std::io::ErrorKind::ConnectionReset => "reset".into(),
@@ -165,6 +173,43 @@ pub fn parse_http1(mut raw: &[u8], head_request: bool) -> Option<Response> {
         body,
         trailers: Vec::new(),
     })
+}
+
+/// A whole final response is in `raw`: its head, and all of a body whose end is known from
+/// `content-length` or the last chunk. A body delimited by the close is never complete.
+fn is_complete(mut raw: &[u8], head_request: bool) -> bool {
+    while raw.starts_with(b"HTTP/1.1 1") && !raw.starts_with(b"HTTP/1.1 101") {
+        match raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            Some(end) => raw = &raw[end + 4..],
+            None => return false,
+        }
+    }
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let body = &raw[end + 4..];
+    let status: u16 = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    if head_request || status == 204 || status == 304 {
+        return true;
+    }
+    let field = |name: &str| {
+        head.split("\r\n")
+            .skip(1)
+            .find_map(|l| l.split_once(':').filter(|(n, _)| n.trim() == name))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    if field("transfer-encoding").is_some_and(|v| v == "chunked") {
+        return dechunk(body).is_some();
+    }
+    match field("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        Some(len) => body.len() >= len,
+        None => false,
+    }
 }
 
 fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
@@ -265,6 +310,26 @@ mod tests {
         assert_eq!(r.status, 200);
         assert_eq!(r.body, b"all of it");
         assert!(parse_http1(b"garbage", false).is_none());
+        assert!(is_complete(
+            b"HTTP/1.1 401 X\r\ncontent-length: 3\r\n\r\nabc",
+            false
+        ));
+        assert!(!is_complete(
+            b"HTTP/1.1 401 X\r\ncontent-length: 3\r\n\r\nab",
+            false
+        ));
+        assert!(is_complete(
+            b"HTTP/1.1 200 X\r\ncontent-length: 3\r\n\r\n",
+            true
+        ));
+        assert!(!is_complete(
+            b"HTTP/1.1 200 X\r\n\r\nuntil the close",
+            false
+        ));
+        assert!(is_complete(
+            b"HTTP/1.1 100 C\r\n\r\nHTTP/1.1 204 N\r\n\r\n",
+            false
+        ));
     }
 
     #[test]

@@ -122,10 +122,15 @@ pub static KNOWN: &[KnownDifference] = &[
                 .iter()
                 .any(|p| p.spec.action == Action::Custom);
             // Istio runs the CUSTOM stand-in before jwt_authn: a bad token that a CUSTOM rule
-            // matches is 403 there and 401 here.
+            // matches is 403 `RBAC: access denied` there, and meshguard's JWT answer here (401,
+            // or 403 for a wrong audience; `www-authenticate` either way).
+            let jwt_failure = c.meshguard_response().is_some_and(|r| {
+                r.header("www-authenticate").is_some() && (r.status == 401 || r.status == 403)
+            });
             custom
-                && c.meshguard_response().is_some_and(|r| r.status == 401)
-                && matches!(&c.envoy.answer, Answer::Response(e) if e.status == 403)
+                && jwt_failure
+                && matches!(&c.envoy.answer, Answer::Response(e) if e.status == 403
+                    && e.header("www-authenticate").is_none())
         },
     },
     KnownDifference {

@@ -199,6 +199,26 @@ fn requests() -> Vec<Request> {
             .header(name, "a")
             .header(name, "b"));
     }
+    // gRPC: local replies are trailers-only gRPC answers (grpc-status 16 for a bad token, 7
+    // for a denial), over HTTP/2 and HTTP/1.1 alike.
+    for (name, target, token) in [
+        ("allowed", "/pkg.Svc/Public", Some(token)),
+        ("bad token", "/pkg.Svc/Get", Some("invalid")),
+        ("denied", "/admin", Some(token)),
+        ("no token", "/pkg.Svc/Get", None),
+    ] {
+        for protocol in [Protocol::H2c, Protocol::Http1] {
+            let mut r = Request::get(format!("gRPC {name} over {protocol:?}"), target)
+                .header("content-type", "application/grpc")
+                .header("te", "trailers");
+            if let Some(t) = token {
+                r = r.bearer(t);
+            }
+            r.method = "POST".into();
+            r.protocol = protocol;
+            add(r);
+        }
+    }
     // Methods.
     for method in [
         "DELETE", "delete", "Delete", "PATCH", "OPTIONS", "PROPFIND", "FOO",

@@ -315,6 +315,7 @@ async fn serve(
 
     let fields = intake::Fields::scan(&parts.headers);
     let grpc = fields.grpc;
+    let te_trailers = fields.te_trailers;
     let admitted = intake::admit_scanned(&mut parts, fields);
     let request_id = match parts.headers.entry(&X_REQUEST_ID) {
         header::Entry::Occupied(mut e) => {
@@ -478,6 +479,9 @@ async fn serve(
     };
     let mut headers = std::mem::take(&mut parts.headers);
     strip_hop_by_hop(&mut headers);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     intake::set_forwarding_headers(&mut headers, &host, &request_id, &conn);
     if hyper::body::Body::is_end_stream(&body) {
         intake::set_empty_body_length(&mut headers, &parts.method);

@@ -184,6 +184,9 @@ pub struct Fields {
     content_type: bool,
     /// `x-forwarded-client-cert` is present.
     client_cert: bool,
+    /// `TE` lists `trailers` (case-sensitive, in any of its elements and lines): the upstream
+    /// gets `te: trailers` and nothing else of it, as Envoy forwards it (gRPC needs it).
+    pub te_trailers: bool,
     /// [`crate::response::is_grpc`] of the headers as received (before `Connection`
     /// nominations are removed), for the replies.
     pub grpc: bool,
@@ -205,6 +208,7 @@ impl Fields {
             host: Hosts::None,
             content_type: false,
             client_cert: false,
+            te_trailers: false,
             grpc: false,
         };
         for (name, value) in headers {
@@ -217,6 +221,10 @@ impl Fields {
                 fields.transfer_encoding = true;
             } else if name == header::CONNECTION {
                 fields.connection = true;
+            } else if name == header::TE {
+                fields.te_trailers |= value.as_bytes().split(|&b| b == b',').any(|e| {
+                    e.split(|&b| b == b';').next().map(<[u8]>::trim_ascii) == Some(b"trailers")
+                });
             } else if name == X_FORWARDED_CLIENT_CERT {
                 fields.client_cert = true;
             } else if name == header::CONTENT_TYPE && !fields.content_type {
@@ -509,6 +517,24 @@ mod tests {
 
     fn parts(req: http::Request<()>) -> http::request::Parts {
         req.into_parts().0
+    }
+
+    #[test]
+    fn te_keeps_only_trailers_as_envoy() {
+        let te = |values: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append("te", HeaderValue::from_static(v));
+            }
+            Fields::scan(&h).te_trailers
+        };
+        assert!(te(&["trailers"]));
+        assert!(te(&["trailers, deflate"]));
+        assert!(te(&["deflate;q=0.5, trailers"]));
+        assert!(te(&["gzip", "trailers"]));
+        assert!(!te(&["Trailers"]), "case-sensitive, as Envoy");
+        assert!(!te(&["gzip"]));
+        assert!(!te(&[]));
     }
 
     #[test]

@@ -12,7 +12,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use meshguard_envoy_diff::run::{ScenarioReport, Tools, Totals, run_all};
+use meshguard_envoy_diff::run::{ScenarioReport, Tools, Totals, minimize, run_all};
 use meshguard_envoy_diff::{Scenario, conformance, edge, envoy, generate, walkthrough};
 
 fn tools() -> Option<Tools> {
@@ -59,10 +59,25 @@ fn check(what: &str, scenarios: Vec<Scenario>, tools: &Tools) -> Totals {
     let reports: Vec<ScenarioReport> = runtime.block_on(run_all(scenarios, tools, 2));
     let mut totals = Totals::default();
     let mut failures = String::new();
+    let mut minimized = 0;
     for r in &reports {
         totals.add(r);
         if r.failed() {
             failures.push_str(&r.render_failure());
+        }
+        // The first few unexplained requests also get their smallest replay case.
+        for (result, _) in r.unexplained() {
+            if minimized == 3 {
+                break;
+            }
+            minimized += 1;
+            let small = runtime.block_on(minimize(&r.scenario, result.index, tools));
+            failures.push_str(&format!(
+                "--- smallest case still differing (scenario {:?}, request {}):\n{}\n",
+                r.scenario.name,
+                result.index,
+                small.replay(0)
+            ));
         }
     }
     // The figures belong in every run's output, passed or not.

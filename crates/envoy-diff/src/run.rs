@@ -308,6 +308,65 @@ pub async fn run_scenario(scenario: Scenario, tools: &Tools) -> ScenarioReport {
     report
 }
 
+/// The smallest case that still shows an unexplained difference: `scenario` cut down to
+/// request `index`, then, one at a time, without each policy document and without each of the
+/// request's header lines, keeping every removal after which the difference remains. About
+/// one run (two proxies started) per document and header line.
+pub async fn minimize(scenario: &Scenario, index: usize, tools: &Tools) -> Scenario {
+    let mut best = scenario.clone();
+    best.requests = scenario.requests.get(index).cloned().into_iter().collect();
+    if best.requests.is_empty() {
+        return best;
+    }
+    let still_differs = |candidate: Scenario| async move {
+        let report = run_scenario(candidate, tools).await;
+        report.setup_error.is_none() && report.unexplained().next().is_some()
+    };
+    let mut docs = split_documents(&best.policies);
+    let mut i = 0;
+    while i < docs.len() {
+        let mut fewer = docs.clone();
+        fewer.remove(i);
+        let mut candidate = best.clone();
+        candidate.policies = fewer.join("---\n");
+        if still_differs(candidate.clone()).await {
+            docs = fewer;
+            best = candidate;
+        } else {
+            i += 1;
+        }
+    }
+    let mut h = 0;
+    while h < best.requests[0].headers.len() {
+        let mut candidate = best.clone();
+        candidate.requests[0].headers.remove(h);
+        if still_differs(candidate.clone()).await {
+            best = candidate;
+        } else {
+            h += 1;
+        }
+    }
+    best
+}
+
+/// The documents of a multi-document YAML text, each with its trailing newline.
+fn split_documents(yaml: &str) -> Vec<String> {
+    let mut docs = vec![String::new()];
+    for line in yaml.lines() {
+        if line.trim_end() == "---" {
+            docs.push(String::new());
+        } else if let Some(d) = docs.last_mut() {
+            d.push_str(line);
+            d.push('\n');
+        }
+    }
+    docs.retain(|d| {
+        d.lines()
+            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+    });
+    docs
+}
+
 type Started = (TempDir, Meshguard, Envoy, u16);
 
 /// Reserves a port free on both 127.0.0.1 and 127.0.0.2 and starts both proxies on it; tries

@@ -178,6 +178,20 @@ impl Totals {
     }
 }
 
+impl Totals {
+    /// Adds another run's totals.
+    pub fn merge(&mut self, other: Totals) {
+        self.scenarios += other.scenarios;
+        self.requests += other.requests;
+        self.same += other.same;
+        self.unexplained += other.unexplained;
+        self.setup_failures += other.setup_failures;
+        for (id, n) in other.expected {
+            *self.expected.entry(id).or_default() += n;
+        }
+    }
+}
+
 impl std::fmt::Display for Totals {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(

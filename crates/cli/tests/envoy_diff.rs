@@ -53,19 +53,29 @@ fn env_u64(name: &str, default: u64) -> u64 {
 /// (tokens are minted with times relative to now, and a long run outlasts their hour).
 fn check_generated(what: &str, seeds: std::ops::Range<u64>, tools: &Tools) -> Totals {
     let mut totals = Totals::default();
+    let mut failures = String::new();
     let mut start = seeds.start;
     while start < seeds.end {
         let end = (start + 200).min(seeds.end);
-        let batch = check(what, (start..end).map(generate::scenario).collect(), tools);
+        let (batch, failed) = run(what, (start..end).map(generate::scenario).collect(), tools);
         totals.merge(batch);
+        failures.push_str(&failed);
         start = end;
     }
     let _ = writeln!(std::io::stderr(), "envoy_diff {what} (all): {totals}");
+    assert!(failures.is_empty(), "{what}: {totals}\n{failures}");
     totals
 }
 
 /// Runs `scenarios` and fails with every unexplained difference printed.
 fn check(what: &str, scenarios: Vec<Scenario>, tools: &Tools) -> Totals {
+    let (totals, failures) = run(what, scenarios, tools);
+    assert!(failures.is_empty(), "{what}: {totals}\n{failures}");
+    totals
+}
+
+/// Runs `scenarios`: the totals, and the failures as text (empty when none).
+fn run(what: &str, scenarios: Vec<Scenario>, tools: &Tools) -> (Totals, String) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -97,8 +107,7 @@ fn check(what: &str, scenarios: Vec<Scenario>, tools: &Tools) -> Totals {
     }
     // The figures belong in every run's output, passed or not.
     let _ = writeln!(std::io::stderr(), "envoy_diff {what}: {totals}");
-    assert!(failures.is_empty(), "{what}: {totals}\n{failures}");
-    totals
+    (totals, failures)
 }
 
 #[test]

@@ -309,6 +309,36 @@ pub static KNOWN: &[KnownDifference] = &[
         },
     },
     KnownDifference {
+        id: "which-failure-of-several-tokens",
+        doc: "JWT: several tokens failing differently at several providers",
+        applies: |c| {
+            let jwt_refusal = |a: &Answer| {
+                matches!(a, Answer::Response(r) if (r.status == 401 || r.status == 403)
+                    && r.header("www-authenticate").is_some())
+            };
+            let providers: usize = c
+                .policies
+                .request_authentications
+                .iter()
+                .map(|ra| ra.spec.jwt_rules.len())
+                .sum();
+            let tokens = c
+                .request
+                .headers
+                .iter()
+                .map(|(_, v)| v.as_str())
+                .chain(std::iter::once(c.request.target.as_str()))
+                .map(|v| v.matches("eyJ").count())
+                .sum::<usize>();
+            providers >= 2
+                && tokens >= 2
+                && jwt_refusal(&c.meshguard.answer)
+                && jwt_refusal(&c.envoy.answer)
+                && c.meshguard.upstream.is_empty()
+                && c.envoy.upstream.is_empty()
+        },
+    },
+    KnownDifference {
         id: "remote-keys-unreachable",
         doc: "Remote keys (meshguard fetches `jwksUri` itself)",
         applies: |c| {

@@ -181,8 +181,7 @@ pub static KNOWN: &[KnownDifference] = &[
                 .request
                 .headers
                 .iter()
-                .filter(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"))
-                .next_back()
+                .rfind(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"))
                 .and_then(|(_, v)| v.rsplit(',').next())
                 .map(|v| v.trim().eq_ignore_ascii_case("chunked"));
             last_is_chunked == Some(false)

@@ -308,6 +308,20 @@ pub static KNOWN: &[KnownDifference] = &[
         },
     },
     KnownDifference {
+        id: "remote-keys-unreachable",
+        doc: "Remote keys (meshguard fetches `jwksUri` itself)",
+        applies: |c| {
+            let remote = c.policies.request_authentications.iter().any(|ra| {
+                ra.spec
+                    .jwt_rules
+                    .iter()
+                    .any(|r| r.jwks.is_empty() && !r.jwks_uri.is_empty())
+            });
+            remote && c.meshguard_refused(401, "Jwks remote fetch is failed")
+        },
+    },
+    // Last: the most general JWT entry, after the ones that name a cause.
+    KnownDifference {
         id: "which-failure-of-several-tokens",
         doc: "JWT: several tokens failing differently at several providers",
         applies: |c| {
@@ -335,19 +349,6 @@ pub static KNOWN: &[KnownDifference] = &[
                 && jwt_refusal(&c.envoy.answer)
                 && c.meshguard.upstream.is_empty()
                 && c.envoy.upstream.is_empty()
-        },
-    },
-    KnownDifference {
-        id: "remote-keys-unreachable",
-        doc: "Remote keys (meshguard fetches `jwksUri` itself)",
-        applies: |c| {
-            let remote = c.policies.request_authentications.iter().any(|ra| {
-                ra.spec
-                    .jwt_rules
-                    .iter()
-                    .any(|r| r.jwks.is_empty() && !r.jwks_uri.is_empty())
-            });
-            remote && c.meshguard_refused(401, "Jwks remote fetch is failed")
         },
     },
 ];

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::run::{Child, TempDir, wait_for_port};
+use crate::run::{Child, TempDir, wait_for_port, wait_until};
 
 /// The Envoy binary to use, if there is one.
 pub fn find() -> Option<PathBuf> {
@@ -32,6 +32,20 @@ pub fn version(binary: &Path) -> Option<String> {
         .map(|v| v.split('/').skip(1).collect::<Vec<_>>().join("/"))
 }
 
+/// `GET path` on Envoy's admin listener: the response, head and body, if one came.
+fn admin_get(admin: SocketAddr, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&admin, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
 /// A running Envoy.
 #[derive(Debug)]
 pub struct Envoy {
@@ -51,9 +65,12 @@ impl Envoy {
         let text = serde_json::to_string_pretty(bootstrap).map_err(|e| e.to_string())?;
         std::fs::write(&config, text).map_err(|e| format!("{}: {e}", config.display()))?;
         let log = dir.path().join("envoy.log");
+        let admin_path = dir.path().join("envoy.admin");
         let mut cmd = Command::new(binary);
         cmd.arg("-c")
             .arg(&config)
+            .arg("--admin-address-path")
+            .arg(&admin_path)
             .args([
                 "--concurrency",
                 "1",
@@ -67,7 +84,16 @@ impl Envoy {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let mut child = Child::spawn(cmd, "envoy", log)?;
-        wait_for_port(&mut child, listen, Instant::now() + Duration::from_secs(20))?;
+        // LIVE on the admin listener: Envoy has bound its static listener (it exits when it
+        // cannot), so what accepts on `listen` is this Envoy.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        wait_until(&mut child, deadline, |_| {
+            std::fs::read_to_string(&admin_path)
+                .ok()
+                .and_then(|a| a.trim().parse::<SocketAddr>().ok())
+                .is_some_and(|a| admin_get(a, "/ready").is_some_and(|r| r.contains("LIVE")))
+        })?;
+        wait_for_port(&mut child, listen, deadline)?;
         Ok(Envoy { child, listen })
     }
 

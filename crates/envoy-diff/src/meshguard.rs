@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::run::{Child, TempDir, wait_for_port};
+use crate::run::{Child, TempDir, wait_for_port, wait_until};
 use crate::scenario::{MeshOptions, WorkloadSpec};
 
 /// A running meshguard.
@@ -46,7 +46,9 @@ impl Meshguard {
             .args(["--labels", &labels])
             .args(["--listen", &listen.to_string()])
             .args(["--upstream", &format!("http://{upstream}")])
-            .args(["--admin", "127.0.0.1:0"])
+            // Its own loopback address, as the recorders and Envoy's admin: no port the kernel
+            // picks there can be a proxy's port.
+            .args(["--admin", "127.0.0.4:0"])
             .args(["--root-namespace", &mesh.root_namespace])
             .args(["--path-normalization", mesh.path_normalization.as_str()])
             .args(["--trusted-proxies", &mesh.trusted_proxies.to_string()])
@@ -56,6 +58,12 @@ impl Meshguard {
             .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
             .stderr(log_file);
         let mut child = Child::spawn(cmd, "meshguard", log)?;
+        // Its start-up line, printed once the listener is bound: proof that what accepts on
+        // `listen` is this meshguard and not a process of another scenario.
+        let line = format!("proxy on http://{listen} ");
+        wait_until(&mut child, Instant::now() + Duration::from_secs(20), |c| {
+            c.log().contains(&line)
+        })?;
         wait_for_port(&mut child, listen, Instant::now() + Duration::from_secs(20))?;
         Ok(Meshguard { child, listen })
     }

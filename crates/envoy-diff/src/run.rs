@@ -506,6 +506,34 @@ pub fn wait_for_port(child: &mut Child, addr: SocketAddr, deadline: Instant) -> 
     }
 }
 
+/// Waits until `ready(child)`, failing early if `child` exits, and at `deadline`.
+pub fn wait_until(
+    child: &mut Child,
+    deadline: Instant,
+    ready: impl Fn(&Child) -> bool,
+) -> Result<(), String> {
+    loop {
+        if ready(child) {
+            return Ok(());
+        }
+        if let Some(status) = child.exited() {
+            return Err(format!(
+                "{} exited ({status}) before it was ready:\n{}",
+                child.name,
+                tail(&child.log(), 40)
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{} was not ready in time:\n{}",
+                child.name,
+                tail(&child.log(), 40)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A fresh directory under the system's temporary directory, removed when dropped.
 #[derive(Debug)]
 pub struct TempDir(PathBuf);

@@ -1,7 +1,7 @@
 //! The Envoy configuration istiod would generate for a workload, from the same Istio YAML.
 //!
 //! [`bootstrap`] returns a complete Envoy v3 bootstrap (JSON): an admin listener on
-//! `127.0.0.1:0`, one static listener on [`Endpoints::listen`] whose HTTP connection manager
+//! `127.0.0.3:0`, one static listener on [`Endpoints::listen`] whose HTTP connection manager
 //! carries the settings istiod puts on a sidecar's inbound HTTP chain, and one cluster
 //! `inbound|<port>||` to [`Endpoints::upstream`] over HTTP/1.1.
 //!
@@ -1377,7 +1377,9 @@ fn envelope(
             "id": format!("sidecar~{}~workload.{ns}~{ns}.svc.cluster.local", endpoints.listen.ip(), ns = workload.namespace),
             "cluster": format!("workload.{}", workload.namespace),
         },
-        "admin": {"address": socket_address(SocketAddr::from(([127, 0, 0, 1], 0)))},
+        // Its own loopback address: an admin port picked by the kernel can never be the port
+        // of a proxy under test (those are on 127.0.0.1 and 127.0.0.2).
+        "admin": {"address": socket_address(SocketAddr::from(([127, 0, 0, 3], 0)))},
         "layered_runtime": {"layers": [
             {"name": "global config", "static_layer": {
                 // istiod's bootstrap: a fragment is stripped from the path instead of the

@@ -50,9 +50,10 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Starts one on `127.0.0.1:0`.
+    /// Starts one on `127.0.0.5:0`: its own loopback address, so that the port the kernel
+    /// picks can never be the port of a proxy under test (127.0.0.1 and 127.0.0.2).
     pub async fn start() -> std::io::Result<Recorder> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let listener = TcpListener::bind("127.0.0.5:0").await?;
         let addr = listener.local_addr()?;
         let seen: Arc<Mutex<Vec<Received>>> = Arc::default();
         let sink = seen.clone();

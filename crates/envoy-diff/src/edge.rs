@@ -188,6 +188,11 @@ fn requests() -> Vec<Request> {
     ));
     add(Request::get("proxy-authorization", "/public/x")
         .header("proxy-authorization", "Basic YTpi"));
+    let mut r = Request::get("HTTP/2 cookie crumbs", "/public/x")
+        .header("cookie", "a=1")
+        .header("cookie", "b=2");
+    r.protocol = Protocol::H2c;
+    add(r);
     for name in [
         "authorization",
         "user-agent",

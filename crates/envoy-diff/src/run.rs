@@ -260,13 +260,14 @@ pub async fn run_scenario(scenario: Scenario, tools: &Tools) -> ScenarioReport {
             .await
             .unwrap_or_else(|e| Err(format!("set-up task: {e}")))
     };
-    let (dir, mg, envoy, port) = match started {
+    let (dir, mg, envoy, lease) = match started {
         Ok(s) => s,
         Err(e) => {
             report.setup_error = Some(e);
             return report;
         }
     };
+    let port = lease.0;
     report.port = port;
     let policies = load_str(
         Path::new("policies.yaml"),
@@ -318,7 +319,7 @@ pub async fn run_scenario(scenario: Scenario, tools: &Tools) -> ScenarioReport {
     }
     report.meshguard_log = mg.log();
     report.envoy_log = envoy.log();
-    drop((mg, envoy, dir));
+    drop((mg, envoy, dir, lease));
     report
 }
 
@@ -381,7 +382,7 @@ fn split_documents(yaml: &str) -> Vec<String> {
     docs
 }
 
-type Started = (TempDir, Meshguard, Envoy, u16);
+type Started = (TempDir, Meshguard, Envoy, PortLease);
 
 /// Reserves a port free on both 127.0.0.1 and 127.0.0.2 and starts both proxies on it; tries
 /// again with another port if one of them loses the port to someone else.
@@ -393,7 +394,8 @@ fn start_both(
 ) -> Result<Started, String> {
     let mut last = String::new();
     for _ in 0..3 {
-        let port = reserve_port().map_err(|e| format!("no free port: {e}"))?;
+        let lease = reserve_port().map_err(|e| format!("no free port: {e}"))?;
+        let port = lease.0;
         let dir = TempDir::new().map_err(|e| format!("temporary directory: {e}"))?;
         let policies = scenario.policies_for_port(port);
         let envoy_listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), port);
@@ -430,22 +432,42 @@ fn start_both(
                 continue;
             }
         };
-        return Ok((dir, mg, envoy, port));
+        return Ok((dir, mg, envoy, lease));
     }
     Err(last)
 }
 
-fn reserve_port() -> std::io::Result<u16> {
+/// A port free on both 127.0.0.1 and 127.0.0.2 that no other scenario of this process holds:
+/// the kernel may hand the same free port to two scenarios that ask at nearly the same time.
+/// Released when the [`PortLease`] is dropped.
+fn reserve_port() -> std::io::Result<PortLease> {
     for _ in 0..50 {
         let a = StdListener::bind("127.0.0.1:0")?;
         let port = a.local_addr()?.port();
-        if StdListener::bind(("127.0.0.2", port)).is_ok() {
-            return Ok(port);
+        if StdListener::bind(("127.0.0.2", port)).is_ok()
+            && LEASED.lock().is_ok_and(|mut l| l.insert(port))
+        {
+            return Ok(PortLease(port));
         }
     }
     Err(std::io::Error::other(
         "no port free on both 127.0.0.1 and 127.0.0.2",
     ))
+}
+
+static LEASED: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// A port this process's scenarios will not be given again until dropped.
+#[derive(Debug)]
+struct PortLease(u16);
+
+impl Drop for PortLease {
+    fn drop(&mut self) {
+        if let Ok(mut l) = LEASED.lock() {
+            l.remove(&self.0);
+        }
+    }
 }
 
 /// A child process killed and reaped when dropped, with the file its output goes to.

@@ -1406,6 +1406,9 @@ fn envelope(
                 "name": format!("inbound_{port}"),
                 "address": socket_address(endpoints.listen),
                 "traffic_direction": "INBOUND",
+                // Not istiod's: with SO_REUSEPORT (Envoy's default) a second Envoy could bind
+                // the same address and share its connections; without it, it fails to start.
+                "enable_reuse_port": false,
                 "filter_chains": [{"filters": [{
                     "name": "envoy.filters.network.http_connection_manager",
                     "typed_config": hcm,

@@ -158,6 +158,9 @@ pub fn admit_scanned(
         // `Connection` may have nominated `Host`.
         fields = Fields::scan(&parts.headers);
     }
+    if fields.cookie_crumbs && parts.version == Version::HTTP_2 {
+        join_cookie_crumbs(&mut parts.headers);
+    }
     if fields.client_cert {
         // Only a proxy that verified a client certificate may write this header (Istio's
         // `forward_client_cert_details: APPEND_FORWARD` with `set_current_client_cert_details`);
@@ -184,6 +187,8 @@ pub struct Fields {
     content_type: bool,
     /// `x-forwarded-client-cert` is present.
     client_cert: bool,
+    /// More than one `cookie` field.
+    cookie_crumbs: bool,
     /// `TE` lists `trailers` (case-sensitive, in any of its elements and lines): the upstream
     /// gets `te: trailers` and nothing else of it, as Envoy forwards it (gRPC needs it).
     pub te_trailers: bool,
@@ -208,11 +213,15 @@ impl Fields {
             host: Hosts::None,
             content_type: false,
             client_cert: false,
+            cookie_crumbs: false,
             te_trailers: false,
             grpc: false,
         };
+        let mut cookies = 0u8;
         for (name, value) in headers {
-            if name == header::HOST {
+            if name == header::COOKIE {
+                cookies = cookies.saturating_add(1);
+            } else if name == header::HOST {
                 fields.host = match fields.host {
                     Hosts::None => Hosts::One(value.clone()),
                     _ => Hosts::Several,
@@ -233,6 +242,7 @@ impl Fields {
                 fields.grpc = crate::response::is_grpc_content_type(Some(value));
             }
         }
+        fields.cookie_crumbs = cookies > 1;
         fields
     }
 }
@@ -274,6 +284,22 @@ fn check_transfer_encoding(headers: &HeaderMap) -> Result<(), Refusal> {
         }
     }
     Ok(())
+}
+
+/// HTTP/2 splits `cookie` into crumbs, one field each; they are one header again, joined with
+/// `; `, before anything else reads them (RFC 9113 §8.2.3), as Envoy's HTTP/2 codec does: the
+/// policies and an HTTP/1.1 upstream see the one `cookie` header the client meant.
+fn join_cookie_crumbs(headers: &mut HeaderMap) {
+    let mut joined: Vec<u8> = Vec::new();
+    for v in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
 }
 
 /// Removes the headers that `Connection` nominates, before the policies see the request (RFC
@@ -517,6 +543,27 @@ mod tests {
 
     fn parts(req: http::Request<()>) -> http::request::Parts {
         req.into_parts().0
+    }
+
+    #[test]
+    fn http2_cookie_crumbs_become_one_header_and_http1_cookies_stay() {
+        let request = |version| {
+            http::Request::builder()
+                .version(version)
+                .uri("http://a/x")
+                .header("cookie", "a=1")
+                .header("cookie", "b=2")
+                .body(())
+                .unwrap()
+        };
+        let mut p = parts(request(Version::HTTP_2));
+        admit(&mut p).unwrap();
+        let v: Vec<_> = p.headers.get_all("cookie").iter().collect();
+        assert_eq!(v, ["a=1; b=2"]);
+        let mut p = parts(request(Version::HTTP_11));
+        p.headers.insert("host", HeaderValue::from_static("a"));
+        admit(&mut p).unwrap();
+        assert_eq!(p.headers.get_all("cookie").iter().count(), 2);
     }
 
     #[test]

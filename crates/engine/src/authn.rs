@@ -7,6 +7,7 @@
 //! header, the payload handed to authorization with space-delimited claims split). Does not own
 //! the response: it returns a [`Status`] and the decision module turns it into one.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -256,6 +257,9 @@ impl KeyStore for NoRemoteKeys {
     }
 }
 
+/// One provider's verdict, and, when it failed, the tokens it had verified before the failing
+/// one: Envoy applies a token's side effects as soon as it verifies (`handleGoodJwt`), so they
+/// stand even when a later token of the same provider fails.
 fn verify_provider(
     p: &JwtProvider,
     headers: &HeaderMap,
@@ -263,6 +267,28 @@ fn verify_provider(
     now: u64,
     keys: &dyn KeyStore,
     unknown_kid: &mut Vec<RemoteKeySource>,
+) -> (ProviderState, Vec<(Location, Arc<Verified>)>) {
+    let mut verified_before = Vec::new();
+    let state = verify_provider_tokens(
+        p,
+        headers,
+        query,
+        now,
+        keys,
+        unknown_kid,
+        &mut verified_before,
+    );
+    (state, verified_before)
+}
+
+fn verify_provider_tokens(
+    p: &JwtProvider,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    now: u64,
+    keys: &dyn KeyStore,
+    unknown_kid: &mut Vec<RemoteKeySource>,
+    verified_before: &mut Vec<(Location, Arc<Verified>)>,
 ) -> ProviderState {
     let cache = keys.verified_cache();
     let keys_gen = || match &p.keys {
@@ -327,7 +353,10 @@ fn verify_provider(
                     tokens.push((e.location, hit));
                     continue;
                 }
-                Err(s) => return ProviderState::Failed(s),
+                Err(s) => {
+                    *verified_before = tokens;
+                    return ProviderState::Failed(s);
+                }
             }
         }
         match meshguard_jwt::verify(&e.token, &p.validation, jwks, now) {
@@ -351,6 +380,7 @@ fn verify_provider(
                 tokens.push((e.location, verified));
             }
             Err(Status::JwksNoValidKeys) if remote.is_some() => {
+                *verified_before = tokens;
                 return ProviderState::Failed(Status::JwksFetchFail);
             }
             Err(s) => {
@@ -361,6 +391,7 @@ fn verify_provider(
                 {
                     unknown_kid.push(src.clone());
                 }
+                *verified_before = tokens;
                 return ProviderState::Failed(s);
             }
         }
@@ -401,13 +432,21 @@ pub fn authenticate(
     if providers.is_empty() {
         return AuthnResult::NotApplicable;
     }
+    let mut run = Run {
+        headers,
+        query: query.map(Cow::Borrowed),
+        now,
+        keys,
+        ops,
+        unknown_kid,
+    };
+    // Pass 1, `requires_any` over the providers: the first that accepts wins.
     let mut states: Vec<ProviderState> = Vec::with_capacity(providers.len());
     let mut accepted = None;
     for (i, p) in providers.iter().enumerate() {
-        let st = verify_provider(p, headers, query, now, keys, unknown_kid);
+        let st = run.provider(p);
         let ok = matches!(st, ProviderState::Ok(_));
         states.push(st);
-        // `requires_any` stops at the first provider that accepts.
         if ok {
             accepted = Some((i, p));
             break;
@@ -439,7 +478,7 @@ pub fn authenticate(
             _ => Vec::new(),
         };
         // An accepting provider has at least one verified token.
-        let Some(verified) = apply_success(provider, tokens, headers, ops) else {
+        let Some(verified) = apply_success(provider, tokens, run.headers, run.ops) else {
             return AuthnResult::Anonymous;
         };
         return AuthnResult::Authenticated {
@@ -453,21 +492,101 @@ pub fn authenticate(
         }
         return AuthnResult::Anonymous;
     }
-    AuthnResult::Rejected(fold_status(&states))
+    let [only] = states.as_slice() else {
+        return run.requires_all(providers, &states);
+    };
+    AuthnResult::Rejected(only.status().unwrap_or(Status::JwtMissed))
 }
 
-/// Envoy's reported status when no provider accepted (docs/semantics.md §2.3): the last "real" error wins, else
-/// `JwtUnknownIssuer`. With one provider this is simply its status.
-fn fold_status(states: &[ProviderState]) -> Status {
-    let first_err = states
-        .iter()
-        .filter_map(ProviderState::status)
-        .find(|s| *s != Status::JwtMissed);
+/// One authentication: the request as the providers see it while they run. Envoy applies a
+/// verified token's side effects at once (`handleGoodJwt`): the headers it adds, and the
+/// removal of the token from where it was found (its header, its query parameter), stand for
+/// every provider that runs later, even when the provider that verified it fails on another
+/// token.
+struct Run<'r, 'q> {
+    headers: &'r mut HeaderMap,
+    /// The query as later providers see it.
+    query: Option<Cow<'q, str>>,
+    now: u64,
+    keys: &'r dyn KeyStore,
+    ops: &'r mut Vec<HeaderOp>,
+    unknown_kid: &'r mut Vec<RemoteKeySource>,
+}
+
+impl Run<'_, '_> {
+    /// Runs one provider as Envoy's provider verifier does: its output headers are removed
+    /// first (`sanitizeHeaders`), then its tokens are verified in order until one fails. The
+    /// tokens verified before a failure have had their side effects applied.
+    fn provider(&mut self, p: &JwtProvider) -> ProviderState {
+        sanitize(std::slice::from_ref(p), self.headers, self.ops);
+        let (st, verified_before) = verify_provider(
+            p,
+            self.headers,
+            self.query.as_deref(),
+            self.now,
+            self.keys,
+            self.unknown_kid,
+        );
+        if !verified_before.is_empty() {
+            self.apply(p, verified_before);
+        }
+        st
+    }
+
+    /// A provider's verified tokens' side effects, the query kept in step.
+    fn apply(
+        &mut self,
+        p: &JwtProvider,
+        tokens: Vec<(Location, Arc<Verified>)>,
+    ) -> Option<Arc<Verified>> {
+        let first_op = self.ops.len();
+        let last = apply_success(p, tokens, self.headers, self.ops);
+        for op in self.ops.get(first_op..).unwrap_or_default() {
+            if let (HeaderOp::RemoveParam { name }, Some(q)) = (op, &self.query) {
+                self.query = crate::extract::remove_query_param(q, name).map(Cow::Owned);
+            }
+        }
+        last
+    }
+
+    /// Istio's second branch with several providers, `requires_all` of `requires_any {provider,
+    /// allow_missing}` (docs/semantics.md, "Requirement logic"): every provider runs again on
+    /// the request as pass 1 left it; one that finds no token passes; the first that fails ends
+    /// the branch. When all pass the request is accepted (with the payload of the last token
+    /// verified, if any); otherwise Envoy's status fold over pass 1 and this branch decides.
+    fn requires_all(&mut self, providers: &[JwtProvider], states: &[ProviderState]) -> AuthnResult {
+        let mut accepted: Option<(usize, Arc<Verified>)> = None;
+        let mut branch = None;
+        for (i, p) in providers.iter().enumerate() {
+            match self.provider(p) {
+                ProviderState::Ok(tokens) => {
+                    if let Some(v) = self.apply(p, tokens) {
+                        accepted = Some((i, v));
+                    }
+                }
+                ProviderState::Missing => {}
+                ProviderState::Failed(s) => {
+                    branch = Some(s);
+                    break;
+                }
+            }
+        }
+        match (branch, accepted) {
+            (None, Some((provider, verified))) => AuthnResult::Authenticated { verified, provider },
+            (None, None) => AuthnResult::Anonymous,
+            (Some(s), _) => AuthnResult::Rejected(fold_status(states, s)),
+        }
+    }
+}
+/// Envoy's reported status when no provider accepted (docs/semantics.md, "Requirement
+/// logic"): over the providers' pass-1 statuses and then the `requires_all` branch's, the last
+/// "real" error wins, else `JwtUnknownIssuer`, else `JwtMissed`.
+fn fold_status(states: &[ProviderState], branch: Status) -> Status {
     let mut folded = Status::JwtMissed;
     for s in states
         .iter()
         .filter_map(ProviderState::status)
-        .chain(first_err)
+        .chain(std::iter::once(branch))
     {
         if !matches!(s, Status::JwtMissed | Status::JwtUnknownIssuer) || folded == Status::JwtMissed
         {

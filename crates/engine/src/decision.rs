@@ -127,8 +127,21 @@ fn id_of(m: Option<(&CompiledPolicy, &CompiledRule)>) -> Option<Arc<str>> {
     m.map(|(_, r)| r.id.clone())
 }
 
-/// Istio's order after JWT: CUSTOM (as DENY, no ext_authz client yet: docs/decisions.md, decision 5),
-/// AUDIT, DENY, then ALLOW. Dry-run policies are evaluated into shadow results only.
+/// CUSTOM, which Istio runs before JWT validation: with no ext_authz client yet
+/// (docs/decisions.md, decision 5), a matching rule denies, as istiod's stand-in for an
+/// unknown provider does. `None` when no CUSTOM rule matches.
+pub fn authorize_custom(cw: &CompiledWorkload, req: &RequestAttributes<'_>) -> Option<AuthzReport> {
+    let (p, rule) = first_match(cw.custom.iter(), req)?;
+    Some(AuthzReport {
+        matched_policy: Some(rule.id.clone()),
+        matched_action: Some(p.action.as_str()),
+        denied: Some(DenyReason::DenyPolicy(rule.id.clone())),
+        ..Default::default()
+    })
+}
+
+/// Istio's order after JWT: AUDIT, DENY, then ALLOW (CUSTOM ran before JWT validation, see
+/// [`authorize_custom`]). Dry-run policies are evaluated into shadow results only.
 pub fn authorize(cw: &CompiledWorkload, req: &RequestAttributes<'_>) -> AuthzReport {
     let mut report = AuthzReport {
         audit: id_of(first_match(cw.audit.iter(), req)),
@@ -148,11 +161,7 @@ pub fn authorize(cw: &CompiledWorkload, req: &RequestAttributes<'_>) -> AuthzRep
             });
         }
     }
-    let deny_like = cw
-        .custom
-        .iter()
-        .chain(cw.deny.iter().filter(|p| !p.dry_run));
-    if let Some((p, rule)) = first_match(deny_like, req) {
+    if let Some((p, rule)) = first_match(cw.deny.iter().filter(|p| !p.dry_run), req) {
         report.matched_policy = Some(rule.id.clone());
         report.matched_action = Some(p.action.as_str());
         report.denied = Some(DenyReason::DenyPolicy(rule.id.clone()));

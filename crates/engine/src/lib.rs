@@ -162,6 +162,34 @@ pub fn evaluate(cw: &CompiledWorkload, req: HttpRequest<'_>, opts: &EvalOptions<
     };
     let realm = || realm(req.scheme, req.host, &path);
 
+    // CUSTOM runs before JWT validation, as Istio places its filters (docs/semantics.md,
+    // "Request processing pipeline"): it sees the request as received, tokens and client
+    // copies of output headers included, and a match is denied whatever the token.
+    if !cw.custom.is_empty() {
+        let attrs = RequestAttributes {
+            method: req.method,
+            path: path_only,
+            host: req.host,
+            headers: req.headers,
+            source_ip: req.source_ip,
+            remote_ip: req.remote_ip.or(req.source_ip),
+            destination_ip: req.destination_ip,
+            destination_port: req.destination_port,
+            sni: req.sni,
+            peer_identity: None,
+            jwt: None,
+        };
+        if let Some(report) = decision::authorize_custom(cw, &attrs) {
+            if opts.explain {
+                out.explanation = Some(decision::explain(cw, &attrs));
+            }
+            out.denial = report.denied.clone().map(|r| Denial::new(r, &realm()));
+            out.authz = report;
+            out.path = Some(path.clone());
+            return out;
+        }
+    }
+
     authn::sanitize(&cw.providers, req.headers, &mut out.header_ops);
     out.cors_preflight = !cw.providers.is_empty() && is_cors_preflight(req.method, req.headers);
     if !out.cors_preflight {

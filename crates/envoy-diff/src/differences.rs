@@ -6,7 +6,7 @@
 //! look at what meshguard answered (its own status string) and at the request or policy feature
 //! that causes the difference, so that a new difference never hides behind an old one.
 
-use meshguard_model::{Action, PolicySet, Presence};
+use meshguard_model::{PolicySet, Presence};
 
 use crate::client::{Answer, Response};
 use crate::compare::{Field, Mismatch, Observation};
@@ -110,27 +110,6 @@ pub static KNOWN: &[KnownDifference] = &[
         applies: |c| {
             let hosts = c.header_count("host") + usize::from(c.request.host.is_some());
             hosts >= 2 && c.meshguard_refused(400, "Bad Request")
-        },
-    },
-    KnownDifference {
-        id: "custom-without-ext-authz",
-        doc: "Authorization: CUSTOM policies",
-        applies: |c| {
-            let custom = c
-                .policies
-                .authorization_policies
-                .iter()
-                .any(|p| p.spec.action == Action::Custom);
-            // Istio runs the CUSTOM stand-in before jwt_authn: a bad token that a CUSTOM rule
-            // matches is 403 `RBAC: access denied` there, and meshguard's JWT answer here (401,
-            // or 403 for a wrong audience; `www-authenticate` either way).
-            let jwt_failure = c.meshguard_response().is_some_and(|r| {
-                r.header("www-authenticate").is_some() && (r.status == 401 || r.status == 403)
-            });
-            custom
-                && jwt_failure
-                && matches!(&c.envoy.answer, Answer::Response(e) if e.status == 403
-                    && e.header("www-authenticate").is_none())
         },
     },
     KnownDifference {
@@ -318,37 +297,6 @@ pub static KNOWN: &[KnownDifference] = &[
                     .any(|r| r.jwks.is_empty() && !r.jwks_uri.is_empty())
             });
             remote && c.meshguard_refused(401, "Jwks remote fetch is failed")
-        },
-    },
-    // Last: the most general JWT entry, after the ones that name a cause.
-    KnownDifference {
-        id: "which-failure-of-several-tokens",
-        doc: "JWT: several tokens failing differently at several providers",
-        applies: |c| {
-            let jwt_refusal = |a: &Answer| {
-                matches!(a, Answer::Response(r) if (r.status == 401 || r.status == 403)
-                    && r.header("www-authenticate").is_some())
-            };
-            let providers: usize = c
-                .policies
-                .request_authentications
-                .iter()
-                .map(|ra| ra.spec.jwt_rules.len())
-                .sum();
-            let tokens = c
-                .request
-                .headers
-                .iter()
-                .map(|(_, v)| v.as_str())
-                .chain(std::iter::once(c.request.target.as_str()))
-                .map(|v| v.matches("eyJ").count())
-                .sum::<usize>();
-            providers >= 2
-                && tokens >= 2
-                && jwt_refusal(&c.meshguard.answer)
-                && jwt_refusal(&c.envoy.answer)
-                && c.meshguard.upstream.is_empty()
-                && c.envoy.upstream.is_empty()
         },
     },
 ];

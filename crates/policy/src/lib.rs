@@ -108,18 +108,27 @@ pub fn compile_loaded(
 /// compilation with every error found, in file and document order.
 pub fn compile(set: &PolicySet, workload: &Workload) -> Result<CompiledWorkload, LoadErrors> {
     let mut errors = Vec::new();
-    let mut providers = Vec::new();
+    // istiod concatenates the rules of the workload namespace's resources, then the root
+    // namespace's (`getConfigsForWorkload`), then sorts them by issuer, which keeps that order
+    // among equal issuers (as Envoy 1.40 behind istiod shows: the workload namespace's rule for
+    // an issuer is tried before the root namespace's).
+    let mut own = Vec::new();
+    let mut root = Vec::new();
     for ra in &set.request_authentications {
         match authn::compile_request_authentication(ra) {
             Ok(p) if attachment(ra, workload) == Attachment::Applies => {
-                providers.extend(p);
+                if ra.namespace == workload.namespace {
+                    own.extend(p);
+                } else {
+                    root.extend(p);
+                }
             }
             Ok(_) => {}
             Err(e) => errors.extend(e),
         }
     }
-    // istiod sorts the concatenated rules by issuer (`slices.SortBy`); a stable sort keeps
-    // equal issuers in load order, which is one of the orders istiod may produce.
+    let mut providers = own;
+    providers.append(&mut root);
     providers.sort_by(|a, b| a.issuer.cmp(&b.issuer));
     for (i, p) in providers.iter_mut().enumerate() {
         p.name = format!("origins-{i}").into();

@@ -122,9 +122,10 @@ fn no_policy_forwards_everything_and_echo_shows_what_upstream_received() {
             .is_some_and(|s| s.len() == 36),
         "{j}"
     );
+    // Joined with a bare `,` and the peer appended the same way, as Envoy writes it.
     assert_eq!(
         j["headers"]["x-forwarded-for"],
-        "203.0.113.9, 198.51.100.2, 192.0.2.1, 127.0.0.1"
+        "203.0.113.9,198.51.100.2, 192.0.2.1,127.0.0.1"
     );
     // HTTP/2 with prior knowledge on the same port.
     let r = curl(&["--http2-prior-knowledge", &format!("{}/get", p.base)]);

@@ -13,7 +13,7 @@
 //!   `x-envoy-internal` for loopback clients, `x-envoy-expected-rq-timeout-ms`, ...);
 //! * response headers other than the four above (`date`, `server`, `content-length`).
 //!
-//! Header lines are compared by name with their values joined by `,`: Envoy forwards a
+//! Header lines are compared by name with their non-empty values joined by `,`: Envoy forwards a
 //! repeated header it keeps inline (`authorization`, `user-agent`, `accept`, ...) as one line
 //! `a,b`, meshguard as the two lines it received; the two are the same field (RFC 9110 §5.3).
 //! What Envoy's joining does to *matching* shows in the statuses, which are compared.
@@ -226,10 +226,19 @@ fn with_last_xff_element(value: &str, peer: &str) -> String {
     }
 }
 
+/// The values of one header joined with `,`, empty ones left out: Envoy drops an empty line
+/// when it joins a repeated inline header (RFC 9110 §5.6.1: empty list elements do not count).
 fn values_text(v: Option<&Vec<String>>) -> String {
     match v {
         None => "(absent)".into(),
-        Some(v) => format!("{:?}", v.join(",")),
+        Some(v) => {
+            let kept: Vec<&str> = v
+                .iter()
+                .map(String::as_str)
+                .filter(|s| !s.is_empty())
+                .collect();
+            format!("{:?}", kept.join(","))
+        }
     }
 }
 

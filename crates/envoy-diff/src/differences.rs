@@ -30,11 +30,13 @@ impl Case<'_> {
         }
     }
 
-    /// meshguard answered `status` with exactly `body`, and did not forward.
+    /// meshguard answered `status` with exactly `body` (no body at all to a `HEAD`), and did
+    /// not forward.
     fn meshguard_refused(&self, status: u16, body: &str) -> bool {
-        self.meshguard_response()
-            .is_some_and(|r| r.status == status && r.body == body.as_bytes())
-            && self.meshguard.upstream.is_empty()
+        let head = self.request.method.eq_ignore_ascii_case("HEAD");
+        self.meshguard_response().is_some_and(|r| {
+            r.status == status && (r.body == body.as_bytes() || (head && r.body.is_empty()))
+        }) && self.meshguard.upstream.is_empty()
     }
 
     /// Only these fields differ.

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::intake::{self, Refusal, remote_ip};
 use crate::metrics::{AuthzLabels, JwtLabels, Metrics, ResultLabels};
-use crate::response::{Body, LocalReply, UpstreamFailure, local_reply, refusal_reply};
+use crate::response::{Body, LocalReply, ReplyTo, UpstreamFailure, local_reply, refusal_reply};
 use crate::state::{PolicyState, Snapshot, unix_now};
 use crate::upstream::{SendError, Upstream};
 
@@ -292,21 +292,6 @@ pub async fn handle(
     conn: ConnInfo,
     shared: Arc<Shared>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
-    let head = req.method() == Method::HEAD;
-    let resp = serve(req, conn, shared).await?;
-    Ok(if head {
-        crate::response::for_head(resp)
-    } else {
-        resp
-    })
-}
-
-/// [`handle`] before the answer to a `HEAD` loses its body.
-async fn serve(
-    req: Request<Incoming>,
-    conn: ConnInfo,
-    shared: Arc<Shared>,
-) -> Result<Response<Body>, std::convert::Infallible> {
     // For the access log and the request-duration histogram.
     let started = Instant::now();
     let start_time = unix_now();
@@ -315,6 +300,10 @@ async fn serve(
 
     let fields = intake::Fields::scan(&parts.headers);
     let grpc = fields.grpc;
+    let reply_to = ReplyTo {
+        grpc,
+        head: parts.method == Method::HEAD,
+    };
     let te_trailers = fields.te_trailers;
     let admitted = intake::admit_scanned(&mut parts, fields);
     let request_id = match parts.headers.entry(&X_REQUEST_ID) {
@@ -353,7 +342,7 @@ async fn serve(
                 );
             }
             shared.metrics.record_response(reply.status, elapsed, None);
-            return Ok(refusal_reply(refusal, grpc));
+            return Ok(refusal_reply(refusal, reply_to));
         }
     };
     let remote = remote_ip(&parts.headers, conn.peer.ip(), shared.trusted_proxies);
@@ -445,13 +434,13 @@ async fn serve(
     if let Some(denial) = &outcome.denial {
         let reply = LocalReply::from(denial);
         log(reply.status, &reply.details, Instant::now(), None);
-        return Ok(local_reply(&reply, grpc));
+        return Ok(local_reply(&reply, reply_to));
     }
     if parts.method == Method::CONNECT {
         // Allowed by the policies, but never forwarded: there is no route for tunnels.
         let reply = LocalReply::from(Refusal::ConnectNotRouted);
         log(reply.status, &reply.details, Instant::now(), None);
-        return Ok(refusal_reply(Refusal::ConnectNotRouted, grpc));
+        return Ok(refusal_reply(Refusal::ConnectNotRouted, reply_to));
     }
 
     // Forward: the normalized path (origin-form), the original Host, forwarding headers set.
@@ -473,7 +462,7 @@ async fn serve(
                     www_authenticate: None,
                 };
                 log(400, &reply.details, Instant::now(), None);
-                return Ok(local_reply(&reply, grpc));
+                return Ok(local_reply(&reply, reply_to));
             }
         }
     };
@@ -513,7 +502,7 @@ async fn serve(
             tracing::debug!(?fault, "the client's request body failed");
             let reply = LocalReply::from(&fault);
             log(reply.status, &reply.details, Instant::now(), None);
-            let mut resp = local_reply(&reply, grpc);
+            let mut resp = local_reply(&reply, reply_to);
             if parts.version < http::Version::HTTP_2 {
                 // The rest of the body cannot be told from a next request: close, and say so
                 // (as Envoy does).
@@ -537,7 +526,7 @@ async fn serve(
     tracing::warn!(upstream = %shared.upstream, ?failure, "upstream failed");
     let reply = LocalReply::from(&failure);
     log(reply.status, &reply.details, Instant::now(), None);
-    Ok(local_reply(&reply, grpc))
+    Ok(local_reply(&reply, reply_to))
 }
 
 #[cfg(test)]

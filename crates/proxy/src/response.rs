@@ -195,8 +195,8 @@ impl From<Refusal> for LocalReply {
 /// is closed once the reply is written: the request's body is not read, and a client that
 /// sent one malformed request is not trusted with the framing of the next (hyper drops the
 /// header over HTTP/2, where it has no meaning).
-pub fn refusal_reply(r: Refusal, grpc: bool) -> Response<Body> {
-    let mut resp = local_reply(&LocalReply::from(r), grpc);
+pub fn refusal_reply(r: Refusal, to: ReplyTo) -> Response<Body> {
+    let mut resp = local_reply(&LocalReply::from(r), to);
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp
@@ -232,8 +232,8 @@ fn grpc_status(status: u16) -> u8 {
 
 /// Builds the response for a local reply. gRPC clients get HTTP 200 with no body and the
 /// status in `grpc-status`/`grpc-message` (trailers-only), as Envoy does.
-pub fn local_reply(reply: &LocalReply, grpc: bool) -> Response<Body> {
-    let mut resp = if grpc {
+pub fn local_reply(reply: &LocalReply, to: ReplyTo) -> Response<Body> {
+    let mut resp = if to.grpc {
         let mut r = Response::new(full(Bytes::new()));
         let h = r.headers_mut();
         h.insert(
@@ -265,14 +265,25 @@ pub fn local_reply(reply: &LocalReply, grpc: bool) -> Response<Body> {
     {
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, w);
     }
+    if to.head {
+        resp = for_head(resp);
+    }
     resp
+}
+
+/// What a local reply answers, for its framing: a gRPC request gets a trailers-only gRPC
+/// answer, a `HEAD` request the headers without the body.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplyTo {
+    pub grpc: bool,
+    pub head: bool,
 }
 
 /// The answer to a `HEAD` request: a local reply keeps its headers, `content-length`
 /// included (as Envoy answers), and loses its body. hyper leaves the body out of HTTP/1.1
 /// answers itself, but over HTTP/2 it would send it as DATA frames, which the client must
-/// treat as a protocol error. An upstream's answer to `HEAD` has no body to remove.
-pub fn for_head(mut resp: Response<Body>) -> Response<Body> {
+/// treat as a protocol error. (An upstream's answer to `HEAD` has no body to remove.)
+fn for_head(mut resp: Response<Body>) -> Response<Body> {
     if let Body::Local(local) = resp.body() {
         let len = hyper::body::Body::size_hint(local).exact().unwrap_or(0);
         if len > 0 {
@@ -310,7 +321,13 @@ mod tests {
             details: "rbac_access_denied_matched_policy[none]".into(),
             www_authenticate: None,
         };
-        let resp = for_head(local_reply(&r, false));
+        let resp = local_reply(
+            &r,
+            ReplyTo {
+                grpc: false,
+                head: true,
+            },
+        );
         assert_eq!(resp.status(), 403);
         assert_eq!(resp.headers()["content-length"], "19");
         assert_eq!(resp.headers()["content-type"], "text/plain");
@@ -325,12 +342,18 @@ mod tests {
             details: String::new(),
             www_authenticate: Some("Bearer realm=\"x\"".into()),
         };
-        let resp = local_reply(&r, true);
+        let resp = local_reply(
+            &r,
+            ReplyTo {
+                grpc: true,
+                head: false,
+            },
+        );
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()["grpc-status"], "16");
         assert_eq!(resp.headers()["grpc-message"], "Jwt is expired");
         assert_eq!(resp.headers()["content-type"], "application/grpc");
-        let plain = local_reply(&r, false);
+        let plain = local_reply(&r, ReplyTo::default());
         assert_eq!(plain.status(), 401);
         assert_eq!(plain.headers()["content-type"], "text/plain");
         assert_eq!(plain.headers()["www-authenticate"], "Bearer realm=\"x\"");

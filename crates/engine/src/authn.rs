@@ -573,11 +573,17 @@ impl Run<'_, '_> {
         }
         match (branch, accepted) {
             (None, Some((provider, verified))) => AuthnResult::Authenticated { verified, provider },
+            // Every provider found no token the second time round: anonymous, which a
+            // `presence: REQUIRED` rule refuses, as when no token was sent at all.
+            (None, None) if providers.iter().any(|p| p.required) => {
+                AuthnResult::Rejected(Status::JwtMissed)
+            }
             (None, None) => AuthnResult::Anonymous,
             (Some(s), _) => AuthnResult::Rejected(fold_status(states, s)),
         }
     }
 }
+
 /// Envoy's reported status when no provider accepted (docs/semantics.md, "Requirement
 /// logic"): over the providers' pass-1 statuses and then the `requires_all` branch's, the last
 /// "real" error wins, else `JwtUnknownIssuer`, else `JwtMissed`.

@@ -69,6 +69,7 @@ pub enum HeaderOp {
     },
     /// A verified token's query parameter, removed from the forwarded path (its header
     /// counterpart is `Remove`), unless `forwardOriginalToken`.
+    #[serde(rename = "remove_param")]
     RemoveParam { name: String },
 }
 
@@ -439,12 +440,14 @@ pub fn authenticate(
         keys,
         ops,
         unknown_kid,
+        changed: false,
+        last: None,
     };
     // Pass 1, `requires_any` over the providers: the first that accepts wins.
     let mut states: Vec<ProviderState> = Vec::with_capacity(providers.len());
     let mut accepted = None;
     for (i, p) in providers.iter().enumerate() {
-        let st = run.provider(p);
+        let st = run.provider(i, p);
         let ok = matches!(st, ProviderState::Ok(_));
         states.push(st);
         if ok {
@@ -478,7 +481,7 @@ pub fn authenticate(
             _ => Vec::new(),
         };
         // An accepting provider has at least one verified token.
-        let Some(verified) = apply_success(provider, tokens, run.headers, run.ops) else {
+        let Some(verified) = run.apply(i, provider, tokens) else {
             return AuthnResult::Anonymous;
         };
         return AuthnResult::Authenticated {
@@ -511,14 +514,23 @@ struct Run<'r, 'q> {
     keys: &'r dyn KeyStore,
     ops: &'r mut Vec<HeaderOp>,
     unknown_kid: &'r mut Vec<RemoteKeySource>,
+    /// Some token's side effects were applied: the request is no longer as received.
+    changed: bool,
+    /// The last token verified, by any provider, with that provider's index: the payload
+    /// authorization sees when the `requires_all` branch accepts (Envoy keeps every verified
+    /// token's payload in the request's metadata, the last one winning).
+    last: Option<(usize, Arc<Verified>)>,
 }
 
 impl Run<'_, '_> {
     /// Runs one provider as Envoy's provider verifier does: its output headers are removed
     /// first (`sanitizeHeaders`), then its tokens are verified in order until one fails. The
     /// tokens verified before a failure have had their side effects applied.
-    fn provider(&mut self, p: &JwtProvider) -> ProviderState {
-        sanitize(std::slice::from_ref(p), self.headers, self.ops);
+    fn provider(&mut self, index: usize, p: &JwtProvider) -> ProviderState {
+        if self.changed {
+            // Only side effects can have added them since the first `sanitize`.
+            sanitize(std::slice::from_ref(p), self.headers, self.ops);
+        }
         let (st, verified_before) = verify_provider(
             p,
             self.headers,
@@ -528,50 +540,61 @@ impl Run<'_, '_> {
             self.unknown_kid,
         );
         if !verified_before.is_empty() {
-            self.apply(p, verified_before);
+            self.apply(index, p, verified_before);
         }
         st
     }
 
-    /// A provider's verified tokens' side effects, the query kept in step.
+    /// A provider's verified tokens' side effects, the query kept in step; the last of them
+    /// becomes [`Run::last`] and is returned.
     fn apply(
         &mut self,
+        index: usize,
         p: &JwtProvider,
         tokens: Vec<(Location, Arc<Verified>)>,
     ) -> Option<Arc<Verified>> {
         let first_op = self.ops.len();
-        let last = apply_success(p, tokens, self.headers, self.ops);
+        let last = apply_success(p, tokens, self.headers, self.ops)?;
+        self.changed = true;
         for op in self.ops.get(first_op..).unwrap_or_default() {
             if let (HeaderOp::RemoveParam { name }, Some(q)) = (op, &self.query) {
                 self.query = crate::extract::remove_query_param(q, name).map(Cow::Owned);
             }
         }
-        last
+        self.last = Some((index, last.clone()));
+        Some(last)
     }
 
     /// Istio's second branch with several providers, `requires_all` of `requires_any {provider,
     /// allow_missing}` (docs/semantics.md, "Requirement logic"): every provider runs again on
     /// the request as pass 1 left it; one that finds no token passes; the first that fails ends
-    /// the branch. When all pass the request is accepted (with the payload of the last token
-    /// verified, if any); otherwise Envoy's status fold over pass 1 and this branch decides.
+    /// the branch. When all pass the request is accepted with the payload of the last token
+    /// verified in either pass, if any; otherwise Envoy's status fold over pass 1 and this
+    /// branch decides.
     fn requires_all(&mut self, providers: &[JwtProvider], states: &[ProviderState]) -> AuthnResult {
-        let mut accepted: Option<(usize, Arc<Verified>)> = None;
         let mut branch = None;
-        for (i, p) in providers.iter().enumerate() {
-            match self.provider(p) {
-                ProviderState::Ok(tokens) => {
-                    if let Some(v) = self.apply(p, tokens) {
-                        accepted = Some((i, v));
+        if self.changed {
+            for (i, p) in providers.iter().enumerate() {
+                match self.provider(i, p) {
+                    ProviderState::Ok(tokens) => {
+                        self.apply(i, p, tokens);
+                    }
+                    ProviderState::Missing => {}
+                    ProviderState::Failed(s) => {
+                        branch = Some(s);
+                        break;
                     }
                 }
-                ProviderState::Missing => {}
-                ProviderState::Failed(s) => {
-                    branch = Some(s);
-                    break;
-                }
             }
+        } else {
+            // Pass 1 left the request as received: every provider would answer as it did, so
+            // the branch ends at pass 1's first failure, without verifying anything again.
+            branch = states.iter().find_map(|s| match s {
+                ProviderState::Failed(s) => Some(*s),
+                _ => None,
+            });
         }
-        match (branch, accepted) {
+        match (branch, self.last.clone()) {
             (None, Some((provider, verified))) => AuthnResult::Authenticated { verified, provider },
             // Every provider found no token the second time round: anonymous, which a
             // `presence: REQUIRED` rule refuses, as when no token was sent at all.

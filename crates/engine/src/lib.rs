@@ -248,6 +248,12 @@ fn without_removed_params(
     query: Option<&str>,
     ops: &[HeaderOp],
 ) -> Option<String> {
+    if !ops
+        .iter()
+        .any(|o| matches!(o, HeaderOp::RemoveParam { .. }))
+    {
+        return None;
+    }
     let mut query = query.map(str::to_string);
     let mut changed = false;
     for op in ops {

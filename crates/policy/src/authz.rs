@@ -93,10 +93,11 @@ impl Matcher {
         }
     }
 
-    /// [`Matcher::matches`], with a repeated header read as Envoy stores it when `joined`.
-    fn matches_as(&self, req: &RequestAttributes<'_>, joined: bool) -> bool {
-        match self {
-            Matcher::Header(m) if joined => m.matches_joined(req),
+    /// [`Matcher::matches`], or, given the joined value of a repeated header (made once per
+    /// field), the header read as Envoy stores it.
+    fn matches_as(&self, req: &RequestAttributes<'_>, joined: Option<Option<&[u8]>>) -> bool {
+        match (self, joined) {
+            (Matcher::Header(m), Some(value)) => m.matches_joined_value(value),
             _ => self.matches(req),
         }
     }
@@ -152,29 +153,36 @@ pub enum Joined {
 
 impl Field {
     pub fn matches(&self, req: &RequestAttributes<'_>) -> bool {
-        let per_value = self.matches_as(req, false);
+        let per_value = self.matches_as(req, None);
         let Some(joined) = self.joined else {
             return per_value;
         };
-        let repeated = self
+        let Some(value) = self.joined_value(req) else {
+            return per_value;
+        };
+        let as_joined = || self.matches_as(req, Some(value.as_deref()));
+        match joined {
+            Joined::EitherMatches => per_value || as_joined(),
+            Joined::BothMatch => per_value && as_joined(),
+        }
+    }
+
+    /// The field's header joined as Envoy stores it, made once for all its values; `None` when
+    /// the header is not repeated (both readings are then the same).
+    fn joined_value(&self, req: &RequestAttributes<'_>) -> Option<Option<Vec<u8>>> {
+        let name = self
             .values
             .iter()
             .chain(&self.not_values)
             .find_map(|m| match m {
-                Matcher::Header(h) => Some(req.headers.get_all(&h.name).iter().nth(1).is_some()),
+                Matcher::Header(h) => Some(&h.name),
                 _ => None,
-            })
-            .unwrap_or(false);
-        if !repeated {
-            return per_value;
-        }
-        match joined {
-            Joined::EitherMatches => per_value || self.matches_as(req, true),
-            Joined::BothMatch => per_value && self.matches_as(req, true),
-        }
+            })?;
+        req.headers.get_all(name).iter().nth(1)?;
+        Some(crate::matchers::joined_values(req.headers, name))
     }
 
-    fn matches_as(&self, req: &RequestAttributes<'_>, joined: bool) -> bool {
+    fn matches_as(&self, req: &RequestAttributes<'_>, joined: Option<Option<&[u8]>>) -> bool {
         (self.values.is_empty() || self.values.iter().any(|m| m.matches_as(req, joined)))
             && !self.not_values.iter().any(|m| m.matches_as(req, joined))
     }
@@ -184,14 +192,20 @@ impl Field {
         if self.matches(req) {
             return None;
         }
-        self.explain_as(req, false).or_else(|| {
-            self.explain_as(req, true).map(|why| {
+        let joined = self.joined.and_then(|_| self.joined_value(req));
+        self.explain_as(req, None).or_else(|| {
+            let value = joined.as_ref()?;
+            self.explain_as(req, Some(value.as_deref())).map(|why| {
                 format!("{why} (the repeated header read as one value joined with ',', as Envoy reads it)")
             })
         })
     }
 
-    fn explain_as(&self, req: &RequestAttributes<'_>, joined: bool) -> Option<String> {
+    fn explain_as(
+        &self,
+        req: &RequestAttributes<'_>,
+        joined: Option<Option<&[u8]>>,
+    ) -> Option<String> {
         let attr = || {
             self.values
                 .iter()

@@ -236,18 +236,27 @@ impl HeaderMatch {
 impl HeaderMatch {
     /// The header's values joined with `,` into one, as Envoy stores a repeated header it
     /// keeps inline ([`envoy_joins_repeated`]); `false` when absent.
-    pub fn matches_joined(&self, req: &RequestAttributes<'_>) -> bool {
-        let mut values = req.headers.get_all(&self.name).iter();
-        let Some(first) = values.next() else {
-            return false;
-        };
-        let mut joined = first.as_bytes().to_vec();
-        for v in values {
-            joined.push(b',');
-            joined.extend_from_slice(v.as_bytes());
-        }
-        self.value.matches_bytes(&joined)
+    /// Matches the header's values joined as Envoy stores a repeated inline header
+    /// ([`joined_values`], made once per field by the caller); `None` is an absent header.
+    pub fn matches_joined_value(&self, joined: Option<&[u8]>) -> bool {
+        joined.is_some_and(|j| self.value.matches_bytes(j))
     }
+}
+
+/// The values of `name` as Envoy stores a repeated inline header: joined with `,`, empty
+/// lines left out (Envoy appends a value to an empty one without a separator). `None` when
+/// the header is absent.
+pub fn joined_values(headers: &http::HeaderMap, name: &http::HeaderName) -> Option<Vec<u8>> {
+    let mut values = headers.get_all(name).iter().peekable();
+    values.peek()?;
+    let mut joined = Vec::new();
+    for v in values.filter(|v| !v.is_empty()) {
+        if !joined.is_empty() {
+            joined.push(b',');
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    Some(joined)
 }
 
 /// The request headers Envoy 1.40 keeps "inline": a repeated one is stored as a single value,

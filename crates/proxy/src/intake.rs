@@ -154,9 +154,19 @@ pub fn admit_scanned(
     if fields.transfer_encoding {
         check_transfer_encoding(&parts.headers)?;
     }
+    let (te, te_trailers) = (fields.te, fields.te_trailers);
     if fields.connection && remove_nominated(&mut parts.headers)? {
         // `Connection` may have nominated `Host`.
         fields = Fields::scan(&parts.headers);
+    }
+    // `TE` as Envoy's connection manager leaves it before any filter: `te: trailers` when the
+    // client listed it (even if `Connection` nominated `TE`), otherwise no `TE` at all.
+    if te_trailers {
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    } else if te {
+        parts.headers.remove(header::TE);
     }
     if fields.cookie_crumbs && parts.version == Version::HTTP_2 {
         join_cookie_crumbs(&mut parts.headers);
@@ -189,9 +199,12 @@ pub struct Fields {
     client_cert: bool,
     /// More than one `cookie` field.
     cookie_crumbs: bool,
-    /// `TE` lists `trailers` (case-sensitive, in any of its elements and lines): the upstream
-    /// gets `te: trailers` and nothing else of it, as Envoy forwards it (gRPC needs it).
+    /// `TE` lists `trailers` (case-sensitive, in any of its elements and lines): the policies
+    /// and the upstream see `te: trailers` and nothing else of it, as Envoy leaves it (gRPC
+    /// needs it).
     pub te_trailers: bool,
+    /// Some `TE` field is present.
+    te: bool,
     /// [`crate::response::is_grpc`] of the headers as received (before `Connection`
     /// nominations are removed), for the replies.
     pub grpc: bool,
@@ -215,6 +228,7 @@ impl Fields {
             client_cert: false,
             cookie_crumbs: false,
             te_trailers: false,
+            te: false,
             grpc: false,
         };
         let mut cookies = 0u8;
@@ -231,9 +245,12 @@ impl Fields {
             } else if name == header::CONNECTION {
                 fields.connection = true;
             } else if name == header::TE {
-                fields.te_trailers |= value.as_bytes().split(|&b| b == b',').any(|e| {
-                    e.split(|&b| b == b';').next().map(<[u8]>::trim_ascii) == Some(b"trailers")
-                });
+                fields.te = true;
+                // Envoy compares each whole list element, trimmed: `trailers;q=0.5` is not it.
+                fields.te_trailers |= value
+                    .as_bytes()
+                    .split(|&b| b == b',')
+                    .any(|e| e.trim_ascii() == b"trailers");
             } else if name == X_FORWARDED_CLIENT_CERT {
                 fields.client_cert = true;
             } else if name == header::CONTENT_TYPE && !fields.content_type {
@@ -291,7 +308,11 @@ fn check_transfer_encoding(headers: &HeaderMap) -> Result<(), Refusal> {
 /// policies and an HTTP/1.1 upstream see the one `cookie` header the client meant.
 fn join_cookie_crumbs(headers: &mut HeaderMap) {
     let mut joined: Vec<u8> = Vec::new();
-    for v in headers.get_all(header::COOKIE) {
+    for v in headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter(|v| !v.is_empty())
+    {
         if !joined.is_empty() {
             joined.extend_from_slice(b"; ");
         }
@@ -506,7 +527,8 @@ pub fn set_forwarding_headers(
             // One list: every value received, in order (as `remote_ip` reads them), then
             // the peer, joined with a bare `,` as Envoy appends (`Utility::appendXff`).
             let mut list = Vec::new();
-            for v in e.iter() {
+            // Empty lines are left out, as Envoy joins them.
+            for v in e.iter().filter(|v| !v.is_empty()) {
                 list.extend_from_slice(v.as_bytes());
                 list.push(b',');
             }
@@ -567,6 +589,31 @@ mod tests {
     }
 
     #[test]
+    fn policies_see_te_as_envoy_leaves_it() {
+        let admitted = |te: &'static str, connection: Option<&'static str>| {
+            let mut b = http::Request::builder()
+                .uri("/x")
+                .header("host", "a")
+                .header("te", te);
+            if let Some(c) = connection {
+                b = b.header("connection", c);
+            }
+            let mut p = parts(b.body(()).unwrap());
+            admit(&mut p).unwrap();
+            p.headers
+                .get_all("te")
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(admitted("trailers, gzip", None), ["trailers"]);
+        assert_eq!(admitted("gzip, trailers", None), ["trailers"]);
+        assert_eq!(admitted("trailers, gzip", Some("te")), ["trailers"]);
+        assert!(admitted("gzip", None).is_empty());
+        assert!(admitted("trailers;q=0.5", None).is_empty());
+    }
+
+    #[test]
     fn te_keeps_only_trailers_as_envoy() {
         let te = |values: &[&'static str]| {
             let mut h = HeaderMap::new();
@@ -578,6 +625,10 @@ mod tests {
         assert!(te(&["trailers"]));
         assert!(te(&["trailers, deflate"]));
         assert!(te(&["deflate;q=0.5, trailers"]));
+        assert!(
+            !te(&["trailers;q=0.5"]),
+            "a whole element, as Envoy compares it"
+        );
         assert!(te(&["gzip", "trailers"]));
         assert!(!te(&["Trailers"]), "case-sensitive, as Envoy");
         assert!(!te(&["gzip"]));

@@ -428,6 +428,18 @@ fn print_text(
             format!("issuer {}", r.issuer)
         };
         println!("  jwt:        {} ({}, {iss}): {what}", r.provider, r.rule);
+        if let Some(second) = &r.second_pass {
+            // Envoy's requires_all branch ran this provider again (docs/semantics.md).
+            match second.status {
+                Some(status) => {
+                    println!("              then, in the requires_all branch: failed ({status})")
+                }
+                None => println!(
+                    "              then, in the requires_all branch: {}",
+                    second.result
+                ),
+            }
+        }
     }
     match &o.principal {
         Some(p) => println!("  principal:  {p}"),

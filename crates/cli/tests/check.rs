@@ -358,3 +358,41 @@ fn explain_stops_at_a_rejected_token() {
     assert!(out.contains("  1. JWT: rejected (Jwt header is an invalid Base64url encoded), so authorization never runs\n"), "{out}");
     assert!(!out.contains("  2. authorization"), "{out}");
 }
+
+/// With several providers and none accepting, Envoy's requires_all branch runs each provider
+/// again; `check` says what each did there, and the request is accepted with the payload of
+/// the token verified on the way (docs/semantics.md, "Requirement logic").
+#[test]
+fn several_providers_show_the_requires_all_branch() {
+    let dir = std::env::temp_dir().join(format!("meshguard-check-branch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let jwks = std::fs::read_to_string(root().join("testdata/istio-demo/jwks.json")).unwrap();
+    let jwks = jwks.trim();
+    std::fs::write(
+        dir.join("ra.yaml"),
+        format!(
+            "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: two, namespace: foo}}\nspec:\n  jwtRules:\n  - issuer: https://a.example\n    jwks: '{jwks}'\n  - issuer: testing@secure.istio.io\n    jwks: '{jwks}'\n    fromHeaders: [{{name: authorization, prefix: \"Bearer \"}}, {{name: authorization, prefix: \"Token \"}}]\n"
+        ),
+    )
+    .unwrap();
+    let token = std::fs::read_to_string(root().join("testdata/istio-demo/demo.jwt")).unwrap();
+    let o = check(&[
+        "--policies",
+        dir.to_str().unwrap(),
+        "--namespace",
+        "foo",
+        "--header",
+        &format!("authorization: Bearer garbage Token {}", token.trim()),
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(
+        out.contains("then, in the requires_all branch: missing"),
+        "{out}"
+    );
+    assert!(
+        out.contains("principal:  testing@secure.istio.io/testing@secure.istio.io"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

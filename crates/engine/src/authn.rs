@@ -35,6 +35,19 @@ pub struct ProviderReport {
     pub message: Option<&'static str>,
     /// Where the token(s) came from.
     pub locations: Vec<Location>,
+    /// With several providers and none accepting, Envoy's `requires_all` branch runs each one
+    /// again on the request as the first pass left it (docs/semantics.md, "Requirement
+    /// logic"): `ok`, `missing` or `failed` there, with the status when failed. `None` when
+    /// the branch did not run this provider.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub second_pass: Option<SecondPass>,
+}
+
+/// One provider's verdict in the `requires_all` branch.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct SecondPass {
+    pub result: &'static str,
+    pub status: Option<&'static str>,
 }
 
 /// The outcome of authentication.
@@ -472,6 +485,7 @@ pub fn authenticate(
             status: status.map(Status::name),
             message: status.map(Status::message),
             locations,
+            second_pass: None,
         });
     }
     if let Some((i, provider)) = accepted {
@@ -496,7 +510,12 @@ pub fn authenticate(
         return AuthnResult::Anonymous;
     }
     let [only] = states.as_slice() else {
-        return run.requires_all(providers, &states);
+        let first_report = reports.len().saturating_sub(providers.len());
+        let (result, second) = run.requires_all(providers, &states);
+        for (report, pass) in reports.iter_mut().skip(first_report).zip(second) {
+            report.second_pass = Some(pass);
+        }
+        return result;
     };
     AuthnResult::Rejected(only.status().unwrap_or(Status::JwtMissed))
 }
@@ -571,11 +590,34 @@ impl Run<'_, '_> {
     /// the branch. When all pass the request is accepted with the payload of the last token
     /// verified in either pass, if any; otherwise Envoy's status fold over pass 1 and this
     /// branch decides.
-    fn requires_all(&mut self, providers: &[JwtProvider], states: &[ProviderState]) -> AuthnResult {
+    fn requires_all(
+        &mut self,
+        providers: &[JwtProvider],
+        states: &[ProviderState],
+    ) -> (AuthnResult, Vec<SecondPass>) {
         let mut branch = None;
+        let mut passes = Vec::with_capacity(providers.len());
+        let mut record = |st: &ProviderState| {
+            passes.push(match st {
+                ProviderState::Ok(_) => SecondPass {
+                    result: "ok",
+                    status: None,
+                },
+                ProviderState::Missing => SecondPass {
+                    result: "missing",
+                    status: None,
+                },
+                ProviderState::Failed(s) => SecondPass {
+                    result: "failed",
+                    status: Some(s.name()),
+                },
+            })
+        };
         if self.changed {
             for (i, p) in providers.iter().enumerate() {
-                match self.provider(i, p) {
+                let st = self.provider(i, p);
+                record(&st);
+                match st {
                     ProviderState::Ok(tokens) => {
                         self.apply(i, p, tokens);
                     }
@@ -589,12 +631,15 @@ impl Run<'_, '_> {
         } else {
             // Pass 1 left the request as received: every provider would answer as it did, so
             // the branch ends at pass 1's first failure, without verifying anything again.
-            branch = states.iter().find_map(|s| match s {
-                ProviderState::Failed(s) => Some(*s),
-                _ => None,
-            });
+            for st in states {
+                record(st);
+                if let ProviderState::Failed(s) = st {
+                    branch = Some(*s);
+                    break;
+                }
+            }
         }
-        match (branch, self.last.clone()) {
+        let result = match (branch, self.last.clone()) {
             (None, Some((provider, verified))) => AuthnResult::Authenticated { verified, provider },
             // Every provider found no token the second time round: anonymous, which a
             // `presence: REQUIRED` rule refuses, as when no token was sent at all.
@@ -603,7 +648,8 @@ impl Run<'_, '_> {
             }
             (None, None) => AuthnResult::Anonymous,
             (Some(s), _) => AuthnResult::Rejected(fold_status(states, s)),
-        }
+        };
+        (result, passes)
     }
 }
 

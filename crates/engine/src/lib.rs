@@ -30,7 +30,9 @@ use http::HeaderMap;
 use meshguard_policy::{CompiledWorkload, RequestAttributes};
 use serde::Serialize;
 
-pub use authn::{HeaderOp, KeyStore, NoRemoteKeys, ProviderReport, Verified, VerifiedCache};
+pub use authn::{
+    HeaderOp, KeyStore, NoRemoteKeys, ProviderReport, SecondPass, Verified, VerifiedCache,
+};
 pub use decision::{AuthzReport, Denial, DenyReason, DryRunResult, RuleExplanation};
 pub use normalize::{NormalizeError, PathNormalization};
 

@@ -168,19 +168,7 @@ pub fn evaluate(cw: &CompiledWorkload, req: HttpRequest<'_>, opts: &EvalOptions<
     // "Request processing pipeline"): it sees the request as received, tokens and client
     // copies of output headers included, and a match is denied whatever the token.
     if !cw.custom.is_empty() {
-        let attrs = RequestAttributes {
-            method: req.method,
-            path: path_only,
-            host: req.host,
-            headers: req.headers,
-            source_ip: req.source_ip,
-            remote_ip: req.remote_ip.or(req.source_ip),
-            destination_ip: req.destination_ip,
-            destination_port: req.destination_port,
-            sni: req.sni,
-            peer_identity: None,
-            jwt: None,
-        };
+        let attrs = attributes(&req, path_only, None);
         if let Some(report) = decision::authorize_custom(cw, &attrs) {
             if opts.explain {
                 out.explanation = Some(decision::explain(cw, &attrs));
@@ -219,19 +207,7 @@ pub fn evaluate(cw: &CompiledWorkload, req: HttpRequest<'_>, opts: &EvalOptions<
         }
     }
 
-    let attrs = RequestAttributes {
-        method: req.method,
-        path: path_only,
-        host: req.host,
-        headers: req.headers,
-        source_ip: req.source_ip,
-        remote_ip: req.remote_ip.or(req.source_ip),
-        destination_ip: req.destination_ip,
-        destination_port: req.destination_port,
-        sni: req.sni,
-        peer_identity: None,
-        jwt: out.payload.as_ref().map(|v| &v.payload),
-    };
+    let attrs = attributes(&req, path_only, out.payload.as_ref().map(|v| &v.payload));
     out.authz = decision::authorize(cw, &attrs);
     if opts.explain {
         out.explanation = Some(decision::explain(cw, &attrs));
@@ -241,6 +217,28 @@ pub fn evaluate(cw: &CompiledWorkload, req: HttpRequest<'_>, opts: &EvalOptions<
     }
     out.path = Some(without_removed_params(path_only, query, &out.header_ops).unwrap_or(path));
     out
+}
+
+/// What the matchers read of `req`: its normalized `path` (without the query) and, once
+/// authentication has run, the verified payload.
+fn attributes<'a>(
+    req: &'a HttpRequest<'_>,
+    path: &'a str,
+    jwt: Option<&'a serde_json::Map<String, serde_json::Value>>,
+) -> RequestAttributes<'a> {
+    RequestAttributes {
+        method: req.method,
+        path,
+        host: req.host,
+        headers: req.headers,
+        source_ip: req.source_ip,
+        remote_ip: req.remote_ip.or(req.source_ip),
+        destination_ip: req.destination_ip,
+        destination_port: req.destination_port,
+        sni: req.sni,
+        peer_identity: None,
+        jwt,
+    }
 }
 
 /// The path to forward when authentication removed token parameters from the query; `None`

@@ -307,7 +307,7 @@ pub fn run_echo(args: EchoArgs) -> Result<i32, CliError> {
             .local_addr()
             .map_err(|e| CliError::Internal(e.to_string()))?;
         eprintln!("meshguard: echo upstream on http://{addr}");
-        meshguard_proxy::echo::serve(listener, meshguard_proxy::shutdown_signal())
+        meshguard_echo::serve(listener, meshguard_proxy::shutdown_signal())
             .await
             .map_err(|e| CliError::Internal(e.to_string()))?;
         Ok(0)

@@ -1,10 +1,10 @@
 //! The proxy: meshguard's engine on live HTTP traffic.
 //!
 //! [`server::start`] loads the policies, binds the proxy and admin listeners, starts the
-//! built-in echo upstream when no upstream is given, and serves until told to stop. Each
-//! request goes through [`handler::handle`]: one snapshot load, one engine evaluation, then a
-//! local reply ([`response`]) or a forwarded request. Reloads ([`reload`], [`state`]) swap the
-//! snapshot atomically and keep the last good one on error.
+//! built-in echo upstream (`meshguard-echo`) when no upstream is given, and serves until told
+//! to stop. Each request goes through [`handler::handle`]: one snapshot load, one engine
+//! evaluation, then a local reply ([`response`]) or a forwarded request. Reloads ([`reload`],
+//! [`state`]) swap the snapshot atomically and keep the last good one on error.
 #![forbid(unsafe_code)]
 // No panics on the request path: index with `get`, no unwrap/expect/panic!/unreachable!.
 // An allowed site says why it cannot panic (docs/architecture.md, Panics). Tests may use
@@ -22,7 +22,6 @@ pub mod access_log;
 pub mod admin;
 pub mod config;
 pub mod connection;
-pub mod echo;
 pub mod handler;
 pub mod intake;
 pub mod metrics;

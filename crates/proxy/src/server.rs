@@ -139,7 +139,7 @@ pub async fn start(
             let addr = echo
                 .local_addr()
                 .map_err(|e| StartError::Io(e.to_string()))?;
-            tokio::spawn(crate::echo::serve(echo, stopped(stop_rx.clone())));
+            tokio::spawn(meshguard_echo::serve(echo, stopped(stop_rx.clone())));
             format!("http://{addr}")
                 .parse()
                 .map_err(|e| StartError::Io(format!("{e}")))?

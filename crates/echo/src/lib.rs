@@ -48,6 +48,16 @@
 //! no `x-forwarded-for` interpretation. hyper cannot send a 1xx status as a final response:
 //! [`handle`] returns the 1xx status (with no body), but [`serve`] answers `/status/1xx` with a
 //! `501` and a text body saying so.
+#![forbid(unsafe_code)]
+// No panics on the request path, as in the proxy (docs/architecture.md, Panics).
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)]
+#![cfg_attr(not(test), deny(clippy::string_slice))]
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

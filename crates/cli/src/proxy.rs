@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use clap::Args;
 use meshguard_engine::PathNormalization;
+use meshguard_model::MeshConfig;
 use meshguard_model::{Workload, parse_duration, parse_labels};
-use meshguard_proxy::{Limits, MeshConfig, ProxyConfig};
+use meshguard_proxy::{Limits, ProxyConfig};
 
 use crate::CliError;
 

@@ -45,27 +45,8 @@
 //! UTF-8 (`%c0%ae`), `...`, `;` path parameters, and letter case (`/Admin` ≠ `/admin`).
 
 use std::fmt;
-use std::str::FromStr;
 
-/// `meshConfig.pathNormalization.normalization`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum PathNormalization {
-    /// Only the fragment is removed.
-    None,
-    /// RFC 3986 normalization (`DEFAULT` is an alias).
-    #[default]
-    Base,
-    /// `Base`, then merge runs of `/`.
-    MergeSlashes,
-    /// Decode `%2F`/`%5C` first, then `MergeSlashes`.
-    DecodeAndMergeSlashes,
-}
-
-/// Why a `pathNormalization` value was not understood.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UnknownPathNormalization {
-    value: String,
-}
+pub use meshguard_model::{PathNormalization, UnknownPathNormalization};
 
 /// Why a request path is refused (400).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -78,69 +59,6 @@ pub enum NormalizeError {
     /// The target does not start with `/` (`*`, absolute form, empty).
     NotOriginForm,
 }
-
-// === impl PathNormalization ===
-
-impl PathNormalization {
-    /// Every accepted spelling, for error messages and help texts.
-    pub const ACCEPTED: &'static str =
-        "NONE, BASE, DEFAULT, MERGE_SLASHES, DECODE_AND_MERGE_SLASHES";
-
-    /// The canonical upper-case name, as written in MeshConfig.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PathNormalization::None => "NONE",
-            PathNormalization::Base => "BASE",
-            PathNormalization::MergeSlashes => "MERGE_SLASHES",
-            PathNormalization::DecodeAndMergeSlashes => "DECODE_AND_MERGE_SLASHES",
-        }
-    }
-}
-
-impl FromStr for PathNormalization {
-    type Err = UnknownPathNormalization;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let known = [
-            ("NONE", PathNormalization::None),
-            ("BASE", PathNormalization::Base),
-            ("DEFAULT", PathNormalization::Base),
-            ("MERGE_SLASHES", PathNormalization::MergeSlashes),
-            (
-                "DECODE_AND_MERGE_SLASHES",
-                PathNormalization::DecodeAndMergeSlashes,
-            ),
-        ];
-        known
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(s))
-            .map(|&(_, mode)| mode)
-            .ok_or_else(|| UnknownPathNormalization {
-                value: s.to_string(),
-            })
-    }
-}
-
-impl fmt::Display for PathNormalization {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-// === impl UnknownPathNormalization ===
-
-impl fmt::Display for UnknownPathNormalization {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "unknown path normalization {:?}; expected one of {}",
-            self.value,
-            PathNormalization::ACCEPTED
-        )
-    }
-}
-
-impl std::error::Error for UnknownPathNormalization {}
 
 // === impl NormalizeError ===
 

@@ -31,5 +31,5 @@ pub mod server;
 pub mod state;
 pub mod upstream;
 
-pub use config::{Limits, MeshConfig, ProxyConfig};
+pub use config::{Limits, ProxyConfig};
 pub use server::{Running, StartError, shutdown_signal, start};

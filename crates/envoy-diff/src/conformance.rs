@@ -750,7 +750,7 @@ enum RewriteError {
 /// written out again; the others are kept as they are, comments included.
 fn rewrite_policies(text: &str, port: u16) -> Result<Rewritten, RewriteError> {
     let mut out = Rewritten::default();
-    for chunk in documents(text) {
+    for chunk in crate::scenario::yaml_documents(text) {
         let mut docs: Vec<Value> =
             serde_saphyr::from_multiple(chunk).map_err(|e| RewriteError::Yaml(e.to_string()))?;
         let mut changed = false;
@@ -792,29 +792,6 @@ fn rewrite_policies(text: &str, port: u16) -> Result<Rewritten, RewriteError> {
         }
     }
     Ok(out)
-}
-
-/// `text` cut before each `---` line: each piece is one document (or several, or none).
-fn documents(text: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut at = 0;
-    for line in text.split_inclusive('\n') {
-        let is_marker = line.starts_with("---")
-            && line[3..]
-                .chars()
-                .next()
-                .is_none_or(|c| c.is_ascii_whitespace());
-        if is_marker && at > start {
-            out.push(&text[start..at]);
-            start = at;
-        }
-        at += line.len();
-    }
-    if at > start {
-        out.push(&text[start..at]);
-    }
-    out
 }
 
 fn rewrite_document(doc: &mut Value, port: u16, out: &mut Rewritten) -> Result<bool, RewriteError> {
@@ -982,7 +959,7 @@ mod tests {
     fn documents_are_cut_at_markers_only() {
         let text = "a: 1\n---\nb: '---'\n--- # c\nc: 1\n----\n";
         assert_eq!(
-            documents(text),
+            crate::scenario::yaml_documents(text),
             vec!["a: 1\n", "---\nb: '---'\n", "--- # c\nc: 1\n----\n"]
         );
     }

@@ -289,25 +289,19 @@ impl Rng {
 // ---------------------------------------------------------------------------------------------
 // YAML
 
-/// A YAML node; maps keep their order.
-#[derive(Clone, Debug)]
-enum Y {
-    Str(String),
-    Bool(bool),
-    Map(Vec<(String, Y)>),
-    List(Vec<Y>),
-}
+/// A YAML node, built as JSON and written by the YAML library ([`to_yaml`]).
+type Y = Value;
 
 fn ys(v: impl Into<String>) -> Y {
-    Y::Str(v.into())
+    Value::String(v.into())
 }
 
 fn ylist(vs: &[String]) -> Y {
-    Y::List(vs.iter().map(|v| ys(v.as_str())).collect())
+    Value::Array(vs.iter().map(|v| ys(v.as_str())).collect())
 }
 
 fn ymap(entries: Vec<(&str, Y)>) -> Y {
-    Y::Map(
+    yobj(
         entries
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
@@ -315,146 +309,29 @@ fn ymap(entries: Vec<(&str, Y)>) -> Y {
     )
 }
 
-/// Every string is written double-quoted (JSON escapes are YAML escapes), so that `${PORT}`,
-/// `*`, `true` or `8080` stay strings whatever replaces the placeholder.
-fn quote(v: &str) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| "\"\"".into())
+fn yobj(entries: Vec<(String, Y)>) -> Y {
+    Value::Object(entries.into_iter().collect())
 }
 
-fn inline(y: &Y) -> Option<String> {
-    match y {
-        Y::Str(v) => Some(quote(v)),
-        Y::Bool(b) => Some(b.to_string()),
-        Y::Map(m) if m.is_empty() => Some("{}".into()),
-        Y::List(l) if l.is_empty() => Some("[]".into()),
-        _ => None,
-    }
-}
-
-fn yaml_key(k: &str) -> String {
-    if !k.is_empty()
-        && k.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c))
-    {
-        k.to_string()
-    } else {
-        quote(k)
-    }
-}
-
-fn emit_entry(k: &str, v: &Y, indent: usize, out: &mut String) {
-    out.push_str(&yaml_key(k));
-    out.push(':');
-    match inline(v) {
-        Some(text) => {
-            out.push(' ');
-            out.push_str(&text);
-            out.push('\n');
-        }
-        None => {
-            out.push('\n');
-            emit_block(v, indent + 2, out);
-        }
-    }
-}
-
-fn emit_block(y: &Y, indent: usize, out: &mut String) {
-    let pad = " ".repeat(indent);
-    match y {
-        Y::Map(entries) if !entries.is_empty() => {
-            for (k, v) in entries {
-                out.push_str(&pad);
-                emit_entry(k, v, indent, out);
-            }
-        }
-        Y::List(items) if !items.is_empty() => {
-            for item in items {
-                out.push_str(&pad);
-                out.push_str("- ");
-                emit_item(item, indent + 2, out);
-            }
-        }
-        other => {
-            out.push_str(&pad);
-            out.push_str(&inline(other).unwrap_or_default());
-            out.push('\n');
-        }
-    }
-}
-
-/// A list item, the cursor just after `- `.
-fn emit_item(item: &Y, indent: usize, out: &mut String) {
-    match item {
-        Y::Map(entries) if !entries.is_empty() => {
-            for (i, (k, v)) in entries.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(&" ".repeat(indent));
-                }
-                emit_entry(k, v, indent, out);
-            }
-        }
-        Y::List(items) if !items.is_empty() => {
-            for (i, inner) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(&" ".repeat(indent));
-                }
-                out.push_str("- ");
-                emit_item(inner, indent + 2, out);
-            }
-        }
-        other => {
-            out.push_str(&inline(other).unwrap_or_default());
-            out.push('\n');
-        }
-    }
-}
-
+/// The document as YAML, every string quoted, so that `${PORT}`, `*`, `true` or `8080` stay
+/// strings whatever replaces the placeholder.
 fn to_yaml(doc: &Y) -> String {
-    let mut out = String::new();
-    emit_block(doc, 0, &mut out);
-    out
+    let options = serde_saphyr::ser_options! { quote_all: true };
+    serde_saphyr::to_string_with_options(doc, options)
+        .unwrap_or_else(|e| format!("# cannot serialize: {e}\n"))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Value pools
 
-/// Envoy's HTTP/1 method list (`crates/proxy/src/intake.rs`), without CONNECT (whose
+/// Envoy's HTTP/1 method list as meshguard's intake holds it, without CONNECT (whose
 /// request-target is an authority, not a path).
-const METHODS: [&str; 33] = [
-    "ACL",
-    "BIND",
-    "CHECKOUT",
-    "COPY",
-    "DELETE",
-    "GET",
-    "HEAD",
-    "LINK",
-    "LOCK",
-    "MERGE",
-    "MKACTIVITY",
-    "MKCALENDAR",
-    "MKCOL",
-    "MOVE",
-    "MSEARCH",
-    "NOTIFY",
-    "OPTIONS",
-    "PATCH",
-    "POST",
-    "PROPFIND",
-    "PROPPATCH",
-    "PURGE",
-    "PUT",
-    "REBIND",
-    "REPORT",
-    "SEARCH",
-    "SOURCE",
-    "SUBSCRIBE",
-    "TRACE",
-    "UNBIND",
-    "UNLINK",
-    "UNLOCK",
-    "UNSUBSCRIBE",
-];
+fn methods() -> impl Iterator<Item = &'static str> {
+    meshguard_proxy::intake::METHODS
+        .iter()
+        .copied()
+        .filter(|m| *m != "CONNECT")
+}
 
 const COMMON_METHODS: [&str; 6] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"];
 
@@ -2048,13 +1925,9 @@ impl Gen {
             return "GET".into();
         }
         let matching: Vec<&str> = if let Some(p) = v.strip_suffix('*') {
-            METHODS
-                .iter()
-                .copied()
-                .filter(|m| m.starts_with(p))
-                .collect()
+            methods().filter(|m| m.starts_with(p)).collect()
         } else if let Some(s) = v.strip_prefix('*') {
-            METHODS.iter().copied().filter(|m| m.ends_with(s)).collect()
+            methods().filter(|m| m.ends_with(s)).collect()
         } else {
             return v.to_string();
         };
@@ -2075,7 +1948,7 @@ impl Gen {
             MethodExact => m,
             MethodLowercase => m.to_ascii_lowercase(),
             _ => {
-                let others: Vec<&str> = METHODS.iter().copied().filter(|o| *o != m).collect();
+                let others: Vec<&str> = methods().filter(|o| *o != m).collect();
                 self.rng.pick_s(&others)
             }
         };
@@ -2831,10 +2704,10 @@ fn metadata(name: &str, namespace: &str, dry_run: Option<&str>) -> Y {
 fn selector_yaml(s: &Selector) -> Option<Y> {
     match s {
         Selector::Absent => None,
-        Selector::Empty => Some(Y::Map(Vec::new())),
+        Selector::Empty => Some(yobj(Vec::new())),
         Selector::Labels(l) => Some(ymap(vec![(
             "matchLabels",
-            Y::Map(l.iter().map(|(k, v)| (k.clone(), ys(v.as_str()))).collect()),
+            yobj(l.iter().map(|(k, v)| (k.clone(), ys(v.as_str()))).collect()),
         )])),
     }
 }
@@ -2855,7 +2728,7 @@ fn ra_yaml(ra: &RaGen) -> Y {
             if !r.from_headers.is_empty() {
                 m.push((
                     "fromHeaders",
-                    Y::List(
+                    Y::Array(
                         r.from_headers
                             .iter()
                             .map(|(name, prefix)| {
@@ -2881,7 +2754,7 @@ fn ra_yaml(ra: &RaGen) -> Y {
             if !r.claim_headers.is_empty() {
                 m.push((
                     "outputClaimToHeaders",
-                    Y::List(
+                    Y::Array(
                         r.claim_headers
                             .iter()
                             .map(|(h, c)| {
@@ -2900,7 +2773,7 @@ fn ra_yaml(ra: &RaGen) -> Y {
             ymap(m)
         })
         .collect();
-    spec.push(("jwtRules", Y::List(rules)));
+    spec.push(("jwtRules", Y::Array(rules)));
     ymap(vec![
         ("apiVersion", ys(ra.api)),
         ("kind", ys("RequestAuthentication")),
@@ -2910,7 +2783,7 @@ fn ra_yaml(ra: &RaGen) -> Y {
 }
 
 fn fields_yaml(fields: &[FieldGen]) -> Y {
-    Y::Map(
+    yobj(
         fields
             .iter()
             .map(|f| (f.yaml.clone(), ylist(&f.values)))
@@ -2923,7 +2796,7 @@ fn rule_yaml(r: &RuleGen) -> Y {
     if let Some(from) = &r.from {
         m.push((
             "from",
-            Y::List(
+            Y::Array(
                 from.iter()
                     .map(|s| ymap(vec![("source", fields_yaml(s))]))
                     .collect(),
@@ -2933,7 +2806,7 @@ fn rule_yaml(r: &RuleGen) -> Y {
     if let Some(to) = &r.to {
         m.push((
             "to",
-            Y::List(
+            Y::Array(
                 to.iter()
                     .map(|o| ymap(vec![("operation", fields_yaml(o))]))
                     .collect(),
@@ -2943,12 +2816,12 @@ fn rule_yaml(r: &RuleGen) -> Y {
     if let Some(when) = &r.when {
         m.push((
             "when",
-            Y::List(
+            Y::Array(
                 when.iter()
                     .map(|c| {
                         let mut e = vec![("key".to_string(), ys(c[0].name.as_str()))];
                         e.extend(c.iter().map(|f| (f.yaml.clone(), ylist(&f.values))));
-                        Y::Map(e)
+                        yobj(e)
                     })
                     .collect(),
             ),
@@ -2970,8 +2843,8 @@ fn ap_yaml(ap: &ApGen) -> Y {
     }
     match &ap.rules {
         Rules::Absent => {}
-        Rules::Empty => spec.push(("rules", Y::List(Vec::new()))),
-        Rules::List(rules) => spec.push(("rules", Y::List(rules.iter().map(rule_yaml).collect()))),
+        Rules::Empty => spec.push(("rules", Y::Array(Vec::new()))),
+        Rules::List(rules) => spec.push(("rules", Y::Array(rules.iter().map(rule_yaml).collect()))),
     }
     ymap(vec![
         ("apiVersion", ys(ap.api)),
@@ -3141,22 +3014,25 @@ mod tests {
     }
 
     #[test]
-    fn yaml_quotes_every_string_and_nests() {
+    fn yaml_quotes_every_string_and_reads_back() {
         let y = ymap(vec![
             ("a", ys("${PORT}")),
             (
                 "b",
-                Y::List(vec![
-                    ymap(vec![("c", ylist(&["x".into()])), ("d", Y::Bool(true))]),
-                    ys("y"),
-                ]),
+                Y::Array(vec![ymap(vec![
+                    ("c", ylist(&["8080".into()])),
+                    ("d", Y::Bool(true)),
+                ])]),
             ),
-            ("e", Y::Map(Vec::new())),
+            ("e", yobj(Vec::new())),
         ]);
-        assert_eq!(
-            to_yaml(&y),
-            "a: \"${PORT}\"\nb:\n  - c:\n      - \"x\"\n    d: true\n  - \"y\"\ne: {}\n"
-        );
+        let text = to_yaml(&y);
+        assert!(!text.contains("a: ${PORT}"), "{text}");
+        let back: Value = serde_saphyr::from_str(&text.replace("${PORT}", "9090")).unwrap();
+        assert_eq!(back["a"], "9090", "{text}");
+        assert_eq!(back["b"][0]["c"][0], "8080", "{text}");
+        assert_eq!(back["b"][0]["d"], true, "{text}");
+        assert_eq!(back["e"], json!({}), "{text}");
     }
 
     #[test]

@@ -337,13 +337,17 @@ pub async fn minimize(scenario: &Scenario, index: usize, tools: &Tools) -> Scena
         let report = run_scenario(candidate, tools).await;
         report.setup_error.is_none() && report.unexplained().next().is_some()
     };
-    let mut docs = split_documents(&best.policies);
+    // Each piece keeps its own `---` line, so any of them can go and the rest still reads.
+    let mut docs: Vec<String> = crate::scenario::yaml_documents(&best.policies)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
     let mut i = 0;
     while i < docs.len() {
         let mut fewer = docs.clone();
         fewer.remove(i);
         let mut candidate = best.clone();
-        candidate.policies = fewer.join("---\n");
+        candidate.policies = fewer.concat();
         if still_differs(candidate.clone()).await {
             docs = fewer;
             best = candidate;
@@ -362,24 +366,6 @@ pub async fn minimize(scenario: &Scenario, index: usize, tools: &Tools) -> Scena
         }
     }
     best
-}
-
-/// The documents of a multi-document YAML text, each with its trailing newline.
-fn split_documents(yaml: &str) -> Vec<String> {
-    let mut docs = vec![String::new()];
-    for line in yaml.lines() {
-        if line.trim_end() == "---" {
-            docs.push(String::new());
-        } else if let Some(d) = docs.last_mut() {
-            d.push_str(line);
-            d.push('\n');
-        }
-    }
-    docs.retain(|d| {
-        d.lines()
-            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-    });
-    docs
 }
 
 type Started = (TempDir, Meshguard, Envoy, PortLease);

@@ -198,3 +198,42 @@ impl Scenario {
         self.policies.replace(PORT_PLACEHOLDER, &port.to_string())
     }
 }
+
+/// `text` cut before each `---` line: each piece is one document (or several, or none).
+pub fn yaml_documents(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        let is_marker = line.starts_with("---")
+            && line[3..]
+                .chars()
+                .next()
+                .is_none_or(|c| c.is_ascii_whitespace());
+        if is_marker && at > start {
+            out.push(&text[start..at]);
+            start = at;
+        }
+        at += line.len();
+    }
+    if at > start {
+        out.push(&text[start..at]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_keep_their_markers_so_any_can_be_left_out() {
+        let text = "a: 1\n---\nb: 2\n--- # c\nc: 3\n";
+        let docs = yaml_documents(text);
+        assert_eq!(docs, ["a: 1\n", "---\nb: 2\n", "--- # c\nc: 3\n"]);
+        assert_eq!(docs.concat(), text);
+        let without_first: String = docs[1..].concat();
+        let values: Vec<serde_json::Value> = serde_saphyr::from_multiple(&without_first).unwrap();
+        assert_eq!(values.len(), 2);
+    }
+}

@@ -79,7 +79,7 @@ impl Authority {
 
 /// Envoy's HTTP/1 method list (the `http-parser` list its codec accepts; sorted, for the binary
 /// search). Envoy answers anything else with 400 before any filter runs.
-const METHODS: [&str; 34] = [
+pub const METHODS: [&str; 34] = [
     "ACL",
     "BIND",
     "CHECKOUT",

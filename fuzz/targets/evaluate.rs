@@ -265,9 +265,12 @@ pub fn run(input: Input) {
     assert_eq!(
         (
             outcome.status(),
-            outcome.denial.as_ref().map(|d| &d.details)
+            outcome.denial.as_ref().map(|d| &d.reply.details)
         ),
-        (cached.status(), cached.denial.as_ref().map(|d| &d.details)),
+        (
+            cached.status(),
+            cached.denial.as_ref().map(|d| &d.reply.details)
+        ),
         "the token cache changed the decision: {input:?}"
     );
     assert_eq!(outcome.principal, cached.principal, "{input:?}");

@@ -118,7 +118,7 @@ fn fetch_remote_keys(
         let mut keys = FetchedKeys::default();
         let mut notes = Vec::new();
         for (src, timeout) in sources {
-            let handle = manager.source(&meshguard_proxy::state::jwks_source(src), timeout);
+            let handle = manager.source(src, timeout);
             match handle.wait_first_fetch(timeout).await {
                 Some(jwks) => {
                     keys.0.insert(src.clone(), jwks);
@@ -317,9 +317,9 @@ pub fn run(args: CheckArgs) -> Result<i32, CliError> {
             let report = Report {
                 allowed: outcome.allowed(),
                 status: outcome.status(),
-                body: d.map(|d| d.body.as_str()),
-                response_code_details: d.map(|d| d.details.as_str()),
-                www_authenticate: d.and_then(|d| d.www_authenticate.as_deref()),
+                body: d.map(|d| d.reply.body.as_str()),
+                response_code_details: d.map(|d| d.reply.details.as_str()),
+                www_authenticate: d.and_then(|d| d.reply.www_authenticate.as_deref()),
                 principal: outcome.principal.as_deref(),
                 request: RequestEcho {
                     method: &args.method,
@@ -374,9 +374,9 @@ fn print_text(
     let verdict = if o.allowed() { "ALLOWED" } else { "DENIED" };
     println!("{verdict} {} {}", o.status(), reason_phrase(o.status()));
     if let Some(d) = &o.denial {
-        println!("  body:       {}", d.body);
-        println!("  details:    {}", d.details);
-        if let Some(w) = &d.www_authenticate {
+        println!("  body:       {}", d.reply.body);
+        println!("  details:    {}", d.reply.details);
+        if let Some(w) = &d.reply.www_authenticate {
             println!("  www-authenticate: {w}");
         }
     }

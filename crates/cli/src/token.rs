@@ -1074,7 +1074,7 @@ fn fetch_jwks(url: &str, ca: Option<PathBuf>, timeout: Duration) -> Result<Jwks,
         };
         let manager = meshguard_jwks::JwksManager::new(settings, Default::default())
             .map_err(|e| usage(format!("--jwks-ca-file: {e}")))?;
-        let source = meshguard_jwks::RemoteSource::JwksUri(url.to_owned());
+        let source = meshguard_jwks::RemoteKeySource::JwksUri(url.to_owned());
         let keys = manager
             .source(&source, timeout)
             .wait_first_fetch(timeout)

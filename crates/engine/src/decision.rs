@@ -30,14 +30,22 @@ pub enum DenyReason {
     NoAllowMatch,
 }
 
-/// A refusal as the client sees it.
+/// A reply sent instead of forwarding, as the client sees it: the one shape of every local
+/// answer (a denial here; a refusal at intake or an upstream failure in the proxy).
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct Denial {
+pub struct LocalReply {
     pub status: u16,
     pub body: String,
     /// Envoy's `response_code_details`.
     pub details: String,
     pub www_authenticate: Option<String>,
+}
+
+/// A refusal by the policies: the reply and why.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Denial {
+    #[serde(flatten)]
+    pub reply: LocalReply,
     #[serde(skip)]
     pub reason: DenyReason,
 }
@@ -49,13 +57,15 @@ impl Denial {
         match &reason {
             // Envoy's connection manager answers a path it cannot normalize with an empty body.
             DenyReason::BadPath(e) => Denial {
-                status: 400,
-                body: String::new(),
-                details: format!(
-                    "path_normalization_failed{{{}}}",
-                    e.to_string().replace(' ', "_")
-                ),
-                www_authenticate: None,
+                reply: LocalReply {
+                    status: 400,
+                    body: String::new(),
+                    details: format!(
+                        "path_normalization_failed{{{}}}",
+                        e.to_string().replace(' ', "_")
+                    ),
+                    www_authenticate: None,
+                },
                 reason,
             },
             DenyReason::Jwt(s) => {
@@ -65,25 +75,31 @@ impl Denial {
                     format!("Bearer realm=\"{realm}\", error=\"invalid_token\"")
                 };
                 Denial {
-                    status: s.http_status(),
-                    body: s.message().into(),
-                    details: s.details(),
-                    www_authenticate: Some(www),
+                    reply: LocalReply {
+                        status: s.http_status(),
+                        body: s.message().into(),
+                        details: s.details(),
+                        www_authenticate: Some(www),
+                    },
                     reason,
                 }
             }
             DenyReason::DenyPolicy(id) => Denial {
-                status: 403,
-                body: RBAC_DENIED_BODY.into(),
-                details: format!("rbac_access_denied_matched_policy[{id}]"),
-                www_authenticate: None,
+                reply: LocalReply {
+                    status: 403,
+                    body: RBAC_DENIED_BODY.into(),
+                    details: format!("rbac_access_denied_matched_policy[{id}]"),
+                    www_authenticate: None,
+                },
                 reason,
             },
             DenyReason::NoAllowMatch => Denial {
-                status: 403,
-                body: RBAC_DENIED_BODY.into(),
-                details: "rbac_access_denied_matched_policy[none]".into(),
-                www_authenticate: None,
+                reply: LocalReply {
+                    status: 403,
+                    body: RBAC_DENIED_BODY.into(),
+                    details: "rbac_access_denied_matched_policy[none]".into(),
+                    www_authenticate: None,
+                },
                 reason,
             },
         }

@@ -33,7 +33,7 @@ use serde::Serialize;
 pub use authn::{
     HeaderOp, KeyStore, NoRemoteKeys, ProviderReport, SecondPass, Verified, VerifiedCache,
 };
-pub use decision::{AuthzReport, Denial, DenyReason, DryRunResult, RuleExplanation};
+pub use decision::{AuthzReport, Denial, DenyReason, DryRunResult, LocalReply, RuleExplanation};
 pub use normalize::{NormalizeError, PathNormalization};
 
 /// One HTTP request as the engine needs it.
@@ -112,7 +112,7 @@ impl Outcome {
 
     /// The HTTP status the client sees from meshguard itself (200 when forwarded).
     pub fn status(&self) -> u16 {
-        self.denial.as_ref().map_or(200, |d| d.status)
+        self.denial.as_ref().map_or(200, |d| d.reply.status)
     }
 }
 

@@ -249,16 +249,19 @@ fn run_case(
     }
     let d = out.denial.as_ref();
     if let Some(body) = &e.body
-        && d.map(|d| &d.body) != Some(body)
+        && d.map(|d| &d.reply.body) != Some(body)
     {
-        problems.push(format!("body {:?} (want {body:?})", d.map(|d| &d.body)));
+        problems.push(format!(
+            "body {:?} (want {body:?})",
+            d.map(|d| &d.reply.body)
+        ));
     }
     if let Some(details) = &e.details
-        && d.map(|d| &d.details) != Some(details)
+        && d.map(|d| &d.reply.details) != Some(details)
     {
         problems.push(format!(
             "details {:?} (want {details:?})",
-            d.map(|d| &d.details)
+            d.map(|d| &d.reply.details)
         ));
     }
     if let Some(p) = &e.principal {

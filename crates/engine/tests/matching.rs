@@ -49,7 +49,7 @@ fn status(cw: &CompiledWorkload, path: &str, headers: &[(&str, &[u8])]) -> u16 {
         },
     );
     if let Some(d) = &out.denial {
-        assert_eq!(d.status, 403, "{d:?}");
+        assert_eq!(d.reply.status, 403, "{d:?}");
     }
     out.status()
 }

@@ -72,7 +72,7 @@ fn remote_keys_verify_report_unknown_kids_and_fail_closed() {
     let rotated = run(&cw, &token("new-key"), &Store(Some(jwks)));
     assert_eq!(rotated.status(), 401);
     assert_eq!(
-        rotated.denial.unwrap().body,
+        rotated.denial.unwrap().reply.body,
         "Jwks doesn't have key to match kid or alg from Jwt"
     );
     assert_eq!(
@@ -83,7 +83,10 @@ fn remote_keys_verify_report_unknown_kids_and_fail_closed() {
     );
 
     let none = run(&cw, &token(demo_kid), &Store(None));
-    assert_eq!(none.denial.unwrap().body, "Jwks remote fetch is failed");
+    assert_eq!(
+        none.denial.unwrap().reply.body,
+        "Jwks remote fetch is failed"
+    );
 }
 
 /// A store with a cache and a keys generation the test controls.
@@ -167,7 +170,7 @@ fn verified_tokens_are_cached_but_time_and_key_changes_still_apply() {
     assert_eq!(store.cache.len(), 1);
     // The clock is checked on every hit: past exp + 60 s the cached token is expired.
     let late = run_at(&cw, &t, &store, 1_800_000_061);
-    assert_eq!(late.denial.unwrap().body, "Jwt is expired");
+    assert_eq!(late.denial.unwrap().reply.body, "Jwt is expired");
     // New keys (a new generation) without the token's key: the cache is not consulted.
     store.generation = 2;
     store.jwks = Some(Jwks::parse(r#"{"keys":[]}"#).unwrap());
@@ -214,7 +217,7 @@ fn outcome_of(
         .collect();
     (
         out.status(),
-        out.denial.map(|d| d.body).unwrap_or_default(),
+        out.denial.map(|d| d.reply.body).unwrap_or_default(),
         out.principal.as_deref().map(str::to_string),
         forwarded,
     )

@@ -23,13 +23,14 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use meshguard_jwt::discovery_url;
 use meshguard_jwt::{Jwks, Status};
 use rustls::RootCertStore;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
 use crate::guard::{GuardedResolver, check_url};
-use crate::{JwksError, JwksSettings, RemoteSource};
+use crate::{JwksError, JwksSettings, RemoteKeySource};
 
 type HttpClient = Client<HttpsConnector<HttpConnector<GuardedResolver>>, Empty<Bytes>>;
 
@@ -93,12 +94,12 @@ impl Fetcher {
     /// the discovery endpoint alone does not stop key refreshes.
     pub(crate) async fn fetch(
         &self,
-        source: &RemoteSource,
+        source: &RemoteKeySource,
         known_jwks_uri: Option<&str>,
     ) -> Result<Fetched, String> {
         let jwks_uri = match source {
-            RemoteSource::JwksUri(uri) => uri.clone(),
-            RemoteSource::Discovery { issuer } => match self.discover(issuer).await {
+            RemoteKeySource::JwksUri(uri) => uri.clone(),
+            RemoteKeySource::Discovery { issuer } => match self.discover(issuer).await {
                 Ok(uri) => uri,
                 Err(e) => match known_jwks_uri {
                     Some(known) => {
@@ -305,13 +306,6 @@ fn remove_dot_segments(path: &str) -> String {
     } else {
         format!("/{joined}")
     }
-}
-
-/// The OpenID discovery document URL of `issuer`: one trailing `/` removed (as istiod's
-/// `strings.TrimSuffix`), then `/.well-known/openid-configuration`.
-pub fn discovery_url(issuer: &str) -> String {
-    let base = issuer.strip_suffix('/').unwrap_or(issuer);
-    format!("{base}/.well-known/openid-configuration")
 }
 
 /// The `jwks_uri` of an OpenID discovery document.

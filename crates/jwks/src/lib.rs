@@ -28,10 +28,10 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), meshguard_jwks::JwksError> {
 //! use std::time::Duration;
-//! use meshguard_jwks::{JwksManager, JwksMetrics, JwksSettings, RemoteSource};
+//! use meshguard_jwks::{JwksManager, JwksMetrics, JwksSettings, RemoteKeySource};
 //!
 //! let manager = JwksManager::new(JwksSettings::default(), JwksMetrics::default())?;
-//! let source = RemoteSource::JwksUri("https://idp.example/keys".into());
+//! let source = RemoteKeySource::JwksUri("https://idp.example/keys".into());
 //! let keys = manager.source(&source, Duration::from_secs(5));
 //! manager.first_fetches_done().await;
 //! match keys.current() {
@@ -61,7 +61,6 @@ mod guard;
 mod manager;
 mod source;
 
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -72,9 +71,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 pub use backoff::backoff_delay;
-pub use fetch::{discovery_url, parse_discovery, parse_jwks_body, resolve_location};
+pub use fetch::{parse_discovery, parse_jwks_body, resolve_location};
 pub use guard::{check_url, filter_resolved, refused_reason};
 pub use manager::{JwksManager, LastError, SkippedKeyStatus, SourceStatus};
+pub use meshguard_jwt::{RemoteKeySource, discovery_url};
 pub use source::RemoteKeys;
 
 /// The JWTRule timeout Istio uses when a rule sets none (also used for a zero timeout).
@@ -118,33 +118,6 @@ impl Default for JwksSettings {
     }
 }
 
-/// Where a provider's keys come from.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RemoteSource {
-    /// `jwksUri`.
-    JwksUri(String),
-    /// OpenID discovery: GET `<issuer without one trailing '/'>/.well-known/openid-configuration`,
-    /// take `jwks_uri`, fetch it.
-    Discovery { issuer: String },
-}
-
-impl RemoteSource {
-    /// The URL fetched first: the `jwksUri`, or the discovery document's URL.
-    pub fn first_url(&self) -> String {
-        match self {
-            RemoteSource::JwksUri(u) => u.clone(),
-            RemoteSource::Discovery { issuer } => discovery_url(issuer),
-        }
-    }
-}
-
-/// The `uri` label and log name of a source: [`RemoteSource::first_url`].
-impl fmt::Display for RemoteSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.first_url())
-    }
-}
-
 /// Why a [`JwksManager`] could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum JwksError {
@@ -159,7 +132,7 @@ pub enum JwksError {
 /// Labels of [`JwksMetrics::fetches`].
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FetchLabels {
-    /// [`RemoteSource`]'s display form: the `jwksUri` or the discovery document URL.
+    /// [`RemoteKeySource`]'s display form: the `jwksUri` or the discovery document URL.
     pub uri: String,
     /// `success` or `failure`.
     pub result: String,

@@ -1,6 +1,6 @@
 //! The set of remote sources of one proxy.
 //!
-//! Owns: one [`RemoteKeys`] and one background task per distinct [`RemoteSource`] (every rule
+//! Owns: one [`RemoteKeys`] and one background task per distinct [`RemoteKeySource`] (every rule
 //! naming the same source shares them), the shared HTTP client, readiness, the status shown
 //! in `/config_dump`, and stopping the tasks. Does not own: fetching (`fetch`), scheduling
 //! (`source`), or mapping rules to sources (policy).
@@ -16,7 +16,9 @@ use tokio::task::AbortHandle;
 
 use crate::fetch::Fetcher;
 use crate::source::RemoteKeys;
-use crate::{DEFAULT_FETCH_TIMEOUT, JwksError, JwksMetrics, JwksSettings, RemoteSource, UriLabels};
+use crate::{
+    DEFAULT_FETCH_TIMEOUT, JwksError, JwksMetrics, JwksSettings, RemoteKeySource, UriLabels,
+};
 
 /// Remote key sources and their refresh tasks. Clones share the same manager. Tasks stop on
 /// [`JwksManager::shutdown`] or when the last clone is dropped; handles already given out keep
@@ -32,7 +34,7 @@ struct Shared {
     fetcher: Arc<Fetcher>,
     /// The runtime `new` ran on, for `source` calls made outside any runtime.
     runtime: Option<Handle>,
-    sources: Mutex<BTreeMap<RemoteSource, Entry>>,
+    sources: Mutex<BTreeMap<RemoteKeySource, Entry>>,
     closed: AtomicBool,
 }
 
@@ -128,7 +130,7 @@ impl JwksManager {
     /// background task on the current tokio runtime (or the one `new` ran on): first fetch at
     /// once, then periodic refresh. `timeout` is the JWTRule timeout for each fetch; if
     /// several rules share a source the largest wins; zero means the 5 s default.
-    pub fn source(&self, source: &RemoteSource, timeout: Duration) -> Arc<RemoteKeys> {
+    pub fn source(&self, source: &RemoteKeySource, timeout: Duration) -> Arc<RemoteKeys> {
         let timeout = if timeout.is_zero() {
             DEFAULT_FETCH_TIMEOUT
         } else {
@@ -208,10 +210,10 @@ impl JwksManager {
 
     /// Stops and forgets the sources `keep` rejects (after a reload removed their last
     /// rule); returns how many. Handles already given out keep their last keys.
-    pub fn retain(&self, keep: impl Fn(&RemoteSource) -> bool) -> usize {
+    pub fn retain(&self, keep: impl Fn(&RemoteKeySource) -> bool) -> usize {
         // `keep` runs without the lock held, so it may call back into the manager.
-        let names: Vec<RemoteSource> = self.lock().keys().cloned().collect();
-        let gone: Vec<RemoteSource> = names.into_iter().filter(|s| !keep(s)).collect();
+        let names: Vec<RemoteKeySource> = self.lock().keys().cloned().collect();
+        let gone: Vec<RemoteKeySource> = names.into_iter().filter(|s| !keep(s)).collect();
         let removed: Vec<(Arc<RemoteKeys>, Option<AbortHandle>)> = {
             let mut sources = self.lock();
             gone.iter()
@@ -237,13 +239,13 @@ impl JwksManager {
         self.shared.stop_all();
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<RemoteSource, Entry>> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<RemoteKeySource, Entry>> {
         self.shared.lock()
     }
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<RemoteSource, Entry>> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<RemoteKeySource, Entry>> {
         self.sources.lock().unwrap_or_else(PoisonError::into_inner)
     }
 

@@ -22,7 +22,7 @@ use tokio::sync::{Notify, watch};
 use crate::backoff::{MIN_DELAY, backoff_delay, jitter};
 use crate::fetch::{Fetched, Fetcher};
 use crate::manager::{LastError, SkippedKeyStatus, SourceStatus};
-use crate::{FetchLabels, JwksMetrics, JwksSettings, RemoteSource, UriLabels};
+use crate::{FetchLabels, JwksMetrics, JwksSettings, RemoteKeySource, UriLabels};
 
 /// How often a sleeping task wakes to update the key-age gauge and notice staleness.
 const TICK: Duration = Duration::from_secs(15);
@@ -30,7 +30,7 @@ const TICK: Duration = Duration::from_secs(15);
 /// The keys of one remote source, shared by every rule that uses it. Obtained from
 /// [`crate::JwksManager::source`].
 pub struct RemoteKeys {
-    source: RemoteSource,
+    source: RemoteKeySource,
     label: String,
     settings: Arc<JwksSettings>,
     /// The largest timeout of the rules using this source, in milliseconds.
@@ -85,7 +85,7 @@ impl std::fmt::Debug for RemoteKeys {
 
 impl RemoteKeys {
     pub(crate) fn new(
-        source: RemoteSource,
+        source: RemoteKeySource,
         settings: Arc<JwksSettings>,
         timeout: Duration,
     ) -> RemoteKeys {
@@ -104,7 +104,7 @@ impl RemoteKeys {
     }
 
     /// Where these keys come from.
-    pub fn source(&self) -> &RemoteSource {
+    pub fn source(&self) -> &RemoteKeySource {
         &self.source
     }
 
@@ -389,8 +389,8 @@ impl RemoteKeys {
         let loaded = self.keys.load_full();
         let state = self.lock();
         let (kind, source) = match &self.source {
-            RemoteSource::JwksUri(uri) => ("jwks_uri", uri.clone()),
-            RemoteSource::Discovery { issuer } => ("discovery", issuer.clone()),
+            RemoteKeySource::JwksUri(uri) => ("jwks_uri", uri.clone()),
+            RemoteKeySource::Discovery { issuer } => ("discovery", issuer.clone()),
         };
         let age = loaded.as_ref().map(|l| l.at.elapsed());
         let stale = age.is_some_and(|a| a > self.settings.max_staleness);
@@ -486,7 +486,7 @@ mod tests {
     #[tokio::test]
     async fn closed_source_releases_waiters() {
         let keys = RemoteKeys::new(
-            RemoteSource::JwksUri("http://127.0.0.1:9/jwks".into()),
+            RemoteKeySource::JwksUri("http://127.0.0.1:9/jwks".into()),
             Arc::new(JwksSettings::default()),
             Duration::from_secs(5),
         );
@@ -510,7 +510,7 @@ mod tests {
     #[test]
     fn timeout_largest_wins() {
         let keys = RemoteKeys::new(
-            RemoteSource::JwksUri("http://127.0.0.1:9/jwks".into()),
+            RemoteKeySource::JwksUri("http://127.0.0.1:9/jwks".into()),
             Arc::new(JwksSettings::default()),
             Duration::from_secs(2),
         );

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use meshguard_jwks::{
-    FetchLabels, JwksManager, JwksMetrics, JwksSettings, RemoteSource, SourceStatus,
+    FetchLabels, JwksManager, JwksMetrics, JwksSettings, RemoteKeySource, SourceStatus,
 };
 use support::{
     Reply, TempFile, TestServer, eventually, free_addr, jwks_json, kids, tls_acceptor_and_ca_pem,
@@ -31,8 +31,8 @@ fn manager(settings: JwksSettings) -> JwksManager {
     JwksManager::new(settings, JwksMetrics::default()).unwrap()
 }
 
-fn uri(u: String) -> RemoteSource {
-    RemoteSource::JwksUri(u)
+fn uri(u: String) -> RemoteKeySource {
+    RemoteKeySource::JwksUri(u)
 }
 
 fn status_of(m: &JwksManager, uri: &str) -> SourceStatus {
@@ -443,7 +443,7 @@ async fn discovery_finds_the_jwks_uri() {
     server.set("/protocol/certs", Reply::json(jwks_json(&["disc"])));
     let m = manager(settings());
     // One trailing '/' on the issuer is dropped, as istiod does.
-    let source = RemoteSource::Discovery {
+    let source = RemoteKeySource::Discovery {
         issuer: server.url("/realms/r/"),
     };
     let keys = m.source(&source, T);
@@ -482,7 +482,7 @@ async fn discovery_errors() {
     let m = manager(settings());
     for issuer in ["/a", "/b", "/c"] {
         m.source(
-            &RemoteSource::Discovery {
+            &RemoteKeySource::Discovery {
                 issuer: server.url(issuer),
             },
             T,

@@ -12,7 +12,8 @@
 //!
 //! Modules: `status` (statuses and their texts), `alg` (algorithm names), `b64` (base64url
 //! dialects), `json` (strict JSON), `token` (decoding and claim checks), `jwks` (keys),
-//! `verify` (key selection and the check sequence), `sign` (signing).
+//! `verify` (key selection and the check sequence), `sign` (signing), `source` (where remote
+//! keys live).
 #![forbid(unsafe_code)]
 // No panics on the request path: index with `get`, no unwrap/expect/panic!/unreachable!.
 // An allowed site says why it cannot panic (docs/architecture.md, Panics). Tests may use
@@ -31,6 +32,7 @@ mod b64;
 mod json;
 mod jwks;
 mod sign;
+mod source;
 mod status;
 mod token;
 mod verify;
@@ -38,6 +40,7 @@ mod verify;
 pub use alg::Algorithm;
 pub use jwks::{Jwks, Key, SkippedKey};
 pub use sign::{KeyKind, SignError, SigningKey, jwk_thumbprint, sign, sign_raw};
+pub use source::{RemoteKeySource, discovery_url};
 pub use status::Status;
 pub use token::{Claims, Header, Limits, Token, Validity};
 pub use verify::{Validation, verify, verify_compact_signature};

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use meshguard_jwt::RemoteKeySource;
 use meshguard_jwt::{Jwks, Validation};
 use meshguard_model::{JwtRule, LoadError, Presence, RequestAuthenticationSpec, Resource};
 
@@ -21,28 +22,6 @@ pub enum KeySource {
     /// crate (the engine asks a key store); without keys, tokens for this provider fail with
     /// `Jwks remote fetch is failed`.
     Remote(RemoteKeySource),
-}
-
-/// Where remote keys are fetched from; one fetcher serves every rule naming the same source.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RemoteKeySource {
-    /// `jwksUri`.
-    JwksUri(String),
-    /// Neither `jwks` nor `jwksUri`: `<issuer>/.well-known/openid-configuration` names the JWKS.
-    Discovery { issuer: String },
-}
-
-impl std::fmt::Display for RemoteKeySource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RemoteKeySource::JwksUri(u) => f.write_str(u),
-            RemoteKeySource::Discovery { issuer } => write!(
-                f,
-                "{}/.well-known/openid-configuration",
-                issuer.trim_end_matches('/')
-            ),
-        }
-    }
 }
 
 /// A header location: lowercased name and the prefix to search for.

@@ -398,7 +398,7 @@ pub async fn handle(
         for r in rules {
             tracing::debug!(target: "meshguard::explain", request_id = request_id_str, policy = %r.policy, action = r.action, dry_run = r.dry_run, rule = %r.rule, matched = r.matched, why = r.why.as_deref().unwrap_or(""), "authorization rule");
         }
-        tracing::debug!(target: "meshguard::explain", request_id = request_id_str, status = outcome.status(), details = outcome.denial.as_ref().map_or("via_upstream", |d| d.details.as_str()), "decision");
+        tracing::debug!(target: "meshguard::explain", request_id = request_id_str, status = outcome.status(), details = outcome.denial.as_ref().map_or("via_upstream", |d| d.reply.details.as_str()), "decision");
     }
 
     // `ended`: when the answer was known (one clock read for both durations when forwarded).
@@ -432,9 +432,9 @@ pub async fn handle(
     };
 
     if let Some(denial) = &outcome.denial {
-        let reply = LocalReply::from(denial);
+        let reply = &denial.reply;
         log(reply.status, &reply.details, Instant::now(), None);
-        return Ok(local_reply(&reply, reply_to));
+        return Ok(local_reply(reply, reply_to));
     }
     if parts.method == Method::CONNECT {
         // Allowed by the policies, but never forwarded: there is no route for tunnels.

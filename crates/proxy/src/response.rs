@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::{Frame, SizeHint};
-use meshguard_engine::Denial;
+pub use meshguard_engine::LocalReply;
 
 use crate::intake::Refusal;
 use crate::upstream::{BodyFault, PooledBody};
@@ -81,27 +81,6 @@ impl UpstreamFailure {
             UpstreamFailure::Timeout => "timeout",
             UpstreamFailure::Protocol(_) => "protocol",
             UpstreamFailure::Overflow => "overflow",
-        }
-    }
-}
-
-/// A reply meshguard sends itself.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LocalReply {
-    pub status: u16,
-    pub body: String,
-    /// Envoy's `response_code_details`.
-    pub details: String,
-    pub www_authenticate: Option<String>,
-}
-
-impl From<&Denial> for LocalReply {
-    fn from(d: &Denial) -> Self {
-        LocalReply {
-            status: d.status,
-            body: d.body.clone(),
-            details: d.details.clone(),
-            www_authenticate: d.www_authenticate.clone(),
         }
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use meshguard_engine::{KeyStore, VerifiedCache};
-use meshguard_jwks::{JwksManager, RemoteKeys, RemoteSource};
+use meshguard_jwks::{JwksManager, RemoteKeys};
 use meshguard_jwt::Jwks;
 use meshguard_model::{
     LoadErrors, LoadOptions, SkippedFile, Workload, WorkloadSummary, load_paths, summarize,
@@ -63,16 +63,6 @@ impl KeyStore for Snapshot {
     }
 }
 
-/// The fetcher's name for a policy's remote key source.
-pub fn jwks_source(src: &RemoteKeySource) -> RemoteSource {
-    match src {
-        RemoteKeySource::JwksUri(u) => RemoteSource::JwksUri(u.clone()),
-        RemoteKeySource::Discovery { issuer } => RemoteSource::Discovery {
-            issuer: issuer.clone(),
-        },
-    }
-}
-
 /// A failed reload, kept for `/config_dump` until the next success.
 #[derive(Clone, Debug, Serialize)]
 pub struct ReloadFailure {
@@ -114,12 +104,7 @@ fn load(
     let remote = compiled
         .remote_sources()
         .into_iter()
-        .map(|(src, timeout)| {
-            (
-                src.clone(),
-                (jwks.source(&jwks_source(src), timeout), timeout),
-            )
-        })
+        .map(|(src, timeout)| (src.clone(), (jwks.source(src, timeout), timeout)))
         .collect();
     Ok(Snapshot {
         remote,
@@ -180,7 +165,7 @@ impl PolicyState {
         ) {
             Ok(snap) => {
                 // Fetchers of sources no rule names any more stop; kept ones keep their keys.
-                let used: Vec<RemoteSource> = snap.remote.keys().map(jwks_source).collect();
+                let used: Vec<RemoteKeySource> = snap.remote.keys().cloned().collect();
                 self.current.store(Arc::new(snap));
                 self.jwks.retain(|s| used.contains(s));
                 *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;

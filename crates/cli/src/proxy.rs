@@ -282,7 +282,7 @@ pub fn run(args: ProxyArgs) -> Result<i32, CliError> {
                 meshguard_proxy::StartError::Policies(errs) => CliError::Policies(errs),
                 other => CliError::Usage(other.to_string()),
             })?;
-        meshguard_proxy::reload::log_loaded(&running.state);
+        meshguard_runtime::reload::log_loaded(&running.state);
         eprintln!(
             "meshguard: proxy on http://{} -> {}, admin on http://{}",
             running.listen, running.upstream, running.admin

@@ -97,19 +97,19 @@ fn startup_names_what_was_loaded_what_applies_and_the_jwt_providers() {
     let log = p.stderr_lines().join("\n");
     assert!(
         log.contains(
-            " INFO meshguard_proxy::reload: policies loaded (generation 1): 1 RequestAuthentication, 1 AuthorizationPolicy from 2 file(s)\n"
+            " INFO meshguard_runtime::reload: policies loaded (generation 1): 1 RequestAuthentication, 1 AuthorizationPolicy from 2 file(s)\n"
         ),
         "{log}"
     );
     assert!(
         log.contains(
-            " INFO meshguard_proxy::reload: 2 of 2 resource(s) apply to namespace foo, labels app=httpbin: RequestAuthentication foo/jwt-example, AuthorizationPolicy foo/require-jwt\n"
+            " INFO meshguard_runtime::reload: 2 of 2 resource(s) apply to namespace foo, labels app=httpbin: RequestAuthentication foo/jwt-example, AuthorizationPolicy foo/require-jwt\n"
         ),
         "{log}"
     );
     assert!(
         log.contains(
-            " INFO meshguard_proxy::reload: JWT providers: testing@secure.istio.io (inline JWKS, 1 key(s))\n"
+            " INFO meshguard_runtime::reload: JWT providers: testing@secure.istio.io (inline JWKS, 1 key(s))\n"
         ),
         "{log}"
     );
@@ -152,15 +152,15 @@ fn when_no_policy_applies_start_up_warns_and_requests_are_allowed_as_in_istio() 
         let p = start(args);
         let log = p.stderr_lines().join("\n");
         assert!(
-            log.contains(&format!(" WARN meshguard_proxy::reload: {warning}\n")),
+            log.contains(&format!(" WARN meshguard_runtime::reload: {warning}\n")),
             "{args:?}:\n{log}"
         );
         assert!(
-            log.contains(&format!(" WARN meshguard_proxy::reload: {hint}\n")),
+            log.contains(&format!(" WARN meshguard_runtime::reload: {hint}\n")),
             "{args:?}:\n{log}"
         );
         assert!(
-            log.contains(" INFO meshguard_proxy::reload: JWT providers: none\n"),
+            log.contains(" INFO meshguard_runtime::reload: JWT providers: none\n"),
             "{args:?}:\n{log}"
         );
         // Istio's semantics are kept: nothing applies, so everything is allowed.
@@ -186,7 +186,7 @@ fn reloads_are_logged_at_the_default_level_including_recovery_and_a_policy_set_t
     let ok = p.wait_stderr("policies reloaded (generation 2");
     assert!(
         ok.ends_with(
-            " INFO meshguard_proxy::reload: policies reloaded (generation 2, file change); recovered from the last failure: 1 RequestAuthentication, 1 AuthorizationPolicy from 2 file(s)"
+            " INFO meshguard_runtime::reload: policies reloaded (generation 2, file change); recovered from the last failure: 1 RequestAuthentication, 1 AuthorizationPolicy from 2 file(s)"
         ),
         "{ok}"
     );
@@ -208,7 +208,7 @@ fn reloads_are_logged_at_the_default_level_including_recovery_and_a_policy_set_t
     }
     let log = p.stderr_lines().join("\n");
     assert!(
-        log.contains(" WARN meshguard_proxy::reload: no policy applies to namespace foo, labels app=httpbin: every request is allowed, as Istio does"),
+        log.contains(" WARN meshguard_runtime::reload: no policy applies to namespace foo, labels app=httpbin: every request is allowed, as Istio does"),
         "{log}"
     );
     // No "recovered" for a reload that follows a success.
@@ -271,12 +271,12 @@ fn files_skipped_in_a_policy_directory_are_warned_about_at_start_up_and_on_reloa
     let d = dir.display().to_string();
     let p = start_httpbin(&dir);
     let skipped = format!(
-        " WARN meshguard_proxy::reload: {d}/authorization-policy.yaml.txt: skipped: only names ending in .yaml, .yml or .json, or without extension, are read"
+        " WARN meshguard_runtime::reload: {d}/authorization-policy.yaml.txt: skipped: only names ending in .yaml, .yml or .json, or without extension, are read"
     );
     let log = p.stderr_lines().join("\n");
     assert_eq!(log.matches(&skipped).count(), 1, "{log}");
     assert!(
-        log.contains(" INFO meshguard_proxy::reload: policies loaded (generation 1): 1 RequestAuthentication, 0 AuthorizationPolicy from 1 file(s)\n"),
+        log.contains(" INFO meshguard_runtime::reload: policies loaded (generation 1): 1 RequestAuthentication, 0 AuthorizationPolicy from 1 file(s)\n"),
         "{log}"
     );
     // The same words as `meshguard validate`.
@@ -322,12 +322,12 @@ fn proxy_and_validate_give_the_same_reasons_when_nothing_applies() {
     let p = start(&[&["--policies", d.as_str()][..], &flags[..]].concat());
     let log = p.stderr_lines().join("\n");
     assert!(
-        log.contains(" WARN meshguard_proxy::reload: no policy applies to namespace default, labels app=httpbin: every request is allowed, as Istio does\n"),
+        log.contains(" WARN meshguard_runtime::reload: no policy applies to namespace default, labels app=httpbin: every request is allowed, as Istio does\n"),
         "{log}"
     );
     for r in reasons {
         assert!(
-            log.contains(&format!(" WARN meshguard_proxy::reload: {r}\n")),
+            log.contains(&format!(" WARN meshguard_runtime::reload: {r}\n")),
             "{r}\n{log}"
         );
     }
@@ -603,17 +603,17 @@ fn a_reload_that_leaves_only_request_authentications_applying_warns_that_no_toke
     let warning = p.wait_stderr("no AuthorizationPolicy applies");
     assert!(
         warning.ends_with(
-            " WARN meshguard_proxy::reload: no AuthorizationPolicy applies to namespace foo, labels app=httpbin: requests without a token, and with any valid token, are allowed; a RequestAuthentication alone rejects only invalid tokens (401), as Istio does"
+            " WARN meshguard_runtime::reload: no AuthorizationPolicy applies to namespace foo, labels app=httpbin: requests without a token, and with any valid token, are allowed; a RequestAuthentication alone rejects only invalid tokens (401), as Istio does"
         ),
         "{warning}"
     );
     let log = p.stderr_lines().join("\n");
     assert!(
-        log.contains(" INFO meshguard_proxy::reload: 1 of 2 resource(s) apply to namespace foo, labels app=httpbin: RequestAuthentication foo/jwt-example\n"),
+        log.contains(" INFO meshguard_runtime::reload: 1 of 2 resource(s) apply to namespace foo, labels app=httpbin: RequestAuthentication foo/jwt-example\n"),
         "{log}"
     );
     assert!(
-        log.contains(" WARN meshguard_proxy::reload: AuthorizationPolicy foo/require-jwt does not apply: its selector app=httpbin-v2 is not a subset of the workload's labels\n"),
+        log.contains(" WARN meshguard_runtime::reload: AuthorizationPolicy foo/require-jwt does not apply: its selector app=httpbin-v2 is not a subset of the workload's labels\n"),
         "{log}"
     );
     // What the warning says: the request without a token is allowed now, an invalid one is not.
@@ -635,7 +635,7 @@ fn a_reload_that_leaves_only_request_authentications_applying_warns_that_no_toke
     let p = start_httpbin(&step2);
     let log = p.stderr_lines().join("\n");
     assert!(
-        log.contains(" WARN meshguard_proxy::reload: no AuthorizationPolicy applies to namespace foo, labels app=httpbin: requests without a token"),
+        log.contains(" WARN meshguard_runtime::reload: no AuthorizationPolicy applies to namespace foo, labels app=httpbin: requests without a token"),
         "{log}"
     );
     assert_eq!(log.matches(" WARN ").count(), 1, "{log}");

@@ -2,7 +2,7 @@
 //!
 //! Owns the settings that do not come from policies (addresses, limits, timeouts, mesh
 //! settings) and reading a `MeshConfig`-shaped YAML file. Does not own the policies themselves
-//! ([`crate::state`] loads those).
+//! ([`meshguard_runtime::state`] loads those).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

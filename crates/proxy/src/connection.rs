@@ -65,10 +65,10 @@ use hyper::service::{Service, service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
+use crate::client::ClientStream;
 use crate::config::Limits;
 
 /// How long an HTTP/1 connection must stay idle between requests before its hyper buffers are
@@ -138,31 +138,7 @@ pub struct Settings {
     /// Counts HTTP/2 connections closed for premature resets.
     pub premature_reset_closes: Counter,
     /// Counts HTTP/1 requests answered before the service.
-    pub protocol_errors: ProtocolErrors,
-}
-
-/// HTTP/1 requests refused before they reach the service, so neither logged nor counted as
-/// requests: hyper's own answers to a head it cannot parse (400 for a bad request line or
-/// field, 431 for a head over its buffer, 414 for a request target over its limit), and
-/// [`tracked`]'s 431. Counted when the connection ends with hyper's parse error, which costs
-/// the request path nothing. HTTP/2 has no such hook: `h2` resets a malformed stream (or
-/// answers 431 to an oversized header list) itself, without telling the server.
-#[derive(Clone, Debug, Default)]
-pub struct ProtocolErrors {
-    /// 431 or 414: the head (or its request target) is too large.
-    pub too_large: Counter,
-    /// 400: the head is not valid HTTP/1.
-    pub malformed: Counter,
-}
-
-impl ProtocolErrors {
-    fn count(&self, e: &hyper::Error) {
-        if e.is_parse_too_large() {
-            self.too_large.inc();
-        } else if e.is_parse() {
-            self.malformed.inc();
-        }
-    }
+    pub protocol_errors: meshguard_runtime::metrics::ProtocolErrors,
 }
 
 impl Settings {
@@ -195,7 +171,7 @@ impl Settings {
             idle_release_after: IDLE_RELEASE_AFTER,
             released: AtomicU64::new(0),
             premature_reset_closes: Counter::default(),
-            protocol_errors: ProtocolErrors::default(),
+            protocol_errors: meshguard_runtime::metrics::ProtocolErrors::default(),
         }
     }
 }
@@ -204,7 +180,7 @@ impl Settings {
 /// connection has finished what it was doing (as `hyper_util`'s graceful shutdown does: an idle
 /// connection closes at once, a request in progress completes first).
 pub async fn serve<S, B>(
-    tcp: TcpStream,
+    tcp: ClientStream,
     service: S,
     settings: Arc<Settings>,
     mut drain: watch::Receiver<bool>,
@@ -234,7 +210,7 @@ where
 /// (HTTP/1), exactly as `hyper_util`'s `auto` builder does. `None` (close) when draining
 /// starts or `deadline` passes first.
 async fn detect(
-    mut tcp: TcpStream,
+    mut tcp: ClientStream,
     drain: &mut watch::Receiver<bool>,
     deadline: Instant,
 ) -> io::Result<Option<(ClientIo, bool)>> {
@@ -348,7 +324,7 @@ where
 /// Waits, holding no buffer, until the client sends more (`true`), or until the header read
 /// deadline passes or draining starts (`false`: close, as hyper does with an idle connection).
 async fn wait_readable(
-    tcp: &TcpStream,
+    tcp: &ClientStream,
     deadline: Instant,
     drain: &mut watch::Receiver<bool>,
 ) -> io::Result<bool> {
@@ -836,17 +812,17 @@ impl<B: Body + Unpin, G: Unpin> Body for TrackedBody<B, G> {
     }
 }
 
-/// The client's TCP stream, with bytes already read in front of it, and a record of whether
+/// The client's stream, with bytes already read in front of it, and a record of whether
 /// the last write could not complete.
 struct ClientIo {
-    tcp: TcpStream,
+    tcp: ClientStream,
     unread: Bytes,
     /// Set for HTTP/1 connections, whose loop needs to know about blocked writes.
     exchanges: Option<Arc<Exchanges>>,
 }
 
 impl ClientIo {
-    fn new(tcp: TcpStream, unread: Bytes) -> ClientIo {
+    fn new(tcp: ClientStream, unread: Bytes) -> ClientIo {
         ClientIo {
             tcp,
             unread,
@@ -974,7 +950,12 @@ mod tests {
                     let text = format!("{} {}", req.method(), req.uri().path());
                     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
                 });
-                tokio::spawn(serve(tcp, service, settings.clone(), rx.clone()));
+                tokio::spawn(serve(
+                    ClientStream::Plain(tcp),
+                    service,
+                    settings.clone(),
+                    rx.clone(),
+                ));
             }
         });
         (addr, tx, handle)

@@ -1,63 +1,47 @@
-//! One request through the proxy: admit, evaluate, then answer locally or forward.
+//! One request through the proxy, in named phases: [`identify`] (intake: method, framing,
+//! `Connection`, the authority; the request id; `remote.ip`), decide (the runtime's
+//! [`Runtime::decide`], shared with every front end), then [`reply`] with a local answer or
+//! [`forward`] to the upstream, and the access log line ([`RequestLog`]) whichever way it
+//! ended.
 //!
-//! Owns the order of the phases: intake ([`crate::intake`]: method, framing, `Connection`, the
-//! authority), the engine's input (path, peer, `remote.ip`), loading the policy snapshot once,
-//! counting the outcome, the access log line, refusing `CONNECT` after evaluation, and
-//! forwarding with hop-by-hop headers removed and the forwarding headers set. Does not decide
-//! (the engine does) and does not build local replies (see [`crate::response`]).
+//! Owns the order of the phases, refusing `CONNECT` after evaluation, and preparing the
+//! forwarded request (hop-by-hop headers removed, forwarding headers set). Does not decide
+//! (the engine does, through the runtime), does not build local replies (see
+//! [`crate::response`]) and does not hold connections to the upstream ([`crate::upstream`]).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
 use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
-use meshguard_engine::{EvalOptions, HttpRequest, Outcome, PathNormalization, evaluate};
+use meshguard_runtime::access_log::AccessLog as LogWriter;
+use meshguard_runtime::metrics::ResultLabels;
+use meshguard_runtime::state::unix_now;
+use meshguard_runtime::{Decision, RequestFacts, Runtime};
 use serde::Serialize;
 
-use crate::intake::{self, Refusal, remote_ip};
-use crate::metrics::{AuthzLabels, JwtLabels, Metrics, ResultLabels};
+use crate::client::ConnInfo;
+use crate::intake::{self, Authority, Refusal, remote_ip};
 use crate::response::{Body, LocalReply, ReplyTo, UpstreamFailure, local_reply, refusal_reply};
-use crate::state::{PolicyState, Snapshot, unix_now};
 use crate::upstream::{SendError, Upstream};
 
 /// What every request shares.
 #[derive(Debug)]
 pub struct Shared {
-    pub state: Arc<PolicyState>,
-    pub metrics: Arc<Metrics>,
+    /// Policies, keys, metrics and the decision: shared with every front end.
+    pub runtime: Arc<Runtime>,
     pub pool: Upstream,
     /// `scheme://authority` of the upstream.
     pub upstream: Uri,
-    pub path_normalization: PathNormalization,
     pub trusted_proxies: usize,
     pub upstream_timeout: std::time::Duration,
     pub request_ids: RequestIds,
     /// Where the one JSON access-log line per request goes; `None` with `--no-access-log`.
-    pub log_writer: Option<crate::access_log::AccessLog>,
-}
-
-/// The two ends of the client's connection.
-#[derive(Clone, Debug)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    pub local: SocketAddr,
-    /// The peer's address as a header value, made once per connection for `x-forwarded-for`.
-    pub peer_ip: HeaderValue,
-}
-
-impl ConnInfo {
-    pub fn new(peer: SocketAddr, local: SocketAddr) -> ConnInfo {
-        let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
-            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        ConnInfo {
-            peer,
-            local,
-            peer_ip,
-        }
-    }
+    pub log_writer: Option<LogWriter>,
 }
 
 /// Generates `x-request-id` values: unique per process, unpredictable across processes.
@@ -183,7 +167,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// The access log line (one JSON object per request). Never holds a token.
 #[derive(Debug, Serialize)]
-struct AccessLog<'a> {
+struct AccessLogLine<'a> {
     start_time: u64,
     method: &'a str,
     authority: &'a str,
@@ -201,15 +185,6 @@ struct AccessLog<'a> {
     config_generation: u64,
 }
 
-/// Writes one access log line to stdout.
-fn write_access_log(writer: &crate::access_log::AccessLog, line: &AccessLog<'_>) {
-    if let Ok(mut text) = serde_json::to_vec(line) {
-        // Whole lines to the writer thread, which never lets stdout hold up a request.
-        text.push(b'\n');
-        writer.write(text);
-    }
-}
-
 fn protocol_name(v: http::Version) -> &'static str {
     match v {
         http::Version::HTTP_10 => "HTTP/1.0",
@@ -219,71 +194,82 @@ fn protocol_name(v: http::Version) -> &'static str {
     }
 }
 
-fn record_outcome(metrics: &Metrics, out: &Outcome) {
-    static NONE: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| "none".into());
-    for r in &out.jwt {
-        metrics.jwt.inc(JwtLabels {
-            issuer: r.issuer.clone(),
-            result: r.result,
-            reason: r.status.unwrap_or(""),
-        });
-    }
-    let a = &out.authz;
-    if a.matched_policy.is_some() || a.denied.is_some() {
-        metrics.authz.inc(AuthzLabels {
-            policy: a.matched_policy.clone().unwrap_or_else(|| NONE.clone()),
-            action: a.matched_action.unwrap_or("ALLOW"),
-            result: if a.denied.is_some() {
-                "denied"
-            } else {
-                "allowed"
-            },
-            dry_run: "false",
-        });
-    }
-    for d in &a.dry_run {
-        metrics.authz.inc(AuthzLabels {
-            policy: d.policy.clone().unwrap_or_else(|| NONE.clone()),
-            action: d.action,
-            result: d.result,
-            dry_run: "true",
-        });
+/// The log phase: what the access log line and the request metrics need, gathered as the
+/// request goes; [`RequestLog::finish`] writes them once the answer is known.
+struct RequestLog<'a> {
+    shared: &'a Shared,
+    started: Instant,
+    start_time: u64,
+    peer: SocketAddr,
+    protocol: &'static str,
+    request_id: HeaderValue,
+    /// Known once the request is identified.
+    authority: &'a str,
+    /// Known once the request is decided.
+    decision: Option<&'a Decision>,
+}
+
+impl RequestLog<'_> {
+    /// `ended`: when the answer was known (one clock read serves both durations when the
+    /// request was forwarded); `sent`: when it was handed to the upstream.
+    fn finish(
+        &self,
+        method: &Method,
+        status: u16,
+        details: &str,
+        ended: Instant,
+        sent: Option<Instant>,
+    ) {
+        let elapsed = ended.saturating_duration_since(self.started);
+        let upstream = sent.map(|s| ended.saturating_duration_since(s));
+        if let Some(writer) = &self.shared.log_writer {
+            let outcome = self.decision.map(|d| &d.outcome);
+            let generation = match self.decision {
+                Some(d) => d.snapshot.generation,
+                None => self.shared.runtime.state().snapshot().generation,
+            };
+            let line = AccessLogLine {
+                start_time: self.start_time,
+                method: method.as_str(),
+                authority: self.authority,
+                path: outcome
+                    .and_then(|o| o.path.as_deref())
+                    .and_then(|p| p.split('?').next())
+                    .unwrap_or(""),
+                protocol: self.protocol,
+                response_code: status,
+                response_code_details: details,
+                duration_ms: elapsed.as_secs_f64() * 1000.0,
+                upstream_duration_ms: upstream.map(|d| d.as_secs_f64() * 1000.0),
+                principal: outcome.and_then(|o| o.principal.as_deref()),
+                request_id: self.request_id.to_str().unwrap_or(""),
+                downstream_remote_address: self.peer,
+                policy: outcome.and_then(|o| o.authz.matched_policy.as_deref()),
+                config_generation: generation,
+            };
+            if let Ok(mut text) = serde_json::to_vec(&line) {
+                // Whole lines to the writer thread, which never lets stdout hold up a request.
+                text.push(b'\n');
+                writer.write(text);
+            }
+        }
+        self.shared
+            .runtime
+            .metrics()
+            .record_response(status, elapsed, upstream);
     }
 }
 
-#[allow(clippy::too_many_arguments)] // the request's parts, borrowed separately
-fn evaluate_once(
-    snapshot: &Snapshot,
-    headers: &mut HeaderMap,
-    method: &str,
-    path: &str,
-    host: &str,
-    conn: &ConnInfo,
-    remote: IpAddr,
-    shared: &Shared,
-    now: u64,
-) -> Outcome {
-    evaluate(
-        &snapshot.compiled,
-        HttpRequest {
-            method,
-            path,
-            host,
-            scheme: "http",
-            headers,
-            source_ip: Some(conn.peer.ip()),
-            remote_ip: Some(remote),
-            destination_ip: Some(conn.local.ip()),
-            destination_port: Some(conn.local.port()),
-            sni: None,
-        },
-        &EvalOptions {
-            path_normalization: shared.path_normalization,
-            now,
-            keys: snapshot,
-            explain: tracing::enabled!(target: "meshguard::explain", tracing::Level::DEBUG),
-        },
-    )
+/// A request that passed intake: what the later phases need.
+struct Identified {
+    /// The authority the policies see and the upstream receives.
+    host: Authority,
+    /// `remote.ip`.
+    remote: std::net::IpAddr,
+    /// How local replies are shaped (gRPC, HEAD).
+    reply_to: ReplyTo,
+    /// The client asked for trailers (`te: trailers`): kept for the upstream.
+    te_trailers: bool,
 }
 
 /// Serves one request.
@@ -292,20 +278,65 @@ pub async fn handle(
     conn: ConnInfo,
     shared: Arc<Shared>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
-    // For the access log and the request-duration histogram.
     let started = Instant::now();
     let start_time = unix_now();
-    let snapshot = shared.state.snapshot();
     let (mut parts, body) = req.into_parts();
+    let (identified, request_id) = identify(&mut parts, &conn, &shared);
+    let mut log = RequestLog {
+        shared: &shared,
+        started,
+        start_time,
+        peer: conn.peer,
+        protocol: protocol_name(parts.version),
+        request_id,
+        authority: "",
+        decision: None,
+    };
+    let id = match identified {
+        Ok(id) => id,
+        Err((refusal, reply_to)) => {
+            let reply = LocalReply::from(refusal);
+            log.finish(
+                &parts.method,
+                reply.status,
+                &reply.details,
+                Instant::now(),
+                None,
+            );
+            return Ok(refusal_reply(refusal, reply_to));
+        }
+    };
+    let decision = decide(
+        &shared.runtime,
+        &mut parts,
+        &id,
+        &conn,
+        &log.request_id,
+        start_time,
+    )
+    .await;
+    log.authority = id.host.as_str();
+    log.decision = Some(&decision);
+    if let Some(resp) = reply(&decision, &parts, &id, &log) {
+        return Ok(resp);
+    }
+    Ok(forward(parts, body, &id, &decision, &conn, &shared, &log).await)
+}
 
+/// Identify: intake's checks, the request id (kept when the client sent one), and
+/// `remote.ip`. A refusal comes back with the shape its reply takes.
+fn identify(
+    parts: &mut Parts,
+    conn: &ConnInfo,
+    shared: &Shared,
+) -> (Result<Identified, (Refusal, ReplyTo)>, HeaderValue) {
     let fields = intake::Fields::scan(&parts.headers);
-    let grpc = fields.grpc;
     let reply_to = ReplyTo {
-        grpc,
+        grpc: fields.grpc,
         head: parts.method == Method::HEAD,
     };
     let te_trailers = fields.te_trailers;
-    let admitted = intake::admit_scanned(&mut parts, fields);
+    let admitted = intake::admit_scanned(parts, fields);
     let request_id = match parts.headers.entry(&X_REQUEST_ID) {
         header::Entry::Occupied(mut e) => {
             if e.get().is_empty() {
@@ -315,136 +346,89 @@ pub async fn handle(
         }
         header::Entry::Vacant(e) => e.insert(shared.request_ids.next()).clone(),
     };
-    let host = match admitted {
-        Ok(authority) => authority,
-        Err(refusal) => {
-            let reply = LocalReply::from(refusal);
-            let elapsed = started.elapsed();
-            if let Some(writer) = &shared.log_writer {
-                write_access_log(
-                    writer,
-                    &AccessLog {
-                        start_time,
-                        method: parts.method.as_str(),
-                        authority: "",
-                        path: "",
-                        protocol: protocol_name(parts.version),
-                        response_code: reply.status,
-                        response_code_details: &reply.details,
-                        duration_ms: elapsed.as_secs_f64() * 1000.0,
-                        upstream_duration_ms: None,
-                        principal: None,
-                        request_id: request_id.to_str().unwrap_or(""),
-                        downstream_remote_address: conn.peer,
-                        policy: None,
-                        config_generation: snapshot.generation,
-                    },
-                );
-            }
-            shared.metrics.record_response(reply.status, elapsed, None);
-            return Ok(refusal_reply(refusal, reply_to));
-        }
+    let identified = admitted
+        .map(|host| Identified {
+            host,
+            remote: remote_ip(&parts.headers, conn.peer.ip(), shared.trusted_proxies),
+            reply_to,
+            te_trailers,
+        })
+        .map_err(|refusal| (refusal, reply_to));
+    (identified, request_id)
+}
+
+/// Decide: the runtime's one decision, on what intake admitted.
+async fn decide(
+    runtime: &Runtime,
+    parts: &mut Parts,
+    id: &Identified,
+    conn: &ConnInfo,
+    request_id: &HeaderValue,
+    now: u64,
+) -> Decision {
+    let facts = RequestFacts {
+        method: parts.method.as_str(),
+        path: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+        host: id.host.as_str(),
+        scheme: conn.scheme.as_str(),
+        peer: conn.peer,
+        local: conn.local,
+        remote_ip: id.remote,
+        sni: conn.sni.as_deref(),
+        now,
+        request_id: request_id.to_str().unwrap_or(""),
     };
-    let remote = remote_ip(&parts.headers, conn.peer.ip(), shared.trusted_proxies);
-    let raw_path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    runtime.decide(facts, &mut parts.headers).await
+}
 
-    // Requests that arrive while a provider's first JWKS fetch is in flight wait for it,
-    // bounded by the rule's timeout (docs/jwks.md).
-    for (keys, timeout) in snapshot.remote.values() {
-        keys.wait_first_fetch(*timeout).await;
-    }
-    let mut outcome = evaluate_once(
-        &snapshot,
-        &mut parts.headers,
-        parts.method.as_str(),
-        raw_path,
-        host.as_str(),
-        &conn,
-        remote,
-        &shared,
-        start_time,
-    );
-    if outcome.denial.is_some() && !outcome.unknown_kid.is_empty() {
-        // The token names a key the fetched set lacks: maybe a rotation. Refetch (coalesced,
-        // rate-limited per source) and decide again with the new keys.
-        let mut refetched = false;
-        for src in &outcome.unknown_kid {
-            if let Some((keys, timeout)) = snapshot.remote.get(src) {
-                keys.refetch_for_unknown_kid(*timeout).await;
-                refetched = true;
-            }
-        }
-        if refetched {
-            outcome = evaluate_once(
-                &snapshot,
-                &mut parts.headers,
-                parts.method.as_str(),
-                raw_path,
-                host.as_str(),
-                &conn,
-                remote,
-                &shared,
-                start_time,
-            );
-        }
-    }
-    record_outcome(&shared.metrics, &outcome);
-    let request_id_str = request_id.to_str().unwrap_or("");
-    if let Some(rules) = &outcome.explanation {
-        // RUST_LOG=meshguard::explain=debug: the same account `check --explain` gives.
-        for r in &outcome.jwt {
-            tracing::debug!(target: "meshguard::explain", request_id = request_id_str, provider = %r.provider, rule = %r.rule, result = r.result, reason = r.message.unwrap_or(""), "jwt");
-        }
-        for r in rules {
-            tracing::debug!(target: "meshguard::explain", request_id = request_id_str, policy = %r.policy, action = r.action, dry_run = r.dry_run, rule = %r.rule, matched = r.matched, why = r.why.as_deref().unwrap_or(""), "authorization rule");
-        }
-        tracing::debug!(target: "meshguard::explain", request_id = request_id_str, status = outcome.status(), details = outcome.denial.as_ref().map_or("via_upstream", |d| d.reply.details.as_str()), "decision");
-    }
-
-    // `ended`: when the answer was known (one clock read for both durations when forwarded).
-    let log = |status: u16, details: &str, ended: Instant, sent: Option<Instant>| {
-        let elapsed = ended.saturating_duration_since(started);
-        let upstream = sent.map(|s| ended.saturating_duration_since(s));
-        if let Some(writer) = &shared.log_writer {
-            let line = AccessLog {
-                start_time,
-                method: parts.method.as_str(),
-                authority: host.as_str(),
-                path: outcome
-                    .path
-                    .as_deref()
-                    .and_then(|p| p.split('?').next())
-                    .unwrap_or(""),
-                protocol: protocol_name(parts.version),
-                response_code: status,
-                response_code_details: details,
-                duration_ms: elapsed.as_secs_f64() * 1000.0,
-                upstream_duration_ms: upstream.map(|d| d.as_secs_f64() * 1000.0),
-                principal: outcome.principal.as_deref(),
-                request_id: request_id_str,
-                downstream_remote_address: conn.peer,
-                policy: outcome.authz.matched_policy.as_deref(),
-                config_generation: snapshot.generation,
-            };
-            write_access_log(writer, &line);
-        }
-        shared.metrics.record_response(status, elapsed, upstream);
-    };
-
-    if let Some(denial) = &outcome.denial {
+/// Reply: the local answer when the request is not forwarded: denied by the policies, or an
+/// allowed `CONNECT`, for which there is no route.
+fn reply(
+    decision: &Decision,
+    parts: &Parts,
+    id: &Identified,
+    log: &RequestLog<'_>,
+) -> Option<Response<Body>> {
+    if let Some(denial) = &decision.outcome.denial {
         let reply = &denial.reply;
-        log(reply.status, &reply.details, Instant::now(), None);
-        return Ok(local_reply(reply, reply_to));
+        log.finish(
+            &parts.method,
+            reply.status,
+            &reply.details,
+            Instant::now(),
+            None,
+        );
+        return Some(local_reply(reply, id.reply_to));
     }
     if parts.method == Method::CONNECT {
-        // Allowed by the policies, but never forwarded: there is no route for tunnels.
-        let reply = LocalReply::from(Refusal::ConnectNotRouted);
-        log(reply.status, &reply.details, Instant::now(), None);
-        return Ok(refusal_reply(Refusal::ConnectNotRouted, reply_to));
+        let refusal = Refusal::ConnectNotRouted;
+        let reply = LocalReply::from(refusal);
+        log.finish(
+            &parts.method,
+            reply.status,
+            &reply.details,
+            Instant::now(),
+            None,
+        );
+        return Some(refusal_reply(refusal, id.reply_to));
     }
+    None
+}
 
-    // Forward: the normalized path (origin-form), the original Host, forwarding headers set.
-    let path = outcome.path.as_deref().unwrap_or("/");
+/// Forward: the normalized path (origin-form), the original `Host`, hop-by-hop headers
+/// removed and the forwarding headers set; then the upstream's answer, or the local reply for
+/// its failure.
+async fn forward(
+    mut parts: Parts,
+    body: Incoming,
+    id: &Identified,
+    decision: &Decision,
+    conn: &ConnInfo,
+    shared: &Shared,
+    log: &RequestLog<'_>,
+) -> Response<Body> {
+    let raw_path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let path = decision.outcome.path.as_deref().unwrap_or("/");
     let uri = if path == raw_path {
         // Unchanged by normalization (the common case): reuse the request's bytes.
         match parts.uri.path_and_query() {
@@ -461,17 +445,17 @@ pub async fn handle(
                     details: "invalid_upstream_uri".into(),
                     www_authenticate: None,
                 };
-                log(400, &reply.details, Instant::now(), None);
-                return Ok(local_reply(&reply, reply_to));
+                log.finish(&parts.method, 400, &reply.details, Instant::now(), None);
+                return local_reply(&reply, id.reply_to);
             }
         }
     };
     let mut headers = std::mem::take(&mut parts.headers);
     strip_hop_by_hop(&mut headers);
-    if te_trailers {
+    if id.te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    intake::set_forwarding_headers(&mut headers, &host, &request_id, &conn);
+    intake::set_forwarding_headers(&mut headers, &id.host, &log.request_id, conn);
     if hyper::body::Body::is_end_stream(&body) {
         intake::set_empty_body_length(&mut headers, &parts.method);
     }
@@ -494,22 +478,34 @@ pub async fn handle(
             // upstream must not turn an HTTP/1.1 client's keep-alive connection into a
             // closing HTTP/1.0 one.
             rparts.version = parts.version;
-            log(rparts.status.as_u16(), "via_upstream", ended, Some(sent));
-            return Ok(Response::from_parts(rparts, Body::Upstream(rbody)));
+            log.finish(
+                &parts.method,
+                rparts.status.as_u16(),
+                "via_upstream",
+                ended,
+                Some(sent),
+            );
+            return Response::from_parts(rparts, Body::Upstream(rbody));
         }
         Err(SendError::ClientBody(fault)) => {
             // The client's fault: not an upstream failure, not counted as one.
             tracing::debug!(?fault, "the client's request body failed");
             let reply = LocalReply::from(&fault);
-            log(reply.status, &reply.details, Instant::now(), None);
-            let mut resp = local_reply(&reply, reply_to);
+            log.finish(
+                &parts.method,
+                reply.status,
+                &reply.details,
+                Instant::now(),
+                None,
+            );
+            let mut resp = local_reply(&reply, id.reply_to);
             if parts.version < http::Version::HTTP_2 {
                 // The rest of the body cannot be told from a next request: close, and say so
                 // (as Envoy does).
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            return Ok(resp);
+            return resp;
         }
         Err(SendError::Connect(e)) => UpstreamFailure::Connect(e),
         Err(SendError::Protocol(e)) => UpstreamFailure::Protocol(e),
@@ -517,7 +513,8 @@ pub async fn handle(
         Err(SendError::Overflow) => UpstreamFailure::Overflow,
     };
     shared
-        .metrics
+        .runtime
+        .metrics()
         .upstream_errors
         .get_or_create(&ResultLabels {
             result: failure.metric_label(),
@@ -525,8 +522,14 @@ pub async fn handle(
         .inc();
     tracing::warn!(upstream = %shared.upstream, ?failure, "upstream failed");
     let reply = LocalReply::from(&failure);
-    log(reply.status, &reply.details, Instant::now(), None);
-    Ok(local_reply(&reply, reply_to))
+    log.finish(
+        &parts.method,
+        reply.status,
+        &reply.details,
+        Instant::now(),
+        None,
+    );
+    local_reply(&reply, id.reply_to)
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Version};
 
-use crate::handler::ConnInfo;
+use crate::client::ConnInfo;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -541,7 +541,10 @@ pub fn set_forwarding_headers(
             e.insert(conn.peer_ip.clone());
         }
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    headers.insert(
+        X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(conn.scheme.as_str()),
+    );
 }
 
 /// A request without a body is forwarded with `content-length: 0`, except for the methods
@@ -923,7 +926,7 @@ mod tests {
 
     #[test]
     fn the_forwarded_request_id_is_the_one_value_of_x_request_id() {
-        let conn = ConnInfo::new(
+        let conn = ConnInfo::plain(
             "10.0.0.9:5000".parse().unwrap(),
             "10.0.0.1:8080".parse().unwrap(),
         );

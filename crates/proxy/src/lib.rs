@@ -18,17 +18,13 @@
 )]
 #![cfg_attr(not(test), deny(clippy::string_slice))]
 
-pub mod access_log;
-pub mod admin;
+pub mod client;
 pub mod config;
 pub mod connection;
 pub mod handler;
 pub mod intake;
-pub mod metrics;
-pub mod reload;
 pub mod response;
 pub mod server;
-pub mod state;
 pub mod upstream;
 
 pub use config::{Limits, ProxyConfig};

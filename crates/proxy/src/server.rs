@@ -7,7 +7,7 @@
 //! SIGTERM/SIGINT, and starting the access-log writer. Does not own serving one connection
 //! ([`crate::connection`]: HTTP/1.1 and HTTP/2 prior knowledge on one port, header size and
 //! read-time limits, HTTP/2 reset accounting), request handling ([`crate::handler`]) or admin
-//! pages ([`crate::admin`]).
+//! pages ([`meshguard_runtime::admin`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,11 +18,13 @@ use hyper::service::service_fn;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{Semaphore, watch};
 
+use crate::client::{ClientStream, ConnInfo};
 use crate::config::{Limits, ProxyConfig};
 use crate::connection::{ClientBody, ClientService, Settings};
-use crate::handler::{ConnInfo, RequestIds, Shared, handle};
-use crate::metrics::Metrics;
-use crate::state::PolicyState;
+use crate::handler::{RequestIds, Shared, handle};
+use meshguard_runtime::metrics::Metrics;
+use meshguard_runtime::state::PolicyState;
+use meshguard_runtime::{Runtime, RuntimeConfig, RuntimeError};
 
 /// Why the proxy could not start.
 #[derive(Debug)]
@@ -98,19 +100,20 @@ pub async fn start(
     config: ProxyConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, StartError> {
-    let metrics = Arc::new(Metrics::default());
-    let jwks = meshguard_jwks::JwksManager::new(config.jwks.clone(), metrics.jwks.clone())
-        .map_err(|e| StartError::Io(format!("JWKS client: {e}")))?;
-    let state = Arc::new(
-        PolicyState::load(
-            config.policies.clone(),
-            config.workload.clone(),
-            jwks,
-            config.token_cache,
-        )
-        .map_err(StartError::Policies)?,
+    let runtime = Arc::new(
+        Runtime::load(RuntimeConfig {
+            policies: config.policies.clone(),
+            workload: config.workload.clone(),
+            path_normalization: config.path_normalization,
+            token_cache: config.token_cache,
+            jwks: config.jwks.clone(),
+        })
+        .map_err(|e| match e {
+            RuntimeError::Policies(errs) => StartError::Policies(errs),
+            RuntimeError::Jwks(e) => StartError::Io(format!("JWKS client: {e}")),
+        })?,
     );
-    metrics.config_generation.set(1);
+    let (state, metrics) = (runtime.state().clone(), runtime.metrics().clone());
 
     let listener = bind("proxy listener", config.listen)?;
     let admin_listener = bind("admin listener", config.admin)?;
@@ -152,36 +155,30 @@ pub async fn start(
     let pool = crate::upstream::Upstream::new(authority, &config.limits);
 
     let shared = Arc::new(Shared {
-        state: state.clone(),
-        metrics: metrics.clone(),
+        runtime: runtime.clone(),
         pool,
         upstream: upstream.clone(),
-        path_normalization: config.path_normalization,
         trusted_proxies: config.trusted_proxies,
         upstream_timeout: config.limits.upstream_timeout,
         request_ids: RequestIds::default(),
         log_writer: if config.access_log {
-            let writer = crate::access_log::AccessLog::start(metrics.access_log_dropped.clone())
-                .map_err(|e| StartError::Io(format!("access-log writer: {e}")))?;
+            let writer =
+                meshguard_runtime::access_log::AccessLog::start(metrics.access_log_dropped.clone())
+                    .map_err(|e| StartError::Io(format!("access-log writer: {e}")))?;
             Some(writer)
         } else {
             None
         },
     });
 
-    tokio::spawn(crate::reload::run(
-        state.clone(),
-        metrics.clone(),
-        config.watch,
-        stopped(stop_rx.clone()),
-    ));
+    runtime.spawn_reload(config.watch, stopped(stop_rx.clone()));
     let mut settings = Settings::new(&config.limits);
     settings.premature_reset_closes = metrics.premature_reset_closes.clone();
     settings.protocol_errors = metrics.protocol_errors.clone();
     let settings = Arc::new(settings);
     let admin_service = {
         let (state, metrics) = (state.clone(), metrics.clone());
-        move |_: ConnInfo| crate::admin::service(state.clone(), metrics.clone())
+        move |_: ConnInfo| meshguard_runtime::admin::service(state.clone(), metrics.clone())
     };
     let admin_done = tokio::spawn(accept_loop(
         "admin",
@@ -191,11 +188,11 @@ pub async fn start(
         config.limits.clone(),
         stopped(stop_rx.clone()),
     ));
-    let fetchers = state.clone();
+    let fetchers = runtime.clone();
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
-        fetchers.jwks().shutdown();
+        fetchers.shutdown();
     });
     let proxy_service = move |conn_info: ConnInfo| {
         let shared = shared.clone();
@@ -264,11 +261,14 @@ async fn accept_loop<M, S, B>(
         let Ok(local) = stream.local_addr() else {
             continue;
         };
-        let service = make(ConnInfo::new(peer, local));
+        let service = make(ConnInfo::plain(peer, local));
         let settings = settings.clone();
         let drain = drain_rx.clone();
         tokio::spawn(async move {
-            if let Err(e) = crate::connection::serve(stream, service, settings, drain).await {
+            if let Err(e) =
+                crate::connection::serve(ClientStream::Plain(stream), service, settings, drain)
+                    .await
+            {
                 tracing::debug!(listener = what, %peer, error = %e, "connection ended with an error");
             }
             drop(permit);

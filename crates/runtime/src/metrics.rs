@@ -322,7 +322,7 @@ pub struct Metrics {
     /// HTTP/2 connections closed for resetting too many of their streams early.
     pub premature_reset_closes: Counter,
     /// HTTP/1 requests refused before the handler (`reason`: `too_large`, `malformed`).
-    pub protocol_errors: crate::connection::ProtocolErrors,
+    pub protocol_errors: ProtocolErrors,
 }
 
 impl Default for Metrics {
@@ -413,7 +413,7 @@ impl Default for Metrics {
         let malformed = protocol_error_family.get_or_create_owned(&ReasonLabels {
             reason: "malformed",
         });
-        let protocol_errors = crate::connection::ProtocolErrors {
+        let protocol_errors = ProtocolErrors {
             too_large,
             malformed,
         };
@@ -485,6 +485,30 @@ impl Metrics {
             }
         };
         out
+    }
+}
+
+/// HTTP/1 requests refused before they reach the service, so neither logged nor counted as
+/// requests: hyper's own answers to a head it cannot parse (400 for a bad request line or
+/// field, 431 for a head over its buffer, 414 for a request target over its limit), and
+/// the proxy's own 431 for heads over its limit. Counted when the connection ends with hyper's parse error, which costs
+/// the request path nothing. HTTP/2 has no such hook: `h2` resets a malformed stream (or
+/// answers 431 to an oversized header list) itself, without telling the server.
+#[derive(Clone, Debug, Default)]
+pub struct ProtocolErrors {
+    /// 431 or 414: the head (or its request target) is too large.
+    pub too_large: Counter,
+    /// 400: the head is not valid HTTP/1.
+    pub malformed: Counter,
+}
+
+impl ProtocolErrors {
+    pub fn count(&self, e: &hyper::Error) {
+        if e.is_parse_too_large() {
+            self.too_large.inc();
+        } else if e.is_parse() {
+            self.malformed.inc();
+        }
     }
 }
 

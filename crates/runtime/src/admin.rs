@@ -3,21 +3,25 @@
 //!
 //! Owns those pages and choosing the metrics format from `Accept`. Does not own what they
 //! report (state and metrics live elsewhere) or the listener (the accept loop in
-//! [`crate::server`] serves it with the proxy's connection limits and timeouts).
+//! the front end's listener serves it with the proxy's connection limits and timeouts).
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::{Service, service_fn};
 
 use crate::metrics::{Format, Metrics};
-use crate::response::{Body, full};
 use crate::state::PolicyState;
 
+/// The body of every admin page.
+pub type Body = Full<Bytes>;
+
 fn page(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
-    let mut r = Response::new(full(body));
+    let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,

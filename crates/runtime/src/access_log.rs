@@ -5,7 +5,7 @@
 //! does not take lines as fast as they come (a pipe nobody reads, a stalled log collector),
 //! the queue fills and further lines are dropped and counted in
 //! `meshguard_access_log_dropped_total`, rather than stalling every request behind a blocked
-//! write. Does not own what a line says ([`crate::handler`] builds it).
+//! write. Does not own what a line says (each front end builds its own).
 
 use std::io::Write;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};

@@ -1,0 +1,142 @@
+//! The client's side of a connection: the byte stream it arrived on and what is known of it.
+//!
+//! Owns [`ClientStream`] (one enum for every transport a listener accepts, so that the HTTP
+//! serving in [`crate::connection`] is written once) and [`ConnInfo`] (addresses, scheme, the
+//! TLS server name and the peer's proven identity, read by the handler for the engine's
+//! `source.*`, `destination.*` and `connection.sni` attributes and for `x-forwarded-proto`).
+//! Plaintext TCP is the only transport today; a TLS listener adds a variant and fills
+//! `scheme`, `sni` and `peer_identity`. Does not accept connections (the accept loop in
+//! [`crate::server`] does) or parse HTTP.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::HeaderValue;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// A client connection's byte stream.
+#[derive(Debug)]
+pub enum ClientStream {
+    /// Plaintext TCP.
+    Plain(TcpStream),
+}
+
+impl ClientStream {
+    /// Ready when the client has sent bytes (or closed): lets an idle connection wait holding
+    /// no read buffer. (A TLS variant must also answer ready when it holds decrypted bytes.)
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            ClientStream::Plain(s) => s.poll_read_ready(cx),
+        }
+    }
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            ClientStream::Plain(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// How the client reached the listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    /// As in `x-forwarded-proto` and the `www-authenticate` realm.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// What a client proved with its certificate: the URI SANs of its leaf (SPIFFE IDs in a
+/// mesh). Only a TLS listener that verified the chain makes one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerIdentity {
+    pub uri_sans: Vec<Arc<str>>,
+}
+
+/// The two ends of the client's connection and what the transport told about it.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    /// The peer's address as a header value, made once per connection for `x-forwarded-for`.
+    pub peer_ip: HeaderValue,
+    pub scheme: Scheme,
+    /// The server name of the client's TLS ClientHello; `None` over plaintext.
+    pub sni: Option<Arc<str>>,
+    /// `None` over plaintext and for TLS without a verified client certificate.
+    pub peer_identity: Option<Arc<PeerIdentity>>,
+}
+
+impl ConnInfo {
+    /// A plaintext connection from `peer` to `local`.
+    pub fn plain(peer: SocketAddr, local: SocketAddr) -> ConnInfo {
+        let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        ConnInfo {
+            peer,
+            local,
+            peer_ip,
+            scheme: Scheme::Http,
+            sni: None,
+            peer_identity: None,
+        }
+    }
+}

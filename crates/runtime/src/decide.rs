@@ -1,0 +1,158 @@
+//! The one decision every front end asks for: [`Runtime::decide`].
+//!
+//! Owns the order around the engine's pure evaluation: load the policy snapshot once, wait for
+//! the first fetch of the remote keys the providers use (bounded by each rule's timeout),
+//! evaluate, and when a token names a key the fetched set lacks (perhaps a rotation), refetch
+//! (coalesced and rate-limited per source) and evaluate once more. Then it counts the outcome
+//! (JWT and authorization metrics) and, with `RUST_LOG=meshguard::explain=debug`, logs the
+//! same account `meshguard check --explain` gives. Does not read requests off the wire, build
+//! replies, forward or write the access log: those belong to the front end (the HTTP proxy
+//! today; an ext_authz server would call the same function).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use http::HeaderMap;
+use meshguard_engine::{EvalOptions, HttpRequest, Outcome, PathNormalization, evaluate};
+
+use crate::Runtime;
+use crate::metrics::{AuthzLabels, JwtLabels, Metrics};
+use crate::state::Snapshot;
+
+/// What a front end knows about one request besides its headers.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestFacts<'a> {
+    pub method: &'a str,
+    /// The request-target as received: path, query and possibly a fragment.
+    pub path: &'a str,
+    /// The authority the upstream will receive.
+    pub host: &'a str,
+    /// `http` or `https`: how the client reached the front end.
+    pub scheme: &'a str,
+    /// The client's address (`source.ip`).
+    pub peer: SocketAddr,
+    /// The address the client connected to (`destination.ip`, `destination.port`).
+    pub local: SocketAddr,
+    /// `remote.ip`: the client as `X-Forwarded-For` and the trusted hops tell it.
+    pub remote_ip: IpAddr,
+    /// The TLS server name the client sent (`connection.sni`); `None` over plaintext.
+    pub sni: Option<&'a str>,
+    /// Unix seconds, for token expiry.
+    pub now: u64,
+    /// For the explanation log lines.
+    pub request_id: &'a str,
+}
+
+/// The decision and the snapshot it was made with (whose generation the access log names).
+#[derive(Debug)]
+pub struct Decision {
+    pub snapshot: Arc<Snapshot>,
+    pub outcome: Outcome,
+}
+
+impl Runtime {
+    /// Decides one request. `headers` change in place as the engine's JWT side effects say
+    /// (token removed unless `forwardOriginalToken`, payload and claims to headers).
+    pub async fn decide(&self, facts: RequestFacts<'_>, headers: &mut HeaderMap) -> Decision {
+        let snapshot = self.state.snapshot();
+        // Requests that arrive while a provider's first JWKS fetch is in flight wait for it,
+        // bounded by the rule's timeout (docs/jwks.md).
+        for (keys, timeout) in snapshot.remote.values() {
+            keys.wait_first_fetch(*timeout).await;
+        }
+        let mut outcome = evaluate_once(&snapshot, self.path_normalization, &facts, headers);
+        if outcome.denial.is_some() && !outcome.unknown_kid.is_empty() {
+            // The token names a key the fetched set lacks: maybe a rotation. Refetch and
+            // decide again with the new keys.
+            let mut refetched = false;
+            for src in &outcome.unknown_kid {
+                if let Some((keys, timeout)) = snapshot.remote.get(src) {
+                    keys.refetch_for_unknown_kid(*timeout).await;
+                    refetched = true;
+                }
+            }
+            if refetched {
+                outcome = evaluate_once(&snapshot, self.path_normalization, &facts, headers);
+            }
+        }
+        record_outcome(&self.metrics, &outcome);
+        explain(&outcome, facts.request_id);
+        Decision { snapshot, outcome }
+    }
+}
+
+fn evaluate_once(
+    snapshot: &Snapshot,
+    path_normalization: PathNormalization,
+    facts: &RequestFacts<'_>,
+    headers: &mut HeaderMap,
+) -> Outcome {
+    evaluate(
+        &snapshot.compiled,
+        HttpRequest {
+            method: facts.method,
+            path: facts.path,
+            host: facts.host,
+            scheme: facts.scheme,
+            headers,
+            source_ip: Some(facts.peer.ip()),
+            remote_ip: Some(facts.remote_ip),
+            destination_ip: Some(facts.local.ip()),
+            destination_port: Some(facts.local.port()),
+            sni: facts.sni,
+        },
+        &EvalOptions {
+            path_normalization,
+            now: facts.now,
+            keys: snapshot,
+            explain: tracing::enabled!(target: "meshguard::explain", tracing::Level::DEBUG),
+        },
+    )
+}
+
+/// The JWT and authorization counters for one decision.
+fn record_outcome(metrics: &Metrics, out: &Outcome) {
+    static NONE: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| "none".into());
+    for r in &out.jwt {
+        metrics.jwt.inc(JwtLabels {
+            issuer: r.issuer.clone(),
+            result: r.result,
+            reason: r.status.unwrap_or(""),
+        });
+    }
+    let a = &out.authz;
+    if a.matched_policy.is_some() || a.denied.is_some() {
+        metrics.authz.inc(AuthzLabels {
+            policy: a.matched_policy.clone().unwrap_or_else(|| NONE.clone()),
+            action: a.matched_action.unwrap_or("ALLOW"),
+            result: if a.denied.is_some() {
+                "denied"
+            } else {
+                "allowed"
+            },
+            dry_run: "false",
+        });
+    }
+    for d in &a.dry_run {
+        metrics.authz.inc(AuthzLabels {
+            policy: d.policy.clone().unwrap_or_else(|| NONE.clone()),
+            action: d.action,
+            result: d.result,
+            dry_run: "true",
+        });
+    }
+}
+
+/// `RUST_LOG=meshguard::explain=debug`: the account `check --explain` gives, per request.
+fn explain(outcome: &Outcome, request_id: &str) {
+    let Some(rules) = &outcome.explanation else {
+        return;
+    };
+    for r in &outcome.jwt {
+        tracing::debug!(target: "meshguard::explain", request_id, provider = %r.provider, rule = %r.rule, result = r.result, reason = r.message.unwrap_or(""), "jwt");
+    }
+    for r in rules {
+        tracing::debug!(target: "meshguard::explain", request_id, policy = %r.policy, action = r.action, dry_run = r.dry_run, rule = %r.rule, matched = r.matched, why = r.why.as_deref().unwrap_or(""), "authorization rule");
+    }
+    tracing::debug!(target: "meshguard::explain", request_id, status = outcome.status(), details = outcome.denial.as_ref().map_or("via_upstream", |d| d.reply.details.as_str()), "decision");
+}

@@ -1,0 +1,118 @@
+//! What every meshguard front end shares: the policy snapshot and its reloads, the remote
+//! keys, the metrics, the admin pages, the access-log writer, and one async decision.
+//!
+//! A front end (the HTTP proxy in `meshguard-proxy`; an ext_authz server later) builds one
+//! [`Runtime`] with [`Runtime::load`], starts its reloader with [`Runtime::spawn_reload`], and
+//! asks [`Runtime::decide`] about each request. The runtime does not listen, parse HTTP,
+//! build replies or forward: those are the front end's.
+//!
+//! Modules: [`state`] (the snapshot, swapped atomically, and `/config_dump`), [`reload`] (file
+//! watching, SIGHUP, the load and reload log lines), [`metrics`] (every metric family and
+//! the two text formats), [`admin`] (the admin pages), [`access_log`] (the writer thread),
+//! [`decide`] (the decision).
+#![forbid(unsafe_code)]
+// No panics on the request path: index with `get`, no unwrap/expect/panic!/unreachable!.
+// An allowed site says why it cannot panic (docs/architecture.md, Panics). Tests may use
+// them (clippy.toml; `string_slice` has no such option, hence the `cfg_attr`).
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)]
+#![cfg_attr(not(test), deny(clippy::string_slice))]
+
+pub mod access_log;
+pub mod admin;
+pub mod decide;
+pub mod metrics;
+pub mod reload;
+pub mod state;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use meshguard_engine::PathNormalization;
+use meshguard_model::{LoadErrors, Workload};
+
+pub use decide::{Decision, RequestFacts};
+pub use metrics::Metrics;
+pub use state::{PolicyState, Snapshot};
+
+/// What a [`Runtime`] is built from.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Policy files and directories.
+    pub policies: Vec<PathBuf>,
+    /// The workload the policies are selected for.
+    pub workload: Workload,
+    /// How request paths are normalized before matching (Istio's `pathNormalization`).
+    pub path_normalization: PathNormalization,
+    /// Verified tokens remembered (docs/decisions.md, decision 9); 0 disables the cache.
+    pub token_cache: usize,
+    /// Remote JWKS fetching: refresh, staleness, extra CA.
+    pub jwks: meshguard_jwks::JwksSettings,
+}
+
+/// Why a [`Runtime`] could not be built.
+#[derive(Debug)]
+pub enum RuntimeError {
+    /// The JWKS client could not be set up (its extra CA file, TLS settings).
+    Jwks(String),
+    /// The policies did not load; nothing is served.
+    Policies(LoadErrors),
+}
+
+/// The shared piece: policies, keys, metrics, and [`Runtime::decide`].
+#[derive(Debug)]
+pub struct Runtime {
+    state: Arc<PolicyState>,
+    metrics: Arc<Metrics>,
+    path_normalization: PathNormalization,
+}
+
+impl Runtime {
+    /// Loads and compiles the policies (generation 1) and starts the remote key fetchers.
+    pub fn load(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
+        let metrics = Arc::new(Metrics::default());
+        let jwks = meshguard_jwks::JwksManager::new(config.jwks, metrics.jwks.clone())
+            .map_err(|e| RuntimeError::Jwks(e.to_string()))?;
+        let state = PolicyState::load(config.policies, config.workload, jwks, config.token_cache)
+            .map_err(RuntimeError::Policies)?;
+        metrics.config_generation.set(1);
+        Ok(Runtime {
+            state: Arc::new(state),
+            metrics,
+            path_normalization: config.path_normalization,
+        })
+    }
+
+    /// Reloads on SIGHUP, and on file changes when `watch`, until `shutdown` resolves.
+    pub fn spawn_reload(&self, watch: bool, shutdown: impl Future<Output = ()> + Send + 'static) {
+        tokio::spawn(reload::run(
+            self.state.clone(),
+            self.metrics.clone(),
+            watch,
+            shutdown,
+        ));
+    }
+
+    /// Stops the remote key fetchers (at shutdown).
+    pub fn shutdown(&self) {
+        self.state.jwks().shutdown();
+    }
+
+    pub fn state(&self) -> &Arc<PolicyState> {
+        &self.state
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn path_normalization(&self) -> PathNormalization {
+        self.path_normalization
+    }
+}

@@ -141,7 +141,7 @@ fn hop_by_hop(name: &HeaderName) -> Option<&'static HeaderName> {
     (candidate.as_str() == s).then_some(candidate)
 }
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names, without allocating: most messages carry none of them, and
     // the usual one is a `connection: keep-alive` from the upstream. At most 8 distinct
     // names can match.
@@ -466,6 +466,8 @@ pub async fn handle(
             }
         }
     };
+    // Before the hop-by-hop headers go: an allowed WebSocket upgrade keeps its own.
+    let upgrade = crate::upgrade::requested(parts.version, &parts.headers, &mut parts.extensions);
     let mut headers = std::mem::take(&mut parts.headers);
     strip_hop_by_hop(&mut headers);
     if te_trailers {
@@ -481,6 +483,17 @@ pub async fn handle(
     *up.headers_mut() = headers;
 
     let sent = Instant::now();
+    if let Some(upgrade) = upgrade {
+        // On a connection of its own, then a tunnel (crate::upgrade); logged at the answer.
+        let f = crate::upgrade::forward(up, upgrade, &shared, sent, reply_to).await;
+        log(
+            f.status,
+            &f.details,
+            Instant::now(),
+            f.answered.then_some(sent),
+        );
+        return Ok(f.response);
+    }
     let failure = match shared
         .pool
         .send_from(up, shared.upstream_timeout, sent)

@@ -29,6 +29,7 @@ pub mod reload;
 pub mod response;
 pub mod server;
 pub mod state;
+pub mod upgrade;
 pub mod upstream;
 
 pub use config::{Limits, ProxyConfig};

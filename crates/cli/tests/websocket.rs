@@ -1,0 +1,623 @@
+//! WebSocket upgrades through the real proxy (docs/operations.md, WebSocket and upgrades): a
+//! handshake is decided as any request, an allowed one is tunnelled to the upstream, and the
+//! tunnel passes bytes both ways exactly, closes as its ends close, and never buffers more than
+//! its fixed buffers.
+//!
+//! The WebSocket ends are the Python `websockets` package (`support/websocket.py`), an
+//! implementation independent of meshguard's; the byte-level checks use raw TCP on both sides,
+//! where a client library would hide what the proxy does.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+mod support;
+
+use serde_json::Value;
+use support::fs::{demo_token, root, tmp};
+use support::http::{exchange, read_head};
+use support::proxy::{Proxy, Stdout, proxy_command, spawn};
+use support::python::python_with;
+
+/// Every request needs a valid token of `testing@secure.istio.io` (`presence: REQUIRED`: no
+/// token is 401), and `/denied` is denied to everyone.
+const POLICIES: &str = r#"apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: foo}
+spec:
+  jwtRules:
+  - issuer: testing@secure.istio.io
+    jwksUri: JWKS
+    presence: REQUIRED
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: require-jwt, namespace: foo}
+spec:
+  rules: [{from: [{source: {requestPrincipals: ["testing@secure.istio.io/testing@secure.istio.io"]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-denied, namespace: foo}
+spec:
+  action: DENY
+  rules: [{to: [{operation: {paths: ["/denied"]}}]}]
+"#;
+
+/// `meshguard proxy` in front of `upstream` with [`POLICIES`] (the keys inline), access log
+/// collected.
+fn start(upstream: &str, extra: &[&str]) -> Proxy {
+    let dir = tmp("websocket");
+    let jwks = std::fs::read_to_string(root().join("testdata/istio-demo/jwks.json")).unwrap();
+    let jwks = serde_json::to_string(&serde_json::from_str::<Value>(&jwks).unwrap()).unwrap();
+    let yaml = POLICIES.replace("jwksUri: JWKS", &format!("jwks: '{jwks}'"));
+    std::fs::write(dir.join("p.yaml"), yaml).unwrap();
+    spawn(
+        proxy_command()
+            .arg("--policies")
+            .arg(&dir)
+            .args(["--namespace", "foo"])
+            .args(["--upstream", &format!("http://{upstream}")])
+            .args(extra),
+        Stdout::Collect,
+    )
+}
+
+/// The Python with `websockets`: `$MESHGUARD_PYTHON`, else `python3` on `PATH` (in CI the
+/// environment `.ci/run` builds, which also holds Envoy). Missing: the test is skipped, or
+/// fails when `MESHGUARD_REQUIRE_PYTHON=1` or `MESHGUARD_REQUIRE_ENVOY=1` say the oracles
+/// must be there.
+fn python(test: &str) -> Option<String> {
+    let found = python_with(test, "websockets");
+    if found.is_none() && std::env::var("MESHGUARD_REQUIRE_ENVOY").as_deref() == Ok("1") {
+        panic!("{test}: no Python with websockets; MESHGUARD_REQUIRE_ENVOY=1 makes this a failure");
+    }
+    found
+}
+
+fn script() -> std::path::PathBuf {
+    root().join("crates/cli/tests/support/websocket.py")
+}
+
+/// The `websockets` echo server; killed on drop.
+struct EchoServer {
+    child: Child,
+    port: u16,
+    events: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl EchoServer {
+    fn start(python: &str) -> EchoServer {
+        let mut child = Command::new(python)
+            .arg(script())
+            .arg("server")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        let port = u16::try_from(first["port"].as_u64().unwrap()).unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let into = events.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                into.lock()
+                    .unwrap()
+                    .push(serde_json::from_str(&line).unwrap());
+            }
+        });
+        EchoServer {
+            child,
+            port,
+            events,
+        }
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The first event satisfying `pred`, waiting 10 s at most.
+    fn wait_event(&self, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(e) = self.events.lock().unwrap().iter().find(|e| pred(e)) {
+                return e.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no such server event: {:?}",
+                self.events.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Runs `websocket.py ARGS` to its end (30 s at most); its JSON lines.
+fn client(python: &str, args: &[&str]) -> Vec<Value> {
+    let out = Command::new(python)
+        .arg(script())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "websocket.py {args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A sample's value on `/stats/prometheus` (0 when absent).
+fn metric(p: &Proxy, name: &str) -> f64 {
+    let page = exchange(
+        p.admin_addr(),
+        "GET /stats/prometheus HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+    );
+    page.body
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+/// Waits (10 s at most) until the sample `name` reads `want`.
+fn wait_metric(p: &Proxy, name: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = metric(p, name);
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} is {got}, not {want}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+const ACTIVE: &str = "meshguard_downstream_upgrades_active";
+
+#[test]
+fn messages_are_echoed_through_the_proxy_with_a_valid_token() {
+    let Some(py) = python("messages_are_echoed_through_the_proxy_with_a_valid_token") else {
+        return;
+    };
+    let server = EchoServer::start(&py);
+    let p = start(&server.addr(), &[]);
+    let url = format!("ws://{}/echo", p.addr());
+    let out = client(&py, &["echo", &url, &demo_token()]);
+    assert_eq!(
+        out[0]["echoed"],
+        serde_json::json!([
+            {"type": "str", "len": 13},
+            {"type": "bytes", "len": 1024},
+            {"type": "bytes", "len": 1572864},
+        ])
+    );
+    assert_eq!(out[0]["close"], 1000, "a clean closing handshake");
+    let closed = server.wait_event(|e| e["event"] == "closed");
+    assert_eq!(closed["code"], 1000);
+    // One access-log line, written at the 101.
+    let line = p.log_where(|l| l["path"] == "/echo");
+    assert_eq!(line["response_code"], 101);
+    assert_eq!(line["response_code_details"], "via_upstream");
+    assert_eq!(
+        line["principal"],
+        "testing@secure.istio.io/testing@secure.istio.io"
+    );
+    assert_eq!(metric(&p, "meshguard_downstream_upgrades_total"), 1.0);
+    wait_metric(&p, ACTIVE, 0.0);
+}
+
+#[test]
+fn a_refused_handshake_gets_the_answer_of_any_refused_request() {
+    let Some(py) = python("a_refused_handshake_gets_the_answer_of_any_refused_request") else {
+        return;
+    };
+    let server = EchoServer::start(&py);
+    let p = start(&server.addr(), &[]);
+    let host = p.addr().to_string();
+    let url = |path: &str| format!("ws://{host}{path}");
+    let out = client(&py, &["status", &url("/ws")]);
+    assert_eq!(out[0]["status"], 401);
+    assert_eq!(out[0]["body"], "Jwt is missing");
+    assert_eq!(
+        out[0]["www_authenticate"],
+        format!("Bearer realm=\"http://{host}/ws\"")
+    );
+    let out = client(&py, &["status", &url("/ws"), "invalidtoken"]);
+    assert_eq!(out[0]["status"], 401);
+    assert_eq!(
+        out[0]["www_authenticate"],
+        format!("Bearer realm=\"http://{host}/ws\", error=\"invalid_token\"")
+    );
+    let out = client(&py, &["status", &url("/denied"), &demo_token()]);
+    assert_eq!(out[0]["status"], 403);
+    assert_eq!(out[0]["body"], "RBAC: access denied");
+    assert!(out[0]["www_authenticate"].is_null());
+    // None of them reached the upstream.
+    client(&py, &["echo", &url("/after"), &demo_token()]);
+    let events = server.events.lock().unwrap().clone();
+    let opened: Vec<&Value> = events.iter().filter(|e| e["event"] == "open").collect();
+    assert_eq!(opened.len(), 1, "{events:?}");
+    assert_eq!(opened[0]["path"], "/after");
+    assert_eq!(metric(&p, "meshguard_downstream_upgrades_total"), 1.0);
+}
+
+#[test]
+fn either_side_closing_reaches_the_other_and_the_tunnel_count_goes_back() {
+    let Some(py) = python("either_side_closing_reaches_the_other_and_the_tunnel_count_goes_back")
+    else {
+        return;
+    };
+    let server = EchoServer::start(&py);
+    let p = start(&server.addr(), &[]);
+    assert_eq!(metric(&p, ACTIVE), 0.0);
+
+    // The client closes.
+    let mut holder = Command::new(&py)
+        .arg(script())
+        .args(["hold", &format!("ws://{}/hold", p.addr()), &demo_token()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(holder.stdout.take().unwrap()).lines();
+    let open: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(open["event"], "open");
+    assert_eq!(metric(&p, ACTIVE), 1.0);
+    holder.stdin.take().unwrap().write_all(b"close\n").unwrap();
+    let closed: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(closed["code"], 1000);
+    assert!(holder.wait().unwrap().success());
+    let seen = server.wait_event(|e| e["event"] == "closed" && e["path"] == "/hold");
+    assert_eq!(seen["code"], 1000, "the server saw the client's close");
+    wait_metric(&p, ACTIVE, 0.0);
+
+    // The server closes.
+    let out = client(
+        &py,
+        &[
+            "until-closed",
+            &format!("ws://{}/close", p.addr()),
+            &demo_token(),
+        ],
+    );
+    assert_eq!(out[0]["code"], 1000);
+    assert_eq!(out[0]["reason"], "server says bye");
+    wait_metric(&p, ACTIVE, 0.0);
+    assert_eq!(metric(&p, "meshguard_downstream_upgrades_total"), 2.0);
+}
+
+/// A raw upstream: answers `/tunnel*` with 101 and then echoes (after the client's EOF it
+/// writes `upstream saw EOF` and closes), `/decline` with 403 `nope`, `/slow` with 101 and
+/// then reads nothing until `release` is set (then counts everything it reads into
+/// `drained`), anything else with 200 and the request head as the body.
+struct RawUpstream {
+    addr: String,
+    heads: Arc<Mutex<Vec<String>>>,
+    release: Arc<AtomicBool>,
+    drained: Arc<AtomicUsize>,
+}
+
+impl RawUpstream {
+    fn start() -> RawUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let release = Arc::new(AtomicBool::new(false));
+        let drained = Arc::new(AtomicUsize::new(0));
+        let (h, r, d) = (heads.clone(), release.clone(), drained.clone());
+        std::thread::spawn(move || {
+            for s in listener.incoming() {
+                let (h, r, d) = (h.clone(), r.clone(), d.clone());
+                std::thread::spawn(move || serve_raw(s.unwrap(), &h, &r, &d));
+            }
+        });
+        RawUpstream {
+            addr,
+            heads,
+            release,
+            drained,
+        }
+    }
+}
+
+fn serve_raw(
+    mut s: TcpStream,
+    heads: &Mutex<Vec<String>>,
+    release: &AtomicBool,
+    drained: &AtomicUsize,
+) {
+    let Some(head) = read_head(&mut s) else {
+        return;
+    };
+    heads.lock().unwrap().push(head.clone());
+    let path = head.split(' ').nth(1).unwrap_or("").to_string();
+    let switching =
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+    if path.starts_with("/tunnel") {
+        s.write_all(switching).unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => s.write_all(&buf[..n]).unwrap(),
+                Err(_) => return,
+            }
+        }
+        s.write_all(b"upstream saw EOF").unwrap();
+        let _ = s.shutdown(Shutdown::Write);
+    } else if path == "/decline" {
+        s.write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 4\r\n\r\nnope")
+            .unwrap();
+    } else if path == "/slow" {
+        s.write_all(switching).unwrap();
+        while !release.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            drained.fetch_add(n, Ordering::SeqCst);
+        }
+    } else {
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{head}",
+            head.len()
+        );
+        s.write_all(reply.as_bytes()).unwrap();
+    }
+}
+
+/// An upgrade request's head with the demo token.
+fn handshake(path: &str, upgrade: &str, connection: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: app\r\nAuthorization: Bearer {}\r\nUpgrade: {upgrade}\r\nConnection: {connection}\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        demo_token()
+    )
+}
+
+/// Opens a tunnel on `path` through `p`: the 101's head.
+fn open_tunnel(p: &Proxy, path: &str, early: &[u8]) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(p.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut request = handshake(path, "websocket", "Upgrade").into_bytes();
+    request.extend_from_slice(early);
+    s.write_all(&request).unwrap();
+    let head = read_head(&mut s).unwrap();
+    (s, head)
+}
+
+#[test]
+fn the_tunnel_passes_bytes_exactly_both_ways_and_passes_half_close_on() {
+    let up = RawUpstream::start();
+    let p = start(&up.addr, &[]);
+    // Bytes sent with the handshake, before the 101, belong to the tunnel too.
+    let early = b"early\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+    let (mut s, head) = open_tunnel(&p, "/tunnel", early);
+    assert!(
+        head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{head}"
+    );
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.contains("\r\nupgrade: websocket\r\n"), "{head}");
+    assert!(lower.contains("\r\nconnection: upgrade\r\n"), "{head}");
+    // The upstream got the upgrade with its headers, the forwarding headers, and no token.
+    let sent = up.heads.lock().unwrap()[0].to_ascii_lowercase();
+    for h in [
+        "\r\nupgrade: websocket\r\n",
+        "\r\nconnection: upgrade\r\n",
+        "\r\nsec-websocket-key: dghlihnhbxbszsbub25jzq==\r\n",
+        "\r\nx-forwarded-proto: http\r\n",
+        "\r\nx-request-id: ",
+    ] {
+        assert!(sent.contains(h), "{h:?} not in {sent}");
+    }
+    assert!(!sent.contains("authorization"), "{sent}");
+
+    let mut got = vec![0u8; early.len()];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(got, early);
+    // Every byte value, and 1 MiB of a pattern: back exactly, nothing added.
+    let payload: Vec<u8> = (0..(1 << 20) + 256)
+        .map(|i: usize| (i % 251) as u8)
+        .collect();
+    let mut writer = s.try_clone().unwrap();
+    let sent_payload = payload.clone();
+    let w = std::thread::spawn(move || writer.write_all(&sent_payload).unwrap());
+    let mut got = vec![0u8; payload.len()];
+    s.read_exact(&mut got).unwrap();
+    w.join().unwrap();
+    assert!(got == payload, "the echo differs");
+    // Half-close: the upstream sees EOF, and can still answer.
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b"upstream saw EOF");
+    wait_metric(&p, ACTIVE, 0.0);
+}
+
+#[test]
+fn other_upgrades_are_refused_and_h2c_and_http10_upgrades_are_served_plainly() {
+    let up = RawUpstream::start();
+    let p = start(&up.addr, &[]);
+    for (upgrade, connection) in [("foo", "Upgrade"), ("websocket, foo", "Upgrade")] {
+        // Refused before evaluation, as Envoy does: an invalid token makes no difference.
+        for auth in [true, false] {
+            let mut req = handshake("/tunnel", upgrade, connection);
+            if !auth {
+                req = req.replace(&demo_token(), "invalidtoken");
+            }
+            let r = exchange(p.addr(), &req);
+            assert_eq!(r.status, 403, "{upgrade}");
+            assert_eq!(r.body, "");
+            assert_eq!(r.header("connection"), Some("close"));
+            assert_eq!(r.header("content-length"), Some("0"));
+        }
+    }
+    let line = p.log_where(|l| l["response_code"] == 403);
+    assert_eq!(line["response_code_details"], "upgrade_failed");
+
+    // h2c: the upgrade is dropped, the request is served as HTTP/1.1.
+    let r = exchange(
+        p.addr(),
+        &handshake("/plain", "h2c", "Upgrade, HTTP2-Settings").replace(
+            "\r\n\r\n",
+            "\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+        ),
+    );
+    assert_eq!(r.status, 200);
+    let forwarded = r.body.to_ascii_lowercase();
+    assert!(
+        forwarded.starts_with("get /plain http/1.1\r\n"),
+        "{forwarded}"
+    );
+    for gone in ["upgrade", "http2-settings", "connection"] {
+        assert!(
+            !forwarded.contains(&format!("\r\n{gone}:")),
+            "{gone} in {forwarded}"
+        );
+    }
+    // HTTP/1.0 has no upgrades (RFC 9110 §7.8): served, without `Upgrade`.
+    let r = exchange(
+        p.addr(),
+        &handshake("/plain", "websocket", "Upgrade").replace("HTTP/1.1", "HTTP/1.0"),
+    );
+    assert_eq!(r.status, 200);
+    assert!(
+        !r.body.to_ascii_lowercase().contains("\r\nupgrade:"),
+        "{}",
+        r.body
+    );
+}
+
+#[test]
+fn an_upstream_that_declines_the_upgrade_is_relayed_and_the_connection_closed() {
+    let up = RawUpstream::start();
+    let p = start(&up.addr, &[]);
+    let r = exchange(p.addr(), &handshake("/decline", "websocket", "Upgrade"));
+    assert_eq!(r.status, 403);
+    assert_eq!(r.body, "nope");
+    assert_eq!(r.header("connection"), Some("close"));
+    let line = p.log_where(|l| l["path"] == "/decline");
+    assert_eq!(line["response_code"], 403);
+    assert_eq!(
+        line["response_code_details"],
+        "websocket_handshake_unsuccessful"
+    );
+    assert_eq!(metric(&p, "meshguard_downstream_upgrades_total"), 0.0);
+}
+
+#[test]
+fn a_tunnel_keeps_its_connection_slot_until_it_closes() {
+    let up = RawUpstream::start();
+    let p = start(&up.addr, &["--max-connections", "1"]);
+    let (mut tunnel, head) = open_tunnel(&p, "/tunnel", b"");
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    // The one slot is the tunnel's: a second client waits.
+    let mut other = TcpStream::connect(p.addr()).unwrap();
+    let plain = format!(
+        "GET /plain HTTP/1.1\r\nHost: app\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        demo_token()
+    );
+    other.write_all(plain.as_bytes()).unwrap();
+    other
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    assert!(
+        other.read(&mut buf).is_err(),
+        "answered while the tunnel held the only slot"
+    );
+    // The tunnel ends: the waiting client is served.
+    tunnel.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    tunnel.read_to_end(&mut rest).unwrap();
+    drop(tunnel);
+    other
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = Vec::new();
+    other.read_to_end(&mut answer).unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200 OK\r\n"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_fast_client_and_a_stalled_upstream_do_not_grow_the_proxy() {
+    let up = RawUpstream::start();
+    let p = start(&up.addr, &[]);
+    // Warm up: one tunnel opened and closed, so that the allocator has its usual pages.
+    let (mut warm, _) = open_tunnel(&p, "/tunnel", b"");
+    warm.shutdown(Shutdown::Write).unwrap();
+    warm.read_to_end(&mut Vec::new()).unwrap();
+    let before = rss_kb(p.child.id());
+
+    let (mut s, head) = open_tunnel(&p, "/slow", b"");
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    // Write until the writes block for half a second: what the proxy takes in while the
+    // upstream reads nothing is its fixed buffers plus the sockets' kernel buffers.
+    s.set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let chunk = vec![0x5au8; 1 << 20];
+    let mut written = 0usize;
+    while written < 256 << 20 {
+        match s.write(&chunk) {
+            Ok(n) => written += n,
+            Err(_) => break,
+        }
+    }
+    let during = rss_kb(p.child.id());
+    assert!(
+        written < 64 << 20,
+        "{written} bytes taken in while the upstream read nothing"
+    );
+    assert!(
+        during < before + 16 * 1024,
+        "RSS grew from {before} kB to {during} kB with {written} bytes in flight"
+    );
+    // Every byte taken in reaches the upstream once it reads.
+    up.release.store(true, Ordering::SeqCst);
+    s.shutdown(Shutdown::Write).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while up.drained.load(Ordering::SeqCst) < written {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {written} bytes",
+            up.drained.load(Ordering::SeqCst)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(up.drained.load(Ordering::SeqCst), written);
+    eprintln!("stalled upstream: {written} bytes taken in, RSS {before} kB -> {during} kB");
+}

@@ -43,11 +43,14 @@ pub struct UpgradeMetrics {
 }
 
 /// An allowed request that asks for a WebSocket upgrade: the client connection's pending
-/// upgrade and the `Upgrade` value to forward.
+/// upgrade, and the `Upgrade` and `Connection` values to forward.
 #[derive(Debug)]
 pub struct Requested {
     client: OnUpgrade,
     protocol: HeaderValue,
+    /// The client's `Connection` lines joined with `,`, as Envoy forwards them with an
+    /// upgrade (intake has left only connection options in them).
+    connection: HeaderValue,
 }
 
 /// Whether the request asks for an upgrade meshguard forwards: HTTP/1.1, `Upgrade: websocket`
@@ -60,8 +63,21 @@ pub fn requested(
     extensions: &mut http::Extensions,
 ) -> Option<Requested> {
     let protocol = websocket(version, headers)?.clone();
+    let mut joined = Vec::new();
+    for v in headers.get_all(header::CONNECTION) {
+        if !joined.is_empty() {
+            joined.push(b',');
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    let connection =
+        HeaderValue::from_bytes(&joined).unwrap_or_else(|_| HeaderValue::from_static("upgrade"));
     let client = extensions.remove::<OnUpgrade>()?;
-    Some(Requested { client, protocol })
+    Some(Requested {
+        client,
+        protocol,
+        connection,
+    })
 }
 
 /// The `Upgrade` value of an HTTP/1.1 WebSocket upgrade request.
@@ -90,8 +106,8 @@ pub struct Forwarded {
 /// The details of an upgrade the upstream declined (any answer but `101`), as Envoy logs it.
 pub const DECLINED: &str = "websocket_handshake_unsuccessful";
 
-/// Sends `req` (hop-by-hop headers removed, forwarding headers set) with `Upgrade` and
-/// `Connection: upgrade` on a new connection to the upstream the pool connects to. Connecting
+/// Sends `req` (hop-by-hop headers removed, forwarding headers set) with the client's `Upgrade`
+/// and `Connection` on a new connection to the upstream the pool connects to. Connecting
 /// and the response head together get `--upstream-timeout` from `sent`. A `101` is relayed
 /// and the tunnel starts once hyper has written it to the client; any other answer is relayed
 /// as a normal response with `Connection: close` (as Envoy answers it; the client may already
@@ -105,7 +121,7 @@ pub async fn forward(
 ) -> Forwarded {
     let headers = req.headers_mut();
     headers.insert(header::UPGRADE, requested.protocol);
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::CONNECTION, requested.connection);
     let request_id = headers.get("x-request-id").cloned();
     let addr = match shared.upstream.authority() {
         Some(a) if a.port_u16().is_some() => a.as_str().to_string(),

@@ -306,7 +306,8 @@ fn either_side_closing_reaches_the_other_and_the_tunnel_count_goes_back() {
 /// A raw upstream: answers `/tunnel*` with 101 and then echoes (after the client's EOF it
 /// writes `upstream saw EOF` and closes), `/decline` with 403 `nope`, `/slow` with 101 and
 /// then reads nothing until `release` is set (then counts everything it reads into
-/// `drained`), anything else with 200 and the request head as the body.
+/// `drained`), anything else with 200 and the request head as the body. Every connection
+/// serves one request (answers that are not 101 say `connection: close`).
 struct RawUpstream {
     addr: String,
     heads: Arc<Mutex<Vec<String>>>,
@@ -363,7 +364,7 @@ fn serve_raw(
         s.write_all(b"upstream saw EOF").unwrap();
         let _ = s.shutdown(Shutdown::Write);
     } else if path == "/decline" {
-        s.write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 4\r\n\r\nnope")
+        s.write_all(b"HTTP/1.1 403 Forbidden\r\nconnection: close\r\ncontent-length: 4\r\n\r\nnope")
             .unwrap();
     } else if path == "/slow" {
         s.write_all(switching).unwrap();
@@ -379,7 +380,7 @@ fn serve_raw(
         }
     } else {
         let reply = format!(
-            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{head}",
+            "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{head}",
             head.len()
         );
         s.write_all(reply.as_bytes()).unwrap();

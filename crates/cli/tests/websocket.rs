@@ -47,14 +47,18 @@ spec:
   rules: [{to: [{operation: {paths: ["/denied"]}}]}]
 "#;
 
+/// [`POLICIES`] with the demo keys inline.
+fn policies_yaml() -> String {
+    let jwks = std::fs::read_to_string(root().join("testdata/istio-demo/jwks.json")).unwrap();
+    let jwks = serde_json::to_string(&serde_json::from_str::<Value>(&jwks).unwrap()).unwrap();
+    POLICIES.replace("jwksUri: JWKS", &format!("jwks: '{jwks}'"))
+}
+
 /// `meshguard proxy` in front of `upstream` with [`POLICIES`] (the keys inline), access log
 /// collected.
 fn start(upstream: &str, extra: &[&str]) -> Proxy {
     let dir = tmp("websocket");
-    let jwks = std::fs::read_to_string(root().join("testdata/istio-demo/jwks.json")).unwrap();
-    let jwks = serde_json::to_string(&serde_json::from_str::<Value>(&jwks).unwrap()).unwrap();
-    let yaml = POLICIES.replace("jwksUri: JWKS", &format!("jwks: '{jwks}'"));
-    std::fs::write(dir.join("p.yaml"), yaml).unwrap();
+    std::fs::write(dir.join("p.yaml"), policies_yaml()).unwrap();
     spawn(
         proxy_command()
             .arg("--policies")
@@ -304,7 +308,8 @@ fn either_side_closing_reaches_the_other_and_the_tunnel_count_goes_back() {
 }
 
 /// A raw upstream: answers `/tunnel*` with 101 and then echoes (after the client's EOF it
-/// writes `upstream saw EOF` and closes), `/decline` with 403 `nope`, `/slow` with 101 and
+/// writes `upstream saw EOF` and closes), `/goodbye` with 101, `upstream says bye` and a
+/// close, `/decline` with 403 `nope`, `/decline-ok` with 200 `plain`, `/slow` with 101 and
 /// then reads nothing until `release` is set (then counts everything it reads into
 /// `drained`), anything else with 200 and the request head as the body. Every connection
 /// serves one request (answers that are not 101 say `connection: close`).
@@ -363,8 +368,16 @@ fn serve_raw(
         }
         s.write_all(b"upstream saw EOF").unwrap();
         let _ = s.shutdown(Shutdown::Write);
+    } else if path == "/goodbye" {
+        s.write_all(switching).unwrap();
+        s.write_all(b"upstream says bye").unwrap();
     } else if path == "/decline" {
-        s.write_all(b"HTTP/1.1 403 Forbidden\r\nconnection: close\r\ncontent-length: 4\r\n\r\nnope")
+        s.write_all(
+            b"HTTP/1.1 403 Forbidden\r\nconnection: close\r\ncontent-length: 4\r\n\r\nnope",
+        )
+        .unwrap();
+    } else if path == "/decline-ok" {
+        s.write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 5\r\n\r\nplain")
             .unwrap();
     } else if path == "/slow" {
         s.write_all(switching).unwrap();
@@ -397,7 +410,12 @@ fn handshake(path: &str, upgrade: &str, connection: &str) -> String {
 
 /// Opens a tunnel on `path` through `p`: the 101's head.
 fn open_tunnel(p: &Proxy, path: &str, early: &[u8]) -> (TcpStream, String) {
-    let mut s = TcpStream::connect(p.addr()).unwrap();
+    open_tunnel_at(p.addr(), path, early)
+}
+
+/// Opens a tunnel on `path` through the proxy at `addr`: the 101's head.
+fn open_tunnel_at(addr: &str, path: &str, early: &[u8]) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut request = handshake(path, "websocket", "Upgrade").into_bytes();
     request.extend_from_slice(early);
@@ -519,6 +537,13 @@ fn an_upstream_that_declines_the_upgrade_is_relayed_and_the_connection_closed() 
     assert_eq!(r.header("connection"), Some("close"));
     let line = p.log_where(|l| l["path"] == "/decline");
     assert_eq!(line["response_code"], 403);
+    assert_eq!(line["response_code_details"], "via_upstream");
+    // A 2xx that is not 101: relayed too, and logged as Envoy logs it.
+    let r = exchange(p.addr(), &handshake("/decline-ok", "websocket", "Upgrade"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, "plain");
+    assert_eq!(r.header("connection"), Some("close"));
+    let line = p.log_where(|l| l["path"] == "/decline-ok");
     assert_eq!(
         line["response_code_details"],
         "websocket_handshake_unsuccessful"
@@ -621,4 +646,131 @@ fn a_fast_client_and_a_stalled_upstream_do_not_grow_the_proxy() {
     }
     assert_eq!(up.drained.load(Ordering::SeqCst), written);
     eprintln!("stalled upstream: {written} bytes taken in, RSS {before} kB -> {during} kB");
+}
+
+/// What a client saw of one tunnel.
+#[derive(Debug, PartialEq, Eq)]
+struct TunnelSeen {
+    status_line: String,
+    upgrade: Option<String>,
+    connection_upgrade: bool,
+    /// The bytes sent with the handshake and a 64 KiB payload came back exactly.
+    echoed: bool,
+    /// What came back after the client's half-close, until the proxy closed.
+    after_half_close: String,
+    /// What came back when the upstream said goodbye and closed, until the proxy closed.
+    goodbye: String,
+    /// The status and body of a handshake the upstream declined with 403, and with 200.
+    declined: (u16, String),
+    declined_2xx: (u16, String),
+}
+
+fn see_tunnels(addr: &str) -> TunnelSeen {
+    let early = b"early\r\n\r\n";
+    let (mut s, head) = open_tunnel_at(addr, "/tunnel", early);
+    let lower = head.to_ascii_lowercase();
+    let field = |name: &str| {
+        lower
+            .split("\r\n")
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .map(|v| v.trim().to_string())
+    };
+    let payload: Vec<u8> = (0..65536usize).map(|i| (i % 253) as u8).collect();
+    let mut writer = s.try_clone().unwrap();
+    let sent = payload.clone();
+    let w = std::thread::spawn(move || writer.write_all(&sent).unwrap());
+    let mut got = vec![0u8; early.len() + payload.len()];
+    s.read_exact(&mut got).unwrap();
+    w.join().unwrap();
+    let echoed = got[..early.len()] == early[..] && got[early.len()..] == payload[..];
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let (mut g, _) = open_tunnel_at(addr, "/goodbye", b"");
+    let mut goodbye = Vec::new();
+    let _ = g.read_to_end(&mut goodbye);
+    let declined = exchange(addr, &handshake("/decline", "websocket", "Upgrade"));
+    let declined_2xx = exchange(addr, &handshake("/decline-ok", "websocket", "Upgrade"));
+    TunnelSeen {
+        status_line: head.lines().next().unwrap_or("").to_string(),
+        upgrade: field("upgrade"),
+        connection_upgrade: field("connection").is_some_and(|v| v.contains("upgrade")),
+        echoed,
+        after_half_close: String::from_utf8_lossy(&rest).into_owned(),
+        goodbye: String::from_utf8_lossy(&goodbye).into_owned(),
+        declined: (declined.status, declined.body),
+        declined_2xx: (declined_2xx.status, declined_2xx.body),
+    }
+}
+
+/// The same tunnels through Envoy 1.40, configured from the same YAML as istiod configures a
+/// sidecar (`crates/envoy-diff`: `upgrade_configs: [{upgrade_type: websocket}]`), and through
+/// meshguard: the same 101, bytes and closes, except the two differences of
+/// docs/differences.md (Envoy ends the tunnel at the client's half-close, and drops the body of
+/// a 2xx answer to the handshake). The recording upstream of the differential harness never answers
+/// 101, so tunnels are compared here.
+#[test]
+fn tunnels_behave_as_through_envoy() {
+    use meshguard_envoy_diff::run::TempDir;
+    use meshguard_envoy_diff::translate::{Endpoints, bootstrap};
+    use meshguard_envoy_diff::{MeshOptions, WorkloadSpec, envoy};
+    let Some(binary) = envoy::find() else {
+        assert!(
+            std::env::var("MESHGUARD_REQUIRE_ENVOY").as_deref() != Ok("1"),
+            "MESHGUARD_REQUIRE_ENVOY=1 and no envoy on PATH"
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED tunnels_behave_as_through_envoy: no envoy on PATH"
+        );
+        return;
+    };
+    let up = RawUpstream::start();
+    let mg = start(&up.addr, &[]);
+    let port = {
+        let l = TcpListener::bind("127.0.0.2:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let listen = format!("127.0.0.2:{port}").parse().unwrap();
+    let config = bootstrap(
+        &policies_yaml(),
+        &WorkloadSpec::default(),
+        &MeshOptions::default(),
+        &Endpoints {
+            listen,
+            upstream: up.addr.parse().unwrap(),
+        },
+    )
+    .unwrap();
+    let dir = TempDir::new().unwrap();
+    let envoy = envoy::Envoy::start(&binary, &config, &dir, listen).unwrap();
+
+    let through_meshguard = see_tunnels(mg.addr());
+    let through_envoy = see_tunnels(&envoy.listen.to_string());
+    assert_eq!(
+        through_meshguard,
+        TunnelSeen {
+            status_line: "HTTP/1.1 101 Switching Protocols".into(),
+            upgrade: Some("websocket".into()),
+            connection_upgrade: true,
+            echoed: true,
+            after_half_close: "upstream saw EOF".into(),
+            goodbye: "upstream says bye".into(),
+            declined: (403, "nope".into()),
+            declined_2xx: (200, "plain".into()),
+        }
+    );
+    assert_eq!(
+        through_envoy,
+        TunnelSeen {
+            // Envoy ends the whole tunnel when the client half-closes: the upstream's answer
+            // to the EOF never reaches the client.
+            after_half_close: String::new(),
+            // Envoy relays a 2xx answer to the handshake without its body.
+            declined_2xx: (200, String::new()),
+            ..through_meshguard
+        },
+        "envoy log:\n{}",
+        envoy.log()
+    );
 }

@@ -200,7 +200,7 @@ pub static KNOWN: &[KnownDifference] = &[
             };
             websocket
                 && m.status == e.status
-                && m.status != 101
+                && (200..300).contains(&m.status)
                 && e.body.is_empty()
                 && !c.meshguard.upstream.is_empty()
                 && c.only(&[

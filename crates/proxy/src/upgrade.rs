@@ -103,7 +103,8 @@ pub struct Forwarded {
     pub answered: bool,
 }
 
-/// The details of an upgrade the upstream declined (any answer but `101`), as Envoy logs it.
+/// The details of an upgrade the upstream declined with a `2xx` other than `101`, as Envoy
+/// logs it (Envoy logs any other answer as `via_upstream`).
 pub const DECLINED: &str = "websocket_handshake_unsuccessful";
 
 /// Sends `req` (hop-by-hop headers removed, forwarding headers set) with the client's `Upgrade`
@@ -147,7 +148,11 @@ pub async fn forward(
         return Forwarded {
             response: Response::from_parts(parts, Body::Direct(body)),
             status,
-            details: Cow::Borrowed(DECLINED),
+            details: Cow::Borrowed(if (200..300).contains(&status) {
+                DECLINED
+            } else {
+                "via_upstream"
+            }),
             answered: true,
         };
     }

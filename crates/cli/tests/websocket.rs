@@ -774,3 +774,111 @@ fn tunnels_behave_as_through_envoy() {
         envoy.log()
     );
 }
+
+#[test]
+fn an_upgrade_request_body_reaches_the_upstream_before_the_tunnel_bytes() {
+    let up = RawUpstream::start();
+    let p = start(&up.addr, &[]);
+    let mut s = TcpStream::connect(p.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let request = handshake("/tunnel", "websocket", "Upgrade").replacen("GET ", "POST ", 1);
+    let request = request.replace("\r\n\r\n", "\r\nContent-Length: 5\r\n\r\nhello");
+    s.write_all(request.as_bytes()).unwrap();
+    let head = read_head(&mut s).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    s.write_all(b"ping").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    // The upstream's echo: the body, then the tunnel's bytes (as through Envoy).
+    assert_eq!(rest, b"hellopingupstream saw EOF");
+    let sent = up.heads.lock().unwrap()[0].to_ascii_lowercase();
+    assert!(sent.contains("\r\ncontent-length: 5\r\n"), "{sent}");
+}
+
+/// One HTTP/2 frame: length, type, flags, stream, payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut f = vec![len[1], len[2], len[3], kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An HPACK block of literal fields without indexing, without Huffman coding.
+fn hpack(fields: &[(&str, &str)]) -> Vec<u8> {
+    // RFC 7541 §5.1: an integer with a 7-bit prefix.
+    fn string(out: &mut Vec<u8>, s: &str) {
+        let mut n = s.len();
+        if n < 127 {
+            out.push(u8::try_from(n).unwrap());
+        } else {
+            out.push(127);
+            n -= 127;
+            while n >= 128 {
+                out.push(u8::try_from(n % 128).unwrap() | 0x80);
+                n /= 128;
+            }
+            out.push(u8::try_from(n).unwrap());
+        }
+        out.extend_from_slice(s.as_bytes());
+    }
+    let mut out = Vec::new();
+    for (n, v) in fields {
+        out.push(0);
+        string(&mut out, n);
+        string(&mut out, v);
+    }
+    out
+}
+
+#[test]
+fn http2_websocket_requests_are_reset_and_never_forwarded() {
+    let up = RawUpstream::start();
+    let p = start(&up.addr, &[]);
+    let bearer = format!("Bearer {}", demo_token());
+    let base = [
+        (":scheme", "http"),
+        (":path", "/tunnel"),
+        (":authority", "app"),
+        ("authorization", bearer.as_str()),
+    ];
+    // RFC 8441's extended CONNECT (meshguard, like Istio's Envoy, does not offer it), and a
+    // GET with HTTP/1's upgrade headers, which HTTP/2 forbids.
+    let extended: Vec<_> = [(":method", "CONNECT"), (":protocol", "websocket")]
+        .into_iter()
+        .chain(base)
+        .chain([("sec-websocket-version", "13")])
+        .collect();
+    let upgrade_get: Vec<_> = [(":method", "GET")]
+        .into_iter()
+        .chain(base)
+        .chain([("upgrade", "websocket"), ("connection", "upgrade")])
+        .collect();
+    for fields in [extended, upgrade_get] {
+        let mut s = TcpStream::connect(p.addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        out.extend(h2_frame(0x4, 0, 0, &[]));
+        // END_HEADERS, not END_STREAM: a tunnel would go on.
+        out.extend(h2_frame(0x1, 0x4, 1, &hpack(&fields)));
+        s.write_all(&out).unwrap();
+        // Frames until the stream's RST_STREAM (or the connection's end).
+        let mut reset = None;
+        let mut header = [0u8; 9];
+        while reset.is_none() && s.read_exact(&mut header).is_ok() {
+            let len =
+                usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+            let mut payload = vec![0u8; len];
+            s.read_exact(&mut payload).unwrap();
+            let stream = u32::from_be_bytes(header[5..9].try_into().unwrap()) & 0x7fff_ffff;
+            assert_ne!(header[3], 0x1, "a response to {fields:?}");
+            if header[3] == 0x3 && stream == 1 {
+                reset = Some(u32::from_be_bytes(payload[..4].try_into().unwrap()));
+            }
+        }
+        assert_eq!(reset, Some(1), "PROTOCOL_ERROR for {fields:?}");
+    }
+    assert!(up.heads.lock().unwrap().is_empty(), "forwarded");
+    assert_eq!(metric(&p, "meshguard_downstream_upgrades_total"), 0.0);
+}

@@ -189,7 +189,7 @@ pub static KNOWN: &[KnownDifference] = &[
     },
     KnownDifference {
         id: "declined-upgrade-body",
-        doc: "Requests: an upstream that answers a WebSocket handshake with anything but `101`",
+        doc: "WebSocket and upgrades: a `2xx` other than `101` in answer to a WebSocket handshake",
         applies: |c| {
             let websocket = c.request.headers.iter().any(|(n, v)| {
                 n.eq_ignore_ascii_case("upgrade") && v.trim().eq_ignore_ascii_case("websocket")

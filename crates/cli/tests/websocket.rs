@@ -663,6 +663,9 @@ struct TunnelSeen {
     /// The status and body of a handshake the upstream declined with 403, and with 200.
     declined: (u16, String),
     declined_2xx: (u16, String),
+    /// A handshake the policies deny: the status, `connection`, and whether the proxy then
+    /// closed the connection.
+    denied: (u16, Option<String>, bool),
 }
 
 fn see_tunnels(addr: &str) -> TunnelSeen {
@@ -691,6 +694,8 @@ fn see_tunnels(addr: &str) -> TunnelSeen {
     let _ = g.read_to_end(&mut goodbye);
     let declined = exchange(addr, &handshake("/decline", "websocket", "Upgrade"));
     let declined_2xx = exchange(addr, &handshake("/decline-ok", "websocket", "Upgrade"));
+    let denied = handshake("/denied", "websocket", "Upgrade");
+    let (denied_status, denied_connection, denied_closed) = refused_then_closed(addr, &denied);
     TunnelSeen {
         status_line: head.lines().next().unwrap_or("").to_string(),
         upgrade: field("upgrade"),
@@ -700,6 +705,7 @@ fn see_tunnels(addr: &str) -> TunnelSeen {
         goodbye: String::from_utf8_lossy(&goodbye).into_owned(),
         declined: (declined.status, declined.body),
         declined_2xx: (declined_2xx.status, declined_2xx.body),
+        denied: (denied_status, denied_connection, denied_closed),
     }
 }
 
@@ -758,6 +764,7 @@ fn tunnels_behave_as_through_envoy() {
             goodbye: "upstream says bye".into(),
             declined: (403, "nope".into()),
             declined_2xx: (200, "plain".into()),
+            denied: (403, Some("close".into()), true),
         }
     );
     assert_eq!(
@@ -881,4 +888,81 @@ fn http2_websocket_requests_are_reset_and_never_forwarded() {
     }
     assert!(up.heads.lock().unwrap().is_empty(), "forwarded");
     assert_eq!(metric(&p, "meshguard_downstream_upgrades_total"), 0.0);
+}
+
+/// Sends `request` and reads until the proxy closes the connection (5 s at most): the status,
+/// the `connection` header, and whether the connection was closed.
+fn refused_then_closed(addr: &str, request: &str) -> (u16, Option<String>, bool) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let head = read_head(&mut s).unwrap_or_default();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let connection = head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case("connection")
+            .then(|| v.trim().to_string())
+    });
+    let closed = s.read_to_end(&mut Vec::new()).is_ok();
+    (status, connection, closed)
+}
+
+#[test]
+fn a_refused_handshake_closes_the_connection_as_envoy_does() {
+    let up = RawUpstream::start();
+    let p = start(&up.addr, &[]);
+    let close = Some("close".to_string());
+    let token = demo_token();
+    for (name, request, status) in [
+        (
+            "no token",
+            handshake("/tunnel", "websocket", "Upgrade")
+                .replace(&token, "")
+                .replace("Authorization: Bearer \r\n", ""),
+            401,
+        ),
+        (
+            "bad token",
+            handshake("/tunnel", "websocket", "Upgrade").replace(&token, "invalidtoken"),
+            401,
+        ),
+        ("denied", handshake("/denied", "websocket", "Upgrade"), 403),
+        (
+            "another protocol",
+            handshake("/tunnel", "foo", "Upgrade"),
+            403,
+        ),
+    ] {
+        assert_eq!(
+            refused_then_closed(p.addr(), &request),
+            (status, close.clone(), true),
+            "{name}"
+        );
+    }
+    assert!(up.heads.lock().unwrap().is_empty(), "forwarded");
+    // The upstream cannot be reached: 503, and closed too.
+    let gone = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let p = start(&gone.to_string(), &[]);
+    assert_eq!(
+        refused_then_closed(p.addr(), &handshake("/tunnel", "websocket", "Upgrade")),
+        (503, close, true)
+    );
+    // A plain request that is denied keeps its connection (no `connection` header).
+    let plain =
+        format!("GET /denied HTTP/1.1\r\nHost: app\r\nAuthorization: Bearer {token}\r\n\r\n");
+    let mut s = TcpStream::connect(p.addr()).unwrap();
+    s.write_all(plain.as_bytes()).unwrap();
+    let head = read_head(&mut s).unwrap();
+    assert!(head.starts_with("HTTP/1.1 403 "), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("\r\nconnection:"),
+        "{head}"
+    );
 }

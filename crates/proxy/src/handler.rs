@@ -434,7 +434,9 @@ pub async fn handle(
     if let Some(denial) = &outcome.denial {
         let reply = LocalReply::from(denial);
         log(reply.status, &reply.details, Instant::now(), None);
-        return Ok(local_reply(&reply, reply_to));
+        let mut resp = local_reply(&reply, reply_to);
+        crate::upgrade::close_if_asked(parts.version, &parts.headers, &mut resp);
+        return Ok(resp);
     }
     if parts.method == Method::CONNECT {
         // Allowed by the policies, but never forwarded: there is no route for tunnels.

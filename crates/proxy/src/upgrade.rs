@@ -93,6 +93,16 @@ fn websocket(version: Version, headers: &HeaderMap) -> Option<&HeaderValue> {
         .then_some(protocol)
 }
 
+/// After a local reply to a WebSocket handshake (a denial, an upstream failure), the client's
+/// connection is closed, as Envoy closes it: the client may already have sent bytes of the
+/// protocol it asked for, which must not be read as a next request.
+pub fn close_if_asked(version: Version, headers: &HeaderMap, resp: &mut Response<Body>) {
+    if websocket(version, headers).is_some() {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+}
+
 /// What [`forward`] answers, for the client and for the access log.
 #[derive(Debug)]
 pub struct Forwarded {
@@ -238,8 +248,12 @@ fn failed(shared: &Shared, failure: UpstreamFailure, reply_to: ReplyTo) -> Forwa
         .inc();
     tracing::warn!(upstream = %shared.upstream, ?failure, "upstream failed (upgrade)");
     let reply = LocalReply::from(&failure);
+    let mut response = local_reply(&reply, reply_to);
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     Forwarded {
-        response: local_reply(&reply, reply_to),
+        response,
         status: reply.status,
         details: Cow::Owned(reply.details),
         answered: false,

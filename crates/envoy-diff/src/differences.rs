@@ -188,6 +188,28 @@ pub static KNOWN: &[KnownDifference] = &[
         },
     },
     KnownDifference {
+        id: "declined-upgrade-body",
+        doc: "WebSocket and upgrades: a `2xx` other than `101` in answer to a WebSocket handshake",
+        applies: |c| {
+            let websocket = c.request.headers.iter().any(|(n, v)| {
+                n.eq_ignore_ascii_case("upgrade") && v.trim().eq_ignore_ascii_case("websocket")
+            });
+            let (Answer::Response(m), Answer::Response(e)) = (&c.meshguard.answer, &c.envoy.answer)
+            else {
+                return false;
+            };
+            websocket
+                && m.status == e.status
+                && (200..300).contains(&m.status)
+                && e.body.is_empty()
+                && !c.meshguard.upstream.is_empty()
+                && c.only(&[
+                    |f| *f == Field::Body,
+                    |f| *f == Field::ResponseHeader("content-type"),
+                ])
+        },
+    },
+    KnownDifference {
         id: "h2-missing-authority",
         doc: "Requests: HTTP/2 without `:authority` or `host`",
         applies: |c| {

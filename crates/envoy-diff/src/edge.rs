@@ -188,6 +188,44 @@ fn requests() -> Vec<Request> {
     ));
     add(Request::get("proxy-authorization", "/public/x")
         .header("proxy-authorization", "Basic YTpi"));
+    // Upgrades, as Istio configures them (`websocket` only): a WebSocket handshake is decided
+    // as any request; another protocol is refused before the policies; `h2c` is removed. (The
+    // recording upstream never answers 101: tunnels are checked in crates/cli/tests/websocket.rs.)
+    for (name, target, upgrade, token) in [
+        ("websocket allowed", "/public/x", "websocket", None),
+        ("websocket in another case", "/public/x", "WebSocket", None),
+        (
+            "websocket with a bad token",
+            "/x",
+            "websocket",
+            Some("invalid"),
+        ),
+        ("websocket denied", "/admin", "websocket", Some(token)),
+        ("another protocol", "/public/x", "foo", None),
+        (
+            "another protocol with a bad token",
+            "/x",
+            "foo",
+            Some("invalid"),
+        ),
+        ("a list", "/public/x", "websocket, foo", None),
+        ("h2c", "/public/x", "h2c", None),
+    ] {
+        let mut r = Request::get(format!("upgrade {name}"), target).header("upgrade", upgrade);
+        r = if upgrade == "h2c" {
+            r.header("connection", "Upgrade, HTTP2-Settings")
+                .header("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA")
+        } else {
+            r.header("connection", "Upgrade")
+        };
+        if let Some(t) = token {
+            r = r.bearer(t);
+        }
+        add(r);
+    }
+    add(
+        Request::get("upgrade without the connection option", "/public/x").header("upgrade", "foo"),
+    );
     let mut r = Request::get("HTTP/2 cookie crumbs", "/public/x")
         .header("cookie", "a=1")
         .header("cookie", "b=2");

@@ -275,7 +275,12 @@ where
     let mut header_deadline = first_deadline;
     async move {
         loop {
-            let conn = settings.http1.serve_connection(TokioIo::new(io), service);
+            // With upgrades: an allowed WebSocket request takes the client's IO into a tunnel
+            // (crate::upgrade).
+            let conn = settings
+                .http1
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades();
             // Boxed: while the connection idles without hyper, the task holds none of its state.
             let (parts, deadline) = match Box::pin(run_h1(
                 conn,
@@ -289,6 +294,11 @@ where
                 H1::Closed(r) => {
                     if let Err(e) = &r {
                         settings.protocol_errors.count(e);
+                    }
+                    // Upgraded: the IO lives on in the tunnel. The connection keeps its slot
+                    // of --max-connections (and draining waits) until the tunnel lets it go.
+                    if Arc::strong_count(&exchanges) > 1 {
+                        exchanges.io_released.notified().await;
                     }
                     return r.map_err(Into::into);
                 }
@@ -576,7 +586,7 @@ enum H1<S> {
 /// `first_deadline` bounds the first head this hyper connection reads; each later one has
 /// the header read timeout from the end of the previous response.
 async fn run_h1<S, B>(
-    conn: http1::Connection<TokioIo<ClientIo>, S>,
+    conn: http1::UpgradeableConnection<TokioIo<ClientIo>, S>,
     exchanges: &Exchanges,
     drain: &mut watch::Receiver<bool>,
     settings: &Settings,
@@ -657,7 +667,10 @@ where
     })
     .await;
     match ended {
-        Ended::Release(header) => H1::Idle(conn.into_parts(), header),
+        Ended::Release(header) => match conn.into_parts() {
+            Some(parts) => H1::Idle(parts, header),
+            None => H1::Closed(Ok(())),
+        },
         Ended::Closed(r) => H1::Closed(r),
         Ended::HeaderTimeout => {
             tracing::debug!("no complete request head within the header read timeout; closing");
@@ -696,6 +709,8 @@ struct Exchanges {
     finished: AtomicUsize,
     /// Whether the latest request had a body; hyper may still be reading or draining it.
     last_had_body: AtomicBool,
+    /// Notified when the connection's IO is dropped (after an upgrade, by the tunnel).
+    io_released: Notify,
 }
 
 /// Marks one request as open until the response body is dropped by hyper.
@@ -845,6 +860,15 @@ impl ClientIo {
             e.write_blocked.store(p.is_pending(), Ordering::Relaxed);
         }
         p
+    }
+}
+
+impl Drop for ClientIo {
+    fn drop(&mut self) {
+        // A stored permit if nobody waits yet: the connection loop may look a moment later.
+        if let Some(e) = &self.exchanges {
+            e.io_released.notify_one();
+        }
     }
 }
 

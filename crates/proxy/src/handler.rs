@@ -125,7 +125,7 @@ fn hop_by_hop(name: &HeaderName) -> Option<&'static HeaderName> {
     (candidate.as_str() == s).then_some(candidate)
 }
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names, without allocating: most messages carry none of them, and
     // the usual one is a `connection: keep-alive` from the upstream. At most 8 distinct
     // names can match.
@@ -398,7 +398,10 @@ fn reply(
             Instant::now(),
             None,
         );
-        return Some(local_reply(reply, id.reply_to));
+        let mut resp = local_reply(reply, id.reply_to);
+        // A refused WebSocket handshake closes the connection, as Envoy does.
+        crate::upgrade::close_if_asked(parts.version, &parts.headers, &mut resp);
+        return Some(resp);
     }
     if parts.method == Method::CONNECT {
         let refusal = Refusal::ConnectNotRouted;
@@ -450,6 +453,8 @@ async fn forward(
             }
         }
     };
+    // Before the hop-by-hop headers go: an allowed WebSocket upgrade keeps its own.
+    let upgrade = crate::upgrade::requested(parts.version, &parts.headers, &mut parts.extensions);
     let mut headers = std::mem::take(&mut parts.headers);
     strip_hop_by_hop(&mut headers);
     if id.te_trailers {
@@ -465,6 +470,18 @@ async fn forward(
     *up.headers_mut() = headers;
 
     let sent = Instant::now();
+    if let Some(upgrade) = upgrade {
+        // On a connection of its own, then a tunnel (crate::upgrade); logged at the answer.
+        let f = crate::upgrade::forward(up, upgrade, shared, sent, id.reply_to).await;
+        log.finish(
+            &parts.method,
+            f.status,
+            &f.details,
+            Instant::now(),
+            f.answered.then_some(sent),
+        );
+        return f.response;
+    }
     let failure = match shared
         .pool
         .send_from(up, shared.upstream_timeout, sent)
@@ -512,6 +529,20 @@ async fn forward(
         Err(SendError::Timeout) => UpstreamFailure::Timeout,
         Err(SendError::Overflow) => UpstreamFailure::Overflow,
     };
+    let reply = upstream_failed(shared, &failure);
+    log.finish(
+        &parts.method,
+        reply.status,
+        &reply.details,
+        Instant::now(),
+        None,
+    );
+    local_reply(&reply, id.reply_to)
+}
+
+/// An upstream failure, counted in `meshguard_upstream_errors_total` and logged: the reply the
+/// client gets (for a forwarded request and for an upgrade alike).
+pub(crate) fn upstream_failed(shared: &Shared, failure: &UpstreamFailure) -> LocalReply {
     shared
         .runtime
         .metrics()
@@ -521,15 +552,7 @@ async fn forward(
         })
         .inc();
     tracing::warn!(upstream = %shared.upstream, ?failure, "upstream failed");
-    let reply = LocalReply::from(&failure);
-    log.finish(
-        &parts.method,
-        reply.status,
-        &reply.details,
-        Instant::now(),
-        None,
-    );
-    local_reply(&reply, id.reply_to)
+    LocalReply::from(failure)
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //!
 //! Owns, in this order ([`admit`]): the method check, the scheme of an HTTP/1 absolute-form
 //! target, the `Transfer-Encoding` check, the
-//! `Connection` header's nominations, and the one authority of the request ([`Authority`]); then
+//! `Connection` header's nominations, the one authority of the request ([`Authority`]) and the
+//! `Upgrade` header (which upgrades are forwarded, which are ignored, which refused); then
 //! `remote.ip` from `X-Forwarded-For` ([`remote_ip`]) and, when forwarding, the `host`,
 //! `x-request-id`, `x-forwarded-for` and `x-forwarded-proto` headers
 //! ([`set_forwarding_headers`]). Each refusal is a [`Refusal`]; its status, body and details are
@@ -27,6 +28,7 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// Why a request is answered locally before (or instead of) being forwarded. The replies are in
 /// [`crate::response`].
@@ -51,6 +53,9 @@ pub enum Refusal {
     ConnectTarget,
     /// `CONNECT` that the policies allow: there is no route for tunnels.
     ConnectNotRouted,
+    /// An HTTP/1.1 upgrade to a protocol other than WebSocket (`Upgrade: foo`): Istio
+    /// configures only `websocket` upgrades, and Envoy refuses any other before the filters run.
+    UpgradeFailed,
 }
 
 /// The request's authority: what the policies match as `hosts` and what the upstream receives
@@ -182,7 +187,71 @@ pub fn admit_scanned(
         // `CONNECT /x`: Envoy's codec refuses a CONNECT target that is not `host:port`.
         return Err(Refusal::ConnectTarget);
     }
-    authority(parts, fields.host)
+    let authority = authority(parts, fields.host)?;
+    if fields.upgrade {
+        check_upgrade(parts)?;
+    }
+    Ok(authority)
+}
+
+/// The upgrade protocol Istio configures (`upgrade_configs: [{upgrade_type: websocket}]`).
+const WEBSOCKET: &str = "websocket";
+
+/// What becomes of an `Upgrade` header, as Envoy's HTTP/1 codec and connection manager decide
+/// it. Only a request that carries both `Upgrade` and the `upgrade` option of `Connection` asks
+/// for an upgrade; then:
+/// - `Upgrade: websocket` (any case, one value) stays: the request is evaluated as any other
+///   and, when allowed, forwarded as an upgrade ([`crate::upgrade`]);
+/// - `Upgrade: h2c` is removed with `HTTP2-Settings` and both options of `Connection`, and the
+///   request is served as HTTP/1.1;
+/// - anything else (`foo`, `websocket, foo`, two `Upgrade` lines) is refused with 403
+///   ([`Refusal::UpgradeFailed`]) before evaluation.
+///
+/// `Upgrade` without the `Connection` option, and any `Upgrade` on HTTP/1.0 (which RFC 9110
+/// §7.8 says to ignore; Envoy refuses HTTP/1.0 altogether, docs/differences.md), is removed:
+/// neither the policies nor the upstream see an upgrade that will not happen.
+fn check_upgrade(parts: &mut http::request::Parts) -> Result<(), Refusal> {
+    let asked = parts.version == Version::HTTP_11
+        && parts.headers.get_all(header::CONNECTION).iter().any(|v| {
+            connection_tokens(v).is_ok_and(|mut t| t.any(|t| t.eq_ignore_ascii_case("upgrade")))
+        });
+    if !asked {
+        parts.headers.remove(header::UPGRADE);
+        return Ok(());
+    }
+    let mut values = parts.headers.get_all(header::UPGRADE).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(Refusal::UpgradeFailed);
+    };
+    let value = value.as_bytes().trim_ascii();
+    if value.eq_ignore_ascii_case(WEBSOCKET.as_bytes()) {
+        return Ok(());
+    }
+    if !value.eq_ignore_ascii_case(b"h2c") {
+        return Err(Refusal::UpgradeFailed);
+    }
+    parts.headers.remove(header::UPGRADE);
+    parts.headers.remove(HTTP2_SETTINGS.clone());
+    let mut options = Vec::new();
+    for v in parts.headers.get_all(header::CONNECTION) {
+        for token in connection_tokens(v)?.filter(|t| {
+            !t.eq_ignore_ascii_case("upgrade") && !t.eq_ignore_ascii_case("http2-settings")
+        }) {
+            if !options.is_empty() {
+                options.push(b',');
+            }
+            options.extend_from_slice(token.as_bytes());
+        }
+    }
+    match HeaderValue::from_bytes(&options) {
+        Ok(v) if !options.is_empty() => {
+            parts.headers.insert(header::CONNECTION, v);
+        }
+        _ => {
+            parts.headers.remove(header::CONNECTION);
+        }
+    }
+    Ok(())
 }
 
 /// What [`admit`] needs to know of the header fields, and whether the request is gRPC, found
@@ -205,6 +274,8 @@ pub struct Fields {
     pub te_trailers: bool,
     /// Some `TE` field is present.
     te: bool,
+    /// Some `Upgrade` field is present.
+    upgrade: bool,
     /// [`crate::response::is_grpc`] of the headers as received (before `Connection`
     /// nominations are removed), for the replies.
     pub grpc: bool,
@@ -229,6 +300,7 @@ impl Fields {
             cookie_crumbs: false,
             te_trailers: false,
             te: false,
+            upgrade: false,
             grpc: false,
         };
         let mut cookies = 0u8;
@@ -251,6 +323,8 @@ impl Fields {
                     .as_bytes()
                     .split(|&b| b == b',')
                     .any(|e| e.trim_ascii() == b"trailers");
+            } else if name == header::UPGRADE {
+                fields.upgrade = true;
             } else if name == X_FORWARDED_CLIENT_CERT {
                 fields.client_cert = true;
             } else if name == header::CONTENT_TYPE && !fields.content_type {
@@ -904,6 +978,68 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(admit(&mut p).unwrap().as_str(), "[::1]:80");
+    }
+
+    #[test]
+    fn only_websocket_upgrades_pass_h2c_and_unasked_upgrades_are_removed() {
+        let admitted = |version, upgrade: &[&'static str], connection: Option<&'static str>| {
+            let mut b = http::Request::get("/ws")
+                .version(version)
+                .header("host", "a");
+            for u in upgrade {
+                b = b.header("upgrade", *u);
+            }
+            if let Some(c) = connection {
+                b = b.header("connection", c);
+            }
+            let mut p = parts(b.header("http2-settings", "AAMAAABk").body(()).unwrap());
+            admit(&mut p).map(|_| {
+                let get = |n: &str| p.headers.get(n).map(|v| v.to_str().unwrap().to_string());
+                (get("upgrade"), get("connection"), get("http2-settings"))
+            })
+        };
+        let v11 = Version::HTTP_11;
+        let s = |v: &str| Some(v.to_string());
+        // WebSocket, in any case, stays as it came.
+        assert_eq!(
+            admitted(v11, &["websocket"], Some("Upgrade")),
+            Ok((s("websocket"), s("Upgrade"), s("AAMAAABk")))
+        );
+        assert_eq!(
+            admitted(v11, &["WebSocket"], Some("keep-alive, upgrade")),
+            Ok((s("WebSocket"), s("keep-alive, upgrade"), s("AAMAAABk")))
+        );
+        // Any other protocol, a list, or two lines: refused before evaluation, as Envoy does.
+        for bad in [
+            &["foo"][..],
+            &["websocket, foo"],
+            &["websocket", "websocket"],
+        ] {
+            assert_eq!(
+                admitted(v11, bad, Some("upgrade")),
+                Err(Refusal::UpgradeFailed),
+                "{bad:?}"
+            );
+        }
+        // h2c: removed with its settings and both connection options; served as HTTP/1.1.
+        assert_eq!(
+            admitted(v11, &["h2c"], Some("Upgrade, HTTP2-Settings")),
+            Ok((None, None, None))
+        );
+        assert_eq!(
+            admitted(v11, &["H2C"], Some("keep-alive, Upgrade, HTTP2-Settings")),
+            Ok((None, s("keep-alive"), None))
+        );
+        // Not asked for (no `upgrade` option), or HTTP/1.0: `Upgrade` is removed, whatever it
+        // names.
+        assert_eq!(
+            admitted(v11, &["foo"], None),
+            Ok((None, None, s("AAMAAABk")))
+        );
+        assert_eq!(
+            admitted(Version::HTTP_10, &["foo"], Some("upgrade")),
+            Ok((None, s("upgrade"), s("AAMAAABk")))
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod handler;
 pub mod intake;
 pub mod response;
 pub mod server;
+pub mod upgrade;
 pub mod upstream;
 
 pub use config::{Limits, ProxyConfig};

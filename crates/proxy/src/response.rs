@@ -22,6 +22,9 @@ use crate::upstream::{BodyFault, PooledBody};
 pub enum Body {
     Local(Full<Bytes>),
     Upstream(PooledBody),
+    /// The body of an answer on a connection of its own: an upgrade the upstream declined
+    /// ([`crate::upgrade`]).
+    Direct(hyper::body::Incoming),
 }
 
 /// A whole body from bytes.
@@ -42,6 +45,7 @@ impl hyper::body::Body for Body {
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(|never| match never {}))),
             Body::Upstream(b) => Pin::new(b).poll_frame(cx),
+            Body::Direct(b) => Pin::new(b).poll_frame(cx),
         }
     }
 
@@ -49,6 +53,7 @@ impl hyper::body::Body for Body {
         match self {
             Body::Local(b) => b.is_end_stream(),
             Body::Upstream(b) => b.is_end_stream(),
+            Body::Direct(b) => b.is_end_stream(),
         }
     }
 
@@ -56,6 +61,7 @@ impl hyper::body::Body for Body {
         match self {
             Body::Local(b) => b.size_hint(),
             Body::Upstream(b) => b.size_hint(),
+            Body::Direct(b) => b.size_hint(),
         }
     }
 }
@@ -160,6 +166,8 @@ impl From<Refusal> for LocalReply {
             Refusal::ConnectTarget => (400, "Bad Request", "http1.invalid_url"),
             // Istio's inbound route has no CONNECT matcher: Envoy finds no route.
             Refusal::ConnectNotRouted => (404, "", "route_not_found"),
+            // Envoy's connection manager, for an upgrade type it is not configured for.
+            Refusal::UpgradeFailed => (403, "", "upgrade_failed"),
         };
         LocalReply {
             status,

@@ -323,6 +323,8 @@ pub struct Metrics {
     pub premature_reset_closes: Counter,
     /// HTTP/1 requests refused before the handler (`reason`: `too_large`, `malformed`).
     pub protocol_errors: ProtocolErrors,
+    /// Upgraded (WebSocket) connections.
+    pub upgrades: UpgradeMetrics,
 }
 
 impl Default for Metrics {
@@ -417,6 +419,17 @@ impl Default for Metrics {
             too_large,
             malformed,
         };
+        let upgrades = UpgradeMetrics::default();
+        registry.register(
+            "downstream_upgrades_active",
+            "Upgraded (WebSocket) client connections open now, from the upstream's 101 until both sides have closed",
+            upgrades.active.clone(),
+        );
+        registry.register(
+            "downstream_upgrades",
+            "Upgraded (WebSocket) client connections opened",
+            upgrades.total.clone(),
+        );
         let request_duration = ByClass::new(request_duration_family);
         let upstream_duration = ByClass::new(upstream_duration_family);
         // Created up front, so they show in /metrics from the start with 0.
@@ -437,6 +450,7 @@ impl Default for Metrics {
             access_log_dropped,
             premature_reset_closes,
             protocol_errors,
+            upgrades,
         }
     }
 }
@@ -510,6 +524,15 @@ impl ProtocolErrors {
             self.malformed.inc();
         }
     }
+}
+
+/// The upgraded connections, registered by [`Metrics`]; the proxy's tunnels update them.
+#[derive(Debug, Default)]
+pub struct UpgradeMetrics {
+    /// Tunnels open now (Envoy's `downstream_cx_upgrades_active`).
+    pub active: Gauge,
+    /// Tunnels opened since the start (Envoy's `downstream_cx_upgrades_total`).
+    pub total: Counter,
 }
 
 #[cfg(test)]

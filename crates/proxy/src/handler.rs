@@ -320,7 +320,7 @@ pub async fn handle(
     if let Some(resp) = reply(&decision, &parts, &id, &log) {
         return Ok(resp);
     }
-    Ok(forward(parts, body, &id, &decision, &conn, &shared, &log).await)
+    Ok(forward(&mut parts, body, &id, &decision, &conn, &shared, &log).await)
 }
 
 /// Identify: intake's checks, the request id (kept when the client sent one), and
@@ -422,7 +422,7 @@ fn reply(
 /// removed and the forwarding headers set; then the upstream's answer, or the local reply for
 /// its failure.
 async fn forward(
-    mut parts: Parts,
+    parts: &mut Parts,
     body: Incoming,
     id: &Identified,
     decision: &Decision,

@@ -210,6 +210,11 @@ struct RequestLog<'a> {
 }
 
 impl RequestLog<'_> {
+    /// The log line of a request answered locally, now.
+    fn local(&self, method: &Method, reply: &LocalReply) {
+        self.finish(method, reply.status, &reply.details, Instant::now(), None);
+    }
+
     /// `ended`: when the answer was known (one clock read serves both durations when the
     /// request was forwarded); `sent`: when it was handed to the upstream.
     fn finish(
@@ -296,13 +301,7 @@ pub async fn handle(
         Ok(id) => id,
         Err((refusal, reply_to)) => {
             let reply = LocalReply::from(refusal);
-            log.finish(
-                &parts.method,
-                reply.status,
-                &reply.details,
-                Instant::now(),
-                None,
-            );
+            log.local(&parts.method, &reply);
             return Ok(refusal_reply(refusal, reply_to));
         }
     };
@@ -391,13 +390,7 @@ fn reply(
 ) -> Option<Response<Body>> {
     if let Some(denial) = &decision.outcome.denial {
         let reply = &denial.reply;
-        log.finish(
-            &parts.method,
-            reply.status,
-            &reply.details,
-            Instant::now(),
-            None,
-        );
+        log.local(&parts.method, reply);
         let mut resp = local_reply(reply, id.reply_to);
         // A refused WebSocket handshake closes the connection, as Envoy does.
         crate::upgrade::close_if_asked(parts.version, &parts.headers, &mut resp);
@@ -406,13 +399,7 @@ fn reply(
     if parts.method == Method::CONNECT {
         let refusal = Refusal::ConnectNotRouted;
         let reply = LocalReply::from(refusal);
-        log.finish(
-            &parts.method,
-            reply.status,
-            &reply.details,
-            Instant::now(),
-            None,
-        );
+        log.local(&parts.method, &reply);
         return Some(refusal_reply(refusal, id.reply_to));
     }
     None
@@ -448,7 +435,7 @@ async fn forward(
                     details: "invalid_upstream_uri".into(),
                     www_authenticate: None,
                 };
-                log.finish(&parts.method, 400, &reply.details, Instant::now(), None);
+                log.local(&parts.method, &reply);
                 return local_reply(&reply, id.reply_to);
             }
         }
@@ -508,13 +495,7 @@ async fn forward(
             // The client's fault: not an upstream failure, not counted as one.
             tracing::debug!(?fault, "the client's request body failed");
             let reply = LocalReply::from(&fault);
-            log.finish(
-                &parts.method,
-                reply.status,
-                &reply.details,
-                Instant::now(),
-                None,
-            );
+            log.local(&parts.method, &reply);
             let mut resp = local_reply(&reply, id.reply_to);
             if parts.version < http::Version::HTTP_2 {
                 // The rest of the body cannot be told from a next request: close, and say so
@@ -530,13 +511,7 @@ async fn forward(
         Err(SendError::Overflow) => UpstreamFailure::Overflow,
     };
     let reply = upstream_failed(shared, &failure);
-    log.finish(
-        &parts.method,
-        reply.status,
-        &reply.details,
-        Instant::now(),
-        None,
-    );
+    log.local(&parts.method, &reply);
     local_reply(&reply, id.reply_to)
 }
 

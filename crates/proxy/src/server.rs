@@ -146,10 +146,13 @@ pub async fn start(
         }
     };
 
-    let Some(authority) = upstream.authority() else {
-        return Err(StartError::Io(format!("upstream {upstream} has no host")));
-    };
-    let pool = crate::upstream::Upstream::new(authority, &config.limits);
+    let pool = crate::upstream::Upstream::new(
+        &upstream,
+        config.upstream_protocol,
+        &config.upstream_tls,
+        &config.limits,
+    )
+    .map_err(|e| StartError::Io(e.to_string()))?;
 
     let shared = Arc::new(Shared {
         state: state.clone(),

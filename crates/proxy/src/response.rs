@@ -146,10 +146,16 @@ impl From<&UpstreamFailure> for LocalReply {
                 details: "upstream_reset_before_response_started{overflow}".into(),
                 www_authenticate: None,
             },
+            // Envoy's body leaves the TLS failure out; its details carry BoringSSL's error
+            // queue, meshguard's carry rustls's reason in the same frame
+            // (docs/differences.md).
             UpstreamFailure::Tls(reason) => LocalReply {
                 status: 503,
-                body: format!("upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: TLS_error:{reason}"),
-                details: "upstream_reset_before_response_started{remote_connection_failure|TLS_error}".into(),
+                body: "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure".into(),
+                details: format!(
+                    "upstream_reset_before_response_started{{remote_connection_failure|TLS_error:|{}:TLS_error_end}}",
+                    reason.replace(' ', "_")
+                ),
                 www_authenticate: None,
             },
             UpstreamFailure::Deadline => LocalReply {

@@ -336,25 +336,30 @@ where
             if let Some(s) = self.pick() {
                 return Ok(Found::Stream(s));
             }
-            let slot = match self.slots.clone().try_acquire_owned() {
-                Ok(slot) => slot,
-                Err(_) => {
-                    if waiting.is_none() {
-                        if self.waiting.fetch_add(1, Ordering::Relaxed) >= self.max_connections {
-                            self.waiting.fetch_sub(1, Ordering::Relaxed);
-                            return Err(SendError::Overflow);
-                        }
-                        waiting = Some(Waiting(&self.waiting));
-                    }
-                    tokio::select! {
-                        () = room => continue,
-                        slot = self.slots.clone().acquire_owned() => match slot {
-                            Ok(slot) => slot,
-                            Err(_) => return Err(SendError::Overflow),
-                        },
-                        () = tokio::time::sleep_until(deadline) => return Err(SendError::Timeout),
-                    }
+            // One request at a time looks for a slot and connects; the others wait for the
+            // connection it makes, without holding a slot meanwhile.
+            let gate = self.connecting.lock().await;
+            if let Some(s) = self.pick() {
+                return Ok(Found::Stream(s));
+            }
+            if let Ok(slot) = self.slots.clone().try_acquire_owned() {
+                return self.connect(slot).await;
+            }
+            drop(gate);
+            if waiting.is_none() {
+                if self.waiting.fetch_add(1, Ordering::Relaxed) >= self.max_connections {
+                    self.waiting.fetch_sub(1, Ordering::Relaxed);
+                    return Err(SendError::Overflow);
                 }
+                waiting = Some(Waiting(&self.waiting));
+            }
+            let slot = tokio::select! {
+                () = room => continue,
+                slot = self.slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => return Err(SendError::Overflow),
+                },
+                () = tokio::time::sleep_until(deadline) => return Err(SendError::Timeout),
             };
             let _gate = self.connecting.lock().await;
             if let Some(s) = self.pick() {

@@ -149,12 +149,14 @@ impl Handshake {
     }
 }
 
-/// The handshake's failure: rustls's own error when there is one.
+/// The handshake's failure: rustls's own error when there is one, a certificate that did not
+/// verify named as BoringSSL names it (`CERTIFICATE_VERIFY_FAILED`, what Envoy reports).
 fn tls_error(e: &io::Error) -> String {
     match e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
     {
+        Some(r @ rustls::Error::InvalidCertificate(_)) => format!("CERTIFICATE_VERIFY_FAILED:{r}"),
         Some(r) => r.to_string(),
         None => e.to_string(),
     }
@@ -215,5 +217,22 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_failures_are_named_as_envoy_names_them() {
+        let e = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        assert_eq!(
+            tls_error(&e),
+            "CERTIFICATE_VERIFY_FAILED:invalid peer certificate: UnknownIssuer"
+        );
     }
 }

@@ -138,8 +138,15 @@ where
                 "/sleep2" => tokio::time::sleep(Duration::from_secs(2)).await,
                 _ => {}
             }
+            if path == "/big" {
+                // 128 MiB, as fast as the reader takes them.
+                let chunks = ChunkStream { left: BIG_MIB };
+                return Ok(hyper::Response::new(http_body_util::Either::Right(chunks)));
+            }
             let body = format!("{version:?} {path}");
-            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(body))))
+            Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Either::Left(
+                Full::new(Bytes::from(body)),
+            )))
         }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -154,6 +161,31 @@ where
         () = goaway.notified() => conn.as_mut().graceful_shutdown(),
     }
     let _ = conn.await;
+}
+
+/// The size of `/big`, in MiB.
+const BIG_MIB: usize = 128;
+
+/// A body of `left` chunks of 1 MiB.
+struct ChunkStream {
+    left: usize,
+}
+
+impl hyper::body::Body for ChunkStream {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        self.left -= 1;
+        static MIB: [u8; 1 << 20] = [b'x'; 1 << 20];
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(&MIB)))))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -891,4 +923,65 @@ fn grpc_timeout_answers_as_envoy_answers() {
         let via_meshguard = answer(&p.base);
         assert_eq!(via_meshguard, via_envoy, "{args:?}");
     }
+}
+
+/// The resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// HTTP/2 flow control, not buffering: a client that does not read leaves the stream's
+/// window closed, the upstream stops sending, and meshguard's memory stays flat while 128 MiB
+/// wait upstream; read on, the whole body arrives.
+#[test]
+fn a_slow_reader_holds_back_an_h2_upstream_instead_of_filling_memory() {
+    use std::io::{Read, Write};
+    let up = TestUpstream::start(Options {
+        h2_only: true,
+        ..Options::default()
+    });
+    let mut p = proxy(
+        &format!("http://{}", up.addr),
+        &["--upstream-protocol", "h2c"],
+    );
+    let pid = p.child.id();
+    assert_eq!(get(&p, "/", &[]).status, 200);
+    let before = rss_kib(pid);
+    let mut s = std::net::TcpStream::connect(p.addr()).unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = s.read(&mut buf).unwrap();
+    // Not reading for a second: a proxy that buffered would take in the whole body meanwhile.
+    let watch_until = Instant::now() + Duration::from_secs(1);
+    let mut most = before;
+    while Instant::now() < watch_until {
+        most = most.max(rss_kib(pid));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let grown_mib = most.saturating_sub(before) / 1024;
+    eprintln!(
+        "meshguard's RSS: {before} KiB before, at most {most} KiB while the client did not read"
+    );
+    assert!(
+        grown_mib < 40,
+        "meshguard grew by {grown_mib} MiB with the client not reading"
+    );
+    loop {
+        match s.read(&mut buf).unwrap() {
+            0 => break,
+            n => got += n,
+        }
+        if got >= BIG_MIB << 20 {
+            break;
+        }
+    }
+    assert!(got > BIG_MIB << 20, "{got} bytes");
+    let _ = p.child.kill();
 }

@@ -28,6 +28,14 @@ Examples:
   meshguard proxy --policies /etc/meshguard/ --namespace shop --labels app=cart \\
       --listen 0.0.0.0:15006 --upstream http://127.0.0.1:8000
 
+  # A gRPC server behind it (h2c for HTTP/1.1 clients too; HTTP/2 clients get h2c anyway)
+  meshguard proxy -p /etc/meshguard/ -n shop -l app=cart --upstream http://127.0.0.1:50051 \\
+      --upstream-protocol grpc
+
+  # An https upstream, its certificate issued by a private CA for another name
+  meshguard proxy -p /etc/meshguard/ -n shop -l app=cart --upstream https://127.0.0.1:8443 \\
+      --upstream-ca-file /etc/meshguard/ca.pem --upstream-sni cart.shop.internal
+
 Addresses (--listen, --admin): IP:PORT, HOST:PORT, :PORT (every interface, 0.0.0.0) or PORT
 (127.0.0.1).
 Start-up and each reload log what was loaded and what applies to this workload, with a WARN line
@@ -65,7 +73,7 @@ pub struct ProxyArgs {
     /// Istio's port-protocol names are accepted too: `http` is http1; `http2`, `grpc` and
     /// `grpc-web` are h2c. Not for `https://` upstreams (ALPN decides) [default: auto].
     #[arg(long, value_name = "PROTOCOL", value_parser = upstream_protocol)]
-    pub upstream_protocol: Option<UpstreamProtocol>,
+    pub upstream_protocol: Option<ProtocolArg>,
     /// A PEM bundle of CA certificates trusted for an `https://` upstream, in addition to the
     /// system's.
     #[arg(long, value_name = "FILE")]
@@ -202,12 +210,23 @@ fn listen_addr(s: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{host:?} has no address; {FORMS}"))
 }
 
-fn upstream_protocol(s: &str) -> Result<UpstreamProtocol, String> {
-    UpstreamProtocol::parse(s).ok_or_else(|| {
+/// `--upstream-protocol` as written (for errors) and what it means.
+#[derive(Clone, Debug)]
+pub struct ProtocolArg {
+    written: String,
+    protocol: UpstreamProtocol,
+}
+
+fn upstream_protocol(s: &str) -> Result<ProtocolArg, String> {
+    let protocol = UpstreamProtocol::parse(s).ok_or_else(|| {
         format!(
             "expected auto, http1 or h2c (or Istio's port-protocol names: http = http1; \
              http2, grpc, grpc-web = h2c), got {s:?}"
         )
+    })?;
+    Ok(ProtocolArg {
+        written: s.to_string(),
+        protocol,
     })
 }
 
@@ -263,11 +282,11 @@ impl ProxyArgs {
             }
             None => false,
         };
-        if https && let Some(p) = self.upstream_protocol {
+        if https && let Some(p) = &self.upstream_protocol {
             return Err(CliError::Usage(format!(
                 "--upstream-protocol {}: only for http:// upstreams; an https:// upstream's \
                  protocol (h2 or HTTP/1.1) is chosen by ALPN",
-                p.as_str()
+                p.written
             )));
         }
         if !https {
@@ -287,7 +306,9 @@ impl ProxyArgs {
             workload: Workload::new(self.namespace, labels).with_root_namespace(root),
             listen: self.listen,
             upstream: self.upstream,
-            upstream_protocol: self.upstream_protocol.unwrap_or_default(),
+            upstream_protocol: self
+                .upstream_protocol
+                .map_or_else(UpstreamProtocol::default, |p| p.protocol),
             upstream_tls: UpstreamTls {
                 ca_file: self.upstream_ca_file,
                 sni: self.upstream_sni,

@@ -80,6 +80,8 @@ fn describe(e: &dyn std::error::Error) -> String {
     text
 }
 
+static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+
 /// What an `https://` upstream's ALPN chose, learned from the first connection.
 const ALPN_UNKNOWN: u8 = 0;
 const ALPN_HTTP1: u8 = 1;
@@ -124,7 +126,9 @@ impl Connector {
         let _ = tcp.set_nodelay(true);
         match &self.tls {
             None => Ok((Stream::Plain(tcp), false)),
-            Some(handshake) => handshake.connect(tcp, self.timeout).await,
+            // Boxed: a handshake's state (rustls's connection) is kilobytes, and would
+            // otherwise make every request's future that large, connecting or not.
+            Some(handshake) => Box::pin(handshake.connect(tcp, self.timeout)).await,
         }
     }
 }
@@ -238,18 +242,47 @@ where
     ) -> Result<Response<ResponseBody<B>>, SendError> {
         let deadline = req
             .headers()
-            .get("grpc-timeout")
+            .get(&GRPC_TIMEOUT)
             .and_then(grpc_timeout)
             .map(|d| tokio::time::Instant::from_std(sent) + d);
-        let use_h2 = match &self.route {
-            Route::Http1 => false,
-            Route::H2 => true,
-            Route::Downstream => req.version() == Version::HTTP_2,
-            Route::Alpn(learned) => learned.load(Ordering::Relaxed) != ALPN_HTTP1,
+        let use_h2 = self.h2.is_some()
+            && match &self.route {
+                Route::Http1 => false,
+                Route::H2 => true,
+                Route::Downstream => req.version() == Version::HTTP_2,
+                Route::Alpn(learned) => learned.load(Ordering::Relaxed) != ALPN_HTTP1,
+            };
+        if deadline.is_some() || use_h2 {
+            // Boxed: the HTTP/2 exchange's state is large, and the hot path below must not
+            // carry (and move) it.
+            return Box::pin(self.send_other(req, timeout, sent, use_h2, deadline)).await;
+        }
+        // The hot path (HTTP/1.1, no deadline), written out here rather than in a function of
+        // its own: each async layer keeps its own copy of the request in its future, which the
+        // server moves on every request.
+        *req.version_mut() = Version::HTTP_11;
+        let (req, progress) = watched(req, self.body_stall_timeout);
+        let exchange = self.h1.exchange(req, timeout, sent);
+        let result = tokio::select! {
+            biased;
+            r = exchange => r,
+            () = response_timer(progress.as_deref(), timeout, sent) => Err(SendError::Timeout),
         };
+        settled(result, progress).map(|resp| resp.map(|b| ResponseBody::new(Kind::H1(b))))
+    }
+
+    /// HTTP/2, or a `grpc-timeout` deadline over either protocol.
+    async fn send_other(
+        &self,
+        mut req: Request<B>,
+        timeout: Duration,
+        sent: Instant,
+        use_h2: bool,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Response<ResponseBody<B>>, SendError> {
+        let stall = self.body_stall_timeout;
         let exchange = async move {
             if use_h2 && let Some(h2) = &self.h2 {
-                let stall = self.body_stall_timeout;
                 match timed(req, timeout, sent, stall, |r| h2.exchange(r, timeout)).await {
                     Ok(Ok(resp)) => return Ok(resp.map(|b| ResponseBody::new(Kind::H2(b)))),
                     Ok(Err(e)) => return Err(e),
@@ -258,13 +291,11 @@ where
                 }
             }
             *req.version_mut() = Version::HTTP_11;
-            let stall = self.body_stall_timeout;
             let h1 = |r| async move { Ok(self.h1.exchange(r, timeout, sent).await) };
             match timed(req, timeout, sent, stall, h1).await {
                 Ok(r) => r.map(|resp| resp.map(|b| ResponseBody::new(Kind::H1(b)))),
-                Err(_) => Err(SendError::Protocol(
-                    "no protocol to send the request with".into(),
-                )),
+                // The pool never gives a request back.
+                Err(_) => Err(SendError::Protocol("request not sent".into())),
             }
         };
         let Some(deadline) = deadline else {
@@ -304,8 +335,50 @@ where
 /// set of an `https://` upstream whose ALPN chose HTTP/1.1, the request back unsent.
 type Exchanged<B, R> = Result<Result<R, SendError>, Request<B>>;
 
-/// Runs `exchange` on `req` with its body watched, under the response timer: `timeout` from
-/// the end of the request body (from `sent` for a request without one).
+/// `req` with its body watched (its end, failure and pauses), and the watch; `None` for a
+/// request without a body (most), which needs none.
+fn watched<B: Body>(
+    req: Request<B>,
+    stall_timeout: Duration,
+) -> (Request<RequestBody<B>>, Option<Arc<Progress>>) {
+    let (parts, body) = req.into_parts();
+    let progress = (!body.is_end_stream()).then(|| Arc::new(Progress::default()));
+    let body = RequestBody {
+        inner: body,
+        progress: progress.clone(),
+        stall: None,
+        stall_timeout,
+    };
+    (Request::from_parts(parts, body), progress)
+}
+
+/// The response timer: `timeout` from the end of the request body (from `sent` for a
+/// request without one).
+async fn response_timer(progress: Option<&Progress>, timeout: Duration, sent: Instant) {
+    match progress {
+        Some(p) => {
+            p.ended.notified().await;
+            tokio::time::sleep(timeout).await;
+        }
+        None => tokio::time::sleep_until((sent + timeout).into()).await,
+    }
+}
+
+/// An exchange's result, with a failure hyper reports as the connection's put down to the
+/// client's body when the body failed first.
+fn settled<R>(
+    result: Result<R, SendError>,
+    progress: Option<Arc<Progress>>,
+) -> Result<R, SendError> {
+    let fault = progress.and_then(|p| p.fault.lock().ok()?.take());
+    match (result, fault) {
+        (Err(SendError::Protocol(_)), Some(fault)) => Err(SendError::ClientBody(fault)),
+        (other, _) => other,
+    }
+}
+
+/// Runs `exchange` on `req` with its body watched, under the response timer (the HTTP/2 set,
+/// and the HTTP/1.1 pool after a deadline or an ALPN answer).
 async fn timed<B, R, F, Fut>(
     req: Request<B>,
     timeout: Duration,
@@ -319,36 +392,16 @@ where
     F: FnOnce(Request<RequestBody<B>>) -> Fut,
     Fut: std::future::Future<Output = Exchanged<RequestBody<B>, R>>,
 {
-    let (parts, body) = req.into_parts();
-    // Bodyless requests (most) need no tracking: the timer starts at once.
-    let progress = (!body.is_end_stream()).then(|| Arc::new(Progress::default()));
-    let body = RequestBody {
-        inner: body,
-        progress: progress.clone(),
-        stall: None,
-        stall_timeout,
-    };
-    let exchange = exchange(Request::from_parts(parts, body));
-    let timer = async {
-        match &progress {
-            Some(p) => {
-                p.ended.notified().await;
-                tokio::time::sleep(timeout).await;
-            }
-            None => tokio::time::sleep_until((sent + timeout).into()).await,
-        }
-    };
+    let (req, progress) = watched(req, stall_timeout);
+    let exchange = exchange(req);
     let result = tokio::select! {
         biased;
         r = exchange => r,
-        () = timer => Ok(Err(SendError::Timeout)),
+        () = response_timer(progress.as_deref(), timeout, sent) => Ok(Err(SendError::Timeout)),
     };
-    // hyper reports a body that failed as a failed exchange; the body knows better.
-    let fault = progress.and_then(|p| p.fault.lock().ok()?.take());
-    match (result, fault) {
-        (Ok(Err(SendError::Protocol(_))), Some(fault)) => Ok(Err(SendError::ClientBody(fault))),
-        (Err(back), _) => Err(back.map(|b| b.inner)),
-        (Ok(r), _) => Ok(r),
+    match result {
+        Ok(r) => Ok(settled(r, progress)),
+        Err(back) => Err(back.map(|b| b.inner)),
     }
 }
 

@@ -138,10 +138,22 @@ where
                 "/sleep2" => tokio::time::sleep(Duration::from_secs(2)).await,
                 _ => {}
             }
+            if path == "/trickle" {
+                // `ok` every 100 ms for 2 s.
+                let body = Trickle {
+                    left: 20,
+                    tick: tokio::time::interval(Duration::from_millis(100)),
+                };
+                return Ok(hyper::Response::new(http_body_util::Either::Right(
+                    http_body_util::Either::Right(body),
+                )));
+            }
             if path == "/big" {
                 // 128 MiB, as fast as the reader takes them.
                 let chunks = ChunkStream { left: BIG_MIB };
-                return Ok(hyper::Response::new(http_body_util::Either::Right(chunks)));
+                return Ok(hyper::Response::new(http_body_util::Either::Right(
+                    http_body_util::Either::Left(chunks),
+                )));
             }
             let body = format!("{version:?} {path}");
             Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Either::Left(
@@ -161,6 +173,33 @@ where
         () = goaway.notified() => conn.as_mut().graceful_shutdown(),
     }
     let _ = conn.await;
+}
+
+/// `left` chunks `ok`, one per tick.
+struct Trickle {
+    left: usize,
+    tick: tokio::time::Interval,
+}
+
+impl hyper::body::Body for Trickle {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        if self.tick.poll_tick(cx).is_pending() {
+            return std::task::Poll::Pending;
+        }
+        self.left -= 1;
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(
+            b"ok",
+        )))))
+    }
 }
 
 /// The size of `/big`, in MiB.
@@ -775,6 +814,31 @@ fn grpc_timeout_is_the_streams_deadline_as_in_envoy() {
     assert_eq!(r.body, "downstream duration timeout");
     let line = p.log_where(|l| l["response_code"] == 504);
     assert_eq!(line["response_code_details"], "max_duration_timeout");
+    // The deadline passes while the answer streams: the stream is reset (RST_STREAM
+    // INTERNAL_ERROR), as Envoy 1.40 resets it.
+    let started = Instant::now();
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+        ])
+        .args([
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "grpc-timeout: 500m",
+        ])
+        .arg(format!("{}/trickle", p.base))
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("INTERNAL_ERROR"), "{err}");
+    assert!(took < Duration::from_millis(1900), "{took:?}");
     // Not a valid grpc-timeout: no deadline.
     let r = get(&p, "/slow", &["-H", "grpc-timeout: 5x"]);
     assert_eq!(r.status, 200);

@@ -69,12 +69,24 @@ struct Set<B> {
     alpn: Option<Arc<AtomicU8>>,
 }
 
+/// Reads the upstream's `SETTINGS_MAX_CONCURRENT_STREAMS` as it is now from hyper's
+/// connection (hyper reads frames in a task of its own, so only asking gives the current
+/// value); `None` once the connection is gone.
+struct MaxStreams(Box<dyn Fn() -> Option<usize> + Send + Sync>);
+
+impl std::fmt::Debug for MaxStreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MaxStreams")
+    }
+}
+
 #[derive(Debug)]
 struct Conn<B> {
     sender: http2::SendRequest<Outgoing<B>>,
     in_flight: AtomicUsize,
-    /// The upstream's `SETTINGS_MAX_CONCURRENT_STREAMS`, kept current by the connection's task.
-    max_streams: Arc<AtomicUsize>,
+    current_max_streams: MaxStreams,
+    /// The last value read, for when the connection is gone.
+    max_streams: AtomicUsize,
     /// A GOAWAY arrived: no new streams; closed once its streams have ended.
     draining: AtomicBool,
     task: AbortHandle,
@@ -211,11 +223,16 @@ where
                     // Sent again only when the upstream cannot have processed it and the body
                     // has not been read: never written, or refused (RFC 9113 §8.7).
                     let untouched = slot.lock().is_ok_and(|b| b.is_some());
-                    if !(untouched && (unsent || not_processed(&error))) {
+                    let refusal = refusal(&error);
+                    if !(untouched && (unsent || refusal.is_some())) {
                         return Ok(Err(SendError::Protocol(last)));
                     }
-                    tracing::debug!(error = %last, "upstream did not process the request; sending it on another connection");
-                    stream.conn.drain();
+                    tracing::debug!(error = %last, "upstream did not process the request; sending it again");
+                    // A connection that could not take the request, or that is going away,
+                    // takes no more; one stream refused leaves its connection as it is.
+                    if unsent || refusal == Some(Refusal::GoAway) {
+                        stream.conn.drain();
+                    }
                 }
             }
         }
@@ -223,18 +240,31 @@ where
     }
 }
 
-/// The upstream refused the stream without processing it: `REFUSED_STREAM`, or a GOAWAY whose
-/// last stream id is below it (h2 fails those streams with the GOAWAY itself).
-fn not_processed(e: &hyper::Error) -> bool {
+/// How the upstream refused a stream without processing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    /// `RST_STREAM` with `REFUSED_STREAM` (RFC 9113 §8.7): this stream only.
+    Stream,
+    /// A GOAWAY whose last stream id is below it (h2 fails those streams with the GOAWAY
+    /// itself): the connection takes no new streams.
+    GoAway,
+}
+
+fn refusal(e: &hyper::Error) -> Option<Refusal> {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(h2e) = s.downcast_ref::<::h2::Error>() {
-            return h2e.reason() == Some(::h2::Reason::REFUSED_STREAM)
-                || (h2e.is_go_away() && h2e.is_remote());
+            if h2e.is_go_away() && h2e.is_remote() {
+                return Some(Refusal::GoAway);
+            }
+            if h2e.reason() == Some(::h2::Reason::REFUSED_STREAM) {
+                return Some(Refusal::Stream);
+            }
+            return None;
         }
         source = s.source();
     }
-    false
+    None
 }
 
 /// A request's head, kept to send it again.
@@ -315,7 +345,14 @@ where
             keep
         });
         let conn = conns.iter().find(|c| {
-            c.in_flight.load(Ordering::Relaxed) < c.max_streams.load(Ordering::Relaxed).max(1)
+            let max = match (c.current_max_streams.0)() {
+                Some(max) => {
+                    c.max_streams.store(max, Ordering::Relaxed);
+                    max
+                }
+                None => c.max_streams.load(Ordering::Relaxed),
+            };
+            c.in_flight.load(Ordering::Relaxed) < max.max(1)
         })?;
         conn.in_flight.fetch_add(1, Ordering::AcqRel);
         Some(InFlight {
@@ -388,17 +425,22 @@ where
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| SendError::Protocol(describe(&e)))?;
-        let max_streams = Arc::new(AtomicUsize::new(INITIAL_MAX_STREAMS));
-        let max = max_streams.clone();
+        // The task holds the connection; the reader only a weak reference, so that aborting
+        // the task closes the connection at once.
+        let driven = Arc::new(Mutex::new(Box::pin(conn)));
+        let weak = Arc::downgrade(&driven);
+        let current_max_streams = MaxStreams(Box::new(move || {
+            let conn = weak.upgrade()?;
+            // Held by the task only while it polls hyper's dispatcher, which does not wait.
+            let conn = conn.lock().ok()?;
+            Some(conn.current_max_send_streams())
+        }));
         let room = self.room.clone();
         let task = tokio::spawn(async move {
             let _slot = slot;
-            let mut conn = std::pin::pin!(conn);
-            let ended = std::future::poll_fn(|cx| {
-                let polled = conn.as_mut().poll(cx);
-                // SETTINGS are read while the connection is polled.
-                max.store(conn.current_max_send_streams(), Ordering::Relaxed);
-                polled
+            let ended = std::future::poll_fn(|cx| match driven.lock() {
+                Ok(mut conn) => conn.as_mut().poll(cx),
+                Err(_) => Poll::Ready(Ok(())),
             })
             .await;
             if let Err(e) = ended {
@@ -411,7 +453,8 @@ where
         let conn = Arc::new(Conn {
             sender,
             in_flight: AtomicUsize::new(1),
-            max_streams,
+            current_max_streams,
+            max_streams: AtomicUsize::new(INITIAL_MAX_STREAMS),
             draining: AtomicBool::new(false),
             task,
         });

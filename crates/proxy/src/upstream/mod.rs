@@ -607,7 +607,107 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use http_body_util::{BodyExt, Empty, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
     use super::*;
+
+    /// An h2c server allowing `max_streams` streams per connection, answering after 300 ms;
+    /// counts connections and the most streams in flight at once.
+    async fn h2_server(
+        max_streams: u32,
+    ) -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let (c, m) = (conns.clone(), most.clone());
+        let now = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                c.fetch_add(1, Ordering::SeqCst);
+                let (m, now) = (m.clone(), now.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
+                        let (m, now) = (m.clone(), now.clone());
+                        async move {
+                            let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                            m.fetch_max(n, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            now.fetch_sub(1, Ordering::SeqCst);
+                            Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                                Bytes::from("ok"),
+                            )))
+                        }
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .max_concurrent_streams(max_streams)
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        (addr, conns, most)
+    }
+
+    fn h2c_client(addr: std::net::SocketAddr, max_connections: usize) -> Upstream<Empty<Bytes>> {
+        let limits = Limits {
+            max_upstream_connections: max_connections,
+            ..Limits::default()
+        };
+        let url = format!("http://{addr}").parse().unwrap();
+        Upstream::new(
+            &url,
+            UpstreamProtocol::H2c,
+            &UpstreamTls::default(),
+            &limits,
+        )
+        .unwrap()
+    }
+
+    fn get() -> Request<Empty<Bytes>> {
+        Request::builder()
+            .uri("/")
+            .header("host", "upstream.test")
+            .body(Empty::new())
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn h2_requests_share_connections_up_to_the_upstreams_stream_limit_and_the_bound() {
+        let (addr, conns, most) = h2_server(2).await;
+        let up = Arc::new(h2c_client(addr, 2));
+        // The upstream's SETTINGS are known after a first request.
+        let r = up.send(get(), Duration::from_secs(5)).await.unwrap();
+        assert_eq!(r.into_body().collect().await.unwrap().to_bytes(), "ok");
+        let tasks: Vec<_> = (0..6)
+            .map(|_| {
+                let up = up.clone();
+                tokio::spawn(async move {
+                    let r = up.send(get(), Duration::from_secs(5)).await?;
+                    let body = r
+                        .into_body()
+                        .collect()
+                        .await
+                        .map_err(|e| SendError::Protocol(e.to_string()))?;
+                    Ok::<_, SendError>(body.to_bytes())
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap(), "ok");
+        }
+        // Two connections (the bound), two streams on each at most: the other two requests
+        // waited for a stream, and every one was answered (a stream the upstream refused,
+        // REFUSED_STREAM, went again).
+        assert_eq!(conns.load(Ordering::SeqCst), 2);
+        assert!(most.load(Ordering::SeqCst) <= 4, "{most:?}");
+        assert_eq!(up.h2_connections(), 2);
+        assert!(up.open_connections() <= 2);
+    }
 
     #[test]
     fn grpc_timeouts_as_envoy_reads_them() {

@@ -348,14 +348,17 @@ fn grpc_python(test: &str) -> Option<String> {
     require(test, "python3 with grpcio", found).then_some(python)
 }
 
-fn nghttpd(test: &str) -> bool {
-    let found = Command::new("nghttpd")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    require(test, "nghttpd (Debian nghttp2-server)", found)
+/// `nghttpd` on PATH, else Debian's `/usr/sbin/nghttpd` (not on every user's PATH).
+fn nghttpd(test: &str) -> Option<&'static str> {
+    let found = ["nghttpd", "/usr/sbin/nghttpd"].into_iter().find(|bin| {
+        Command::new(bin)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    require(test, "nghttpd (Debian nghttp2-server)", found.is_some()).then_some(found?)
 }
 
 /// A child process killed when dropped.
@@ -463,9 +466,9 @@ fn forced_protocols_ignore_the_clients() {
 
 #[test]
 fn h2c_reaches_an_h2_only_upstream_from_an_http1_client() {
-    if !nghttpd("h2c_reaches_an_h2_only_upstream_from_an_http1_client") {
+    let Some(nghttpd) = nghttpd("h2c_reaches_an_h2_only_upstream_from_an_http1_client") else {
         return;
-    }
+    };
     let dir = tmp("upstream-protocols-nghttpd");
     std::fs::write(dir.join("hello.txt"), "hello from nghttpd\n").unwrap();
     // nghttpd takes a port, not 0: find a free one, then wait until it listens.
@@ -475,7 +478,7 @@ fn h2c_reaches_an_h2_only_upstream_from_an_http1_client() {
         .unwrap()
         .port();
     let _server = Killed(
-        Command::new("nghttpd")
+        Command::new(nghttpd)
             .args(["--no-tls", "--address=127.0.0.1", "-d"])
             .arg(&dir)
             .arg(port.to_string())

@@ -443,6 +443,28 @@ fn auto_sends_each_request_in_its_clients_protocol() {
     assert_eq!(r.body, "HTTP/1.1 /h10");
 }
 
+/// The built-in echo upstream is spoken to over HTTP/1.1 under `auto`: its `/headers` shows
+/// the client's `Host` for HTTP/2 clients too, as httpbin does.
+#[test]
+fn the_built_in_echo_shows_the_host_to_http2_clients_too() {
+    let p = spawn(
+        proxy_command()
+            .args(["--policies", "examples/step2-request-authentication"])
+            .args(["--namespace", "foo", "--labels", "app=httpbin"]),
+        Stdout::Null,
+    );
+    for args in [&[][..], &["--http2-prior-knowledge"][..]] {
+        let r = get(&p, "/headers", args);
+        assert_eq!(r.status, 200, "{args:?}");
+        assert_eq!(
+            r.json()["headers"]["host"],
+            p.addr(),
+            "{args:?}: {}",
+            r.body
+        );
+    }
+}
+
 #[test]
 fn forced_protocols_ignore_the_clients() {
     let up = TestUpstream::start(Options::default());

@@ -146,13 +146,15 @@ pub async fn start(
         }
     };
 
-    let pool = crate::upstream::Upstream::new(
-        &upstream,
-        config.upstream_protocol,
-        &config.upstream_tls,
-        &config.limits,
-    )
-    .map_err(|e| StartError::Io(e.to_string()))?;
+    // The built-in echo upstream reports the headers it received: over HTTP/1.1 the client's
+    // `Host` is among them, whatever the client's protocol (as httpbin shows it).
+    let protocol = match (&config.upstream, config.upstream_protocol) {
+        (None, crate::config::UpstreamProtocol::Auto) => crate::config::UpstreamProtocol::Http1,
+        (_, p) => p,
+    };
+    let pool =
+        crate::upstream::Upstream::new(&upstream, protocol, &config.upstream_tls, &config.limits)
+            .map_err(|e| StartError::Io(e.to_string()))?;
 
     let shared = Arc::new(Shared {
         state: state.clone(),

@@ -132,6 +132,24 @@ where
             go.notify_one();
         }
         async move {
+            use http_body_util::BodyExt;
+            type Boxed = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+            let ok = |b: Boxed| Ok::<_, std::convert::Infallible>(hyper::Response::new(b));
+            if path == "/trailers" {
+                // The request's trailer `x-req-trailer` in the body, and a response trailer.
+                let got = req.into_body().collect().await.unwrap();
+                let trailer = got
+                    .trailers()
+                    .and_then(|t| t.get("x-req-trailer"))
+                    .map(|v| v.to_str().unwrap().to_string());
+                let body = format!("{} bytes, trailer {trailer:?}", got.to_bytes().len());
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("x-resp-trailer", http::HeaderValue::from_static("done"));
+                let body = Full::new(Bytes::from(body))
+                    .with_trailers(async move { Some(Ok(trailers)) })
+                    .boxed();
+                return ok(body);
+            }
             match path.as_str() {
                 "/slow" => tokio::time::sleep(Duration::from_millis(200)).await,
                 "/slow1" => tokio::time::sleep(Duration::from_secs(1)).await,
@@ -144,21 +162,15 @@ where
                     left: 20,
                     tick: tokio::time::interval(Duration::from_millis(100)),
                 };
-                return Ok(hyper::Response::new(http_body_util::Either::Right(
-                    http_body_util::Either::Right(body),
-                )));
+                return ok(body.boxed());
             }
             if path == "/big" {
                 // 128 MiB, as fast as the reader takes them.
                 let chunks = ChunkStream { left: BIG_MIB };
-                return Ok(hyper::Response::new(http_body_util::Either::Right(
-                    http_body_util::Either::Left(chunks),
-                )));
+                return ok(chunks.boxed());
             }
             let body = format!("{version:?} {path}");
-            Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Either::Left(
-                Full::new(Bytes::from(body)),
-            )))
+            ok(Full::new(Bytes::from(body)).boxed())
         }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -1166,4 +1178,61 @@ fn get_url(url: &str, extra: &[&str]) -> Response {
     let mut args: Vec<&str> = extra.to_vec();
     args.push(url);
     curl(&args)
+}
+
+/// An HTTP/2 request with trailers, sent with Python's `h2`: prints the response's data and
+/// trailers as JSON.
+const H2_TRAILERS: &str = r#"
+import json, socket, sys
+import h2.connection, h2.events
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+c = h2.connection.H2Connection()
+c.initiate_connection()
+c.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":authority", "x"),
+                   (":path", "/trailers"), ("te", "trailers")])
+c.send_data(1, b"hello")
+c.send_headers(1, [("x-req-trailer", "yes")], end_stream=True)
+s.sendall(c.data_to_send())
+out = {"data": "", "headers": {}, "trailers": {}}
+done = False
+while not done:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    for e in c.receive_data(chunk):
+        if isinstance(e, h2.events.ResponseReceived):
+            out["headers"] = {k.decode(): v.decode() for k, v in e.headers}
+        elif isinstance(e, h2.events.DataReceived):
+            out["data"] += e.data.decode()
+            c.acknowledge_received_data(len(e.data), e.stream_id)
+        elif isinstance(e, h2.events.TrailersReceived):
+            out["trailers"] = {k.decode(): v.decode() for k, v in e.headers}
+        elif isinstance(e, (h2.events.StreamEnded, h2.events.StreamReset)):
+            done = True
+    s.sendall(c.data_to_send())
+print(json.dumps(out))
+"#;
+
+/// Trailers both ways between an HTTP/2 client and an HTTP/2 upstream (`auto`): the request's
+/// reach the upstream, the response's reach the client.
+#[test]
+fn trailers_pass_both_ways_over_http2() {
+    let Some(python) = support::python::python_with("trailers_pass_both_ways_over_http2", "h2")
+    else {
+        return;
+    };
+    let up = TestUpstream::start(Options::default());
+    let p = proxy(&format!("http://{}", up.addr), &[]);
+    let out = Command::new(python)
+        .args(["-c", H2_TRAILERS])
+        .arg(p.socket().port().to_string())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let r: serde_json::Value = serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("{e}: {text} {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(r["headers"][":status"], "200", "{r}");
+    assert_eq!(r["data"], "5 bytes, trailer Some(\"yes\")", "{r}");
+    assert_eq!(r["trailers"]["x-resp-trailer"], "done", "{r}");
+    assert_eq!(up.seen()[0].version, http::Version::HTTP_2);
 }

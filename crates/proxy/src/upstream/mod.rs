@@ -31,8 +31,8 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::config::{Limits, UpstreamProtocol, UpstreamTls};
 
-pub use h1::PooledBody;
-pub use tls::Stream;
+use h1::PooledBody;
+use tls::Stream;
 
 /// Why a request got no response from the upstream.
 #[derive(Debug)]

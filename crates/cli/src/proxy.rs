@@ -12,7 +12,7 @@ use clap::Args;
 use meshguard_engine::PathNormalization;
 use meshguard_model::MeshConfig;
 use meshguard_model::{Workload, parse_duration, parse_labels};
-use meshguard_proxy::{Limits, ProxyConfig};
+use meshguard_proxy::{Limits, ProxyConfig, UpstreamProtocol, UpstreamTls};
 
 use crate::CliError;
 
@@ -27,6 +27,14 @@ Examples:
   # In front of a real service, policies reloaded when the directory changes
   meshguard proxy --policies /etc/meshguard/ --namespace shop --labels app=cart \\
       --listen 0.0.0.0:15006 --upstream http://127.0.0.1:8000
+
+  # A gRPC server behind it (h2c for HTTP/1.1 clients too; HTTP/2 clients get h2c anyway)
+  meshguard proxy -p /etc/meshguard/ -n shop -l app=cart --upstream http://127.0.0.1:50051 \\
+      --upstream-protocol grpc
+
+  # An https upstream, its certificate issued by a private CA for another name
+  meshguard proxy -p /etc/meshguard/ -n shop -l app=cart --upstream https://127.0.0.1:8443 \\
+      --upstream-ca-file /etc/meshguard/ca.pem --upstream-sni cart.shop.internal
 
 Addresses (--listen, --admin): IP:PORT, HOST:PORT, :PORT (every interface, 0.0.0.0) or PORT
 (127.0.0.1).
@@ -52,9 +60,28 @@ pub struct ProxyArgs {
     /// HOST:PORT, :PORT (every interface) or PORT (127.0.0.1).
     #[arg(long, default_value = "127.0.0.1:8080", value_parser = listen_addr, value_name = "ADDR")]
     pub listen: SocketAddr,
-    /// Where allowed requests go, `http://host:port`. Default: the built-in echo upstream.
+    /// Where allowed requests go: `http://HOST:PORT` or `https://HOST:PORT`. Default: the
+    /// built-in echo upstream. An `https://` upstream's certificate is verified against the
+    /// system's CA certificates and --upstream-ca-file, for the name --upstream-sni (default:
+    /// the URL's host); h2 or HTTP/1.1 is chosen by ALPN (both are offered, the upstream
+    /// picks: an HTTP/1.1 client's request may go out over h2).
     #[arg(long, value_name = "URL")]
     pub upstream: Option<http::Uri>,
+    /// The protocol spoken to an `http://` upstream: `auto` (the client's: HTTP/2 clients over
+    /// h2c, HTTP/1.x clients over HTTP/1.1, as Istio does for a port without a protocol name),
+    /// `http1` (HTTP/1.1 for all) or `h2c` (HTTP/2 without TLS for all; gRPC needs HTTP/2).
+    /// Istio's port-protocol names are accepted too: `http` is http1; `http2`, `grpc` and
+    /// `grpc-web` are h2c. Not for `https://` upstreams (ALPN decides) [default: auto].
+    #[arg(long, value_name = "PROTOCOL", value_parser = upstream_protocol)]
+    pub upstream_protocol: Option<ProtocolArg>,
+    /// A PEM bundle of CA certificates trusted for an `https://` upstream, in addition to the
+    /// system's.
+    #[arg(long, value_name = "FILE")]
+    pub upstream_ca_file: Option<PathBuf>,
+    /// The server name sent to an `https://` upstream (TLS SNI) and verified in its
+    /// certificate [default: the host of --upstream].
+    #[arg(long, value_name = "NAME")]
+    pub upstream_sni: Option<String>,
     /// Admin listener (/healthz/ready, /metrics, /config_dump); the same forms as --listen.
     #[arg(long, default_value = "127.0.0.1:15000", value_parser = listen_addr, value_name = "ADDR")]
     pub admin: SocketAddr,
@@ -183,6 +210,26 @@ fn listen_addr(s: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{host:?} has no address; {FORMS}"))
 }
 
+/// `--upstream-protocol` as written (for errors) and what it means.
+#[derive(Clone, Debug)]
+pub struct ProtocolArg {
+    written: String,
+    protocol: UpstreamProtocol,
+}
+
+fn upstream_protocol(s: &str) -> Result<ProtocolArg, String> {
+    let protocol = UpstreamProtocol::parse(s).ok_or_else(|| {
+        format!(
+            "expected auto, http1 or h2c (or Istio's port-protocol names: http = http1; \
+             http2, grpc, grpc-web = h2c), got {s:?}"
+        )
+    })?;
+    Ok(ProtocolArg {
+        written: s.to_string(),
+        protocol,
+    })
+}
+
 fn at_least_one(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
@@ -209,18 +256,63 @@ impl ProxyArgs {
                 .map_err(CliError::Usage)?
                 .unwrap_or_default(),
         };
-        if let Some(u) = &self.upstream
-            && (u.scheme_str() != Some("http") || u.authority().is_none())
-        {
+        let https = match &self.upstream {
+            Some(u) => {
+                let https = match u.scheme_str() {
+                    Some("http") => false,
+                    Some("https") => true,
+                    _ => {
+                        return Err(CliError::Usage(format!(
+                            "--upstream {u}: expected http://HOST:PORT or https://HOST:PORT"
+                        )));
+                    }
+                };
+                if u.authority().is_none_or(|a| a.host().is_empty()) {
+                    return Err(CliError::Usage(format!(
+                        "--upstream {u}: no host; expected http://HOST:PORT or https://HOST:PORT"
+                    )));
+                }
+                if u.path_and_query().is_some_and(|p| p.as_str() != "/") {
+                    return Err(CliError::Usage(format!(
+                        "--upstream {u}: a path is not supported; requests keep their own \
+                         (expected http://HOST:PORT or https://HOST:PORT)"
+                    )));
+                }
+                https
+            }
+            None => false,
+        };
+        if https && let Some(p) = &self.upstream_protocol {
             return Err(CliError::Usage(format!(
-                "--upstream {u}: expected http://host:port (https upstreams are not supported yet)"
+                "--upstream-protocol {}: only for http:// upstreams; an https:// upstream's \
+                 protocol (h2 or HTTP/1.1) is chosen by ALPN",
+                p.written
             )));
+        }
+        if !https {
+            for (flag, set) in [
+                ("--upstream-ca-file", self.upstream_ca_file.is_some()),
+                ("--upstream-sni", self.upstream_sni.is_some()),
+            ] {
+                if set {
+                    return Err(CliError::Usage(format!(
+                        "{flag}: only for https:// upstreams (--upstream https://HOST:PORT)"
+                    )));
+                }
+            }
         }
         Ok(ProxyConfig {
             policies: self.policies,
             workload: Workload::new(self.namespace, labels).with_root_namespace(root),
             listen: self.listen,
             upstream: self.upstream,
+            upstream_protocol: self
+                .upstream_protocol
+                .map_or_else(UpstreamProtocol::default, |p| p.protocol),
+            upstream_tls: UpstreamTls {
+                ca_file: self.upstream_ca_file,
+                sni: self.upstream_sni,
+            },
             admin: self.admin,
             path_normalization,
             trusted_proxies: self.trusted_proxies.or(mesh.trusted_proxies()).unwrap_or(0),

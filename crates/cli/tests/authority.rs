@@ -533,7 +533,8 @@ fn http2_authority_host_and_method() {
         return;
     };
     let up = Recorder::start();
-    let p = start(POLICIES, &up, &[]);
+    // The recorder speaks HTTP/1.1 only: HTTP/2 clients' requests go out as HTTP/1.1.
+    let p = start(POLICIES, &up, &["--upstream-protocol", "http1"]);
     let bearer = format!("Bearer {}", groups_token());
     let req = |method: &'static str, path: &'static str, more: &[(&'static str, &str)]| {
         // Pseudo-headers first (RFC 9113 §8.3), so `more` lists them before any field.

@@ -17,7 +17,9 @@ use support::upstream::serve_with;
 /// Starts the proxy in front of `upstream` with the walkthrough's step 2 (requests without a
 /// token pass).
 fn start(upstream: &str, extra: &[&str]) -> Proxy {
-    step2_in_front_of(upstream, extra, Stdout::Null)
+    // The upstream below speaks HTTP/1.1 only: HTTP/2 clients' requests go out as HTTP/1.1.
+    let args = [&["--upstream-protocol", "http1"], extra].concat();
+    step2_in_front_of(upstream, &args, Stdout::Null)
 }
 
 /// An upstream that answers every request `200 ok`, requests for `/slow` after `SLOW`.

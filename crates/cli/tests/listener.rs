@@ -299,6 +299,9 @@ fn http2_rapid_reset_after_accept_closes_the_connection() {
         &[
             "--upstream",
             &format!("http://{upstream}"),
+            // An HTTP/1.1-only upstream.
+            "--upstream-protocol",
+            "http1",
             "--no-access-log",
         ],
     );

@@ -4,7 +4,8 @@
 //! Compared: whether an HTTP response came back at all; the status; the body; the response
 //! headers `www-authenticate`, `grpc-status`, `grpc-message` and `content-type`; whether the
 //! upstream was reached; and, when it was, the method, the request-target (the path after
-//! normalization, the query), the body and every header line it received, by name and values.
+//! normalization, the query), the protocol (HTTP/1.1 or HTTP/2), the body and every header
+//! line it received, by name and values.
 //!
 //! Not compared, because each proxy makes its own and no policy can see them:
 //! * the value of a generated `x-request-id` (its presence is compared; a client's own
@@ -59,6 +60,8 @@ pub enum Field {
     UpstreamReached,
     UpstreamMethod,
     UpstreamTarget,
+    /// The protocol the request reached the upstream with.
+    UpstreamVersion,
     UpstreamBody,
     UpstreamHeader(String),
 }
@@ -73,6 +76,7 @@ impl fmt::Display for Field {
             Field::UpstreamReached => f.write_str("upstream reached"),
             Field::UpstreamMethod => f.write_str("upstream method"),
             Field::UpstreamTarget => f.write_str("upstream target"),
+            Field::UpstreamVersion => f.write_str("upstream version"),
             Field::UpstreamBody => f.write_str("upstream body"),
             Field::UpstreamHeader(h) => write!(f, "upstream header {h}"),
         }
@@ -150,6 +154,7 @@ pub fn compare(req: &Request, meshguard: &Observation, envoy: &Observation) -> V
     if let (Some(m), Some(e)) = (meshguard.upstream.first(), envoy.upstream.first()) {
         push(Field::UpstreamMethod, m.method.clone(), e.method.clone());
         push(Field::UpstreamTarget, m.target.clone(), e.target.clone());
+        push(Field::UpstreamVersion, m.version.clone(), e.version.clone());
         push(Field::UpstreamBody, body_text(&m.body), body_text(&e.body));
         let client_sent_id = req
             .headers

@@ -3,7 +3,9 @@
 //! [`bootstrap`] returns a complete Envoy v3 bootstrap (JSON): an admin listener on
 //! `127.0.0.3:0`, one static listener on [`Endpoints::listen`] whose HTTP connection manager
 //! carries the settings istiod puts on a sidecar's inbound HTTP chain, and one cluster
-//! `inbound|<port>||` to [`Endpoints::upstream`] over HTTP/1.1.
+//! `inbound|<port>||` to [`Endpoints::upstream`] in the client's protocol (HTTP/2 clients over
+//! h2c, HTTP/1.x over HTTP/1.1: `USE_DOWNSTREAM_PROTOCOL`, what istiod configures for a port
+//! without a protocol name).
 //!
 //! # What this module owns
 //!
@@ -1419,6 +1421,17 @@ fn envelope(
                 "type": "STATIC",
                 // MeshConfig's default `connectTimeout`.
                 "connect_timeout": "10s",
+                // istiod's inbound cluster for a port without a protocol name: the client's
+                // protocol goes on upstream.
+                "typed_extension_protocol_options": {
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "use_downstream_protocol_config": {
+                            "http_protocol_options": {},
+                            "http2_protocol_options": {},
+                        },
+                    },
+                },
                 "load_assignment": {
                     "cluster_name": cluster,
                     "endpoints": [{"lb_endpoints": [{"endpoint": {

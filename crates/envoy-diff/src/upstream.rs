@@ -1,6 +1,7 @@
 //! The recording upstream: answers every request with `200 upstream reached` and remembers
 //! what it received (method, target, version, every header line, body), so the harness can
-//! compare what meshguard and Envoy forwarded.
+//! compare what meshguard and Envoy forwarded. It speaks HTTP/1.1 and h2c (prior knowledge),
+//! as both proxies forward in the client's protocol.
 //!
 //! One [`Recorder`] serves one proxy; requests of a scenario are sent one at a time, so
 //! [`Recorder::take`] after an answer returns exactly what that request caused upstream.
@@ -11,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -104,7 +106,7 @@ impl Recorder {
                             Ok::<_, std::convert::Infallible>(response)
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
+                    let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });

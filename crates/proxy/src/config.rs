@@ -54,6 +54,9 @@ pub struct ProxyConfig {
     pub listen: SocketAddr,
     /// `None`: the built-in echo upstream.
     pub upstream: Option<http::Uri>,
+    /// How requests go to the upstream: the protocol, and for `https://` the TLS settings.
+    pub upstream_protocol: UpstreamProtocol,
+    pub upstream_tls: UpstreamTls,
     pub admin: SocketAddr,
     pub path_normalization: PathNormalization,
     /// `X-Forwarded-For` hops to trust when deciding `remote.ip`.
@@ -67,4 +70,47 @@ pub struct ProxyConfig {
     pub token_cache: usize,
     /// Remote JWKS fetching: refresh, staleness, extra CA.
     pub jwks: meshguard_jwks::JwksSettings,
+}
+
+/// The protocol spoken to an `http://` upstream (docs/operations.md, "Upstream protocols").
+/// An `https://` upstream's protocol is negotiated by ALPN instead.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// The client's: HTTP/2 clients go out over h2c, HTTP/1.x clients over HTTP/1.1 (Envoy's
+    /// `USE_DOWNSTREAM_PROTOCOL`, what Istio configures for ports without a protocol name).
+    #[default]
+    Auto,
+    /// HTTP/1.1 for every request.
+    Http1,
+    /// HTTP/2 without TLS (prior knowledge) for every request.
+    H2c,
+}
+
+impl UpstreamProtocol {
+    /// The names `--upstream-protocol` takes, Istio's port-protocol names among them.
+    pub fn parse(s: &str) -> Option<UpstreamProtocol> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Some(UpstreamProtocol::Auto),
+            "http1" | "http" => Some(UpstreamProtocol::Http1),
+            "h2c" | "http2" | "grpc" | "grpc-web" => Some(UpstreamProtocol::H2c),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Auto => "auto",
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::H2c => "h2c",
+        }
+    }
+}
+
+/// TLS toward an `https://` upstream.
+#[derive(Clone, Debug, Default)]
+pub struct UpstreamTls {
+    /// A PEM bundle of CA certificates trusted in addition to the system's.
+    pub ca_file: Option<PathBuf>,
+    /// The server name sent (SNI) and verified; default: the URL's host.
+    pub sni: Option<String>,
 }

@@ -452,6 +452,8 @@ async fn forward(
         intake::set_empty_body_length(&mut headers, &parts.method);
     }
     let mut up = Request::new(body);
+    // The client's protocol: `--upstream-protocol auto` goes out with the same one.
+    *up.version_mut() = parts.version;
     *up.method_mut() = parts.method.clone();
     *up.uri_mut() = uri;
     *up.headers_mut() = headers;
@@ -509,6 +511,8 @@ async fn forward(
         Err(SendError::Protocol(e)) => UpstreamFailure::Protocol(e),
         Err(SendError::Timeout) => UpstreamFailure::Timeout,
         Err(SendError::Overflow) => UpstreamFailure::Overflow,
+        Err(SendError::Tls(e)) => UpstreamFailure::Tls(e),
+        Err(SendError::Deadline) => UpstreamFailure::Deadline,
     };
     let reply = upstream_failed(shared, &failure);
     log.local(&parts.method, &reply);

@@ -28,5 +28,5 @@ pub mod server;
 pub mod upgrade;
 pub mod upstream;
 
-pub use config::{Limits, ProxyConfig};
+pub use config::{Limits, ProxyConfig, UpstreamProtocol, UpstreamTls};
 pub use server::{Running, StartError, shutdown_signal, start};

@@ -14,14 +14,15 @@ use hyper::body::{Frame, SizeHint};
 pub use meshguard_engine::LocalReply;
 
 use crate::intake::Refusal;
-use crate::upstream::{BodyFault, PooledBody};
+use crate::upstream::{BodyFault, ResponseBody};
 
-/// The response body type of the proxy: a local reply or the upstream's streamed body. An
-/// enum rather than a boxed trait object: no allocation and no dynamic call per response.
+/// The response body type of the proxy: a local reply or the upstream's streamed body (data
+/// and trailers as they come). An enum rather than a boxed trait object: no allocation and no
+/// dynamic call per response.
 #[derive(Debug)]
 pub enum Body {
     Local(Full<Bytes>),
-    Upstream(PooledBody),
+    Upstream(ResponseBody),
     /// The body of an answer on a connection of its own: an upgrade the upstream declined
     /// ([`crate::upgrade`]).
     Direct(hyper::body::Incoming),
@@ -34,18 +35,20 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 
 impl hyper::body::Body for Body {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             Body::Local(b) => Pin::new(b)
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(|never| match never {}))),
             Body::Upstream(b) => Pin::new(b).poll_frame(cx),
-            Body::Direct(b) => Pin::new(b).poll_frame(cx),
+            Body::Direct(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(Into::into))),
         }
     }
 
@@ -77,6 +80,11 @@ pub enum UpstreamFailure {
     Protocol(String),
     /// Every upstream connection allowed was busy and as many requests were waiting already.
     Overflow,
+    /// The TLS handshake with an `https://` upstream failed (certificate not verified, no
+    /// protocol in common, ...).
+    Tls(String),
+    /// The request's `grpc-timeout` passed before the upstream's response head.
+    Deadline,
 }
 
 impl UpstreamFailure {
@@ -87,9 +95,15 @@ impl UpstreamFailure {
             UpstreamFailure::Timeout => "timeout",
             UpstreamFailure::Protocol(_) => "protocol",
             UpstreamFailure::Overflow => "overflow",
+            UpstreamFailure::Tls(_) => "tls",
+            UpstreamFailure::Deadline => "deadline",
         }
     }
 }
+
+/// Envoy's reply when a request's `grpc-timeout` (its stream's deadline) passes first.
+const DURATION_TIMEOUT_BODY: &str = "downstream duration timeout";
+const DURATION_TIMEOUT_DETAILS: &str = "max_duration_timeout";
 
 impl From<&UpstreamFailure> for LocalReply {
     /// Envoy's texts for the same failures.
@@ -117,6 +131,24 @@ impl From<&UpstreamFailure> for LocalReply {
                 status: 503,
                 body: "upstream connect error or disconnect/reset before headers. reset reason: overflow".into(),
                 details: "upstream_reset_before_response_started{overflow}".into(),
+                www_authenticate: None,
+            },
+            // Envoy's body leaves the TLS failure out; its details carry BoringSSL's error
+            // queue, meshguard's carry rustls's reason in the same frame
+            // (docs/differences.md).
+            UpstreamFailure::Tls(reason) => LocalReply {
+                status: 503,
+                body: "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure".into(),
+                details: format!(
+                    "upstream_reset_before_response_started{{remote_connection_failure|TLS_error:|{}:TLS_error_end}}",
+                    reason.replace(' ', "_")
+                ),
+                www_authenticate: None,
+            },
+            UpstreamFailure::Deadline => LocalReply {
+                status: 504,
+                body: DURATION_TIMEOUT_BODY.into(),
+                details: DURATION_TIMEOUT_DETAILS.into(),
                 www_authenticate: None,
             },
         }
@@ -205,6 +237,16 @@ pub fn is_grpc_content_type(content_type: Option<&http::HeaderValue>) -> bool {
         })
 }
 
+/// gRPC code of a local reply, as Envoy maps them: by the HTTP status, except a passed
+/// `grpc-timeout`, which is `DEADLINE_EXCEEDED`.
+fn grpc_status_of(reply: &LocalReply) -> u8 {
+    if reply.details == DURATION_TIMEOUT_DETAILS {
+        4
+    } else {
+        grpc_status(reply.status)
+    }
+}
+
 /// gRPC code for an HTTP status, as Envoy maps local replies.
 fn grpc_status(status: u16) -> u8 {
     match status {
@@ -229,7 +271,7 @@ pub fn local_reply(reply: &LocalReply, to: ReplyTo) -> Response<Body> {
         );
         h.insert(
             "grpc-status",
-            HeaderValue::from(u16::from(grpc_status(reply.status))),
+            HeaderValue::from(u16::from(grpc_status_of(reply))),
         );
         if let Ok(v) = HeaderValue::from_str(&percent_encode_grpc(&reply.body)) {
             h.insert("grpc-message", v);

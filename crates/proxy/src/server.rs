@@ -149,10 +149,15 @@ pub async fn start(
         }
     };
 
-    let Some(authority) = upstream.authority() else {
-        return Err(StartError::Io(format!("upstream {upstream} has no host")));
+    // The built-in echo upstream reports the headers it received: over HTTP/1.1 the client's
+    // `Host` is among them, whatever the client's protocol (as httpbin shows it).
+    let protocol = match (&config.upstream, config.upstream_protocol) {
+        (None, crate::config::UpstreamProtocol::Auto) => crate::config::UpstreamProtocol::Http1,
+        (_, p) => p,
     };
-    let pool = crate::upstream::Upstream::new(authority, &config.limits);
+    let pool =
+        crate::upstream::Upstream::new(&upstream, protocol, &config.upstream_tls, &config.limits)
+            .map_err(|e| StartError::Io(e.to_string()))?;
 
     let shared = Arc::new(Shared {
         runtime: runtime.clone(),

@@ -23,10 +23,10 @@ use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use crate::handler::{Shared, strip_hop_by_hop};
 use crate::response::{Body, ReplyTo, UpstreamFailure, full, local_reply};
+use crate::upstream::{SendError, Upstream, describe};
 
 /// The only upgrade Istio configures (`upgrade_configs: [{upgrade_type: websocket}]`).
 const WEBSOCKET: &str = "websocket";
@@ -123,17 +123,13 @@ pub async fn forward(
     headers.insert(header::UPGRADE, requested.protocol);
     headers.insert(header::CONNECTION, requested.connection);
     let request_id = headers.get("x-request-id").cloned();
-    let addr = match shared.upstream.authority() {
-        Some(a) if a.port_u16().is_some() => a.as_str().to_string(),
-        Some(a) => format!("{}:80", a.host()),
-        None => String::new(),
-    };
     let deadline = tokio::time::Instant::from_std(sent + shared.upstream_timeout);
-    let (mut resp, conn) = match tokio::time::timeout_at(deadline, exchange(req, &addr)).await {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(failure)) => return failed(shared, failure, reply_to),
-        Err(_) => return failed(shared, UpstreamFailure::Timeout, reply_to),
-    };
+    let (mut resp, conn) =
+        match tokio::time::timeout_at(deadline, exchange(req, &shared.pool)).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(failure)) => return failed(shared, failure, reply_to),
+            Err(_) => return failed(shared, UpstreamFailure::Timeout, reply_to),
+        };
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         // The connection's task runs until the body is read, then closes it.
         conn.defuse();
@@ -183,12 +179,14 @@ pub async fn forward(
 /// aborted when the returned guard is dropped undefused.
 async fn exchange(
     req: Request<Incoming>,
-    addr: &str,
+    upstream: &Upstream,
 ) -> Result<(Response<Incoming>, AbortOnDrop), UpstreamFailure> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| UpstreamFailure::Connect(format!("{addr}: {e}")))?;
-    let _ = stream.set_nodelay(true);
+    // The upstream's own connector: TLS (offering only HTTP/1.1) for an `https://` upstream.
+    let stream = upstream.connect_http1().await.map_err(|e| match e {
+        SendError::Tls(e) => UpstreamFailure::Tls(e),
+        SendError::Connect(e) => UpstreamFailure::Connect(e),
+        other => UpstreamFailure::Protocol(format!("{other:?}")),
+    })?;
     let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
@@ -239,18 +237,6 @@ fn failed(shared: &Shared, failure: UpstreamFailure, reply_to: ReplyTo) -> Forwa
         details: Cow::Owned(reply.details),
         answered: false,
     }
-}
-
-/// A hyper error with its causes, for the failure's log line.
-fn describe(e: &hyper::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Counts a tunnel as active for as long as it exists.

@@ -1,15 +1,14 @@
-//! The connection pool to the one upstream: HTTP/1.1 over TCP, keep-alive, most recently used
+//! The HTTP/1.1 connection pool to the one upstream: keep-alive, most recently used
 //! connection first, and a bound on the connections open at once.
 //!
-//! Owns: connecting (with its timeout and `TCP_NODELAY`), keeping idle connections, reusing
-//! them, retrying a request on a new connection when a pooled one turned out to be closed
-//! before anything was written, the connection bound with its queue of waiting requests
-//! (Envoy's circuit breakers `max_connections` and `max_pending_requests`), the response
-//! timer (counted, as Envoy's route timeout, from the end of the request), the bound on pauses
-//! inside a request body (which, not the response timer, is what ends a stalled upload),
-//! telling a broken request body (the client's fault) from a broken upstream, and refusing
-//! responses whose framing contradicts itself. Does not own the headers sent (the handler prepares them) or
-//! the answers sent for failures ([`crate::response`]).
+//! Owns: keeping idle connections, reusing them, retrying a request on a new connection when
+//! a pooled one turned out to be closed before anything was written, the connection bound
+//! with its queue of waiting requests (Envoy's circuit breakers `max_connections` and
+//! `max_pending_requests`; the bound's slots are shared with the HTTP/2 set, [`super::h2`]),
+//! and refusing responses whose framing contradicts itself. Does not own connecting (TCP,
+//! TLS: [`super::Connector`]), the response timer and the request body's watch
+//! ([`super::timed`]), the headers sent (the handler prepares them) or the answers sent for
+//! failures ([`crate::response`]).
 //!
 //! Why not hyper-util's pooled client: with one fixed upstream its per-request work (a pool
 //! keyed by scheme and authority, a checkout future racing a connect future, and a task
@@ -34,11 +33,10 @@ use http::{Request, Response, header};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 
-use crate::config::Limits;
+use super::{Connector, RequestBody, SendError, describe};
 
 /// Idle connections kept at most; more are closed when their response ends. Each idle
 /// connection holds about 25 KB (hyper's buffers and state); 64 cover a sidecar's usual
@@ -47,49 +45,16 @@ const MAX_IDLE: usize = 64;
 /// A connection idle for longer is not reused (upstreams commonly close after 60–75 s).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(55);
 
-/// Why a request got no response from the upstream.
-#[derive(Debug)]
-pub enum SendError {
-    /// No connection could be made (refused, unreachable, connect timeout).
-    Connect(String),
-    /// Every connection was busy and as many requests were already waiting for one.
-    Overflow,
-    /// No response head within the timeout after the request was sent whole, or no
-    /// connection came free within it.
-    Timeout,
-    /// The connection broke or the response was not valid HTTP.
-    Protocol(String),
-    /// The client's request body broke while it was being forwarded: the client's fault, not
-    /// the upstream's.
-    ClientBody(BodyFault),
-}
-
-/// How a client's request body failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BodyFault {
-    /// Invalid framing (a bad chunk size, a bare LF, more data than a chunk's size, ...) or
-    /// the client went away before the end.
-    Invalid(String),
-    /// The client sent nothing for the body stall timeout while the body was unfinished.
-    Stalled,
-}
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 /// The pool of connections to the upstream, for requests with bodies of type `B` (the
 /// proxy forwards hyper's [`Incoming`]).
 #[derive(Debug)]
-pub struct Upstream<B = Incoming> {
+pub(super) struct Http1<B = Incoming> {
     inner: Arc<Pool<B>>,
 }
 
 #[derive(Debug)]
 struct Pool<B> {
-    /// `host:port` to connect to.
-    addr: String,
-    connect_timeout: Duration,
-    /// Longest pause allowed inside a request body.
-    body_stall_timeout: Duration,
+    connector: Arc<Connector>,
     /// Idle connections, the most recently used last.
     idle: Mutex<Vec<Idle<B>>>,
     /// One permit per open connection.
@@ -144,42 +109,29 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// hyper's error with its causes, for logs.
-fn describe(e: &hyper::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
-impl<B> Upstream<B>
+impl<B> Http1<B>
 where
     B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    /// A pool for `http://authority` (port 80 when the authority has none) with the limits'
-    /// connect timeout and connection bound; a request body may pause for at most the header
-    /// read timeout (a client gets as long between body bytes as for its whole head).
-    pub fn new(authority: &http::uri::Authority, limits: &Limits) -> Upstream<B> {
-        let addr = match authority.port_u16() {
-            Some(_) => authority.as_str().to_string(),
-            None => format!("{}:80", authority.host()),
-        };
-        let max_connections = limits
-            .max_upstream_connections
-            .clamp(1, Semaphore::MAX_PERMITS);
-        Upstream {
+    /// How this pool connects (plaintext, or TLS offering only HTTP/1.1 by ALPN): also how an
+    /// upgrade's connection of its own is made.
+    pub(super) fn connector(&self) -> &Connector {
+        &self.inner.connector
+    }
+
+    /// A pool that makes its connections with `connector`, each holding one of `slots`.
+    pub(super) fn new(
+        connector: Arc<Connector>,
+        slots: Arc<Semaphore>,
+        max_connections: usize,
+    ) -> Http1<B> {
+        Http1 {
             inner: Arc::new(Pool {
-                addr,
-                connect_timeout: limits.upstream_connect_timeout,
-                body_stall_timeout: limits.header_read_timeout,
+                connector,
                 idle: Mutex::new(Vec::new()),
-                slots: Arc::new(Semaphore::new(max_connections)),
+                slots,
                 max_connections,
                 waiting: AtomicUsize::new(0),
                 returned: Notify::new(),
@@ -187,62 +139,8 @@ where
         }
     }
 
-    /// Sends `req` (origin-form URI, `Host` set) and returns the response head; the body
-    /// streams, and the connection returns to the pool when the body has been read.
-    ///
-    /// `timeout` bounds the wait for the response head from the moment the request body has
-    /// been sent whole (at once for a request without a body), as Envoy's route timeout runs
-    /// from the end of the downstream request; it also bounds the wait for a free connection.
-    pub async fn send(
-        &self,
-        req: Request<B>,
-        timeout: Duration,
-    ) -> Result<Response<PooledBody<B>>, SendError> {
-        self.send_from(req, timeout, Instant::now()).await
-    }
-
-    /// [`Upstream::send`], with `sent` the moment the request is handed over, read by the
-    /// caller, which also times the response from it: one clock read serves both.
-    pub async fn send_from(
-        &self,
-        req: Request<B>,
-        timeout: Duration,
-        sent: Instant,
-    ) -> Result<Response<PooledBody<B>>, SendError> {
-        let (parts, body) = req.into_parts();
-        // Bodyless requests (most) need no tracking: the timer starts at once.
-        let progress = (!body.is_end_stream()).then(|| Arc::new(Progress::default()));
-        let body = RequestBody {
-            inner: body,
-            progress: progress.clone(),
-            stall: None,
-            stall_timeout: self.inner.body_stall_timeout,
-        };
-        let exchange = self.exchange(Request::from_parts(parts, body), timeout, sent);
-        let timer = async {
-            match &progress {
-                Some(p) => {
-                    p.ended.notified().await;
-                    tokio::time::sleep(timeout).await;
-                }
-                None => tokio::time::sleep_until((sent + timeout).into()).await,
-            }
-        };
-        let result = tokio::select! {
-            biased;
-            r = exchange => r,
-            () = timer => Err(SendError::Timeout),
-        };
-        // hyper reports a body that failed as a failed exchange; the body knows better.
-        let fault = progress.and_then(|p| p.fault.lock().ok()?.take());
-        match (result, fault) {
-            (Err(SendError::Protocol(_)), Some(fault)) => Err(SendError::ClientBody(fault)),
-            (other, _) => other,
-        }
-    }
-
     /// `now`: the time the request was handed over (for the idle connections' age).
-    async fn exchange(
+    pub(super) async fn exchange(
         &self,
         mut req: Request<RequestBody<B>>,
         timeout: Duration,
@@ -318,6 +216,7 @@ where
     }
 
     /// Idle connections in the pool (for tests).
+    #[cfg(test)]
     pub fn idle_len(&self) -> usize {
         self.inner.idle.lock().map_or(0, |v| v.len())
     }
@@ -370,22 +269,7 @@ where
 
     /// Opens a connection that holds `slot` until it closes.
     async fn connect(&self, slot: OwnedSemaphorePermit) -> Result<Conn<B>, SendError> {
-        let stream = match tokio::time::timeout(
-            self.connect_timeout,
-            TcpStream::connect(self.addr.as_str()),
-        )
-        .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(SendError::Connect(format!("{}: {e}", self.addr))),
-            Err(_) => {
-                return Err(SendError::Connect(format!(
-                    "{}: connect timeout after {:?}",
-                    self.addr, self.connect_timeout
-                )));
-            }
-        };
-        let _ = stream.set_nodelay(true);
+        let (stream, _) = self.connector.connect().await?;
         let (sender, conn) = http1::Builder::new()
             // Head and body in one buffer, one write(2) (see `connection::Settings`).
             .writev(false)
@@ -435,109 +319,6 @@ where
             body.release();
         }
         Ok(Response::from_parts(parts, body))
-    }
-}
-
-/// How far the client's request body has been sent: its end starts the response timer.
-#[derive(Debug, Default)]
-struct Progress {
-    ended: Notify,
-    /// Why the body failed, when the client's framing, connection or pace did.
-    fault: Mutex<Option<BodyFault>>,
-}
-
-/// The client's body stalled (see [`BodyFault::Stalled`]).
-#[derive(Debug)]
-struct Stalled;
-
-impl std::fmt::Display for Stalled {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the client paused its request body for too long")
-    }
-}
-
-impl std::error::Error for Stalled {}
-
-/// The request body as sent upstream: the client's body, watched for its end, its failure and
-/// its pauses.
-#[derive(Debug)]
-pub struct RequestBody<B> {
-    inner: B,
-    /// `None` for a request that had no body.
-    progress: Option<Arc<Progress>>,
-    /// Armed when the client has nothing to give while it is asked for more: the stall
-    /// clock counts only the client's silence, not time the upstream took to read.
-    stall: Option<Pin<Box<tokio::time::Sleep>>>,
-    stall_timeout: Duration,
-}
-
-impl<B> RequestBody<B> {
-    fn fail(&self, fault: BodyFault) {
-        if let Some(p) = &self.progress
-            && let Ok(mut f) = p.fault.lock()
-        {
-            f.get_or_insert(fault);
-        }
-    }
-}
-
-impl<B> Body for RequestBody<B>
-where
-    B: Body + Unpin,
-    B::Error: Into<BoxError>,
-{
-    type Data = B::Data;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Pending => {
-                if this.progress.is_none() {
-                    return Poll::Pending;
-                }
-                let timeout = this.stall_timeout;
-                let stall = this
-                    .stall
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-                if stall.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                this.fail(BodyFault::Stalled);
-                Poll::Ready(Some(Err(Box::new(Stalled))))
-            }
-            Poll::Ready(Some(Ok(frame))) => {
-                this.stall = None;
-                if let Some(p) = &this.progress
-                    && this.inner.is_end_stream()
-                {
-                    p.ended.notify_one();
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(None) => {
-                if let Some(p) = &this.progress {
-                    p.ended.notify_one();
-                }
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Err(e))) => {
-                let e: BoxError = e.into();
-                this.fail(BodyFault::Invalid(e.to_string()));
-                Poll::Ready(Some(Err(e)))
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 
@@ -617,7 +398,24 @@ mod tests {
 
     use super::*;
 
-    type Client = Upstream<Empty<Bytes>>;
+    type Client = Http1<Empty<Bytes>>;
+
+    impl Client {
+        /// A request through the pool under the response timer, as [`super::super::Upstream`]
+        /// sends it.
+        async fn send(
+            &self,
+            req: Request<Empty<Bytes>>,
+            timeout: Duration,
+        ) -> Result<Response<PooledBody<Empty<Bytes>>>, SendError> {
+            let sent = Instant::now();
+            let exchange = |r| async move { Ok(self.exchange(r, timeout, sent).await) };
+            match super::super::timed(req, timeout, sent, T, exchange).await {
+                Ok(r) => r,
+                Err(_) => panic!("the pool does not give requests back"),
+            }
+        }
+    }
 
     /// The response timeout of the tests' requests.
     const T: Duration = Duration::from_secs(5);
@@ -627,12 +425,16 @@ mod tests {
     }
 
     fn bounded_client(addr: std::net::SocketAddr, max_connections: usize) -> Client {
-        let limits = Limits {
-            upstream_connect_timeout: Duration::from_secs(2),
-            max_upstream_connections: max_connections,
-            ..Limits::default()
-        };
-        Upstream::new(&addr.to_string().parse().unwrap(), &limits)
+        let connector = Arc::new(Connector {
+            addr: addr.to_string(),
+            timeout: Duration::from_secs(2),
+            tls: None,
+        });
+        Http1::new(
+            connector,
+            Arc::new(Semaphore::new(max_connections)),
+            max_connections,
+        )
     }
 
     fn get(path: &str) -> Request<Empty<Bytes>> {

@@ -1236,3 +1236,76 @@ fn trailers_pass_both_ways_over_http2() {
     assert_eq!(r["trailers"]["x-resp-trailer"], "done", "{r}");
     assert_eq!(up.seen()[0].version, http::Version::HTTP_2);
 }
+
+/// A WebSocket handshake toward an `https://` upstream goes over TLS, verified like every
+/// upstream connection, and offers only `http/1.1` by ALPN even when the upstream prefers h2
+/// (an upgrade is an HTTP/1.1 exchange); then the tunnel carries bytes both ways.
+#[test]
+fn a_websocket_handshake_reaches_an_https_upstream_over_tls_as_http11() {
+    use std::io::{Read, Write};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let ca = Ca::new("meshguard upgrade test CA");
+    let ca_file = ca.pem_file("upstream-protocols-upgrade-tls");
+    let config = ca.server(&["localhost"], &[b"h2", b"http/1.1"]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let alpn: Arc<Mutex<Vec<Option<Vec<u8>>>>> = Arc::default();
+    let seen = alpn.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let mut tls = acceptor.accept(tcp).await.unwrap();
+                seen.lock()
+                    .unwrap()
+                    .push(tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec));
+                // The handshake's head, then 101 and an echo of whatever comes.
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    head.push(tls.read_u8().await.unwrap());
+                }
+                tls.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+                )
+                .await
+                .unwrap();
+                let mut buf = [0u8; 1024];
+                loop {
+                    let n = tls.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 || tls.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+    });
+    let p = proxy(
+        &format!("https://localhost:{port}"),
+        &["--upstream-ca-file", ca_file.to_str().unwrap()],
+    );
+    let mut client = std::net::TcpStream::connect(p.socket()).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    client
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nhost: localhost\r\nupgrade: websocket\r\nconnection: upgrade\r\n\
+              sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .unwrap();
+    let head = support::http::read_head(&mut client).expect("an answer to the handshake");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    client.write_all(b"through the tunnel").unwrap();
+    let mut echoed = [0u8; 18];
+    client.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"through the tunnel");
+    assert_eq!(*alpn.lock().unwrap(), [Some(b"http/1.1".to_vec())]);
+}

@@ -6,16 +6,16 @@
 //! idle HTTP/1 keep-alive connections cheap. hyper does all HTTP parsing and writing; this
 //! module only decides when a hyper connection object exists.
 //!
-//! Why: a hyper HTTP/1 connection holds an 8 KiB write buffer, a read buffer of 8 to 16 KiB and
-//! its dispatcher state for as long as it exists, also while the client sends nothing. So a
-//! connection holds no hyper state until its first bytes arrive, and an HTTP/1 connection that
-//! has been idle between requests for [`IDLE_RELEASE_AFTER`] is taken apart with
-//! [`http1::Connection::into_parts`] and served by a new hyper connection when the client
-//! sends again. That happens only at a point where hyper holds nothing that `into_parts` would
-//! lose: no request in progress, the last request had no body (so hyper is not reading or
-//! draining one), and no response bytes waiting to be written. Bytes hyper had read ahead
-//! (pipelined requests) come back in `read_buf` and are served first by the next hyper
-//! connection.
+//! Why: a hyper HTTP/1 connection holds an 8 KiB write buffer, an 8 KiB read buffer (larger for
+//! heads that need it) and its dispatcher state for as long as it exists, also while the client
+//! sends nothing. So a connection holds no hyper state until its first bytes arrive, and an
+//! HTTP/1 connection that has been idle between requests for [`IDLE_RELEASE_AFTER`] is taken
+//! apart with [`http1::Connection::into_parts`] and served by a new hyper connection when the
+//! client sends again. That happens only at a point where hyper holds nothing that
+//! `into_parts` would lose: no request in progress, the last request had no body (so hyper is
+//! not reading or draining one), and no response bytes waiting to be written. Bytes hyper had
+//! read ahead (pipelined requests) come back in `read_buf` and are served first by the next
+//! hyper connection.
 //!
 //! HTTP/1 request heads are capped at `--max-header-bytes` by hyper (its read buffer limit),
 //! except below 8192 bytes, hyper's smallest buffer: there [`tracked`] measures each head as

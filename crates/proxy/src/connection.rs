@@ -6,16 +6,16 @@
 //! idle HTTP/1 keep-alive connections cheap. hyper does all HTTP parsing and writing; this
 //! module only decides when a hyper connection object exists.
 //!
-//! Why: a hyper HTTP/1 connection holds an 8 KiB write buffer, an 8 KiB read buffer (larger for
-//! heads that need it) and its dispatcher state for as long as it exists, also while the client
-//! sends nothing. So a connection holds no hyper state until its first bytes arrive, and an
-//! HTTP/1 connection that has been idle between requests for [`IDLE_RELEASE_AFTER`] is taken
-//! apart with [`http1::Connection::into_parts`] and served by a new hyper connection when the
-//! client sends again. That happens only at a point where hyper holds nothing that
-//! `into_parts` would lose: no request in progress, the last request had no body (so hyper is
-//! not reading or draining one), and no response bytes waiting to be written. Bytes hyper had
-//! read ahead (pipelined requests) come back in `read_buf` and are served first by the next
-//! hyper connection.
+//! Why: a hyper HTTP/1 connection holds an 8 KiB write buffer, a read buffer of 8 to 16 KiB and
+//! its dispatcher state for as long as it exists, also while the client sends nothing. So a
+//! connection holds no hyper state until its first bytes arrive, and an HTTP/1 connection that
+//! has been idle between requests for [`IDLE_RELEASE_AFTER`] is taken apart with
+//! [`http1::Connection::into_parts`] and served by a new hyper connection when the client
+//! sends again. That happens only at a point where hyper holds nothing that `into_parts` would
+//! lose: no request in progress, the last request had no body (so hyper is not reading or
+//! draining one), and no response bytes waiting to be written. Bytes hyper had read ahead
+//! (pipelined requests) come back in `read_buf` and are served first by the next hyper
+//! connection.
 //!
 //! HTTP/1 request heads are capped at `--max-header-bytes` by hyper (its read buffer limit),
 //! except below 8192 bytes, hyper's smallest buffer: there [`tracked`] measures each head as
@@ -889,19 +889,6 @@ impl AsyncRead for ClientIo {
         if this.unread.is_empty() {
             // Let go of the buffer the bytes came from.
             this.unread = Bytes::new();
-            // And read on in the same call what the socket already has: handed only the few
-            // bytes protocol detection took, hyper would read again for the rest of the head
-            // and grow its 8 KiB read buffer to 16 KiB for the connection's lifetime (heaptrack
-            // under 1,000 busy connections). A broken connection ends here as it would have
-            // at the next read.
-            if buf.remaining() > 0 {
-                let before = buf.filled().len();
-                match this.tcp.try_read(buf.initialize_unfilled()) {
-                    Ok(got) => buf.set_filled(before + got),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Poll::Ready(Err(e)),
-                }
-            }
         }
         Poll::Ready(Ok(()))
     }
@@ -1225,32 +1212,5 @@ mod tests {
         let mut frame = [0u8; 9];
         tcp.read_exact(&mut frame).await.unwrap();
         assert_eq!(frame[3], 4);
-    }
-
-    /// The bytes protocol detection read and what the socket already holds come back in one
-    /// read: hyper then finds a whole head in its first read and keeps an 8 KiB read buffer.
-    #[tokio::test]
-    async fn first_read_returns_the_detected_bytes_and_what_followed() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (mut tcp, _) = listener.accept().await.unwrap();
-        let head = b"GET / HTTP/1.1\r\nhost: a\r\n\r\n";
-        client.write_all(head).await.unwrap();
-        // what detection takes: the first bytes
-        let mut first = [0u8; 4];
-        tcp.read_exact(&mut first).await.unwrap();
-        // until the socket holds the rest
-        let mut rest = [0u8; 64];
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while tcp.peek(&mut rest).await.unwrap() < head.len() - first.len() {}
-        })
-        .await
-        .unwrap();
-        let mut io = ClientIo::new(tcp, Bytes::copy_from_slice(&first));
-        let mut buf = vec![0u8; 8192];
-        let n = io.read(&mut buf).await.unwrap();
-        assert_eq!(&buf[..n], &head[..]);
     }
 }

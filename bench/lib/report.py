@@ -25,7 +25,30 @@ LABELS = {
     "meshguard-fresh-nocache": ("meshguard step 4, --token-cache-size 0", "HTTP/1.1", "fresh"),
     "meshguard-step4-h2": ("meshguard step 4", "h2c", "repeated"),
     "haproxy-jwt-h2": ("HAProxy jwt_verify (step 4)", "h2c", "repeated"),
+    "envoy-plain": ("Envoy plain hop", "HTTP/1.1", "-"),
+    "envoy-jwt": ("Envoy jwt_authn + rbac (step 4)", "HTTP/1.1", "repeated"),
+    "envoy-jwt-fresh": ("Envoy jwt_authn + rbac (step 4)", "HTTP/1.1", "fresh"),
+    "envoy-jwt-h2": ("Envoy jwt_authn + rbac (step 4)", "h2c", "repeated"),
+    "direct-h2c": ("upstream direct (nginx h2c)", "h2c to h2c", "-"),
+    "haproxy-plain-h2c": ("HAProxy plain hop", "h2c to h2c", "-"),
+    "envoy-plain-h2c": ("Envoy plain hop", "h2c to h2c", "-"),
+    "meshguard-nopolicy-h2c": ("meshguard, no policies", "h2c to h2c", "-"),
+    "direct-grpc": ("upstream direct (nginx gRPC)", "gRPC", "-"),
+    "haproxy-jwt-grpc": ("HAProxy jwt_verify (step 4)", "gRPC", "repeated"),
+    "envoy-jwt-grpc": ("Envoy jwt_authn + rbac (step 4)", "gRPC", "repeated"),
+    "meshguard-step4-grpc": ("meshguard step 4", "gRPC", "repeated"),
 }
+# Rows side by side: (what, meshguard, HAProxy, Envoy)
+PEERS = [
+    ("HTTP/1.1 plain hop", "meshguard-nopolicy", "haproxy-plain", "envoy-plain"),
+    ("HTTP/1.1 step 4, token repeated", "meshguard-step4", "haproxy-jwt", "envoy-jwt"),
+    ("HTTP/1.1 step 4, new token each request", "meshguard-fresh", "haproxy-jwt-fresh", "envoy-jwt-fresh"),
+    ("h2c client, HTTP/1.1 upstream, step 4", "meshguard-step4-h2", "haproxy-jwt-h2", "envoy-jwt-h2"),
+    ("h2c to h2c plain hop", "meshguard-nopolicy-h2c", "haproxy-plain-h2c", "envoy-plain-h2c"),
+    ("gRPC unary (h2c to h2c), step 4", "meshguard-step4-grpc", "haproxy-jwt-grpc", "envoy-jwt-grpc"),
+]
+MEM = [("meshguard step 4", "meshguard-mem"), ("HAProxy jwt_verify", "haproxy-mem"),
+       ("Envoy jwt_authn + rbac", "envoy-mem")]
 ORDER = list(LABELS)
 
 # (id, target text, numerator, denominator, kind, threshold)
@@ -226,6 +249,30 @@ def compute_targets(runs, conns):
     return targets
 
 
+def read_mem(work):
+    """mem.tsv: NAME ROUND idle_kb peak_kb steady_kb after_kb upstream_conns loadavg -> medians by name."""
+    path = os.path.join(work, "mem.tsv")
+    rows = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                name, rnd, idle, peak, steady, after, up, load = line.rstrip("\n").split("\t")
+                text = open(os.path.join(work, f"{name}.{rnd}.load")).read()
+                w = parse_wrk(text)
+                rows.setdefault(name, []).append({
+                    "round": int(rnd), "idle_kb": int(idle), "peak_kb": int(peak), "steady_kb": int(steady),
+                    "after_kb": int(after), "upstream_conns": int(up), "loadavg": float(load),
+                    "rps": w["rps"], "non_2xx": w["non_2xx"], "socket_errors": w["socket_errors"]})
+    out = {}
+    for name, rs in rows.items():
+        out[name] = {k: med([r[k] for r in rs]) for k in
+                     ("idle_kb", "peak_kb", "steady_kb", "after_kb", "upstream_conns", "rps")}
+        out[name]["rounds"] = len(rs)
+        out[name]["errors"] = sum(r["non_2xx"] + r["socket_errors"] for r in rs)
+        out[name]["per_round"] = rs
+    return out
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
@@ -249,9 +296,17 @@ def main():
                     "note": note,
                 })
     targets = compute_targets(runs, conns)
+    skipped = {}
+    path = os.path.join(work, "skipped.tsv")
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                name, _, why = line.rstrip("\n").partition("\t")
+                skipped[name] = why
+    mem = read_mem(work)
     disturbed = [r["name"] for r in runs.values() if r["disturbed"]]
     record = {"meta": meta, "runs": list(runs.values()), "connections": conns, "targets": targets,
-              "disturbed_runs": disturbed}
+              "disturbed_runs": disturbed, "memory_under_load": mem, "skipped": skipped}
     with open(out_base + ".json", "w") as f:
         json.dump(record, f, indent=2)
         f.write("\n")
@@ -294,6 +349,53 @@ def main():
              "window. Other CPU: what processes other than the proxy, nginx and the load generator used on the "
              "two cores meanwhile, in % of one core (tick-based accounting: a few % either side of 0 is noise).")
     L.append("")
+    if skipped:
+        L.append("Not measured: " + "; ".join(f"`{n}`: {w}" for n, w in skipped.items()) + ".")
+        L.append("")
+    peers = [p for p in PEERS if p[1] in runs or p[2] in runs or p[3] in runs]
+    if peers:
+        L.append(f"Side by side (requests/s, medians; every proxy with {meta.get('proxy_workers', '1')} worker(s) "
+                 f"on core {meta['proxy_cpu']}: meshguard's default there, HAProxy `nbthread`, Envoy "
+                 f"`--concurrency`; Envoy {meta.get('envoy', '?')} with the configuration istiod generates):")
+        L.append("")
+        L.append("| traffic | meshguard | HAProxy | Envoy | meshguard / HAProxy | meshguard / Envoy | "
+                 "CPU µs/req meshguard / HAProxy / Envoy |")
+        L.append("|---|---:|---:|---:|---:|---:|---|")
+        for what, m, h, e in peers:
+            def cell(n):
+                if n in runs:
+                    return f"{runs[n]['rps']:,.0f}" + ("" if runs[n]["valid"] else " (errors)")
+                return "skipped" if n in skipped else "-"
+
+            def ratio(a, b):
+                if a in runs and b in runs:
+                    return f"{runs[a]['rps'] / runs[b]['rps']:.2f}x"
+                return "-"
+            cpu = " / ".join(fmt(runs[n]["cpu_us_per_req"], ".1f") if n in runs else "-" for n in (m, h, e))
+            L.append(f"| {what} | {cell(m)} | {cell(h)} | {cell(e)} | {ratio(m, h)} | {ratio(m, e)} | {cpu} |")
+        L.append("")
+    if mem:
+        mc = meta.get("mem_conns", "1000")
+        L.append(f"Resident memory under load: `wrk -t2 -c{mc} -d{meta.get('mem_duration', '10')}s`, every "
+                 f"connection sending requests with the step-4 token, the proxy on one core (medians over the "
+                 f"rounds, MB = 10^6 B; steady: median VmRSS over the second half of the run, sampled every 0.5 s; "
+                 f"after: VmRSS 2 s after the load stopped; upstream connections: most open at once):")
+        L.append("")
+        L.append("| proxy | idle MB | peak MB (VmHWM) | steady MB | after MB | upstream connections | requests/s | "
+                 "meshguard / this, steady |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        mg = mem.get("meshguard-mem")
+        for label, n in MEM:
+            x = mem.get(n)
+            if not x:
+                if n in skipped:
+                    L.append(f"| {label} | skipped: {skipped[n]} | | | | | | |")
+                continue
+            ratio = f"{mg['steady_kb'] / x['steady_kb']:.2f}x" if mg else "-"
+            L.append(f"| {label} (`{n}`) | {x['idle_kb'] * 1024 / 1e6:.1f} | {x['peak_kb'] * 1024 / 1e6:.1f} | "
+                     f"{x['steady_kb'] * 1024 / 1e6:.1f} | {x['after_kb'] * 1024 / 1e6:.1f} | "
+                     f"{x['upstream_conns']:.0f} | {fmt(x['rps'], ',.0f')} | {ratio} |")
+        L.append("")
     if conns:
         L.append("Resident memory (VmRSS) with idle keep-alive connections, each having made one request:")
         L.append("")

@@ -35,6 +35,15 @@ impl ClientStream {
     }
 }
 
+impl ClientStream {
+    /// Reads what the stream holds now without waiting; `WouldBlock` when nothing is there.
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            ClientStream::Plain(s) => s.try_read(buf),
+        }
+    }
+}
+
 impl AsyncRead for ClientStream {
     fn poll_read(
         self: Pin<&mut Self>,

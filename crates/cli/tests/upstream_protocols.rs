@@ -583,6 +583,11 @@ fn upstream_flags_are_checked_at_start_up() {
 
 /// `n` concurrent HTTP/1.1 requests for `path` (one curl, `--parallel`): their statuses.
 fn concurrent(proxy: &Proxy, path: &str, n: usize) -> Vec<u16> {
+    concurrent_with(proxy, path, n, &[])
+}
+
+/// [`concurrent`] with more curl arguments (a body: `-d hello`).
+fn concurrent_with(proxy: &Proxy, path: &str, n: usize, extra: &[&str]) -> Vec<u16> {
     let url = format!("{}{path}", proxy.base);
     let out = Command::new("curl")
         .args([
@@ -593,6 +598,7 @@ fn concurrent(proxy: &Proxy, path: &str, n: usize) -> Vec<u16> {
             "--parallel-immediate",
         ])
         .args(["--parallel-max", &n.to_string(), "-w", "%{http_code}\n"])
+        .args(extra)
         .args((0..n).flat_map(|_| ["-o", "/dev/null", url.as_str()]))
         .output()
         .unwrap();
@@ -658,6 +664,33 @@ fn a_graceful_goaway_loses_no_request() {
         up.connections() >= 72 / 6,
         "{} connections",
         up.connections()
+    );
+}
+
+/// Requests with a body refused by a GOAWAY after their body was sent are sent again whole
+/// from what was kept of it (gRPC calls are such requests): none is lost. Before, a refused
+/// request whose body had been read was answered 502 (gRPC: `grpc-status` 14); nginx's
+/// default of 1,000 requests per HTTP/2 connection made 4.5% of gRPC calls fail under load.
+#[test]
+fn a_graceful_goaway_loses_no_request_with_a_body() {
+    let up = TestUpstream::start(Options {
+        h2_only: true,
+        goaway_after: Some(2),
+        ..Options::default()
+    });
+    let p = proxy(
+        &format!("http://{}", up.addr),
+        &["--upstream-protocol", "h2c"],
+    );
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.extend(concurrent_with(&p, "/slow", 6, &["-d", "hello"]));
+    }
+    assert_eq!(statuses, vec![200; 48], "{statuses:?}");
+    assert_eq!(
+        up.seen().len(),
+        48,
+        "each request reached the upstream once"
     );
 }
 

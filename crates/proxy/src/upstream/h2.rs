@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, Method, Request, Response, Uri, Version, header};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -189,14 +189,20 @@ where
             Ok(h) => h,
             Err(e) => return Ok(Err(e)),
         };
-        let slot = Arc::new(Mutex::new(Some(body)));
+        let slot = Arc::new(Mutex::new(Slot {
+            body: Some(body),
+            replay: Some(Vec::new()),
+            bytes: 0,
+            complete: false,
+        }));
+        let mut replaying = None;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut last = String::new();
         for _ in 0..MAX_ATTEMPTS {
             let stream = match set.find(deadline).await {
                 Ok(Found::Stream(s)) => s,
                 Ok(Found::Http1) => {
-                    let body = slot.lock().ok().and_then(|mut b| b.take());
+                    let body = slot.lock().ok().and_then(|mut s| s.body.take());
                     return match body {
                         Some(body) => Err(head.rebuild(body)),
                         None => Ok(Err(SendError::Protocol("request body lost".into()))),
@@ -207,6 +213,7 @@ where
             let req = head.request(Outgoing {
                 slot: slot.clone(),
                 body: None,
+                replaying,
             });
             let mut sender = stream.conn.sender.clone();
             match sender.try_send_request(req).await {
@@ -220,13 +227,17 @@ where
                     let unsent = e.take_message().is_some();
                     let error = e.into_error();
                     last = describe(&error);
-                    // Sent again only when the upstream cannot have processed it and the body
-                    // has not been read: never written, or refused (RFC 9113 §8.7).
-                    let untouched = slot.lock().is_ok_and(|b| b.is_some());
+                    // Sent again only when the upstream cannot have processed it (never
+                    // written, or refused: RFC 9113 §8.7) and its body can be sent again: not
+                    // read yet, or read whole and kept (at most `REPLAY_LIMIT` bytes).
+                    let (untouched, replayable) = slot.lock().map_or((false, false), |s| {
+                        (s.body.is_some(), s.complete && s.replay.is_some())
+                    });
                     let refusal = refusal(&error);
-                    if !(untouched && (unsent || refusal.is_some())) {
+                    if !((untouched || replayable) && (unsent || refusal.is_some())) {
                         return Ok(Err(SendError::Protocol(last)));
                     }
+                    replaying = (!untouched).then_some(0);
                     tracing::debug!(error = %last, "upstream did not process the request; sending it again");
                     // A connection that could not take the request, or that is going away,
                     // takes no more; one stream refused leaves its connection as it is.
@@ -469,12 +480,69 @@ where
     }
 }
 
+/// Request bodies are kept for sending again up to this size (a refused stream's request goes
+/// to another connection whole); a larger body is not kept, and its request is not sent again
+/// once its body was read. Envoy keeps a request for its retries up to its buffer limit.
+const REPLAY_LIMIT: usize = 64 * 1024;
+
+/// A request body shared by the attempts to send it: the body until hyper first polls it, and
+/// what was read of it, for another attempt.
+#[derive(Debug)]
+pub(super) struct Slot<B> {
+    body: Option<RequestBody<B>>,
+    /// The frames read so far; `None` once they exceed [`REPLAY_LIMIT`].
+    replay: Option<Vec<Kept>>,
+    bytes: usize,
+    /// The body was read to its end.
+    complete: bool,
+}
+
+/// A frame kept for another attempt (a `Frame` cannot be cloned).
+#[derive(Debug)]
+enum Kept {
+    Data(Bytes),
+    Trailers(HeaderMap),
+}
+
+impl Kept {
+    fn frame(&self) -> Frame<Bytes> {
+        match self {
+            Kept::Data(d) => Frame::data(d.clone()),
+            Kept::Trailers(t) => Frame::trailers(t.clone()),
+        }
+    }
+}
+
+impl<B> Slot<B> {
+    fn keep(&mut self, frame: &Frame<Bytes>) {
+        let Some(replay) = &mut self.replay else {
+            return;
+        };
+        let kept = if let Some(d) = frame.data_ref() {
+            self.bytes += d.len();
+            Kept::Data(d.clone())
+        } else if let Some(t) = frame.trailers_ref() {
+            Kept::Trailers(t.clone())
+        } else {
+            return;
+        };
+        if self.bytes > REPLAY_LIMIT {
+            self.replay = None;
+        } else {
+            replay.push(kept);
+        }
+    }
+}
+
 /// The request body given to hyper: taken from a slot shared with the sender on its first
-/// poll, so that a request whose body was never read can be sent again.
+/// poll, so that a request whose body was never read can be sent again; or, on another
+/// attempt, the frames kept of a body read whole.
 #[derive(Debug)]
 pub(super) struct Outgoing<B> {
-    slot: Arc<Mutex<Option<RequestBody<B>>>>,
+    slot: Arc<Mutex<Slot<B>>>,
     body: Option<RequestBody<B>>,
+    /// Sending the kept frames again: the next one's index.
+    replaying: Option<usize>,
 }
 
 impl<B> Body for Outgoing<B>
@@ -482,40 +550,81 @@ where
     B: Body + Unpin,
     B::Error: Into<BoxError>,
 {
-    type Data = B::Data;
+    type Data = Bytes;
     type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        if this.body.is_none() {
-            this.body = this.slot.lock().ok().and_then(|mut b| b.take());
+        if let Some(i) = this.replaying {
+            this.replaying = Some(i + 1);
+            let frame = this
+                .slot
+                .lock()
+                .ok()
+                .and_then(|s| s.replay.as_ref()?.get(i).map(Kept::frame));
+            return Poll::Ready(frame.map(Ok));
         }
-        match &mut this.body {
-            Some(b) => Pin::new(b).poll_frame(cx),
-            None => Poll::Ready(None),
+        if this.body.is_none() {
+            this.body = this.slot.lock().ok().and_then(|mut s| s.body.take());
+        }
+        let Some(body) = &mut this.body else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(&mut *body).poll_frame(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(frame))) => {
+                let frame = frame.map_data(|mut d| d.copy_to_bytes(d.remaining()));
+                // hyper ends the stream without polling again once the body says it has ended.
+                let ended = body.is_end_stream();
+                if let Ok(mut s) = this.slot.lock() {
+                    s.keep(&frame);
+                    s.complete = ended;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => {
+                if let Ok(mut s) = this.slot.lock() {
+                    s.complete = true;
+                }
+                Poll::Ready(None)
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
+        if let Some(i) = self.replaying {
+            return self
+                .slot
+                .lock()
+                .map_or(true, |s| s.replay.as_ref().is_none_or(|r| i >= r.len()));
+        }
         match &self.body {
             Some(b) => b.is_end_stream(),
             None => self
                 .slot
                 .lock()
-                .map_or(true, |b| b.as_ref().is_none_or(Body::is_end_stream)),
+                .map_or(true, |s| s.body.as_ref().is_none_or(Body::is_end_stream)),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.replaying.is_some() {
+            return self.slot.lock().map_or_else(
+                |_| SizeHint::default(),
+                |s| SizeHint::with_exact(s.bytes as u64),
+            );
+        }
         match &self.body {
             Some(b) => b.size_hint(),
             None => self.slot.lock().map_or_else(
                 |_| SizeHint::with_exact(0),
-                |b| {
-                    b.as_ref()
+                |s| {
+                    s.body
+                        .as_ref()
                         .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
                 },
             ),

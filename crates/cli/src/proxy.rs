@@ -120,13 +120,18 @@ pub struct ProxyArgs {
     /// (a slow upload does not use it up); 504 after.
     #[arg(long, default_value = "15s", value_parser = duration, value_name = "DURATION")]
     pub upstream_timeout: Duration,
-    /// Upstream connections open at once, idle ones included. When all are busy, as many
-    /// requests again wait for one (for at most --upstream-timeout, then 504), and more get 503
-    /// `reset reason: overflow` at once, counted in
-    /// meshguard_upstream_errors_total{result="overflow"}.
+    /// Upstream connections open at once, idle ones included (Envoy's circuit breaker
+    /// max_connections). When all are busy, requests wait for one (see
+    /// --max-pending-upstream-requests).
     #[arg(long, default_value_t = Limits::default().max_upstream_connections, value_name = "N",
           value_parser = at_least_one)]
     pub max_upstream_connections: usize,
+    /// Requests that may wait for an upstream connection when all are busy (Envoy's circuit
+    /// breaker max_pending_requests), for at most --upstream-timeout (then 504); more get 503
+    /// `reset reason: overflow` at once, counted in
+    /// meshguard_upstream_errors_total{result="overflow"}. 0: none waits.
+    #[arg(long, default_value_t = Limits::default().max_pending_upstream_requests, value_name = "N")]
+    pub max_pending_upstream_requests: usize,
     /// Time in-flight requests get to finish on SIGTERM/SIGINT.
     #[arg(long, default_value = "10s", value_parser = duration, value_name = "DURATION")]
     pub drain_timeout: Duration,
@@ -323,6 +328,7 @@ impl ProxyArgs {
                 upstream_connect_timeout: self.upstream_connect_timeout,
                 upstream_timeout: self.upstream_timeout,
                 max_upstream_connections: self.max_upstream_connections,
+                max_pending_upstream_requests: self.max_pending_upstream_requests,
                 drain_timeout: self.drain_timeout,
             },
             watch: !self.no_watch,

@@ -336,6 +336,41 @@ fn an_http_1_0_upstream_does_not_downgrade_http_1_1_clients() {
     assert!(second.starts_with("HTTP/1.1 200 OK\r\n"), "{second}");
 }
 
+/// The requests waiting for a connection have their own bound (1,024 by default, Envoy's
+/// `max_pending_requests`), not the connection bound: with one connection, twelve requests at
+/// once all wait their turn and are answered (eleven of them were refused with 503 when the
+/// queue was as long as the connection bound).
+#[test]
+fn requests_wait_for_a_connection_beyond_the_connection_bound() {
+    let (up, accepted) = serve_with(|mut s| {
+        while let Some(_head) = read_head(&mut s) {
+            std::thread::sleep(Duration::from_millis(50));
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        }
+    });
+    let p = start(&up, &["--max-upstream-connections", "1"]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    for i in 0..12 {
+        let addr = p.addr().to_string();
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let request =
+                format!("GET /q HTTP/1.1\r\nHost: x\r\nX-N: {i}\r\nConnection: close\r\n\r\n");
+            tx.send(exchange(&addr, request.as_bytes(), Duration::from_secs(10)))
+                .unwrap();
+        });
+    }
+    for _ in 0..12 {
+        let a = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+        assert!(a.starts_with("HTTP/1.1 200 OK\r\n"), "{a}");
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one upstream connection"
+    );
+}
+
 #[test]
 fn upstream_connections_are_bounded_and_the_overflow_gets_503() {
     // An upstream that never answers `/hang` and answers anything else at once.
@@ -353,6 +388,8 @@ fn upstream_connections_are_bounded_and_the_overflow_gets_503() {
         &[
             "--max-upstream-connections",
             "2",
+            "--max-pending-upstream-requests",
+            "2",
             "--upstream-timeout",
             "3s",
         ],
@@ -369,8 +406,8 @@ fn upstream_connections_are_bounded_and_the_overflow_gets_503() {
             tx.send((answer, t.elapsed())).unwrap();
         });
     }
-    // Two requests hold the two connections, two wait for one (Envoy's pending queue, as
-    // large as the bound), six are refused at once.
+    // Two requests hold the two connections, two wait for one (the pending queue), six are
+    // refused at once.
     let mut answers = Vec::new();
     for _ in 0..6 {
         answers.push(rx.recv_timeout(Duration::from_secs(20)).unwrap());

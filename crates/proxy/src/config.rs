@@ -25,9 +25,11 @@ pub struct Limits {
     /// Time from the end of the request (its last body byte sent upstream) to the upstream's
     /// response head; also the longest wait for a free upstream connection.
     pub upstream_timeout: Duration,
-    /// Upstream connections open at once (Envoy's circuit breaker `max_connections`); as many
-    /// requests again may wait for one, further ones get 503 at once.
+    /// Upstream connections open at once (Envoy's circuit breaker `max_connections`).
     pub max_upstream_connections: usize,
+    /// Requests that may wait for an upstream connection when every one is busy (Envoy's
+    /// circuit breaker `max_pending_requests`); further ones get 503 at once. 0: none waits.
+    pub max_pending_upstream_requests: usize,
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     pub drain_timeout: Duration,
 }
@@ -41,6 +43,7 @@ impl Default for Limits {
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_timeout: Duration::from_secs(15),
             max_upstream_connections: 1024,
+            max_pending_upstream_requests: 1024,
             drain_timeout: Duration::from_secs(10),
         }
     }

@@ -60,8 +60,10 @@ struct Pool<B> {
     /// One permit per open connection.
     slots: Arc<Semaphore>,
     max_connections: usize,
-    /// Requests waiting for a connection; at most `max_connections` (Envoy's defaults for
-    /// `max_connections` and `max_pending_requests` are equal too).
+    /// Requests that may wait for a connection (`--max-pending-upstream-requests`, Envoy's
+    /// circuit breaker `max_pending_requests`); more get 503 `overflow` at once.
+    max_pending: usize,
+    /// Requests waiting for a connection now.
     waiting: AtomicUsize,
     /// Signalled when a connection goes back to the idle list.
     returned: Notify,
@@ -126,6 +128,7 @@ where
         connector: Arc<Connector>,
         slots: Arc<Semaphore>,
         max_connections: usize,
+        max_pending: usize,
     ) -> Http1<B> {
         Http1 {
             inner: Arc::new(Pool {
@@ -133,6 +136,7 @@ where
                 idle: Mutex::new(Vec::new()),
                 slots,
                 max_connections,
+                max_pending,
                 waiting: AtomicUsize::new(0),
                 returned: Notify::new(),
             }),
@@ -179,8 +183,7 @@ where
                     let deadline = match &waiting {
                         Some((_, d)) => *d,
                         None => {
-                            if pool.waiting.fetch_add(1, Ordering::Relaxed) >= pool.max_connections
-                            {
+                            if pool.waiting.fetch_add(1, Ordering::Relaxed) >= pool.max_pending {
                                 pool.waiting.fetch_sub(1, Ordering::Relaxed);
                                 return Err(SendError::Overflow);
                             }
@@ -433,6 +436,7 @@ mod tests {
         Http1::new(
             connector,
             Arc::new(Semaphore::new(max_connections)),
+            max_connections,
             max_connections,
         )
     }

@@ -60,8 +60,10 @@ struct Set<B> {
     /// than open one each.
     connecting: tokio::sync::Mutex<()>,
     slots: Arc<Semaphore>,
-    max_connections: usize,
-    /// Requests waiting for room; at most `max_connections`, as in the HTTP/1.1 pool.
+    /// Requests that may wait for room (`--max-pending-upstream-requests`, shared in meaning
+    /// with the HTTP/1.1 pool's); more get 503 `overflow` at once.
+    max_pending: usize,
+    /// Requests waiting for room now.
     waiting: AtomicUsize,
     /// Signalled when a stream ends, a connection opens or one closes.
     room: Arc<Notify>,
@@ -149,7 +151,7 @@ where
         scheme: Scheme,
         authority: Authority,
         slots: Arc<Semaphore>,
-        max_connections: usize,
+        max_pending: usize,
         alpn: Option<Arc<AtomicU8>>,
     ) -> Http2<B> {
         Http2 {
@@ -160,7 +162,7 @@ where
                 conns: Mutex::new(Vec::new()),
                 connecting: tokio::sync::Mutex::new(()),
                 slots,
-                max_connections,
+                max_pending,
                 waiting: AtomicUsize::new(0),
                 room: Arc::new(Notify::new()),
                 alpn,
@@ -395,7 +397,7 @@ where
             }
             drop(gate);
             if waiting.is_none() {
-                if self.waiting.fetch_add(1, Ordering::Relaxed) >= self.max_connections {
+                if self.waiting.fetch_add(1, Ordering::Relaxed) >= self.max_pending {
                     self.waiting.fetch_sub(1, Ordering::Relaxed);
                     return Err(SendError::Overflow);
                 }

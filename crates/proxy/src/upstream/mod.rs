@@ -182,6 +182,7 @@ where
             .max_upstream_connections
             .clamp(1, Semaphore::MAX_PERMITS);
         let slots = Arc::new(Semaphore::new(max_connections));
+        let max_pending = limits.max_pending_upstream_requests;
         let connector = |alpn: tls::Alpn| -> Result<Arc<Connector>, SetupError> {
             let tls = if https {
                 Some(tls::Handshake::new(authority.host(), tls, alpn).map_err(SetupError)?)
@@ -194,7 +195,12 @@ where
                 tls,
             }))
         };
-        let h1 = h1::Http1::new(connector(tls::Alpn::Http1)?, slots.clone(), max_connections);
+        let h1 = h1::Http1::new(
+            connector(tls::Alpn::Http1)?,
+            slots.clone(),
+            max_connections,
+            max_pending,
+        );
         let (route, alpn) = match (https, protocol) {
             (true, _) => {
                 let learned = Arc::new(AtomicU8::new(ALPN_UNKNOWN));
@@ -215,7 +221,7 @@ where
                 },
                 authority.clone(),
                 slots,
-                max_connections,
+                max_pending,
                 alpn,
             )),
         };

@@ -38,6 +38,9 @@ struct Seen {
     /// The TLS server name the client sent.
     sni: Option<String>,
     _path: String,
+    /// The request body, read whole, for `POST /slow` (empty otherwise: other bodies are not
+    /// read before the answer).
+    body: Bytes,
 }
 
 #[derive(Clone, Default)]
@@ -123,18 +126,31 @@ where
     let svc = service_fn(move |req: hyper::Request<Incoming>| {
         let version = req.version();
         let path = req.uri().path().to_string();
-        seen.lock().unwrap().push(Seen {
+        let post = req.method() == http::Method::POST && path == "/slow";
+        let seen_now = Seen {
             version,
             sni: sni.clone(),
             _path: path.clone(),
-        });
+            body: Bytes::new(),
+        };
+        if !post {
+            seen.lock().unwrap().push(seen_now.clone());
+        }
         if after == Some(served.fetch_add(1, Ordering::SeqCst) + 1) {
             go.notify_one();
         }
+        let seen = seen.clone();
         async move {
             use http_body_util::BodyExt;
             type Boxed = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
             let ok = |b: Boxed| Ok::<_, std::convert::Infallible>(hyper::Response::new(b));
+            if post {
+                // Recorded with its body, read whole.
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                seen.lock().unwrap().push(Seen { body, ..seen_now });
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return ok(Full::new(Bytes::from(format!("{version:?} {path}"))).boxed());
+            }
             if path == "/trailers" {
                 // The request's trailer `x-req-trailer` in the body, and a response trailer.
                 let got = req.into_body().collect().await.unwrap();
@@ -687,6 +703,12 @@ fn a_graceful_goaway_loses_no_request_with_a_body() {
         statuses.extend(concurrent_with(&p, "/slow", 6, &["-d", "hello"]));
     }
     assert_eq!(statuses, vec![200; 48], "{statuses:?}");
+    // Sent again with its body, not an empty one.
+    assert!(
+        up.seen().iter().all(|s| s.body.as_ref() == b"hello"),
+        "{:?}",
+        up.seen()
+    );
     assert_eq!(
         up.seen().len(),
         48,

@@ -716,6 +716,62 @@ fn a_graceful_goaway_loses_no_request_with_a_body() {
     );
 }
 
+/// Deterministically: an upstream that read a request's whole body and then refused it with
+/// a GOAWAY (its stream above the last one processed) gets it again, body included, on a new
+/// connection, and the client its answer (`support/h2_goaway.py`, Python `h2`).
+#[test]
+fn a_request_refused_after_its_body_was_read_is_sent_again_with_its_body() {
+    let Some(python) = support::python::python_with(
+        "a_request_refused_after_its_body_was_read_is_sent_again_with_its_body",
+        "h2",
+    ) else {
+        return;
+    };
+    let mut server = Command::new(&python)
+        .arg(root().join("crates/cli/tests/support/h2_goaway.py"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let port = first.strip_prefix("listening ").unwrap().to_string();
+    let _server = Killed(server);
+    let p = proxy(
+        &format!("http://127.0.0.1:{port}"),
+        &["--upstream-protocol", "h2c"],
+    );
+    // Two requests at once, so that both are on the upstream's first connection.
+    let url = format!("{}/echo", p.base);
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "20",
+            "--parallel",
+            "--parallel-immediate",
+        ])
+        .args(["-w", "%{http_code} %{size_download}\n"])
+        .args([
+            "-d",
+            "hello",
+            "-o",
+            "/dev/null",
+            &url,
+            "-o",
+            "/dev/null",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    let answers = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(answers, "200 5\n200 5\n", "{answers}");
+    // One answered on the first connection, the other refused there after its body was read,
+    // and answered, its body whole, on the next.
+    let mut log: Vec<String> = lines.take(3).map(Result::unwrap).collect();
+    log.sort();
+    assert_eq!(log, ["answered hello", "answered hello", "refused hello"]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // TLS upstreams
 

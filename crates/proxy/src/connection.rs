@@ -1040,6 +1040,16 @@ mod tests {
         got
     }
 
+    /// Everything the server sends until it closes the connection (5 s at most).
+    async fn until_closed(tcp: &mut TcpStream) -> String {
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        String::from_utf8(got).unwrap()
+    }
+
     #[tokio::test]
     async fn keep_alive_pipelining_and_bodies_survive_idle_release() {
         let (addr, _drain, settings) = server_with(Limits::default()).await;
@@ -1082,12 +1092,7 @@ mod tests {
         );
         let mut tcp = TcpStream::connect(addr).await.unwrap();
         send(&mut tcp, head.as_bytes()).await;
-        let mut got = Vec::new();
-        tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut got))
-            .await
-            .unwrap()
-            .unwrap();
-        let got = String::from_utf8(got).unwrap();
+        let got = until_closed(&mut tcp).await;
         assert!(
             got.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
             "{got}"
@@ -1141,12 +1146,7 @@ mod tests {
         send(&mut tcp, head(fits).as_bytes()).await;
         read_responses(&mut tcp, &["GET /x"]).await;
         send(&mut tcp, head(fits + 1).as_bytes()).await;
-        let mut got = Vec::new();
-        tokio::time::timeout(Duration::from_secs(2), tcp.read_to_end(&mut got))
-            .await
-            .unwrap()
-            .unwrap();
-        let got = String::from_utf8(got).unwrap();
+        let got = until_closed(&mut tcp).await;
         assert!(
             got.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
             "{got}"
@@ -1246,12 +1246,7 @@ mod tests {
         // The answer takes 100 ms: the shutdown arrives while the request is in progress.
         send(&mut tcp, b"GET /delay HTTP/1.1\r\nhost: x\r\n\r\n").await;
         tcp.shutdown().await.unwrap();
-        let mut got = Vec::new();
-        tokio::time::timeout(Duration::from_secs(2), tcp.read_to_end(&mut got))
-            .await
-            .unwrap()
-            .unwrap();
-        let got = String::from_utf8(got).unwrap();
+        let got = until_closed(&mut tcp).await;
         assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
         assert!(got.ends_with("GET /delay"), "{got}");
     }

@@ -407,30 +407,38 @@ fn native_roots() -> &'static [CertificateDer<'static>] {
     })
 }
 
-fn tls_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, JwksError> {
+/// The CA certificates a TLS client of meshguard trusts: the system's, plus every certificate
+/// of the PEM bundle `extra_ca`. The error is the reason the bundle is unusable, without its
+/// path (callers name the file and the flag). Used for JWKS fetches and for `https://`
+/// upstreams alike.
+pub fn trusted_roots(extra_ca: Option<&Path>) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     let (_, ignored) = roots.add_parsable_certificates(native_roots().iter().cloned());
     if ignored > 0 {
         tracing::debug!(ignored, "some system CA certificates are unusable");
     }
     if let Some(path) = extra_ca {
-        let bad = |reason: String| JwksError::ExtraCa {
-            path: path.to_owned(),
-            reason,
-        };
-        let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let pem = std::fs::read(path).map_err(|e| e.to_string())?;
         let certs = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad(format!("not a PEM file: {e}")))?;
+            .map_err(|e| format!("not a PEM file: {e}"))?;
         if certs.is_empty() {
-            return Err(bad("no certificate in the file".to_owned()));
+            return Err("no certificate in the file".to_owned());
         }
         for (i, cert) in certs.into_iter().enumerate() {
             roots
                 .add(cert)
-                .map_err(|e| bad(format!("certificate {}: {e}", i + 1)))?;
+                .map_err(|e| format!("certificate {}: {e}", i + 1))?;
         }
     }
+    Ok(roots)
+}
+
+fn tls_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, JwksError> {
+    let roots = trusted_roots(extra_ca).map_err(|reason| JwksError::ExtraCa {
+        path: extra_ca.map(Path::to_owned).unwrap_or_default(),
+        reason,
+    })?;
     if roots.is_empty() {
         tracing::warn!("no trusted CA certificates: https JWKS fetches will fail");
     }

@@ -71,7 +71,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 pub use backoff::backoff_delay;
-pub use fetch::{parse_discovery, parse_jwks_body, resolve_location};
+pub use fetch::{parse_discovery, parse_jwks_body, resolve_location, trusted_roots};
 pub use guard::{check_url, filter_resolved, refused_reason};
 pub use manager::{JwksManager, LastError, SkippedKeyStatus, SourceStatus};
 pub use meshguard_jwt::{RemoteKeySource, discovery_url};

@@ -8,13 +8,11 @@
 use std::io;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use rustls::RootCertStore;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -54,50 +52,15 @@ impl std::fmt::Debug for Handshake {
     }
 }
 
-fn native_roots() -> &'static [CertificateDer<'static>] {
-    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
-    ROOTS.get_or_init(|| {
-        let found = rustls_native_certs::load_native_certs();
-        for e in &found.errors {
-            tracing::warn!(error = %e, "could not load some system CA certificates");
-        }
-        found.certs
-    })
-}
-
-/// The certificates of a PEM bundle; errors name the file and the flag.
-fn ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let bad = |reason: String| format!("--upstream-ca-file {}: {reason}", path.display());
-    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(format!("not a PEM file: {e}")))?;
-    if certs.is_empty() {
-        return Err(bad("no certificate in the file".into()));
-    }
-    Ok(certs)
-}
-
 impl Handshake {
     /// TLS toward `host` (the URL's host, unless `settings.sni` names another), trusting the
     /// system's roots and `settings.ca_file`, offering `alpn`.
     pub(crate) fn new(host: &str, settings: &UpstreamTls, alpn: Alpn) -> Result<Handshake, String> {
-        let mut roots = RootCertStore::empty();
-        let (_, ignored) = roots.add_parsable_certificates(native_roots().iter().cloned());
-        if ignored > 0 {
-            tracing::debug!(ignored, "some system CA certificates are unusable");
-        }
-        if let Some(path) = &settings.ca_file {
-            for (i, cert) in ca_file(path)?.into_iter().enumerate() {
-                roots.add(cert).map_err(|e| {
-                    format!(
-                        "--upstream-ca-file {}: certificate {}: {e}",
-                        path.display(),
-                        i + 1
-                    )
-                })?;
-            }
-        }
+        let roots =
+            meshguard_jwks::trusted_roots(settings.ca_file.as_deref()).map_err(|reason| {
+                let path = settings.ca_file.as_deref().unwrap_or(Path::new(""));
+                format!("--upstream-ca-file {}: {reason}", path.display())
+            })?;
         if roots.is_empty() {
             tracing::warn!("no trusted CA certificates: the https upstream cannot be verified");
         }

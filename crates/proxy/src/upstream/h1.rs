@@ -4,7 +4,8 @@
 //! Owns: keeping idle connections, reusing them, retrying a request on a new connection when
 //! a pooled one turned out to be closed before anything was written, the connection bound
 //! with its queue of waiting requests (Envoy's circuit breakers `max_connections` and
-//! `max_pending_requests`; the bound's slots are shared with the HTTP/2 set, [`super::h2`]),
+//! `max_pending_requests`; the bound's slots and the queue ([`super::Pending`]) are shared with the
+//! HTTP/2 set, [`super::h2`]),
 //! and refusing responses whose framing contradicts itself. Does not own connecting (TCP,
 //! TLS: [`super::Connector`]), the response timer and the request body's watch
 //! ([`super::timed`]), the headers sent (the handler prepares them) or the answers sent for
@@ -23,7 +24,6 @@
 //! taken.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -36,7 +36,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 
-use super::{Connector, RequestBody, SendError, describe};
+use super::{Connector, Pending, RequestBody, SendError, Waiting, describe};
 
 /// Idle connections kept at most; more are closed when their response ends. Each idle
 /// connection holds about 25 KB (hyper's buffers and state); 64 cover a sidecar's usual
@@ -60,11 +60,8 @@ struct Pool<B> {
     /// One permit per open connection.
     slots: Arc<Semaphore>,
     max_connections: usize,
-    /// Requests that may wait for a connection (`--max-pending-upstream-requests`, Envoy's
-    /// circuit breaker `max_pending_requests`); more get 503 `overflow` at once.
-    max_pending: usize,
-    /// Requests waiting for a connection now.
-    waiting: AtomicUsize,
+    /// Requests waiting for a connection, shared with the HTTP/2 set.
+    pending: Arc<Pending>,
     /// Signalled when a connection goes back to the idle list.
     returned: Notify,
 }
@@ -102,15 +99,6 @@ impl Drop for CloseOnDrop<'_> {
     }
 }
 
-/// Counts one waiting request for as long as it lives.
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 impl<B> Http1<B>
 where
     B: Body + Send + Unpin + 'static,
@@ -128,7 +116,7 @@ where
         connector: Arc<Connector>,
         slots: Arc<Semaphore>,
         max_connections: usize,
-        max_pending: usize,
+        pending: Arc<Pending>,
     ) -> Http1<B> {
         Http1 {
             inner: Arc::new(Pool {
@@ -136,8 +124,7 @@ where
                 idle: Mutex::new(Vec::new()),
                 slots,
                 max_connections,
-                max_pending,
-                waiting: AtomicUsize::new(0),
+                pending,
                 returned: Notify::new(),
             }),
         }
@@ -183,12 +170,9 @@ where
                     let deadline = match &waiting {
                         Some((_, d)) => *d,
                         None => {
-                            if pool.waiting.fetch_add(1, Ordering::Relaxed) >= pool.max_pending {
-                                pool.waiting.fetch_sub(1, Ordering::Relaxed);
-                                return Err(SendError::Overflow);
-                            }
+                            let place = pool.pending.join()?;
                             let d = tokio::time::Instant::now() + timeout;
-                            waiting = Some((Waiting(&pool.waiting), d));
+                            waiting = Some((place, d));
                             d
                         }
                     };
@@ -437,7 +421,7 @@ mod tests {
             connector,
             Arc::new(Semaphore::new(max_connections)),
             max_connections,
-            max_connections,
+            Arc::new(Pending::new(max_connections)),
         )
     }
 
@@ -699,7 +683,7 @@ mod tests {
             let up = up.clone();
             tokio::spawn(async move { body_text(up.send(get("/next"), T).await.unwrap()).await })
         };
-        eventually("waiting", || up.inner.waiting.load(Ordering::SeqCst) == 1).await;
+        eventually("waiting", || up.inner.pending.len() == 1).await;
         // A third finds the connection busy and one request waiting: refused.
         assert!(matches!(
             up.send(get("/third"), T).await,
@@ -708,7 +692,7 @@ mod tests {
         assert_eq!(body_text(first).await, "/slow");
         assert_eq!(second.await.unwrap(), "/next");
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
-        assert_eq!(up.inner.waiting.load(Ordering::SeqCst), 0);
+        assert_eq!(up.inner.pending.len(), 0);
     }
 
     #[tokio::test]

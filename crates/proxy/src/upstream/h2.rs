@@ -35,7 +35,8 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 
 use super::{
-    ALPN_H2, ALPN_HTTP1, BoxError, Connector, Exchanged, RequestBody, SendError, describe,
+    ALPN_H2, ALPN_HTTP1, BoxError, Connector, Exchanged, Pending, RequestBody, SendError, Waiting,
+    describe,
 };
 
 /// Streams a new connection is taken to allow until the upstream's SETTINGS say otherwise.
@@ -60,11 +61,8 @@ struct Set<B> {
     /// than open one each.
     connecting: tokio::sync::Mutex<()>,
     slots: Arc<Semaphore>,
-    /// Requests that may wait for room (`--max-pending-upstream-requests`, shared in meaning
-    /// with the HTTP/1.1 pool's); more get 503 `overflow` at once.
-    max_pending: usize,
-    /// Requests waiting for room now.
-    waiting: AtomicUsize,
+    /// Requests waiting for room, shared with the HTTP/1.1 pool.
+    pending: Arc<Pending>,
     /// Signalled when a stream ends, a connection opens or one closes.
     room: Arc<Notify>,
     /// For `https://`: what ALPN chose, shared with the router.
@@ -124,15 +122,6 @@ impl<B> Drop for InFlight<B> {
     }
 }
 
-/// Counts one waiting request for as long as it lives.
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// What the connection search found.
 enum Found<B> {
     Stream(InFlight<B>),
@@ -151,7 +140,7 @@ where
         scheme: Scheme,
         authority: Authority,
         slots: Arc<Semaphore>,
-        max_pending: usize,
+        pending: Arc<Pending>,
         alpn: Option<Arc<AtomicU8>>,
     ) -> Http2<B> {
         Http2 {
@@ -162,8 +151,7 @@ where
                 conns: Mutex::new(Vec::new()),
                 connecting: tokio::sync::Mutex::new(()),
                 slots,
-                max_pending,
-                waiting: AtomicUsize::new(0),
+                pending,
                 room: Arc::new(Notify::new()),
                 alpn,
             }),
@@ -397,11 +385,7 @@ where
             }
             drop(gate);
             if waiting.is_none() {
-                if self.waiting.fetch_add(1, Ordering::Relaxed) >= self.max_pending {
-                    self.waiting.fetch_sub(1, Ordering::Relaxed);
-                    return Err(SendError::Overflow);
-                }
-                waiting = Some(Waiting(&self.waiting));
+                waiting = Some(self.pending.join()?);
             }
             let slot = tokio::select! {
                 () = room => continue,

@@ -18,7 +18,7 @@ mod h2;
 mod tls;
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -97,6 +97,48 @@ enum Route {
     /// `https://`: what ALPN chose ([`ALPN_UNKNOWN`] goes to the HTTP/2 set, which offers
     /// both and reports an HTTP/1.1 answer).
     Alpn(Arc<AtomicU8>),
+}
+
+/// The requests waiting for an upstream connection, HTTP/1.1 and HTTP/2 together, and their
+/// bound (`--max-pending-upstream-requests`, Envoy's circuit breaker `max_pending_requests`).
+#[derive(Debug)]
+pub(super) struct Pending {
+    waiting: AtomicUsize,
+    max: usize,
+}
+
+impl Pending {
+    pub(super) fn new(max: usize) -> Pending {
+        Pending {
+            waiting: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// A place in the queue, held until dropped; `Overflow` when the queue is full.
+    pub(super) fn join(&self) -> Result<Waiting<'_>, SendError> {
+        if self.waiting.fetch_add(1, Ordering::Relaxed) >= self.max {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            return Err(SendError::Overflow);
+        }
+        Ok(Waiting(&self.waiting))
+    }
+
+    /// Requests waiting now (for tests).
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+}
+
+/// One waiting request, counted for as long as it lives.
+#[derive(Debug)]
+pub(super) struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// How new connections are made: TCP, then TLS for `https://`.
@@ -182,7 +224,7 @@ where
             .max_upstream_connections
             .clamp(1, Semaphore::MAX_PERMITS);
         let slots = Arc::new(Semaphore::new(max_connections));
-        let max_pending = limits.max_pending_upstream_requests;
+        let pending = Arc::new(Pending::new(limits.max_pending_upstream_requests));
         let connector = |alpn: tls::Alpn| -> Result<Arc<Connector>, SetupError> {
             let tls = if https {
                 Some(tls::Handshake::new(authority.host(), tls, alpn).map_err(SetupError)?)
@@ -199,7 +241,7 @@ where
             connector(tls::Alpn::Http1)?,
             slots.clone(),
             max_connections,
-            max_pending,
+            pending.clone(),
         );
         let (route, alpn) = match (https, protocol) {
             (true, _) => {
@@ -221,7 +263,7 @@ where
                 },
                 authority.clone(),
                 slots,
-                max_pending,
+                pending,
                 alpn,
             )),
         };

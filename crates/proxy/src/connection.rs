@@ -30,7 +30,7 @@
 //!
 //! Requests hyper answers itself (400 for a head it cannot parse, 431/414 for one too large)
 //! and [`tracked`]'s 431 never reach the service, so they are counted here
-//! ([`ProtocolErrors`]), from the error the connection ends with.
+//! (`meshguard_runtime::metrics::ProtocolErrors`), from the error the connection ends with.
 //!
 //! The header read timeout is kept here, not by hyper: it runs from the moment the connection
 //! starts waiting for a request head (its opening, or the end of the last response) and

@@ -1,10 +1,11 @@
-//! The proxy: meshguard's engine on live HTTP traffic.
+//! The HTTP front end: meshguard's decisions on live HTTP traffic.
 //!
-//! [`server::start`] loads the policies, binds the proxy and admin listeners, starts the
-//! built-in echo upstream (`meshguard-echo`) when no upstream is given, and serves until told
-//! to stop. Each request goes through [`handler::handle`]: one snapshot load, one engine
-//! evaluation, then a local reply ([`response`]) or a forwarded request. Reloads ([`reload`],
-//! [`state`]) swap the snapshot atomically and keep the last good one on error.
+//! [`server::start`] builds the shared runtime (`meshguard-runtime`: policies, reloads, keys,
+//! metrics, admin pages), binds the proxy and admin listeners, starts the built-in echo
+//! upstream (`meshguard-echo`) when no upstream is given, and serves until told to stop. Each
+//! request goes through [`handler::handle`] in named phases: intake, the runtime's one
+//! decision, then a local reply ([`response`]) or a forwarded request ([`upstream`], or
+//! [`upgrade`] for an allowed WebSocket handshake).
 #![forbid(unsafe_code)]
 // No panics on the request path: index with `get`, no unwrap/expect/panic!/unreachable!.
 // An allowed site says why it cannot panic (docs/architecture.md, Panics). Tests may use

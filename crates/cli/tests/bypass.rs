@@ -233,29 +233,19 @@ fn istio_security_2021_002_ports_are_the_listener_port() {
     assert_eq!(get(p.addr(), "/admin", ""), 403);
 }
 
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn thousands_of_idle_connections_and_oversized_input_stay_bounded() {
     let p = start(
         "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: ra, namespace: foo}\nspec:\n  jwtRules: [{issuer: testing@secure.istio.io, jwks: '{\"keys\":[]}'}]\n",
         &["--header-read-timeout", "30s"],
     );
-    let before = rss_kb(p.child.id());
+    let before = support::proxy::rss_kib(p.child.id());
     let mut idle = Vec::new();
     for _ in 0..3000 {
         idle.push(TcpStream::connect(p.addr()).unwrap());
     }
     std::thread::sleep(Duration::from_millis(500));
-    let during = rss_kb(p.child.id());
+    let during = support::proxy::rss_kib(p.child.id());
     // Still serving while 3,000 connections sit idle.
     assert_eq!(get(p.addr(), "/", ""), 200);
     // A 20 KiB token is refused as too large, a 100 KiB header with 431.

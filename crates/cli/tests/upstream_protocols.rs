@@ -1112,16 +1112,6 @@ fn grpc_timeout_answers_as_envoy_answers() {
     }
 }
 
-/// The resident memory of process `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// HTTP/2 flow control, not buffering: a client that does not read leaves the stream's
 /// window closed, the upstream stops sending, and meshguard's memory stays flat while 128 MiB
 /// wait upstream; read on, the whole body arrives.
@@ -1138,7 +1128,7 @@ fn a_slow_reader_holds_back_an_h2_upstream_instead_of_filling_memory() {
     );
     let pid = p.child.id();
     assert_eq!(get(&p, "/", &[]).status, 200);
-    let before = rss_kib(pid);
+    let before = support::proxy::rss_kib(pid);
     let mut s = std::net::TcpStream::connect(p.addr()).unwrap();
     s.write_all(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n")
         .unwrap();
@@ -1149,7 +1139,7 @@ fn a_slow_reader_holds_back_an_h2_upstream_instead_of_filling_memory() {
     let watch_until = Instant::now() + Duration::from_secs(1);
     let mut most = before;
     while Instant::now() < watch_until {
-        most = most.max(rss_kib(pid));
+        most = most.max(support::proxy::rss_kib(pid));
         std::thread::sleep(Duration::from_millis(50));
     }
     let grown_mib = most.saturating_sub(before) / 1024;

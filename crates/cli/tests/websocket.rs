@@ -589,16 +589,6 @@ fn a_tunnel_keeps_its_connection_slot_until_it_closes() {
     );
 }
 
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_fast_client_and_a_stalled_upstream_do_not_grow_the_proxy() {
     let up = RawUpstream::start();
@@ -607,7 +597,7 @@ fn a_fast_client_and_a_stalled_upstream_do_not_grow_the_proxy() {
     let (mut warm, _) = open_tunnel(&p, "/tunnel", b"");
     warm.shutdown(Shutdown::Write).unwrap();
     warm.read_to_end(&mut Vec::new()).unwrap();
-    let before = rss_kb(p.child.id());
+    let before = support::proxy::rss_kib(p.child.id());
 
     let (mut s, head) = open_tunnel(&p, "/slow", b"");
     assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
@@ -623,7 +613,7 @@ fn a_fast_client_and_a_stalled_upstream_do_not_grow_the_proxy() {
             Err(_) => break,
         }
     }
-    let during = rss_kb(p.child.id());
+    let during = support::proxy::rss_kib(p.child.id());
     assert!(
         written < 64 << 20,
         "{written} bytes taken in while the upstream read nothing"

@@ -219,3 +219,14 @@ impl Proxy {
         }
     }
 }
+
+/// The resident memory of process `pid` (VmRSS), in KiB; panics when it cannot be read, so a
+/// memory check never passes on a zero.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS for {pid}"))
+}

@@ -266,13 +266,12 @@ where
     let exchanges = Arc::new(Exchanges::default());
     // Every complete head is measured, whatever its size: hyper enforces its buffer limit
     // only on a head still incomplete, and one read can hold a whole head over it.
-    let head_limit = Some({
-        (
-            settings.max_header_bytes,
-            settings.protocol_errors.too_large.clone(),
-        )
-    });
-    let mut service = tracked(service, exchanges.clone(), head_limit);
+    let mut service = tracked(
+        service,
+        exchanges.clone(),
+        settings.max_header_bytes,
+        settings.protocol_errors.too_large.clone(),
+    );
     io.exchanges = Some(exchanges.clone());
     let mut header_deadline = first_deadline;
     async move {
@@ -758,12 +757,13 @@ fn head_too_large<B, G>(guard: G) -> Response<TrackedBody<B, G>> {
 }
 
 /// Wraps the service so that `exchanges` follows each request until hyper is done with it,
-/// and heads over `head_limit` (when set) get 431 without reaching the service, counted in
-/// its counter.
+/// and heads over `head_limit` bytes get 431 without reaching the service, counted in
+/// `too_large`.
 fn tracked<S, B>(
     inner: S,
     exchanges: Arc<Exchanges>,
-    head_limit: Option<(usize, Counter)>,
+    head_limit: usize,
+    too_large: Counter,
 ) -> impl ClientService<TrackedBody<B, Open>>
 where
     S: ClientService<B>,
@@ -775,12 +775,10 @@ where
             .store(!req.body().is_end_stream(), Ordering::Relaxed);
         exchanges.open.fetch_add(1, Ordering::Relaxed);
         let open = Open(exchanges.clone());
-        let too_large = head_limit
-            .as_ref()
-            .is_some_and(|(limit, _)| head_size(&req) > *limit);
-        let response = (!too_large).then(|| inner.call(req));
-        if let (true, Some((_, counter))) = (too_large, &head_limit) {
-            counter.inc();
+        let over = head_size(&req) > head_limit;
+        let response = (!over).then(|| inner.call(req));
+        if over {
+            too_large.inc();
         }
         async move {
             let Some(response) = response else {

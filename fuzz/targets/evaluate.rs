@@ -240,6 +240,7 @@ pub fn run(input: Input) {
         destination_ip: None,
         destination_port: Some(8080),
         sni: None,
+        peer_identity: None,
     };
     let outcome = evaluate(cw, request, &opts);
     let mut cached_headers = cached_headers;
@@ -256,6 +257,7 @@ pub fn run(input: Input) {
             destination_ip: None,
             destination_port: Some(8080),
             sni: None,
+            peer_identity: None,
         },
         &EvalOptions {
             keys: &*CACHING_KEYS,

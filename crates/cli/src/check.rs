@@ -298,6 +298,7 @@ pub fn run(args: CheckArgs) -> Result<i32, CliError> {
         destination_ip: None,
         destination_port: Some(args.port),
         sni: None,
+        peer_identity: None,
     };
     let outcome = evaluate(
         &compiled,

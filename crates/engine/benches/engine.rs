@@ -136,6 +136,7 @@ fn request(cw: &CompiledWorkload, token: Option<&str>, keys: &dyn KeyStore, path
             destination_ip: None,
             destination_port: Some(8000),
             sni: None,
+            peer_identity: None,
         },
         &EvalOptions {
             path_normalization: PathNormalization::Base,

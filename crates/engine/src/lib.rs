@@ -53,6 +53,8 @@ pub struct HttpRequest<'a> {
     pub destination_ip: Option<IpAddr>,
     pub destination_port: Option<u16>,
     pub sni: Option<&'a str>,
+    /// The mTLS peer's identity (a URI SAN, `spiffe://td/ns/x/sa/y`); `None` over plaintext.
+    pub peer_identity: Option<&'a str>,
 }
 
 /// Settings of the evaluation that do not come from the policies.
@@ -236,7 +238,7 @@ fn attributes<'a>(
         destination_ip: req.destination_ip,
         destination_port: req.destination_port,
         sni: req.sni,
-        peer_identity: None,
+        peer_identity: req.peer_identity,
         jwt,
     }
 }

@@ -231,6 +231,7 @@ fn run_case(
         destination_ip: None,
         destination_port: Some(r.port.unwrap_or(8000)),
         sni: None,
+        peer_identity: None,
     };
     let out = evaluate(
         cw,

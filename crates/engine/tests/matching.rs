@@ -40,6 +40,7 @@ fn status(cw: &CompiledWorkload, path: &str, headers: &[(&str, &[u8])]) -> u16 {
             destination_ip: None,
             destination_port: Some(8080),
             sni: None,
+            peer_identity: None,
         },
         &EvalOptions {
             path_normalization: PathNormalization::Base,

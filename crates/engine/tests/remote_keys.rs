@@ -138,6 +138,7 @@ fn eval_request(
             destination_ip: None,
             destination_port: None,
             sni: None,
+            peer_identity: None,
         },
         &EvalOptions {
             path_normalization: PathNormalization::Base,

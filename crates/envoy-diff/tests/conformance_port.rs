@@ -120,6 +120,7 @@ fn check(conversion: &Conversion, converted_at: Instant, tweak: Tweak) -> Vec<St
                             destination_ip: Some(IpAddr::V4(destination)),
                             destination_port: Some(arrives_on),
                             sni: None,
+                            peer_identity: None,
                         },
                         &EvalOptions {
                             path_normalization: mode,

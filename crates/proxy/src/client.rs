@@ -120,6 +120,14 @@ pub struct PeerIdentity {
     pub uri_sans: Vec<Arc<str>>,
 }
 
+impl PeerIdentity {
+    /// The identity policies match (`source.principal`): the first URI SAN. (Matching every
+    /// SAN, with trust-domain aliases, belongs to the mTLS listener that fills this.)
+    pub fn principal(&self) -> Option<&str> {
+        self.uri_sans.first().map(|s| &**s)
+    }
+}
+
 /// The two ends of the client's connection and what the transport told about it.
 #[derive(Clone, Debug)]
 pub struct ConnInfo {

@@ -37,6 +37,9 @@ pub struct RequestFacts<'a> {
     pub remote_ip: IpAddr,
     /// The TLS server name the client sent (`connection.sni`); `None` over plaintext.
     pub sni: Option<&'a str>,
+    /// The identity the client's certificate proved (`source.principal`, `principals`);
+    /// `None` over plaintext.
+    pub peer_identity: Option<&'a str>,
     /// Unix seconds, for token expiry.
     pub now: u64,
     /// For the explanation log lines.
@@ -100,6 +103,7 @@ fn evaluate_once(
             destination_ip: Some(facts.local.ip()),
             destination_port: Some(facts.local.port()),
             sni: facts.sni,
+            peer_identity: facts.peer_identity,
         },
         &EvalOptions {
             path_normalization,

@@ -111,8 +111,4 @@ impl Runtime {
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
-
-    pub fn path_normalization(&self) -> PathNormalization {
-        self.path_normalization
-    }
 }

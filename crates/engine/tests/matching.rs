@@ -172,3 +172,53 @@ fn header_not_values_catch_non_utf8_bytes() {
     assert_eq!(status(&cw, "/", &[("x-bin", b"\xFF")]), 403);
     assert_eq!(status(&cw, "/", &[]), 200);
 }
+
+/// A peer identity handed to the engine (what an mTLS listener puts on the connection) is what
+/// `source.principals` matches; without one (plaintext) the ALLOW does not match.
+#[test]
+fn the_peer_identity_is_what_principals_match() {
+    let cw = compile(
+        "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: sleep-only, namespace: foo}
+spec:
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/foo/sa/sleep]}}]
+",
+    );
+    let status_for = |peer: Option<&str>| {
+        let mut headers = HeaderMap::new();
+        evaluate(
+            &cw,
+            HttpRequest {
+                method: "GET",
+                path: "/",
+                host: "web.foo",
+                scheme: "https",
+                headers: &mut headers,
+                source_ip: Some("10.1.2.3".parse().unwrap()),
+                remote_ip: None,
+                destination_ip: None,
+                destination_port: Some(8080),
+                sni: None,
+                peer_identity: peer,
+            },
+            &EvalOptions {
+                path_normalization: PathNormalization::Base,
+                now: 1_700_000_000,
+                keys: &NoRemoteKeys,
+                explain: false,
+            },
+        )
+        .status()
+    };
+    assert_eq!(
+        status_for(Some("spiffe://cluster.local/ns/foo/sa/sleep")),
+        200
+    );
+    assert_eq!(
+        status_for(Some("spiffe://cluster.local/ns/foo/sa/other")),
+        403
+    );
+    assert_eq!(status_for(None), 403);
+}

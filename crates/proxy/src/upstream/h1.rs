@@ -1,62 +1,77 @@
-//! The HTTP/1.1 connection pool to the one upstream: keep-alive, most recently used
-//! connection first, and a bound on the connections open at once.
+//! The HTTP/1.1 connection pool to the one upstream, and the exchanges on its connections:
+//! keep-alive, most recently used connection first, and a bound on the connections open at
+//! once.
 //!
-//! Owns: keeping idle connections, reusing them, retrying a request on a new connection when
-//! a pooled one turned out to be closed before anything was written, the connection bound
-//! with its queue of waiting requests (Envoy's circuit breakers `max_connections` and
-//! `max_pending_requests`; the bound's slots and the queue ([`super::Pending`]) are shared with the
-//! HTTP/2 set, [`super::h2`]),
-//! and refusing responses whose framing contradicts itself. Does not own connecting (TCP,
-//! TLS: [`super::Connector`]), the response timer and the request body's watch
-//! ([`super::timed`]), the headers sent (the handler prepares them) or the answers sent for
-//! failures ([`crate::response`]).
+//! Owns: keeping idle connections, reusing them, sending a request on a new connection when a
+//! pooled one turned out to be closed before anything was written, the connection bound with
+//! its queue of waiting requests (Envoy's circuit breakers `max_connections` and
+//! `max_pending_requests`; the bound's slots and the queue ([`super::Pending`]) are shared with
+//! the HTTP/2 set, [`super::h2`]), and moving the bytes of each exchange: the request head and
+//! body out, the response head and body in. Does not own the framing rules (pure, in
+//! [`super::codec`]), connecting (TCP, TLS: [`super::Connector`]), the response timer and the
+//! request body's watch ([`super::timed`]), the headers sent (the handler prepares them) or
+//! the answers sent for failures ([`crate::response`]).
 //!
-//! Why not hyper-util's pooled client: with one fixed upstream its per-request work (a pool
-//! keyed by scheme and authority, a checkout future racing a connect future, and a task
-//! spawned per request to return the connection) was a third of meshguard's CPU per forwarded
-//! request. This pool is a `Vec` behind a mutex held for a push or a pop; a connection goes
-//! back when the response body has been read to its end.
+//! Why not hyper's client connection: it holds an 8 KiB write buffer, a read buffer of 8 KiB
+//! (allocated even on an idle connection, which hyper reads to notice a close) and a task of
+//! its own for as long as the connection is open: about 20 KB per connection, and a proxy under
+//! 1,000 busy client connections keeps about 1,000 upstream connections (BENCHMARKS.md,
+//! "Memory under load"). Here a connection is its socket and its slot. An exchange runs inside
+//! the request's own future (no task, no channel), allocates its read buffer only once the
+//! socket has bytes to read, and gives it back with the response: an idle connection holds no
+//! buffer. So every connection within the bound can be kept idle (no reconnecting after each
+//! burst), and a connection is checked for a close by the upstream when it is taken, with one
+//! non-blocking read.
 //!
-//! Every connection's task holds one of the bound's slots for as long as the connection is
-//! open, so the bound counts connecting, busy and idle connections alike. A request given up
-//! before its response ends (its client reset the stream, its timer fired) aborts that task:
-//! the connection closes and its slot is free at once, however long the upstream would have
-//! taken.
+//! A connection goes back to the pool when its response body has been read to its end, the
+//! request was sent whole, both sides allow keep-alive and no byte beyond the response
+//! arrived. A request or response given up midway (its client reset the stream, its timer
+//! fired) drops the connection: it closes and its slot is free at once.
+//!
+//! While a response streams, the rest of its request body is sent whenever the response body
+//! is polled (an upstream may answer before it has read the whole request, and may need it to
+//! go on answering). When the response ends first, the rest is not sent and the connection is
+//! closed, not reused.
 
+use std::future::poll_fn;
+use std::io;
+use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{Request, Response, header};
+use bytes::{Buf, Bytes, BytesMut};
+use http::{Method, Request, Response};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
-use tokio::task::AbortHandle;
 
-use super::{Connector, Pending, RequestBody, SendError, Waiting, describe};
+use super::codec::{self, Chunked, Decoded, Encoding, Framing};
+use super::tls::Stream;
+use super::{BoxError, Connector, Pending, RequestBody, SendError, Waiting};
 
-/// Idle connections kept at most; more are closed when their response ends. Each idle
-/// connection holds about 25 KB (hyper's buffers and state); 64 cover a sidecar's usual
-/// concurrency toward its one local upstream without keeping a burst's worth.
-const MAX_IDLE: usize = 64;
 /// A connection idle for longer is not reused (upstreams commonly close after 60–75 s).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(55);
+/// How often idle connections are looked at, to close those the upstream closed or that
+/// passed [`IDLE_TIMEOUT`] (each holds a socket and a slot of the bound until then).
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// Bytes read at once (what hyper's read buffer starts with).
+const READ_SIZE: usize = 8192;
 
 /// The pool of connections to the upstream, for requests with bodies of type `B` (the
 /// proxy forwards hyper's [`Incoming`]).
 #[derive(Debug)]
 pub(super) struct Http1<B = Incoming> {
-    inner: Arc<Pool<B>>,
+    inner: Arc<Pool>,
+    _body: PhantomData<fn(B)>,
 }
 
 #[derive(Debug)]
-struct Pool<B> {
+struct Pool {
     connector: Arc<Connector>,
     /// Idle connections, the most recently used last.
-    idle: Mutex<Vec<Idle<B>>>,
+    idle: Mutex<Vec<Idle>>,
     /// One permit per open connection.
     slots: Arc<Semaphore>,
     max_connections: usize,
@@ -64,38 +79,48 @@ struct Pool<B> {
     pending: Arc<Pending>,
     /// Signalled when a connection goes back to the idle list.
     returned: Notify,
+    /// The sweeper of idle connections has been started.
+    sweeping: std::sync::atomic::AtomicBool,
 }
 
-/// One open connection: the handle requests are sent with, and its task, aborted to close it.
+/// One open connection: its socket and its slot of the bound, both let go when it is dropped.
 #[derive(Debug)]
-struct Conn<B> {
-    sender: http1::SendRequest<RequestBody<B>>,
-    task: AbortHandle,
+struct Conn {
+    io: Stream,
+    _slot: OwnedSemaphorePermit,
 }
 
 #[derive(Debug)]
-struct Idle<B> {
-    conn: Conn<B>,
+struct Idle {
+    conn: Conn,
     since: Instant,
 }
 
-/// Closes a connection when dropped, unless defused: a request given up midway must not
-/// leave its connection (and its slot) waiting for an answer nobody reads. (hyper closes it
-/// too once its task notices the dropped response future; aborting frees the slot at once and
-/// does not depend on that.)
-struct CloseOnDrop<'a>(Option<&'a AbortHandle>);
-
-impl CloseOnDrop<'_> {
-    fn defuse(mut self) {
-        self.0 = None;
+impl Conn {
+    /// Still open, with nothing unread: the upstream neither closed it nor sent bytes no
+    /// request asked for. One read that does not wait.
+    fn usable(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        matches!(
+            Pin::new(&mut self.io).poll_read(&mut cx, &mut buf),
+            Poll::Pending
+        )
     }
 }
 
-impl Drop for CloseOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Some(task) = self.0 {
-            task.abort();
-        }
+/// Why an exchange failed.
+enum Failed<B> {
+    /// Nothing of the request was written (a pooled connection found closed): it can go to
+    /// another connection.
+    Unsent(Box<Request<RequestBody<B>>>),
+    Error(SendError),
+}
+
+impl<B> From<SendError> for Failed<B> {
+    fn from(e: SendError) -> Self {
+        Failed::Error(e)
     }
 }
 
@@ -103,7 +128,7 @@ impl<B> Http1<B>
 where
     B: Body + Send + Unpin + 'static,
     B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B::Error: Into<BoxError>,
 {
     /// How this pool connects (plaintext, or TLS offering only HTTP/1.1 by ALPN): also how an
     /// upgrade's connection of its own is made.
@@ -126,7 +151,9 @@ where
                 max_connections,
                 pending,
                 returned: Notify::new(),
+                sweeping: std::sync::atomic::AtomicBool::new(false),
             }),
+            _body: PhantomData,
         }
     }
 
@@ -140,26 +167,12 @@ where
         let pool = &self.inner;
         let mut waiting: Option<(Waiting<'_>, tokio::time::Instant)> = None;
         loop {
-            while let Some(mut conn) = pool.checkout(now) {
-                // Not ready means the connection closed since it was pooled: try the next one.
-                // (Usually it is ready, and the `ready` future is not even made.)
-                if !conn.sender.is_ready() && conn.sender.ready().await.is_err() {
-                    continue;
-                }
-                let guard = CloseOnDrop(Some(&conn.task));
-                match conn.sender.try_send_request(req).await {
-                    Ok(resp) => {
-                        guard.defuse();
-                        return pool.clone().wrap(resp, conn);
-                    }
-                    Err(mut e) => match e.take_message() {
-                        // Nothing was written: the request is intact and can go elsewhere.
-                        Some(r) => {
-                            guard.defuse();
-                            req = r;
-                        }
-                        None => return Err(SendError::Protocol(describe(&e.into_error()))),
-                    },
+            while let Some(conn) = pool.checkout(now) {
+                match send(pool, conn, req, true).await {
+                    Ok(resp) => return Ok(resp),
+                    // Nothing was written: the request is intact and can go elsewhere.
+                    Err(Failed::Unsent(r)) => req = *r,
+                    Err(Failed::Error(e)) => return Err(e),
                 }
             }
             let slot = match pool.slots.clone().try_acquire_owned() {
@@ -190,15 +203,14 @@ where
                 }
             };
             drop(waiting);
-            let mut conn = pool.connect(slot).await?;
-            let guard = CloseOnDrop(Some(&conn.task));
-            let resp = conn
-                .sender
-                .send_request(req)
-                .await
-                .map_err(|e| SendError::Protocol(describe(&e)))?;
-            guard.defuse();
-            return pool.clone().wrap(resp, conn);
+            let conn = pool.connect(slot).await?;
+            return match send(pool, conn, req, false).await {
+                Ok(resp) => Ok(resp),
+                Err(Failed::Unsent(_)) => Err(SendError::Protocol(
+                    "the connection closed before the request was written".into(),
+                )),
+                Err(Failed::Error(e)) => Err(e),
+            };
         }
     }
 
@@ -214,163 +226,490 @@ where
     }
 }
 
-impl<B> Pool<B>
+/// Sends `req` on `conn` and reads the response head. `reused`: `conn` came from the idle
+/// list (a failure before any byte was written gives the request back).
+async fn send<B>(
+    pool: &Arc<Pool>,
+    mut conn: Conn,
+    req: Request<RequestBody<B>>,
+    reused: bool,
+) -> Result<Response<PooledBody<B>>, Failed<B>>
 where
-    B: Body + Send + Unpin + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + Unpin,
+    B::Error: Into<BoxError>,
 {
+    let (mut parts, body) = req.into_parts();
+    let has_body = !body.is_end_stream();
+    let (head, encoding) = codec::request_head(&mut parts, has_body, body.size_hint().exact())
+        .map_err(SendError::Protocol)?;
+    let mut written = 0;
+    while let Some(rest) = head.get(written..).filter(|r| !r.is_empty()) {
+        match conn.io.write(rest).await {
+            Ok(0) => {
+                return Err(SendError::Protocol("the upstream connection closed".into()).into());
+            }
+            Ok(n) => written += n,
+            Err(_) if written == 0 && reused => {
+                return Err(Failed::Unsent(Box::new(Request::from_parts(parts, body))));
+            }
+            Err(e) => return Err(SendError::Protocol(e.to_string()).into()),
+        }
+    }
+    drop(head);
+    let head_request = parts.method == Method::HEAD;
+    // Not kept while the response is awaited.
+    drop(parts);
+    let mut wire = Wire {
+        conn,
+        sending: encoding.map(|encoding| Sending {
+            body,
+            encoding,
+            out: None,
+            flush: true,
+        }),
+        write_failed: None,
+        buf: BytesMut::new(),
+    };
+    if wire.sending.is_none() {
+        wire.conn
+            .io
+            .flush()
+            .await
+            .map_err(|e| SendError::Protocol(e.to_string()))?;
+    }
+    let head = poll_fn(|cx| wire.poll_head(cx, head_request)).await?;
+    let framing = head.framing;
+    let mut response = Response::new(());
+    *response.status_mut() = head.status;
+    *response.version_mut() = head.version;
+    *response.headers_mut() = head.headers;
+    let mut body = PooledBody {
+        wire: Some(Box::new(wire)),
+        decoder: match framing {
+            Framing::Empty => Decoder::Done,
+            Framing::Length(n) => Decoder::Length(n),
+            Framing::Chunked => Decoder::Chunked(Chunked::Size),
+            Framing::Close => Decoder::Close,
+        },
+        keep_alive: head.keep_alive,
+        pool: pool.clone(),
+        _body: PhantomData,
+    };
+    if framing == Framing::Empty {
+        body.finish();
+    }
+    Ok(response.map(|()| body))
+}
+
+/// The request body still to send, and how.
+struct Sending<B> {
+    body: RequestBody<B>,
+    encoding: Encoding,
+    /// Bytes taken from the body and not yet written.
+    out: Option<Bytes>,
+    /// Written bytes wait for a flush (TLS keeps them until then).
+    flush: bool,
+}
+
+/// Why sending the request body stopped.
+enum SendFailure {
+    /// The client's body failed (its framing, connection or pace): the exchange fails, and
+    /// [`super::settled`] puts it down to the client.
+    Body(String),
+    /// The upstream connection would not take more: the response may still come.
+    Upstream(String),
+}
+
+/// One exchange's connection while it runs: the request body still to send and the bytes
+/// read and not yet used.
+struct Wire<B> {
+    conn: Conn,
+    sending: Option<Sending<B>>,
+    /// Why the request could not be sent whole.
+    write_failed: Option<String>,
+    /// Allocated when the socket has bytes to read; empty again between exchanges.
+    buf: BytesMut,
+}
+
+impl<B> Wire<B>
+where
+    B: Body + Unpin,
+    B::Error: Into<BoxError>,
+{
+    /// Sends what the request body gives until it ends or has nothing ready.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SendFailure>> {
+        let Some(s) = &mut self.sending else {
+            return Poll::Ready(Ok(()));
+        };
+        let io = &mut self.conn.io;
+        loop {
+            if let Some(out) = &mut s.out {
+                while !out.is_empty() {
+                    match ready!(Pin::new(&mut *io).poll_write(cx, out)) {
+                        Ok(0) => {
+                            return Poll::Ready(Err(SendFailure::Upstream("write zero".into())));
+                        }
+                        Ok(n) => out.advance(n),
+                        Err(e) => return Poll::Ready(Err(SendFailure::Upstream(e.to_string()))),
+                    }
+                }
+                s.out = None;
+            }
+            if s.flush {
+                if let Err(e) = ready!(Pin::new(&mut *io).poll_flush(cx)) {
+                    return Poll::Ready(Err(SendFailure::Upstream(e.to_string())));
+                }
+                s.flush = false;
+            }
+            if s.encoding == Encoding::Length(0) {
+                // Sent whole (what the body may still give beyond its length is not sent).
+                self.sending = None;
+                return Poll::Ready(Ok(()));
+            }
+            let frame = match ready!(Pin::new(&mut s.body).poll_frame(cx)) {
+                Some(Ok(frame)) => frame,
+                Some(Err(e)) => return Poll::Ready(Err(SendFailure::Body(e.to_string()))),
+                None => {
+                    return match s.encoding {
+                        Encoding::Chunked => {
+                            s.out = Some(codec::last_chunk(None));
+                            s.encoding = Encoding::Length(0);
+                            s.flush = true;
+                            continue;
+                        }
+                        _ => Poll::Ready(Err(SendFailure::Body(
+                            "the request body ended before its content-length".into(),
+                        ))),
+                    };
+                }
+            };
+            s.flush = true;
+            match frame.into_data() {
+                Ok(mut data) => {
+                    let data = data.copy_to_bytes(data.remaining());
+                    if data.is_empty() {
+                        continue;
+                    }
+                    s.out = Some(match s.encoding {
+                        Encoding::Length(left) => {
+                            let len = data.len() as u64;
+                            if len > left {
+                                return Poll::Ready(Err(SendFailure::Body(
+                                    "the request body is longer than its content-length".into(),
+                                )));
+                            }
+                            s.encoding = Encoding::Length(left - len);
+                            data
+                        }
+                        Encoding::Chunked => {
+                            let mut chunk = BytesMut::with_capacity(data.len() + 20);
+                            chunk.extend_from_slice(&codec::chunk_size_line(data.len()));
+                            chunk.extend_from_slice(&data);
+                            chunk.extend_from_slice(codec::CHUNK_END);
+                            chunk.freeze()
+                        }
+                    });
+                }
+                Err(frame) => {
+                    // Trailers go out with a chunked body only (as hyper's client sends them).
+                    if let (Ok(trailers), Encoding::Chunked) = (frame.into_trailers(), s.encoding) {
+                        s.out = Some(codec::last_chunk(Some(&trailers)));
+                        s.encoding = Encoding::Length(0);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Goes on sending the request body, if it is not sent yet. `Err`: the client's body
+    /// failed.
+    fn keep_sending(&mut self, cx: &mut Context<'_>) -> Result<(), String> {
+        if self.sending.is_none() {
+            return Ok(());
+        }
+        match self.poll_send(cx) {
+            Poll::Pending | Poll::Ready(Ok(())) => Ok(()),
+            Poll::Ready(Err(SendFailure::Body(e))) => Err(e),
+            Poll::Ready(Err(SendFailure::Upstream(e))) => {
+                self.sending = None;
+                self.write_failed = Some(e);
+                Ok(())
+            }
+        }
+    }
+
+    /// Reads more of the response into `buf`; `Ok(0)`: the upstream closed the connection.
+    /// The buffer is allocated only when there is something to read.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        match &mut self.conn.io {
+            Stream::Plain(tcp) => loop {
+                ready!(tcp.poll_read_ready(cx))?;
+                if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
+                    self.buf.reserve(READ_SIZE);
+                }
+                match tcp.try_read_buf(&mut self.buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    r => return Poll::Ready(r),
+                }
+            },
+            Stream::Tls(tls) => {
+                if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
+                    self.buf.reserve(READ_SIZE);
+                }
+                tokio_util::io::poll_read_buf(Pin::new(tls), cx, &mut self.buf)
+            }
+        }
+    }
+
+    /// Sends the request body meanwhile, and reads until a whole response head has come.
+    fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        head_request: bool,
+    ) -> Poll<Result<codec::ResponseHead, SendError>> {
+        loop {
+            self.keep_sending(cx).map_err(SendError::Protocol)?;
+            if !self.buf.is_empty()
+                && let Some(head) = codec::response_head(&mut self.buf, head_request)
+                    .map_err(SendError::Protocol)?
+            {
+                return Poll::Ready(Ok(head));
+            }
+            match ready!(self.poll_fill(cx)) {
+                Ok(0) => {
+                    let why = match &self.write_failed {
+                        Some(e) => format!(
+                            "the upstream closed the connection before the response head (the request could not be sent whole: {e})"
+                        ),
+                        None => {
+                            "the upstream closed the connection before the response head".into()
+                        }
+                    };
+                    return Poll::Ready(Err(SendError::Protocol(why)));
+                }
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Err(SendError::Protocol(e.to_string()))),
+            }
+        }
+    }
+}
+
+impl Pool {
     /// The most recently used idle connection that is open and not older than
     /// [`IDLE_TIMEOUT`] at `now`.
-    fn checkout(&self, now: Instant) -> Option<Conn<B>> {
+    fn checkout(&self, now: Instant) -> Option<Conn> {
         let mut idle = self.idle.lock().ok()?;
-        while let Some(c) = idle.pop() {
-            if !c.conn.sender.is_closed() && now.saturating_duration_since(c.since) < IDLE_TIMEOUT {
+        while let Some(mut c) = idle.pop() {
+            if now.saturating_duration_since(c.since) < IDLE_TIMEOUT && c.conn.usable() {
                 return Some(c.conn);
             }
-            c.conn.task.abort();
         }
         None
     }
 
-    fn checkin(&self, conn: Conn<B>) {
-        if conn.sender.is_closed() {
-            conn.task.abort();
-            return;
-        }
+    fn checkin(self: &Arc<Self>, conn: Conn) {
         let Ok(mut idle) = self.idle.lock() else {
-            conn.task.abort();
             return;
         };
-        if idle.len() < MAX_IDLE {
-            idle.push(Idle {
-                conn,
-                since: Instant::now(),
-            });
-            drop(idle);
-            self.returned.notify_one();
-        } else {
-            conn.task.abort();
+        idle.push(Idle {
+            conn,
+            since: Instant::now(),
+        });
+        drop(idle);
+        self.returned.notify_one();
+        if !self
+            .sweeping
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tokio::spawn(sweep(Arc::downgrade(self)));
         }
     }
 
     /// Opens a connection that holds `slot` until it closes.
-    async fn connect(&self, slot: OwnedSemaphorePermit) -> Result<Conn<B>, SendError> {
-        let (stream, _) = self.connector.connect().await?;
-        let (sender, conn) = http1::Builder::new()
-            // Head and body in one buffer, one write(2) (see `connection::Settings`).
-            .writev(false)
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| SendError::Protocol(describe(&e)))?;
-        let task = tokio::spawn(async move {
-            let _slot = slot;
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-        })
-        .abort_handle();
-        Ok(Conn { sender, task })
+    async fn connect(&self, slot: OwnedSemaphorePermit) -> Result<Conn, SendError> {
+        let (io, _) = self.connector.connect().await?;
+        Ok(Conn { io, _slot: slot })
     }
+}
 
-    fn wrap(
-        self: Arc<Self>,
-        resp: Response<Incoming>,
-        conn: Conn<B>,
-    ) -> Result<Response<PooledBody<B>>, SendError> {
-        // A response framed both ways cannot be relayed with a length that matches its body
-        // (RFC 9112 §6.3 calls it a possible smuggling attempt): refused, as Envoy does
-        // without `allow_chunked_length`, and the connection is not reused.
-        // One pass over the names, which compares them without hashing them (two lookups
-        // hash each).
-        let (mut chunked, mut length) = (false, false);
-        for name in resp.headers().keys() {
-            if name == header::TRANSFER_ENCODING {
-                chunked = true;
-            } else if name == header::CONTENT_LENGTH {
-                length = true;
-            }
-        }
-        if chunked && length {
-            conn.task.abort();
-            return Err(SendError::Protocol(
-                "the response has both Content-Length and Transfer-Encoding".into(),
-            ));
-        }
-        let (parts, inner) = resp.into_parts();
-        let mut body = PooledBody {
-            inner,
-            release: Some((conn, self)),
+/// Every [`SWEEP_EVERY`], closes the idle connections the upstream closed or that are too old,
+/// for as long as the pool exists.
+async fn sweep(pool: Weak<Pool>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(pool) = pool.upgrade() else { return };
+        let now = Instant::now();
+        let closed: Vec<Idle> = {
+            let Ok(mut idle) = pool.idle.lock() else {
+                return;
+            };
+            let mut closed = Vec::new();
+            let kept = std::mem::take(&mut *idle)
+                .into_iter()
+                .filter_map(|mut c| {
+                    if now.saturating_duration_since(c.since) < IDLE_TIMEOUT && c.conn.usable() {
+                        Some(c)
+                    } else {
+                        closed.push(c);
+                        None
+                    }
+                })
+                .collect();
+            *idle = kept;
+            closed
         };
-        if body.inner.is_end_stream() {
-            body.release();
-        }
-        Ok(Response::from_parts(parts, body))
+        // Closed outside the lock.
+        drop(closed);
     }
+}
+
+/// How the rest of the response body is read.
+#[derive(Debug)]
+enum Decoder {
+    Length(u64),
+    Chunked(Chunked),
+    /// Until the upstream closes the connection.
+    Close,
+    Done,
 }
 
 /// The upstream's response body. When it has been read to its end, its connection goes back
 /// to the pool; dropped before that, the connection is closed (HTTP/1.1 cannot skip the rest).
-#[derive(Debug)]
 pub struct PooledBody<B = Incoming> {
-    inner: Incoming,
-    release: Option<(Conn<B>, Arc<Pool<B>>)>,
+    /// `None` once the body has ended.
+    wire: Option<Box<Wire<B>>>,
+    decoder: Decoder,
+    keep_alive: bool,
+    pool: Arc<Pool>,
+    _body: PhantomData<fn(B)>,
 }
 
-impl<B> PooledBody<B>
-where
-    B: Body + Send + Unpin + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    fn release(&mut self) {
-        if let Some((conn, pool)) = self.release.take() {
-            pool.checkin(conn);
-        }
+impl<B> std::fmt::Debug for PooledBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledBody")
+            .field("decoder", &self.decoder)
+            .field("keep_alive", &self.keep_alive)
+            .finish_non_exhaustive()
     }
 }
 
-impl<B> Drop for PooledBody<B> {
-    fn drop(&mut self) {
-        if let Some((conn, _)) = self.release.take() {
-            conn.task.abort();
+/// A response body that could not be read to its end.
+#[derive(Debug)]
+pub struct BodyError(String);
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BodyError {}
+
+impl<B> PooledBody<B> {
+    /// The body has ended: the connection goes back to the pool if it can carry another
+    /// request, and is closed otherwise.
+    fn finish(&mut self) {
+        self.decoder = Decoder::Done;
+        let Some(wire) = self.wire.take() else { return };
+        let Wire {
+            conn,
+            sending,
+            write_failed,
+            buf,
+        } = *wire;
+        if self.keep_alive && sending.is_none() && write_failed.is_none() && buf.is_empty() {
+            self.pool.checkin(conn);
         }
+    }
+
+    fn fail(&mut self, why: String) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        self.wire = None;
+        self.decoder = Decoder::Done;
+        Poll::Ready(Some(Err(BodyError(why))))
     }
 }
 
 impl<B> Body for PooledBody<B>
 where
-    B: Body + Send + Unpin + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + Unpin,
+    B::Error: Into<BoxError>,
 {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => self.release(),
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
-            Poll::Ready(Some(Err(_))) => {
-                if let Some((conn, _)) = self.release.take() {
-                    conn.task.abort();
-                }
-            }
-            _ => {}
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        let Some(wire) = this.wire.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Err(e) = wire.keep_sending(cx) {
+            return this.fail(e);
         }
-        polled
+        loop {
+            let Some(wire) = this.wire.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let frame = match &mut this.decoder {
+                Decoder::Done => None,
+                Decoder::Length(left) if !wire.buf.is_empty() => {
+                    let n = usize::try_from(*left)
+                        .unwrap_or(usize::MAX)
+                        .min(wire.buf.len());
+                    *left -= n as u64;
+                    let data = wire.buf.split_to(n).freeze();
+                    if *left == 0 {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Decoder::Close if !wire.buf.is_empty() => {
+                    return Poll::Ready(Some(Ok(Frame::data(wire.buf.split().freeze()))));
+                }
+                Decoder::Chunked(chunked) => match chunked.decode(&mut wire.buf) {
+                    Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(Decoded::Trailers(t)) => Some(Frame::trailers(t)),
+                    Ok(Decoded::End) => None,
+                    Ok(Decoded::More) => match ready!(wire.poll_fill(cx)) {
+                        Ok(0) => {
+                            return this.fail("the upstream closed the connection in the middle of a chunked body".into());
+                        }
+                        Ok(_) => continue,
+                        Err(e) => return this.fail(e.to_string()),
+                    },
+                    Err(e) => return this.fail(e),
+                },
+                Decoder::Length(_) | Decoder::Close => match ready!(wire.poll_fill(cx)) {
+                    Ok(0) if matches!(this.decoder, Decoder::Close) => None,
+                    Ok(0) => {
+                        return this.fail(
+                            "the upstream closed the connection before the body's content-length"
+                                .into(),
+                        );
+                    }
+                    Ok(_) => continue,
+                    Err(e) => return this.fail(e.to_string()),
+                },
+            };
+            this.finish();
+            return Poll::Ready(frame.map(Ok));
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        matches!(self.decoder, Decoder::Done)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self.decoder {
+            Decoder::Done => SizeHint::with_exact(0),
+            Decoder::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
     }
 }
 
@@ -378,8 +717,12 @@ where
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use std::collections::VecDeque;
+
+    use http::HeaderMap;
     use http_body_util::{BodyExt, Empty};
     use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -515,27 +858,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_pool_keeps_at_most_max_idle_connections() {
+    async fn every_connection_within_the_bound_is_kept_for_the_next_burst() {
         let (addr, accepted) = server().await;
         let up = Arc::new(client(addr));
-        // More requests in flight at once than the pool keeps: each needs its own connection.
-        let n = MAX_IDLE + 6;
-        let tasks: Vec<_> = (0..n)
-            .map(|_| {
-                let up = up.clone();
-                tokio::spawn(
-                    async move { body_text(up.send(get("/slow"), T).await.unwrap()).await },
-                )
-            })
-            .collect();
-        for t in tasks {
-            assert_eq!(t.await.unwrap(), "/slow");
+        // A burst: each request in flight at once needs its own connection.
+        let n = 70;
+        for _ in 0..2 {
+            let tasks: Vec<_> = (0..n)
+                .map(|_| {
+                    let up = up.clone();
+                    tokio::spawn(
+                        async move { body_text(up.send(get("/slow"), T).await.unwrap()).await },
+                    )
+                })
+                .collect();
+            for t in tasks {
+                assert_eq!(t.await.unwrap(), "/slow");
+            }
+            assert_eq!(up.idle_len(), n);
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), n);
-        assert_eq!(up.idle_len(), MAX_IDLE);
-        // The kept ones are reused.
-        let resp = up.send(get("/again"), T).await.unwrap();
-        assert_eq!(body_text(resp).await, "/again");
+        // The second burst reused the first one's connections.
         assert_eq!(accepted.load(Ordering::SeqCst), n);
     }
 
@@ -574,51 +916,202 @@ mod tests {
                     .idle
                     .lock()
                     .unwrap()
-                    .iter()
-                    .all(|c| c.conn.sender.is_closed())
+                    .iter_mut()
+                    .all(|c| !c.conn.usable())
             })
             .await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 
-    #[tokio::test]
-    async fn a_request_a_closing_pooled_connection_did_not_take_goes_to_a_new_one() {
-        let (addr, accepted) = server().await;
-        let up = client(addr);
-        // A pooled connection that looks open and ready, whose task ends as soon as a request
-        // is queued on it, without writing it: what hyper does when it finds the upstream's
-        // close (or a stray byte) on an idle connection just as a request is handed to it.
-        let (io, _other_end) = tokio::io::duplex(1024);
-        let (sender, conn) = http1::handshake::<_, RequestBody<Empty<Bytes>>>(TokioIo::new(io))
-            .await
-            .unwrap();
-        let task = tokio::spawn(async move {
-            // The first poll runs the connection until it waits for a request; the next one,
-            // when a request has been queued, drops it unpolled.
-            let mut conn = Some(Box::pin(conn));
-            let mut first = true;
-            std::future::poll_fn(move |cx| {
-                if std::mem::take(&mut first) {
-                    if let Some(c) = conn.as_mut() {
-                        assert!(c.as_mut().poll(cx).is_pending());
-                    }
-                    return Poll::Pending;
-                }
-                conn = None;
-                Poll::Ready(())
-            })
-            .await;
-        })
-        .abort_handle();
-        eventually("ready", || sender.is_ready()).await;
-        up.inner.idle.lock().unwrap().push(Idle {
-            conn: Conn { sender, task },
-            since: Instant::now(),
+    /// A request body of the frames given, then pending forever when `open` (a client that
+    /// has not finished sending).
+    struct Frames {
+        frames: VecDeque<Frame<Bytes>>,
+        open: bool,
+    }
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            match self.frames.pop_front() {
+                Some(f) => Poll::Ready(Some(Ok(f))),
+                None if self.open => Poll::Pending,
+                None => Poll::Ready(None),
+            }
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.frames.is_empty() && !self.open
+        }
+    }
+
+    fn frames_client(addr: std::net::SocketAddr) -> Http1<Frames> {
+        let connector = Arc::new(Connector {
+            addr: addr.to_string(),
+            timeout: Duration::from_secs(2),
+            tls: None,
         });
-        let resp = up.send(get("/retried"), T).await.unwrap();
-        assert_eq!(body_text(resp).await, "/retried");
+        Http1::new(
+            connector,
+            Arc::new(Semaphore::new(8)),
+            8,
+            Arc::new(Pending::new(8)),
+        )
+    }
+
+    fn post(frames: Vec<Frame<Bytes>>, open: bool) -> Request<RequestBody<Frames>> {
+        let req = Request::builder()
+            .method("POST")
+            .uri("/up")
+            .header("host", "upstream.test")
+            .body(Frames {
+                frames: frames.into(),
+                open,
+            })
+            .unwrap();
+        super::super::watched(req, T).0
+    }
+
+    /// Reads from `s` until `end` has been seen; what was read.
+    async fn read_until(s: &mut tokio::net::TcpStream, end: &[u8]) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.windows(end.len()).any(|w| w == end) {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn a_body_of_unknown_length_goes_chunked_with_its_trailers() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let tx = Arc::new(Mutex::new(Some(tx)));
+        let (addr, _) = counting_server(move |mut s| {
+            let tx = tx.clone();
+            async move {
+                let got = read_until(&mut s, b"0\r\nx-sum: 7\r\n\r\n").await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+                if let Some(tx) = tx.lock().unwrap().take() {
+                    let _ = tx.send(got);
+                }
+            }
+        })
+        .await;
+        let up = frames_client(addr);
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-sum", "7".parse().unwrap());
+        let req = post(
+            vec![
+                Frame::data(Bytes::from_static(b"hello")),
+                Frame::data(Bytes::from(vec![b'z'; 26])),
+                Frame::trailers(trailers),
+            ],
+            false,
+        );
+        let resp = up.exchange(req, T, Instant::now()).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let got = String::from_utf8(rx.await.unwrap()).unwrap();
+        let expected = format!(
+            "POST /up HTTP/1.1\r\nhost: upstream.test\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n1a\r\n{}\r\n0\r\nx-sum: 7\r\n\r\n",
+            "z".repeat(26)
+        );
+        assert_eq!(got, expected);
+    }
+
+    #[tokio::test]
+    async fn an_answer_before_the_whole_request_body_is_relayed_and_the_connection_closed() {
+        let (addr, accepted) = counting_server(|mut s| async move {
+            // Answers as soon as it has the head and the first chunk, as an upstream that
+            // refuses an upload does.
+            let _ = read_until(&mut s, b"hello\r\n").await;
+            let _ = s
+                .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\n\r\nbig!")
+                .await;
+            let mut buf = [0u8; 1024];
+            while s.read(&mut buf).await.unwrap_or(0) > 0 {}
+        })
+        .await;
+        let up = frames_client(addr);
+        // The client never finishes its body.
+        let req = post(vec![Frame::data(Bytes::from_static(b"hello"))], true);
+        let resp = up.exchange(req, T, Instant::now()).await.unwrap();
+        assert_eq!(resp.status(), 413);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"big!");
+        // Not reused: the upstream still expects the rest of the body on it.
+        assert_eq!(up.idle_len(), 0);
+        assert_eq!(up.open_connections(), 0);
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_body_read_to_the_close_ends_there_and_its_connection_is_not_reused() {
+        let (addr, accepted) = counting_server(|mut s| async move {
+            let _ = read_until(&mut s, b"\r\n\r\n").await;
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil the close").await;
+        })
+        .await;
+        let up = client(addr);
+        for _ in 0..2 {
+            let resp = up.send(get("/"), T).await.unwrap();
+            assert_eq!(body_text(resp).await, "until the close");
+            assert_eq!(up.idle_len(), 0);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_chunked_response_streams_with_its_trailers_and_keeps_its_connection() {
+        let (addr, accepted) = counting_server(|mut s| async move {
+            loop {
+                let _ = read_until(&mut s, b"\r\n\r\n").await;
+                // In pieces, as a streaming upstream writes it.
+                for piece in [
+                    &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nab"[..],
+                    b"c\r\n2\r\nde\r\n0\r\ngrpc-status: 0\r\n",
+                    b"\r\n",
+                ] {
+                    s.write_all(piece).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        })
+        .await;
+        let up = client(addr);
+        for _ in 0..2 {
+            let resp = up.send(get("/"), T).await.unwrap();
+            let collected = resp.into_body().collect().await.unwrap();
+            assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
+            assert_eq!(&collected.to_bytes()[..], b"abcde");
+            assert_eq!(up.idle_len(), 1);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_response_cut_short_is_an_error_of_the_body() {
+        let (addr, _) = counting_server(|mut s| async move {
+            let _ = read_until(&mut s, b"\r\n\r\n").await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort")
+                .await;
+        })
+        .await;
+        let up = client(addr);
+        let resp = up.send(get("/"), T).await.unwrap();
+        let err = resp.into_body().collect().await.unwrap_err();
+        assert!(err.to_string().contains("content-length"), "{err}");
+        assert_eq!(up.open_connections(), 0);
     }
 
     /// Waits, up to five seconds, until `done` holds.

@@ -13,6 +13,7 @@
 //! The HTTP/1.1 path is the hot one (a sidecar's usual upstream): it costs one enum match per
 //! request and per body frame over the pool's own work.
 
+mod codec;
 mod h1;
 mod h2;
 mod tls;
@@ -641,11 +642,14 @@ where
         {
             return Poll::Ready(Some(Err(Box::new(DeadlinePassed))));
         }
-        let polled = match &mut this.kind {
-            Kind::H1(b) => Pin::new(b).poll_frame(cx),
-            Kind::H2(b) => Pin::new(b).poll_frame(cx),
-        };
-        polled.map(|f| f.map(|r| r.map_err(Into::into)))
+        match &mut this.kind {
+            Kind::H1(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(Into::into))),
+            Kind::H2(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(Into::into))),
+        }
     }
 
     fn is_end_stream(&self) -> bool {

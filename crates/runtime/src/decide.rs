@@ -56,28 +56,75 @@ pub struct Decision {
 impl Runtime {
     /// Decides one request. `headers` change in place as the engine's JWT side effects say
     /// (token removed unless `forwardOriginalToken`, payload and claims to headers).
+    ///
+    /// The usual request waits for nothing: its future holds no state of the two waits,
+    /// which are boxed (every request's future is kept, by hyper, for as long as the request
+    /// is in flight).
     pub async fn decide(&self, facts: RequestFacts<'_>, headers: &mut HeaderMap) -> Decision {
         let snapshot = self.state.snapshot();
-        // Requests that arrive while a provider's first JWKS fetch is in flight wait for it,
-        // bounded by the rule's timeout (docs/jwks.md).
+        if !snapshot
+            .remote
+            .values()
+            .all(|(keys, _)| keys.first_fetch_done())
+        {
+            return Box::pin(self.decide_after_first_fetches(snapshot, facts, headers)).await;
+        }
+        let outcome = evaluate_once(&snapshot, self.path_normalization, &facts, headers);
+        if outcome.denial.is_some() && !outcome.unknown_kid.is_empty() {
+            return Box::pin(self.decide_after_refetch(snapshot, outcome, facts, headers)).await;
+        }
+        self.decided(snapshot, outcome, &facts)
+    }
+
+    /// Requests that arrive while a provider's first JWKS fetch is in flight wait for it,
+    /// bounded by the rule's timeout (docs/jwks.md).
+    async fn decide_after_first_fetches(
+        &self,
+        snapshot: Arc<Snapshot>,
+        facts: RequestFacts<'_>,
+        headers: &mut HeaderMap,
+    ) -> Decision {
         for (keys, timeout) in snapshot.remote.values() {
             keys.wait_first_fetch(*timeout).await;
         }
-        let mut outcome = evaluate_once(&snapshot, self.path_normalization, &facts, headers);
+        let outcome = evaluate_once(&snapshot, self.path_normalization, &facts, headers);
         if outcome.denial.is_some() && !outcome.unknown_kid.is_empty() {
-            // The token names a key the fetched set lacks: maybe a rotation. Refetch and
-            // decide again with the new keys.
-            let mut refetched = false;
-            for src in &outcome.unknown_kid {
-                if let Some((keys, timeout)) = snapshot.remote.get(src) {
-                    keys.refetch_for_unknown_kid(*timeout).await;
-                    refetched = true;
-                }
-            }
-            if refetched {
-                outcome = evaluate_once(&snapshot, self.path_normalization, &facts, headers);
+            return self
+                .decide_after_refetch(snapshot, outcome, facts, headers)
+                .await;
+        }
+        self.decided(snapshot, outcome, &facts)
+    }
+
+    /// The token names a key the fetched set lacks: maybe a rotation. Refetch and decide
+    /// again with the new keys.
+    async fn decide_after_refetch(
+        &self,
+        snapshot: Arc<Snapshot>,
+        mut outcome: Outcome,
+        facts: RequestFacts<'_>,
+        headers: &mut HeaderMap,
+    ) -> Decision {
+        let mut refetched = false;
+        for src in &outcome.unknown_kid {
+            if let Some((keys, timeout)) = snapshot.remote.get(src) {
+                keys.refetch_for_unknown_kid(*timeout).await;
+                refetched = true;
             }
         }
+        if refetched {
+            outcome = evaluate_once(&snapshot, self.path_normalization, &facts, headers);
+        }
+        self.decided(snapshot, outcome, &facts)
+    }
+
+    /// Counts and explains the outcome.
+    fn decided(
+        &self,
+        snapshot: Arc<Snapshot>,
+        outcome: Outcome,
+        facts: &RequestFacts<'_>,
+    ) -> Decision {
         record_outcome(&self.metrics, &outcome);
         explain(&outcome, facts.request_id);
         Decision { snapshot, outcome }

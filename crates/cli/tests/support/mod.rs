@@ -10,6 +10,7 @@
 
 pub mod fs;
 pub mod http;
+pub mod k8s;
 pub mod proxy;
 pub mod python;
 pub mod upstream;

@@ -1,0 +1,2 @@
+//! The Kubernetes policy source: `security.istio.io` resources watched on the API server.
+#![forbid(unsafe_code)]

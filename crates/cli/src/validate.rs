@@ -155,6 +155,7 @@ fn warning(file: String, message: String) -> Finding {
         field: None,
         value: None,
         message,
+        object: None,
     }
 }
 

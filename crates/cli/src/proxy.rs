@@ -307,7 +307,7 @@ impl ProxyArgs {
             }
         }
         Ok(ProxyConfig {
-            policies: self.policies,
+            policies: meshguard_runtime::PolicySource::Files(self.policies),
             workload: Workload::new(self.namespace, labels).with_root_namespace(root),
             listen: self.listen,
             upstream: self.upstream,

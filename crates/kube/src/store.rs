@@ -564,24 +564,26 @@ impl Store {
                         ("other_revision", Vec::new(), Some(rev.clone()))
                     }
                 };
-                let mut v = json!({
-                    "kind": e.kind.as_str(),
-                    "namespace": e.latest.namespace,
-                    "name": e.latest.name,
-                    "resource_version": e.latest.resource_version,
-                    "in_effect": e.good.as_ref().map(Held::resource_version),
-                    "state": state,
-                });
+                let mut v = serde_json::Map::new();
+                v.insert("kind".into(), json!(e.kind.as_str()));
+                v.insert("namespace".into(), json!(e.latest.namespace));
+                v.insert("name".into(), json!(e.latest.name));
+                v.insert("resource_version".into(), json!(e.latest.resource_version));
+                v.insert(
+                    "in_effect".into(),
+                    json!(e.good.as_ref().map(Held::resource_version)),
+                );
+                v.insert("state".into(), json!(state));
                 if !errors.is_empty() {
-                    v["errors"] = json!(errors);
+                    v.insert("errors".into(), json!(errors));
                 }
                 if let Some(rev) = revision {
-                    v["revision"] = json!(rev);
+                    v.insert("revision".into(), json!(rev));
                 }
                 if let Some(Held::PeerAuthentication(p)) = &e.good {
-                    v["mtls_mode"] = json!(p.mode);
+                    v.insert("mtls_mode".into(), json!(p.mode));
                 }
-                v
+                Value::Object(v)
             })
             .collect();
         json!({"watches": watches, "objects": objects})

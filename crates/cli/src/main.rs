@@ -51,6 +51,7 @@ macro_rules! print {
 }
 
 mod check;
+mod kubernetes;
 mod proxy;
 mod token;
 mod validate;
@@ -81,7 +82,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Enforce the policies on live HTTP traffic in front of an upstream.
-    Proxy(proxy::ProxyArgs),
+    Proxy(Box<proxy::ProxyArgs>),
     /// Decide one request offline: status, body, matched policy, JWT outcome and why.
     Check(check::CheckArgs),
     /// Check policy files: Istio's validation errors, plus warnings for policies that will surprise.
@@ -137,7 +138,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let result = match cli.command {
-        Command::Proxy(args) => proxy::run(args),
+        Command::Proxy(args) => proxy::run(*args),
         Command::Check(args) => check::run(args),
         Command::Echo(args) => proxy::run_echo(args),
         Command::Validate(args) => validate::run(args),

@@ -255,7 +255,8 @@ fn key_of(obj: &DynamicObject) -> (String, String) {
     )
 }
 
-fn object_ref(obj: &DynamicObject) -> ObjectRef {
+/// The object's `namespace/name` and `resourceVersion`.
+pub fn object_ref(obj: &DynamicObject) -> ObjectRef {
     let (namespace, name) = key_of(obj);
     ObjectRef {
         namespace,
@@ -270,19 +271,25 @@ fn nobody() -> Workload {
     Workload::new(String::new(), BTreeMap::new())
 }
 
-/// Decodes one object of `kind` as the file loader decodes a document, and compiles it
-/// alone: the version to hold, or every problem.
-pub fn decode(kind: SecurityKind, obj: &DynamicObject) -> Result<Held, Vec<LoadError>> {
-    let object = object_ref(obj);
+/// The object as JSON, as the model loads a document: with its `apiVersion` and `kind`, which
+/// list items may come without (the list says what they are).
+pub fn object_value(kind: SecurityKind, obj: &DynamicObject) -> Value {
     let mut value = serde_json::to_value(obj).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut value {
-        // List items may come without their type; the watch says what they are.
         let ar = kind.api_resource();
         map.entry("apiVersion")
             .or_insert_with(|| Value::String(ar.api_version.clone()));
         map.entry("kind")
             .or_insert_with(|| Value::String(ar.kind.clone()));
     }
+    value
+}
+
+/// Decodes one object of `kind` as the file loader decodes a document, and compiles it
+/// alone: the version to hold, or every problem.
+pub fn decode(kind: SecurityKind, obj: &DynamicObject) -> Result<Held, Vec<LoadError>> {
+    let object = object_ref(obj);
+    let value = object_value(kind, obj);
     if kind == SecurityKind::PeerAuthentication {
         let spec = value.get("spec").cloned().unwrap_or(Value::Null);
         if !(spec.is_object() || spec.is_null()) {

@@ -392,8 +392,7 @@ impl Loop {
                                 stats.iter().find(|s| s.0 == id)
                             {
                                 tracing::info!(
-                                    "listed {id} from {}: {objects} object(s), {invalid} invalid",
-                                    self.source.server
+                                    "listed {id}: {objects} object(s), {invalid} invalid"
                                 );
                             }
                         }
@@ -497,10 +496,7 @@ impl Loop {
                 if first {
                     reload::log_summary(
                         &self.state,
-                        &format!(
-                            "policies loaded (generation {generation}, first complete list from {})",
-                            self.source.describe()
-                        ),
+                        &format!("policies loaded (generation {generation}, first complete list)"),
                     );
                     return;
                 }

@@ -124,9 +124,14 @@ fn main() -> ExitCode {
     // Diagnostics go to stderr; stdout is for command output and access-log lines. The proxy
     // logs its start-up and reload summaries, draining and JWKS fetches at INFO (nothing per
     // request: per-request detail is DEBUG); the one-shot commands show warnings only.
+    // kube's watcher and client log each failed request in their own words; the Kubernetes
+    // source logs every watch error itself (one line naming the watch and the API server's
+    // answer), so theirs are left to RUST_LOG.
     let default_filter = match cli.command {
-        Command::Proxy(_) | Command::Echo(_) => "warn,meshguard=info",
-        _ => "warn",
+        Command::Proxy(_) | Command::Echo(_) => {
+            "warn,meshguard=info,kube_runtime::watcher=error,kube_client::client::builder=off"
+        }
+        _ => "warn,kube_runtime::watcher=error,kube_client::client::builder=off",
     };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(

@@ -452,11 +452,15 @@ impl Store {
         std::mem::take(&mut self.dirty)
     }
 
-    /// Whether every watch has completed a list and the Pod (with `--pod`) was found: the
-    /// first set may be published.
+    /// Whether every watch of an enforced kind has completed a list and the Pod (with
+    /// `--pod`) was found: the first set may be published. PeerAuthentication is not enforced
+    /// yet, so its watches do not hold the policies back (a cluster without its CRD still
+    /// gets served).
     pub fn ready(&self) -> bool {
-        self.watches.iter().all(|(id, s)| {
-            s.listed && (!matches!(id.kind, WatchKind::Pod(_)) || matches!(s.pod, Some(Some(_))))
+        self.watches.iter().all(|(id, s)| match &id.kind {
+            WatchKind::Security(SecurityKind::PeerAuthentication) => true,
+            WatchKind::Security(_) => s.listed,
+            WatchKind::Pod(_) => s.listed && matches!(s.pod, Some(Some(_))),
         })
     }
 
@@ -464,6 +468,7 @@ impl Store {
     pub fn pending(&self) -> Vec<String> {
         self.watches
             .iter()
+            .filter(|(id, _)| id.kind != WatchKind::Security(SecurityKind::PeerAuthentication))
             .filter_map(|(id, s)| {
                 let why = if !s.listed {
                     match &s.last_error {

@@ -242,10 +242,19 @@ fn failed_after_list(e: &watcher::Error) -> bool {
     }
 }
 
-/// A watcher error in words: what failed and the API server's answer (never a credential:
-/// the client's errors carry none).
-fn describe_error(e: &watcher::Error) -> String {
+/// A watcher error of `id` in words: what failed and the API server's answer (never a
+/// credential: the client's errors carry none).
+fn describe_error(id: &WatchId, e: &watcher::Error) -> String {
     let client = |what: &str, e: &kube::Error| match e {
+        // A kind the API server does not serve: no CRD (its answer is a bare `404 page not
+        // found`).
+        kube::Error::Api(s) if s.code == 404 => match &id.kind {
+            WatchKind::Security(k) => format!(
+                "{what} failed: 404: the API server does not serve {}.security.istio.io/v1; is its CustomResourceDefinition installed?",
+                k.plural()
+            ),
+            WatchKind::Pod(_) => format!("{what} failed: 404 Not Found"),
+        },
         kube::Error::Api(s) => format!("{what} failed: {} ({}): {}", s.reason, s.code, s.message),
         other => format!("{what} failed: {other}"),
     };
@@ -296,7 +305,8 @@ async fn watch_task(
                     }
                     Some(Err(e)) => {
                         let restart = failed_after_list(&e);
-                        if tx.send((id.clone(), Err(describe_error(&e)))).await.is_err() {
+                        let message = describe_error(&id, &e);
+                        if tx.send((id.clone(), Err(message))).await.is_err() {
                             return;
                         }
                         if restart {
@@ -414,9 +424,15 @@ impl Loop {
                             .errors
                             .get_or_create(&self.labels(&id))
                             .inc();
-                        tracing::warn!(
-                            "{id}: {message}; the last good policies stay in effect, retrying"
-                        );
+                        if self.published {
+                            tracing::warn!(
+                                "{id}: {message}; retrying, the last good policies stay in effect"
+                            );
+                        } else {
+                            tracing::warn!(
+                                "{id}: {message}; retrying, requests are refused (503) until every watch has listed"
+                            );
+                        }
                     }
                 }
             }

@@ -74,17 +74,26 @@ fn plural_of(kind: &str) -> &'static str {
 
 impl FakeApi {
     fn start(lists_open: bool) -> FakeApi {
+        FakeApi::start_at(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(Mutex::new(Cluster::default())),
+            lists_open,
+        )
+    }
+
+    /// An API server on `addr` serving `cluster` (what a stopped one held, to start it again).
+    fn start_at(addr: SocketAddr, cluster: Arc<Mutex<Cluster>>, lists_open: bool) -> FakeApi {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
         let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .block_on(tokio::net::TcpListener::bind(addr))
             .unwrap();
         let addr = listener.local_addr().unwrap();
-        let cluster = Arc::new(Mutex::new(Cluster::default()));
-        let (changed, _) = tokio::sync::watch::channel(0u64);
+        let rv = cluster.lock().unwrap().rv;
+        let (changed, _) = tokio::sync::watch::channel(rv);
         let (open, _) = tokio::sync::watch::channel(lists_open);
         let api = FakeApi {
             addr,
@@ -166,6 +175,18 @@ impl FakeApi {
         drop(c);
         self.changed.send_replace(rv);
         rv
+    }
+
+    /// The API server goes away: its listener and every connection (the watches) close.
+    fn stop(self) -> (SocketAddr, Arc<Mutex<Cluster>>) {
+        let FakeApi {
+            addr,
+            cluster,
+            _runtime,
+            ..
+        } = self;
+        _runtime.shutdown_background();
+        (addr, cluster)
     }
 
     fn open_lists(&self) {
@@ -365,6 +386,10 @@ fn get(url: &str, headers: &[&str]) -> (u16, String) {
 
 /// Polls until `GET url` answers `status`, 10 s at most; returns how long it took.
 fn until_status(url: &str, headers: &[&str], status: u16) -> Duration {
+    until_status_within(url, headers, status, Duration::from_secs(10))
+}
+
+fn until_status_within(url: &str, headers: &[&str], status: u16, limit: Duration) -> Duration {
     let start = Instant::now();
     loop {
         let (got, body) = get(url, headers);
@@ -372,7 +397,7 @@ fn until_status(url: &str, headers: &[&str], status: u16) -> Duration {
             return start.elapsed();
         }
         assert!(
-            start.elapsed() < Duration::from_secs(10),
+            start.elapsed() < limit,
             "{url} {headers:?}: still {got} ({body}), want {status}"
         );
         std::thread::sleep(Duration::from_millis(5));
@@ -685,6 +710,78 @@ fn the_policy_flags_and_the_kubernetes_flags_do_not_mix() {
             missing.display()
         )
     );
+}
+
+fn metric(p: &Proxy, line_start: &str) -> Option<f64> {
+    let (_, text) = get(&format!("{}/metrics", p.admin), &[]);
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_start))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn the_last_good_policies_keep_serving_while_the_api_server_is_down() {
+    let api = FakeApi::start(true);
+    api.apply(example(
+        "step2-request-authentication",
+        "request-authentication.yaml",
+    ));
+    api.apply(example("step3-require-jwt", "authorization-policy.yaml"));
+    let dir = tmp("k8s-outage");
+    let p = proxy_on(&api, &dir, &WL);
+    let url = format!("{}/headers", p.base);
+    let ready = format!("{}/healthz/ready", p.admin);
+    until_status(&ready, &[], 200);
+    assert_eq!(get(&url, &[]).0, 403);
+    let synced = "meshguard_policy_source_synced{kind=\"AuthorizationPolicy\",namespace=\"foo\"}";
+    assert_eq!(metric(&p, synced), Some(1.0));
+
+    // The API server goes down (a restart, a network partition).
+    let (addr, cluster) = api.stop();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(&p, synced) != Some(0.0) {
+        assert!(
+            Instant::now() < deadline,
+            "the outage is not visible in the metrics"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The last good policies keep applying: no request sees an empty set, and the proxy stays
+    // ready.
+    let demo = bearer(&demo_token());
+    for _ in 0..20 {
+        assert_eq!(get(&url, &[]).0, 403);
+        assert_eq!(get(&url, &[&demo]).0, 200);
+    }
+    assert_eq!(get(&ready, &[]).0, 200);
+    let errors =
+        "meshguard_policy_source_errors_total{kind=\"AuthorizationPolicy\",namespace=\"foo\"}";
+    assert!(metric(&p, errors) >= Some(1.0));
+    let (_, dump) = get(&format!("{}/config_dump", p.admin), &[]);
+    let dump: Value = serde_json::from_str(&dump).unwrap();
+    let watch = dump["source"]["watches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["kind"] == "AuthorizationPolicy" && w["namespace"] == "foo")
+        .unwrap()
+        .clone();
+    assert_eq!(watch["synced"], false, "{watch}");
+    assert!(watch["last_error"]["message"].is_string(), "{watch}");
+    assert!(watch["last_sync"].is_u64(), "{watch}");
+
+    // While it was down, the policy was deleted; it comes back and is listed again.
+    {
+        let mut c = cluster.lock().unwrap();
+        c.objects.retain(|(_, _, name), _| name != "require-jwt");
+        c.rv += 1;
+    }
+    let _api = FakeApi::start_at(addr, cluster, true);
+    let took = until_status_within(&url, &[], 200, Duration::from_secs(40));
+    assert_eq!(metric(&p, synced), Some(1.0));
+    eprintln!("reconnected and listed again {took:?} after the API server came back");
+    let line = p.wait_stderr("AuthorizationPolicy foo/require-jwt resourceVersion");
+    assert!(line.contains(": deleted; policies generation"), "{line}");
 }
 
 /// Apply-to-effect latency: how long after the API server has a change the proxy answers by

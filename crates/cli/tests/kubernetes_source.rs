@@ -291,16 +291,32 @@ async fn serve(
         // A list, once lists are open.
         let mut opened = open.subscribe();
         let _ = opened.wait_for(|o| *o).await;
+        // Pages of `limit` items, as the API server pages them (`continue`: the offset here).
+        let limit: usize = query_param(&query, "limit")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(usize::MAX);
+        let offset: usize = query_param(&query, "continue")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let c = cluster.lock().unwrap();
-        let items: Vec<Value> = c
+        let all: Vec<&Value> = c
             .objects
             .iter()
             .filter(|((p, n, _), o)| matches(&plural, &ns, &name, (p, n, o)))
-            .map(|(_, o)| o.clone())
+            .map(|(_, o)| o)
             .collect();
+        let items: Vec<&Value> = all.iter().skip(offset).take(limit).copied().collect();
+        let next = offset + items.len();
+        let more = if next < all.len() {
+            next.to_string()
+        } else {
+            String::new()
+        };
         return Ok(full(
             200,
-            json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": c.rv.to_string()}, "items": items}),
+            json!({"apiVersion": "v1", "kind": "List",
+                   "metadata": {"resourceVersion": c.rv.to_string(), "continue": more},
+                   "items": items}),
         ));
     }
     // A watch from `resourceVersion`: every later change of the kind, as it happens.
@@ -820,24 +836,58 @@ fn an_apply_or_a_delete_takes_effect_within_a_second() {
 #[test]
 #[ignore]
 fn memory_per_thousand_watched_policies() {
+    let policy = |i: usize| {
+        ap(
+            if i % 2 == 0 { "foo" } else { "istio-system" },
+            &format!("policy-{i}"),
+            json!({"selector": {"matchLabels": {"app": format!("app-{i}")}},
+                   "rules": [{"from": [{"source": {"requestPrincipals": [format!("issuer-{i}/subject")]}}],
+                              "to": [{"operation": {"methods": ["GET", "POST"], "paths": [format!("/api/{i}/*")]}}],
+                              "when": [{"key": "request.auth.claims[groups]", "values": ["admins"]}]}]}),
+        )
+    };
+    // The same policies from a file, for comparison.
+    let from_file = |n: usize| {
+        let dir = tmp("k8s-memory-file");
+        let docs: Vec<String> = (0..n).map(|i| policy(i).to_string()).collect();
+        std::fs::write(dir.join("policies.yaml"), docs.join("\n---\n")).unwrap();
+        let p = spawn(
+            proxy_command()
+                .args(["--policies", dir.join("policies.yaml").to_str().unwrap()])
+                .args(WL),
+            Stdout::Null,
+        );
+        get(&format!("{}/get", p.base), &[]);
+        std::thread::sleep(Duration::from_secs(1));
+        rss_kib(p.child.id())
+    };
+    let (file_none, file_thousand) = (from_file(0), from_file(1000));
+    eprintln!(
+        "from a file: 0 policies {file_none} KiB, 1,000 {file_thousand} KiB (+{} KiB)",
+        file_thousand.saturating_sub(file_none)
+    );
     let rss = |n: usize| {
         let api = FakeApi::start(true);
         for i in 0..n {
-            api.apply(ap(
-                if i % 2 == 0 { "foo" } else { "istio-system" },
-                &format!("policy-{i}"),
-                json!({"selector": {"matchLabels": {"app": format!("app-{i}")}},
-                       "rules": [{"from": [{"source": {"requestPrincipals": [format!("issuer-{i}/subject")]}}],
-                                  "to": [{"operation": {"methods": ["GET", "POST"], "paths": [format!("/api/{i}/*")]}}],
-                                  "when": [{"key": "request.auth.claims[groups]", "values": ["admins"]}]}]}),
-            ));
+            api.apply(policy(i));
         }
         let dir = tmp("k8s-memory");
         let p = proxy_on(&api, &dir, &WL);
         until_status(&format!("{}/healthz/ready", p.admin), &[], 200);
-        // Settle: one more request, then read.
+        // Settle: one more request, a second for the allocator to give back what it freed,
+        // then read.
         get(&format!("{}/get", p.base), &[]);
-        rss_kib(p.child.id())
+        std::thread::sleep(Duration::from_secs(1));
+        let settled = rss_kib(p.child.id());
+        // A full re-list (SIGHUP): what the periodic re-list costs on top.
+        p.signal("HUP");
+        p.wait_stderr("SIGHUP: reading every object again");
+        std::thread::sleep(Duration::from_secs(2));
+        eprintln!(
+            "{n} policies: {settled} KiB settled, {} KiB after a full re-list",
+            rss_kib(p.child.id())
+        );
+        settled
     };
     let none = rss(0);
     let thousand = rss(1000);

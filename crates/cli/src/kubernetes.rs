@@ -237,7 +237,7 @@ mod enabled {
                 None => {}
             }
         }
-        Ok((store.policy_set(), notes))
+        Ok((store.policy_set_for(workload), notes))
     }
 
     /// What `validate --kubernetes` validates: every RequestAuthentication and

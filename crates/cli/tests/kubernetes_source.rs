@@ -838,7 +838,11 @@ fn an_apply_or_a_delete_takes_effect_within_a_second() {
 fn memory_per_thousand_watched_policies() {
     let policy = |i: usize| {
         ap(
-            if i.is_multiple_of(2) { "foo" } else { "istio-system" },
+            if i.is_multiple_of(2) {
+                "foo"
+            } else {
+                "istio-system"
+            },
             &format!("policy-{i}"),
             json!({"selector": {"matchLabels": {"app": format!("app-{i}")}},
                    "rules": [{"from": [{"source": {"requestPrincipals": [format!("issuer-{i}/subject")]}}],

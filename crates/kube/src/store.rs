@@ -495,9 +495,20 @@ impl Store {
     /// The set in effect: every object's version in effect, RequestAuthentications and
     /// AuthorizationPolicies (PeerAuthentications are held, not enforced).
     pub fn policy_set(&self) -> PolicySet {
+        self.policy_set_where(|_| true)
+    }
+
+    /// The set in effect for `workload`: the objects of its namespace and of the root
+    /// namespace, the only ones that can apply to it (a cluster-wide watch holds every
+    /// namespace's; each was checked when it was read, so they need not be compiled again).
+    pub fn policy_set_for(&self, workload: &Workload) -> PolicySet {
+        self.policy_set_where(|ns| ns == workload.namespace || ns == workload.root_namespace)
+    }
+
+    fn policy_set_where(&self, keep: impl Fn(&str) -> bool) -> PolicySet {
         let mut set = PolicySet::default();
         for state in self.watches.values() {
-            for entry in state.objects.values() {
+            for entry in state.objects.values().filter(|e| keep(&e.latest.namespace)) {
                 match &entry.good {
                     Some(Held::RequestAuthentication(r)) => {
                         set.request_authentications.push(r.clone())

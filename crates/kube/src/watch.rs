@@ -368,8 +368,8 @@ impl Loop {
                     if r.is_err() {
                         break;
                     }
-                    let labels = workload.borrow_and_update().clone();
-                    self.publish(&[], Some(&labels.labels));
+                    workload.borrow_and_update();
+                    self.publish(&[], true);
                 }
                 () = &mut shutdown => break,
             }
@@ -465,35 +465,33 @@ impl Loop {
                 }
             }
         }
-        if let Some(labels) = &new_labels {
+        let mut relabelled = false;
+        if let Some(labels) = new_labels {
             let before = self.state.workload();
-            if self.state.set_labels(labels.clone()) {
+            if self.state.set_labels(labels) {
+                relabelled = true;
                 tracing::info!(
                     "workload labels from the Pod: {} (were {})",
                     self.state.workload().describe(),
                     before.labels_text()
                 );
+                // Published below for the new labels; the change needs no second set.
+                workload.borrow_and_update();
             }
-            // Published below with the new labels; the change needs no second set.
-            workload.borrow_and_update();
         }
-        self.publish(&changes, new_labels.as_ref());
+        self.publish(&changes, relabelled);
     }
 
-    /// Publishes the set in effect when it changed (or the labels did), once the store is
-    /// ready; logs what changed with the generation it made.
-    fn publish(
-        &mut self,
-        changes: &[Change],
-        labels: Option<&std::collections::BTreeMap<String, String>>,
-    ) {
+    /// Publishes the set in effect when it changed (or the workload's labels did), once the
+    /// store is ready; logs what changed with the generation it made.
+    fn publish(&mut self, changes: &[Change], relabelled: bool) {
         let set = {
             let mut store = self.source.store();
             let dirty = store.take_dirty();
             if !store.ready() {
                 return;
             }
-            if self.published && !dirty && labels.is_none() {
+            if self.published && !dirty && !relabelled {
                 // Nothing in effect changed: log the metadata-only and other-revision
                 // changes, publish nothing.
                 for c in changes {
@@ -503,7 +501,7 @@ impl Loop {
                 }
                 return;
             }
-            store.policy_set()
+            store.policy_set_for(&self.state.workload())
         };
         let first = !self.published;
         match reload::publish_now(&self.state, &self.metrics, set) {

@@ -455,3 +455,36 @@ fn the_pod_watch_gives_the_workload_its_labels_and_follows_them() {
     assert!(matches!(&r.pod, Some(PodChange::Labels(l)) if l["app"] == "httpbin-v2"));
     assert_eq!(store.pod_labels().unwrap()["app"], "httpbin-v2");
 }
+
+#[test]
+fn a_cluster_wide_watch_holds_every_namespace_and_publishes_the_workloads_and_the_roots() {
+    let watches = security_watches(Scope::Cluster, "foo", "istio-system");
+    assert_eq!(watches.len(), 3, "3 kinds, every namespace");
+    assert!(watches.iter().all(|w| w.namespace.is_none()));
+    assert_eq!(
+        watches[1].to_string(),
+        "AuthorizationPolicy in every namespace"
+    );
+    let w = watches[1].clone();
+    let mut store = Store::new(std::slice::from_ref(&w), None);
+    list(
+        &mut store,
+        &w,
+        vec![
+            ap("foo", "mine", "1", deny_all()),
+            ap("istio-system", "mesh", "2", deny_all()),
+            ap("bar", "theirs", "3", deny_all()),
+        ],
+    );
+    assert_eq!(store.policy_set().authorization_policies.len(), 3);
+    let workload = meshguard_model::Workload::new("foo", Default::default());
+    let names: Vec<String> = store
+        .policy_set_for(&workload)
+        .authorization_policies
+        .iter()
+        .map(|r| r.key())
+        .collect();
+    assert_eq!(names, ["foo/mine", "istio-system/mesh"]);
+    let dump = store.dump();
+    assert_eq!(dump["watches"][0]["namespace"], "*");
+}

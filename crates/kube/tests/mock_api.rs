@@ -405,3 +405,46 @@ async fn a_watch_that_fails_after_its_list_is_started_over_with_a_list() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_re_list_that_changes_nothing_publishes_nothing() {
+    let mock = Mock::default();
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "httpbin-1", "namespace": "foo", "resourceVersion": "3",
+                     "labels": {"app": "httpbin"}}});
+    let pods = "/api/v1/namespaces/foo/pods";
+    mock.script(pods, false, vec![Reply::List("3", vec![pod.clone()]); 3]);
+    mock.script(
+        AP_FOO,
+        false,
+        vec![
+            Reply::List("5", vec![ap("a", "5")]),
+            Reply::List("5", vec![ap("a", "5")]),
+            Reply::List("6", vec![ap("a", "5"), ap("b", "6")]),
+        ],
+    );
+    let options = Options {
+        pod: Some("httpbin-1".into()),
+        ..options()
+    };
+    let (source, rt) = start(&mock, options);
+    let state = rt.state().clone();
+    until("the first set", || state.snapshot().loaded).await;
+    assert_eq!(state.workload().labels["app"], "httpbin");
+    assert_eq!(state.snapshot().generation, 1);
+    // SIGHUP: every watch lists again, the Pod's included: the same objects, the same labels.
+    meshguard_runtime::WatchedSource::resync(&*source);
+    // Each watch asks to watch once its list is done, after handing its `InitDone` on.
+    until("the re-lists", || {
+        mock.requests(pods).len() >= 4 && mock.requests(AP_FOO).len() >= 4
+    })
+    .await;
+    // Another re-list, in which `b` is new: taken in after the first (one queue, in order).
+    meshguard_runtime::WatchedSource::resync(&*source);
+    until("b", || in_effect(&state) == ["a", "b"]).await;
+    assert_eq!(
+        state.snapshot().generation,
+        2,
+        "the re-list that changed nothing published nothing; the one with b did"
+    );
+}

@@ -627,6 +627,24 @@ fn check_and_validate_read_the_cluster_once() {
     let token = format!("@{}", root().join("testdata/istio-demo/demo.jwt").display());
     let out = check(&["-n", "foo", "-l", "app=httpbin", "--token", &token]);
     assert_eq!(out.status.code(), Some(0));
+    // The labels of a Pod: one that the policies select, one that they do not.
+    for (pod, app, code) in [("httpbin-1", "httpbin", 2), ("other-1", "other", 0)] {
+        api.apply(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod, "namespace": "foo", "labels": {"app": app}}}));
+        let out = check(&["-n", "foo", "--pod", pod]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(code), "{pod}: {text}");
+        assert!(
+            text.contains(&format!("workload:   namespace foo labels {{app={app}}}")),
+            "{text}"
+        );
+    }
+    let out = check(&["-n", "foo", "--pod", "gone-1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("error: --pod: Pod foo/gone-1 not found on {}\n", api.url())
+    );
 
     // validate: valid, then an invalid object makes it exit 3 with the file findings' format.
     let validate = |args: &[&str]| {

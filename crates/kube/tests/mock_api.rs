@@ -448,3 +448,28 @@ async fn a_re_list_that_changes_nothing_publishes_nothing() {
         "the re-list that changed nothing published nothing; the one with b did"
     );
 }
+
+#[tokio::test]
+async fn new_labels_from_outside_the_source_reselect_its_policies() {
+    let mock = Mock::default();
+    let selective = json!({
+        "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+        "metadata": {"name": "deny-httpbin", "namespace": "foo", "resourceVersion": "5"},
+        "spec": {"selector": {"matchLabels": {"app": "httpbin"}}, "action": "DENY", "rules": [{}]},
+    });
+    mock.script(AP_FOO, false, vec![Reply::List("5", vec![selective])]);
+    let (_source, rt) = start(&mock, options());
+    let state = rt.state().clone();
+    until("the first set", || state.snapshot().loaded).await;
+    assert!(
+        in_effect(&state).is_empty(),
+        "no labels: the selector selects nothing"
+    );
+    // What a followed labels file does.
+    assert!(state.set_labels([("app".to_string(), "httpbin".to_string())].into()));
+    until("the set compiled for the new labels", || {
+        in_effect(&state) == ["deny-httpbin"]
+    })
+    .await;
+    assert_eq!(state.snapshot().generation, 2);
+}

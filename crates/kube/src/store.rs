@@ -203,6 +203,8 @@ struct WatchState {
     last_sync: Option<u64>,
     errors: u64,
     last_error: Option<(u64, String)>,
+    /// The error the watch has been failing with since it was last healthy, if any.
+    failing: Option<String>,
     /// The Pod watch: its labels, once listed (`None` inside: the Pod was not found).
     pod: Option<Option<BTreeMap<String, String>>>,
     pod_relisting: Option<Option<BTreeMap<String, String>>>,
@@ -392,6 +394,7 @@ impl Store {
                 state.objects = new;
                 state.listed = true;
                 state.synced = true;
+                state.failing = None;
                 state.last_sync = Some(meshguard_runtime::state::unix_now());
                 // The first list makes the first set, even an empty one.
                 self.dirty |= first;
@@ -428,13 +431,19 @@ impl Store {
     }
 
     /// Records an error of `watch`: it is no longer synced until its next complete list or
-    /// event. The objects read stay.
-    pub fn error(&mut self, watch: &WatchId, message: String) {
-        if let Some(state) = self.watches.get_mut(watch) {
-            state.synced = false;
-            state.errors += 1;
-            state.last_error = Some((meshguard_runtime::state::unix_now(), message));
-        }
+    /// event. The objects read stay. Returns whether the error is news: not the one the watch
+    /// has been failing with since it was last healthy (a retry that fails the same way is
+    /// not worth another warning).
+    pub fn error(&mut self, watch: &WatchId, message: String) -> bool {
+        let Some(state) = self.watches.get_mut(watch) else {
+            return false;
+        };
+        state.synced = false;
+        state.errors += 1;
+        let news = state.failing.as_deref() != Some(message.as_str());
+        state.failing = Some(message.clone());
+        state.last_error = Some((meshguard_runtime::state::unix_now(), message));
+        news
     }
 
     /// Marks `watch` synced again after an error: an event arrived.
@@ -444,6 +453,7 @@ impl Store {
             && state.relisting.is_none()
         {
             state.synced = true;
+            state.failing = None;
         }
     }
 
@@ -740,6 +750,7 @@ fn apply_pod(state: &mut WatchState, event: Event<DynamicObject>) -> Applied {
             }
             state.listed = true;
             state.synced = true;
+            state.failing = None;
             state.last_sync = Some(meshguard_runtime::state::unix_now());
             out.listed = true;
         }

@@ -418,13 +418,16 @@ impl Loop {
                         }
                     }
                     Err(message) => {
-                        store.error(&id, message.clone());
+                        let news = store.error(&id, message.clone());
                         self.metrics
                             .source
                             .errors
                             .get_or_create(&self.labels(&id))
                             .inc();
-                        if self.published {
+                        if !news {
+                            // The same failure again, retried: counted, warned about once.
+                            tracing::debug!("{id}: {message}; retrying");
+                        } else if self.published {
                             tracing::warn!(
                                 "{id}: {message}; retrying, the last good policies stay in effect"
                             );

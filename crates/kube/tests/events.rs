@@ -488,3 +488,22 @@ fn a_cluster_wide_watch_holds_every_namespace_and_publishes_the_workloads_and_th
     let dump = store.dump();
     assert_eq!(dump["watches"][0]["namespace"], "*");
 }
+
+#[test]
+fn a_watch_failing_the_same_way_again_is_news_once() {
+    let w = watch(AP, "istio-system");
+    let mut store = Store::new(std::slice::from_ref(&w), None);
+    assert!(store.error(&w, "list failed: Forbidden (403)".into()));
+    assert!(
+        !store.error(&w, "list failed: Forbidden (403)".into()),
+        "the same again"
+    );
+    assert!(
+        store.error(&w, "list failed: connection refused".into()),
+        "another"
+    );
+    // Listed: the next failure is news again.
+    list(&mut store, &w, vec![]);
+    assert!(store.error(&w, "list failed: connection refused".into()));
+    assert_eq!(store.watch_stats()[0].5, 4, "every failure counted");
+}

@@ -11,9 +11,10 @@ use std::path::PathBuf;
 use clap::Args;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use meshguard_engine::{EvalOptions, HttpRequest, Outcome, PathNormalization, evaluate};
-use meshguard_model::{LoadOptions, Workload, load_paths, parse_labels, summarize};
+use meshguard_model::{LoadOptions, PolicySet, Workload, load_paths, parse_labels, summarize};
 use serde::Serialize;
 
+use crate::kubernetes::KubeArgs;
 use crate::{CliError, OutputFormat};
 
 #[derive(Debug, Args)]
@@ -29,16 +30,36 @@ Examples:
   # Machine-readable output
   meshguard check --policies examples/ --namespace foo --labels app=httpbin --path /admin --output json
 
+  # Against the cluster's policies, as the proxy would read them now (one list, no watch)
+  meshguard check --kubernetes --namespace foo --labels app=httpbin --token @demo.jwt
+  # The labels of a running Pod
+  meshguard check --kubernetes --namespace foo --pod httpbin-5d8f7c9b4-x2x7q --path /admin
+
 Exit status: 0 allowed, 2 denied (400/401/403), 1 error (bad flags or policies).")]
 pub struct CheckArgs {
-    /// Policy files or directories of Kubernetes YAML (repeatable).
-    #[arg(long, short = 'p', required = true, num_args = 1.., value_name = "PATH")]
+    /// Policy files or directories of Kubernetes YAML (repeatable). Or --kubernetes.
+    #[arg(
+        long,
+        short = 'p',
+        required_unless_present = "kubernetes",
+        num_args = 1..,
+        value_name = "PATH"
+    )]
     pub policies: Vec<PathBuf>,
-    /// The workload's namespace; also the namespace of resources that do not set one.
-    #[arg(long, short = 'n', default_value = "default", value_name = "NS")]
-    pub namespace: String,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// The workload's namespace; also the namespace of resources that do not set one
+    /// [default: default; with --kubernetes, $POD_NAMESPACE, else the kubeconfig's namespace].
+    #[arg(long, short = 'n', value_name = "NS")]
+    pub namespace: Option<String>,
     /// The workload's labels, matched against `selector.matchLabels`.
-    #[arg(long, short = 'l', default_value = "", value_name = "k=v,k=v")]
+    #[arg(
+        long,
+        short = 'l',
+        default_value = "",
+        value_name = "k=v,k=v",
+        conflicts_with = "pod"
+    )]
     pub labels: String,
     /// Istio's root namespace, whose policies apply to every workload.
     #[arg(long, default_value = meshguard_model::DEFAULT_ROOT_NAMESPACE, value_name = "NS")]
@@ -251,18 +272,57 @@ fn parse_header(h: &str) -> Result<(HeaderName, HeaderValue), CliError> {
     Ok((name, value))
 }
 
+/// The policies from the API server, read once, and the workload (its labels from --pod);
+/// notes for objects refused or of another revision.
+#[cfg(feature = "kubernetes")]
+fn from_kubernetes(
+    args: &CheckArgs,
+    labels: std::collections::BTreeMap<String, String>,
+) -> Result<(PolicySet, Workload, Vec<String>), CliError> {
+    let pod = crate::kubernetes::pod_name(&args.kube.pod)?;
+    crate::proxy::runtime()?.block_on(async {
+        let connection = crate::kubernetes::connect(args.kube.kubeconfig.as_deref()).await?;
+        let namespace = crate::kubernetes::namespace(args.namespace.as_deref(), &connection);
+        let labels = match &pod {
+            Some(name) => crate::kubernetes::pod_labels(&connection, &namespace, name).await?,
+            None => labels,
+        };
+        let workload =
+            Workload::new(namespace, labels).with_root_namespace(args.root_namespace.clone());
+        let (set, notes) = crate::kubernetes::read_once(&connection, &workload, &args.kube).await?;
+        Ok((set, workload, notes))
+    })
+}
+
+#[cfg(not(feature = "kubernetes"))]
+fn from_kubernetes(
+    _: &CheckArgs,
+    _: std::collections::BTreeMap<String, String>,
+) -> Result<(PolicySet, Workload, Vec<String>), CliError> {
+    Err(crate::kubernetes::unavailable())
+}
+
 /// Runs `check`; returns the process exit code.
 pub fn run(args: CheckArgs) -> Result<i32, CliError> {
+    args.kube.check()?;
     let labels =
         parse_labels(&args.labels).map_err(|e| CliError::Usage(format!("--labels: {e}")))?;
-    let workload = Workload::new(args.namespace.clone(), labels)
-        .with_root_namespace(args.root_namespace.clone());
-    let opts = LoadOptions {
-        default_namespace: args.namespace.clone(),
+    let (set, compiled, workload, source_notes) = if args.kube.kubernetes {
+        let (set, workload, notes) = from_kubernetes(&args, labels)?;
+        let compiled = meshguard_policy::compile(&set, &workload).map_err(CliError::Policies)?;
+        (set, compiled, workload, notes)
+    } else {
+        let namespace = args.namespace.clone().unwrap_or_else(|| "default".into());
+        let workload = Workload::new(namespace.clone(), labels)
+            .with_root_namespace(args.root_namespace.clone());
+        let opts = LoadOptions {
+            default_namespace: namespace,
+        };
+        let (set, compiled) =
+            meshguard_policy::compile_loaded(load_paths(&args.policies, &opts), &workload)
+                .map_err(CliError::Policies)?;
+        (set, compiled, workload, Vec::new())
     };
-    let (set, compiled) =
-        meshguard_policy::compile_loaded(load_paths(&args.policies, &opts), &workload)
-            .map_err(CliError::Policies)?;
     // What applies, as the proxy's start-up line and `/config_dump` say it.
     let applied: Vec<String> = summarize(&set, &workload)
         .applied()
@@ -311,6 +371,7 @@ pub fn run(args: CheckArgs) -> Result<i32, CliError> {
         },
     );
     let mut skipped: Vec<String> = set.skipped.iter().map(|s| s.to_string()).collect();
+    skipped.extend(source_notes);
     skipped.extend(fetch_notes);
     match args.output {
         OutputFormat::Json => {

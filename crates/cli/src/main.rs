@@ -51,6 +51,7 @@ macro_rules! print {
 }
 
 mod check;
+mod kubernetes;
 mod proxy;
 mod token;
 mod validate;
@@ -81,7 +82,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Enforce the policies on live HTTP traffic in front of an upstream.
-    Proxy(proxy::ProxyArgs),
+    Proxy(Box<proxy::ProxyArgs>),
     /// Decide one request offline: status, body, matched policy, JWT outcome and why.
     Check(check::CheckArgs),
     /// Check policy files: Istio's validation errors, plus warnings for policies that will surprise.
@@ -123,9 +124,14 @@ fn main() -> ExitCode {
     // Diagnostics go to stderr; stdout is for command output and access-log lines. The proxy
     // logs its start-up and reload summaries, draining and JWKS fetches at INFO (nothing per
     // request: per-request detail is DEBUG); the one-shot commands show warnings only.
+    // kube's watcher and client log each failed request in their own words; the Kubernetes
+    // source logs every watch error itself (one line naming the watch and the API server's
+    // answer), so theirs are left to RUST_LOG.
     let default_filter = match cli.command {
-        Command::Proxy(_) | Command::Echo(_) => "warn,meshguard=info",
-        _ => "warn",
+        Command::Proxy(_) | Command::Echo(_) => {
+            "warn,meshguard=info,kube_runtime::watcher=error,kube_client::client::builder=off"
+        }
+        _ => "warn,kube_runtime::watcher=error,kube_client::client::builder=off",
     };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -137,7 +143,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let result = match cli.command {
-        Command::Proxy(args) => proxy::run(args),
+        Command::Proxy(args) => proxy::run(*args),
         Command::Check(args) => check::run(args),
         Command::Echo(args) => proxy::run_echo(args),
         Command::Validate(args) => validate::run(args),

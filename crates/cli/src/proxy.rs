@@ -1,11 +1,15 @@
 //! `meshguard proxy` and `meshguard echo`: flags into a [`ProxyConfig`], then run until
 //! SIGTERM/SIGINT.
 //!
-//! Owns the flags, how they override the MeshConfig file, and start-up error reporting. The
-//! proxy itself lives in `meshguard-proxy`.
+//! Owns the flags, how they override the MeshConfig file, where the policies and the
+//! workload's labels come from (files, or the Kubernetes API server; `--labels-file`), and
+//! start-up error reporting. The proxy itself lives in `meshguard-proxy`, the Kubernetes
+//! source in `meshguard-kube`.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -13,8 +17,10 @@ use meshguard_engine::PathNormalization;
 use meshguard_model::MeshConfig;
 use meshguard_model::{Workload, parse_duration, parse_labels};
 use meshguard_proxy::{Limits, ProxyConfig, UpstreamProtocol, UpstreamTls};
+use meshguard_runtime::{Metrics, PolicySource, PolicyState};
 
 use crate::CliError;
+use crate::kubernetes::{self, KubeArgs};
 
 #[derive(Debug, Args)]
 #[command(after_long_help = "\
@@ -36,6 +42,15 @@ Examples:
   meshguard proxy -p /etc/meshguard/ -n shop -l app=cart --upstream https://127.0.0.1:8443 \\
       --upstream-ca-file /etc/meshguard/ca.pem --upstream-sni cart.shop.internal
 
+  # Policies from the Kubernetes API server, as istiod reads them: `kubectl apply` takes
+  # effect at once. A sidecar with POD_NAME and POD_NAMESPACE from the downward API, the
+  # workload's labels read from its Pod (and followed):
+  meshguard proxy --kubernetes --pod --listen :15006 --upstream http://127.0.0.1:8000
+  # Or labels from the downward API's labels file, no access to pods needed:
+  meshguard proxy --kubernetes --labels-file /etc/podinfo/labels --upstream http://127.0.0.1:8000
+  # Outside the cluster, with a kubeconfig:
+  meshguard proxy --kubernetes --kubeconfig ~/.kube/config -n foo -l app=httpbin
+
 Addresses (--listen, --admin): IP:PORT, HOST:PORT, :PORT (every interface, 0.0.0.0) or PORT
 (127.0.0.1).
 Start-up and each reload log what was loaded and what applies to this workload, with a WARN line
@@ -44,18 +59,41 @@ then allowed, as Istio does), with the same reasons as `meshguard validate`.
 Admin listener: /healthz/ready, /metrics and /stats/prometheus (Prometheus text, or OpenMetrics
 when asked for), /config_dump (JSON); the same connection limit and timeouts as the proxy.
 Reload: on file change and on SIGHUP; a broken set of files keeps the last good policies.
+With --kubernetes: every change is applied as it is watched; until every watch has listed,
+/healthz/ready answers 503 and requests get 503 `no policies loaded yet`; an invalid object is
+refused (logged, counted, in /config_dump) and its last good version stays; SIGHUP lists
+everything again (docs/operations.md, Kubernetes source).
 Access log: one JSON line per request on stdout, written off the request path (lines stdout does
 not take in time are dropped and counted); diagnostics go to stderr (RUST_LOG=debug for more).")]
 pub struct ProxyArgs {
-    /// Policy files or directories of Kubernetes YAML (repeatable).
-    #[arg(long, short = 'p', required = true, num_args = 1.., value_name = "PATH")]
+    /// Policy files or directories of Kubernetes YAML (repeatable). Or --kubernetes.
+    #[arg(
+        long,
+        short = 'p',
+        required_unless_present = "kubernetes",
+        num_args = 1..,
+        value_name = "PATH"
+    )]
     pub policies: Vec<PathBuf>,
-    /// The workload's namespace; also the namespace of resources that do not set one.
-    #[arg(long, short = 'n', default_value = "default", value_name = "NS")]
-    pub namespace: String,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// The workload's namespace; also the namespace of resources that do not set one
+    /// [default: default; with --kubernetes, $POD_NAMESPACE, else the kubeconfig's namespace].
+    #[arg(long, short = 'n', value_name = "NS")]
+    pub namespace: Option<String>,
     /// The workload's labels, matched against `selector.matchLabels`.
-    #[arg(long, short = 'l', default_value = "", value_name = "k=v,k=v")]
+    #[arg(
+        long,
+        short = 'l',
+        default_value = "",
+        value_name = "k=v,k=v",
+        conflicts_with = "pod"
+    )]
     pub labels: String,
+    /// The workload's labels from the downward API's labels file (`key="value"` lines, as
+    /// kubelet writes `fieldRef: metadata.labels`), followed as they change.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["labels", "pod"])]
+    pub labels_file: Option<PathBuf>,
     /// Address to accept traffic on (HTTP/1.1 and HTTP/2 prior knowledge): IP:PORT,
     /// HOST:PORT, :PORT (every interface) or PORT (127.0.0.1).
     #[arg(long, default_value = "127.0.0.1:8080", value_parser = listen_addr, value_name = "ADDR")]
@@ -149,7 +187,8 @@ pub struct ProxyArgs {
     /// time is checked on every request); 0 disables the cache.
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     pub token_cache_size: usize,
-    /// Do not reload when policy files change (SIGHUP still reloads).
+    /// Do not reload when policy files change (SIGHUP still reloads). The Kubernetes source
+    /// always watches.
     #[arg(long)]
     pub no_watch: bool,
     /// Do not write access-log lines.
@@ -243,17 +282,38 @@ fn at_least_one(s: &str) -> Result<usize, String> {
 }
 
 impl ProxyArgs {
-    fn into_config(self) -> Result<ProxyConfig, CliError> {
-        let mesh = match &self.mesh_config {
-            Some(p) => MeshConfig::load(p).map_err(CliError::Usage)?,
-            None => MeshConfig::default(),
-        };
-        let labels =
-            parse_labels(&self.labels).map_err(|e| CliError::Usage(format!("--labels: {e}")))?;
-        let root = self
-            .root_namespace
+    fn mesh(&self) -> Result<MeshConfig, CliError> {
+        match &self.mesh_config {
+            Some(p) => MeshConfig::load(p).map_err(CliError::Usage),
+            None => Ok(MeshConfig::default()),
+        }
+    }
+
+    /// The root namespace: --root-namespace, the MeshConfig's, or istio-system.
+    fn root(&self, mesh: &MeshConfig) -> String {
+        self.root_namespace
+            .clone()
             .or(mesh.root_namespace.clone())
-            .unwrap_or_else(|| meshguard_model::DEFAULT_ROOT_NAMESPACE.to_string());
+            .unwrap_or_else(|| meshguard_model::DEFAULT_ROOT_NAMESPACE.to_string())
+    }
+
+    /// The workload's labels at start-up: --labels, or the --labels-file (empty with --pod
+    /// until the Pod is read).
+    fn labels(&self) -> Result<BTreeMap<String, String>, CliError> {
+        match &self.labels_file {
+            Some(f) => kubernetes::labels_file(f),
+            None => {
+                parse_labels(&self.labels).map_err(|e| CliError::Usage(format!("--labels: {e}")))
+            }
+        }
+    }
+
+    fn into_config(
+        self,
+        policies: PolicySource,
+        workload: Workload,
+        mesh: &MeshConfig,
+    ) -> Result<ProxyConfig, CliError> {
         let path_normalization = match self.path_normalization {
             Some(p) => p,
             None => mesh
@@ -307,8 +367,8 @@ impl ProxyArgs {
             }
         }
         Ok(ProxyConfig {
-            policies: self.policies,
-            workload: Workload::new(self.namespace, labels).with_root_namespace(root),
+            policies,
+            workload,
             listen: self.listen,
             upstream: self.upstream,
             upstream_protocol: self
@@ -369,17 +429,77 @@ fn proxy_runtime(workers: Option<u16>) -> Result<tokio::runtime::Runtime, CliErr
         .map_err(|e| CliError::Internal(format!("cannot start the runtime: {e}")))
 }
 
+/// Starts a watched source once the proxy's state exists.
+type Starter = Box<dyn FnOnce(Arc<PolicyState>, Arc<Metrics>) + Send>;
+
+/// The Kubernetes source: the client, the workload's namespace, the source and what starts it.
+#[cfg(feature = "kubernetes")]
+async fn kubernetes_source(
+    args: &ProxyArgs,
+    labels: BTreeMap<String, String>,
+    root: String,
+) -> Result<(PolicySource, Workload, Starter), CliError> {
+    let pod = kubernetes::pod_name(&args.kube.pod)?;
+    let connection = kubernetes::connect(args.kube.kubeconfig.as_deref()).await?;
+    let namespace = kubernetes::namespace(args.namespace.as_deref(), &connection);
+    let workload = Workload::new(namespace, labels).with_root_namespace(root);
+    let source = kubernetes::source(&connection, &workload, &args.kube, pod);
+    tracing::info!(
+        "policies from the Kubernetes API server {} (configuration: {})",
+        connection.server,
+        connection.from
+    );
+    let watched = source.clone();
+    let start: Starter = Box::new(move |state, metrics| {
+        tokio::spawn(watched.run(state, metrics, std::future::pending()));
+    });
+    Ok((PolicySource::Watched(source), workload, start))
+}
+
+#[cfg(not(feature = "kubernetes"))]
+async fn kubernetes_source(
+    _: &ProxyArgs,
+    _: BTreeMap<String, String>,
+    _: String,
+) -> Result<(PolicySource, Workload, Starter), CliError> {
+    Err(kubernetes::unavailable())
+}
+
 /// Runs `meshguard proxy` until SIGTERM/SIGINT; exit code 0 after a clean drain.
 pub fn run(args: ProxyArgs) -> Result<i32, CliError> {
+    args.kube.check()?;
     let workers = args.workers;
-    let config = args.into_config()?;
+    let mesh = args.mesh()?;
+    let root = args.root(&mesh);
+    let labels = args.labels()?;
+    let labels_file = args.labels_file.clone();
     proxy_runtime(workers)?.block_on(async move {
+        let (policies, workload, watch) = if args.kube.kubernetes {
+            let (p, w, s) = kubernetes_source(&args, labels, root).await?;
+            (p, w, Some(s))
+        } else {
+            let namespace = args.namespace.clone().unwrap_or_else(|| "default".into());
+            let workload = Workload::new(namespace, labels).with_root_namespace(root);
+            (PolicySource::Files(args.policies.clone()), workload, None)
+        };
+        let config = args.into_config(policies, workload, &mesh)?;
         let running = meshguard_proxy::start(config, meshguard_proxy::shutdown_signal())
             .await
             .map_err(|e| match e {
                 meshguard_proxy::StartError::Policies(errs) => CliError::Policies(errs),
                 other => CliError::Usage(other.to_string()),
             })?;
+        if let Some(file) = labels_file {
+            let follow = meshguard_runtime::reload::follow_labels_file(
+                running.state.clone(),
+                file,
+                std::future::pending(),
+            );
+            tokio::spawn(follow);
+        }
+        if let Some(start) = watch {
+            start(running.state.clone(), running.metrics.clone());
+        }
         meshguard_runtime::reload::log_loaded(&running.state);
         eprintln!(
             "meshguard: proxy on http://{} -> {}, admin on http://{}",

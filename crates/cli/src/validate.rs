@@ -1,8 +1,8 @@
 //! `meshguard validate`: Istio's validation of both kinds, plus warnings users need.
 //!
 //! Owns the flags, the output (text or JSON) and the exit codes: 0 valid (warnings allowed),
-//! 3 invalid, 1 when the files cannot be read at all. The rules live in
-//! `meshguard_policy::validate`.
+//! 3 invalid, 1 when the files (or the API server, with `--kubernetes`) cannot be read at
+//! all. The rules live in `meshguard_policy::validate`.
 
 use std::path::PathBuf;
 
@@ -22,6 +22,9 @@ Examples:
   # also warn about selectors that do not select this workload
   meshguard validate policies/ --namespace foo --labels app=httpbin
   meshguard validate policies/ --output json
+  # every RequestAuthentication and AuthorizationPolicy in the cluster (or one namespace)
+  meshguard validate --kubernetes
+  meshguard validate --kubernetes --kubeconfig ~/.kube/config --namespace foo
 
 Errors are what Istio (its CRD schema and istiod's webhook) would refuse, and what meshguard
 refuses to load. Warnings are policies that load but will surprise: issuers no
@@ -33,11 +36,19 @@ AuthorizationPolicy (then no token is required).
 
 Exit status: 0 valid (warnings allowed), 3 invalid, 1 unreadable files or bad flags.")]
 pub struct ValidateArgs {
-    /// Files or directories of Kubernetes YAML.
-    #[arg(required = true, value_name = "PATH")]
+    /// Files or directories of Kubernetes YAML. Or --kubernetes.
+    #[arg(required_unless_present = "kubernetes", value_name = "PATH")]
     pub paths: Vec<PathBuf>,
-    /// The namespace of resources that set none; with --labels, the workload to check
-    /// selectors against.
+    /// Validate the RequestAuthentications and AuthorizationPolicies stored in the
+    /// Kubernetes API server: in every namespace, or in --namespace.
+    #[arg(long, conflicts_with = "paths")]
+    pub kubernetes: bool,
+    /// The kubeconfig to use [default: $KUBECONFIG, then ~/.kube/config, then the in-cluster
+    /// service account].
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The namespace of resources that set none (with --kubernetes: the namespace to read,
+    /// every one without it); with --labels, the workload to check selectors against.
     #[arg(long, short = 'n', value_name = "NS")]
     pub namespace: Option<String>,
     /// The workload's labels: warn about selectors in its namespace that do not select it.
@@ -62,6 +73,11 @@ struct Report<'a> {
 }
 
 pub fn run(args: ValidateArgs) -> Result<i32, CliError> {
+    if args.kubeconfig.is_some() && !args.kubernetes {
+        return Err(CliError::Usage(
+            "--kubeconfig reads from the Kubernetes API server: it needs --kubernetes".into(),
+        ));
+    }
     let namespace = args
         .namespace
         .clone()
@@ -82,6 +98,18 @@ pub fn run(args: ValidateArgs) -> Result<i32, CliError> {
     let opts = LoadOptions {
         default_namespace: namespace,
     };
+    if args.kubernetes {
+        let (set, load_errors, server) = from_kubernetes(&args)?;
+        return report(
+            &args,
+            set,
+            load_errors,
+            named_workload.as_ref(),
+            workload.as_ref(),
+            &format!("the Kubernetes API server {server}"),
+            Some(&server),
+        );
+    }
     // A set that does not decode whole is still validated as far as it decodes: every error
     // of every file at once, not the first file's only.
     let (set, load_errors) = match load_paths(&args.paths, &opts) {
@@ -99,16 +127,60 @@ pub fn run(args: ValidateArgs) -> Result<i32, CliError> {
             (*failure.partial, failure.errors.0)
         }
     };
+    let from = format!("{} file(s)", set.files.len());
+    report(
+        &args,
+        set,
+        load_errors,
+        named_workload.as_ref(),
+        workload.as_ref(),
+        &from,
+        None,
+    )
+}
+
+/// Every RequestAuthentication and AuthorizationPolicy in --namespace (or every namespace),
+/// decoded as the documents of files are, the problems of those that do not decode, and the
+/// API server's URL.
+#[cfg(feature = "kubernetes")]
+fn from_kubernetes(args: &ValidateArgs) -> Result<(PolicySet, Vec<LoadError>, String), CliError> {
+    crate::proxy::runtime()?.block_on(async {
+        let connection = crate::kubernetes::connect(args.kubeconfig.as_deref()).await?;
+        let (set, errors) =
+            crate::kubernetes::read_for_validation(&connection, args.namespace.as_deref()).await?;
+        Ok((set, errors, connection.server))
+    })
+}
+
+#[cfg(not(feature = "kubernetes"))]
+fn from_kubernetes(_: &ValidateArgs) -> Result<(PolicySet, Vec<LoadError>, String), CliError> {
+    Err(crate::kubernetes::unavailable())
+}
+
+/// The findings for `set` (and the problems of what did not decode), printed; the exit code.
+/// `from`: where the resources were read, for the verdict line; `server`: the API server's
+/// URL, for `--kubernetes`.
+fn report(
+    args: &ValidateArgs,
+    set: PolicySet,
+    load_errors: Vec<LoadError>,
+    named_workload: Option<&Workload>,
+    workload: Option<&Workload>,
+    from: &str,
+    server: Option<&str>,
+) -> Result<i32, CliError> {
     let mut findings: Vec<Finding> = load_errors.iter().map(Finding::from_error).collect();
-    findings.extend(validate(&set, &args.root_namespace, workload.as_ref()));
-    // File and document order (stable: a document's findings keep theirs).
+    findings.extend(validate(&set, &args.root_namespace, workload));
+    // File and document order (stable: a document's findings keep theirs). Objects read from
+    // the API server are in the order they were listed.
     let file_names: Vec<String> = set.files.iter().map(|f| f.display().to_string()).collect();
     findings.sort_by_cached_key(|f| (file_names.iter().position(|n| *n == f.file), f.document));
     findings.extend(loading_warnings(
         &args.paths,
+        server,
         &set,
         &load_errors,
-        named_workload.as_ref(),
+        named_workload,
     ));
     let resources = set.request_authentications.len() + set.authorization_policies.len();
     let files = set.files.len();
@@ -139,7 +211,7 @@ pub fn run(args: ValidateArgs) -> Result<i32, CliError> {
             }
             let verdict = if errors == 0 { "valid" } else { "invalid" };
             println!(
-                "{verdict}: {errors} error(s), {warnings} warning(s) in {resources} resource(s) from {files} file(s)"
+                "{verdict}: {errors} error(s), {warnings} warning(s) in {resources} resource(s) from {from}"
             );
         }
     }
@@ -155,6 +227,7 @@ fn warning(file: String, message: String) -> Finding {
         field: None,
         value: None,
         message,
+        object: None,
     }
 }
 
@@ -167,6 +240,7 @@ fn warning(file: String, message: String) -> Finding {
 /// hold no resources, and "nothing applies" is not claimed of a set that is partly unknown.
 fn loading_warnings(
     paths: &[PathBuf],
+    server: Option<&str>,
     set: &PolicySet,
     load_errors: &[LoadError],
     workload: Option<&Workload>,
@@ -196,13 +270,19 @@ fn loading_warnings(
             ));
         }
     }
+    // Where the resources were read: the paths, or the API server.
+    let location = if paths.is_empty() {
+        server.unwrap_or_default().to_string()
+    } else {
+        let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        paths.join(" ")
+    };
     if let Some(w) = workload.filter(|_| load_errors.is_empty()) {
         let summary = summarize(set, w);
         if summary.nothing_applies() {
-            let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
             // The reasons are the proxy's start-up warning lines, word for word.
             out.push(warning(
-                paths.join(" "),
+                location.clone(),
                 format!(
                     "none of the {} resource(s) applies to the workload (namespace {}, labels {{{}}}): a proxy started with these flags enforces nothing; {}",
                     summary.resources.len(),
@@ -218,8 +298,7 @@ fn loading_warnings(
                 message.push_str("; ");
                 message.push_str(&why);
             }
-            let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-            out.push(warning(paths.join(" "), message));
+            out.push(warning(location.clone(), message));
         }
     }
     out

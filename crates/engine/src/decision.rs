@@ -28,7 +28,14 @@ pub enum DenyReason {
     DenyPolicy(Arc<str>),
     /// ALLOW policies exist and none matched.
     NoAllowMatch,
+    /// No policy set has been loaded yet (a watched source before its first complete list):
+    /// nothing is forwarded, rather than everything allowed by an empty set.
+    PoliciesNotLoaded,
 }
+
+/// The body and `response_code_details` of [`DenyReason::PoliciesNotLoaded`] (503).
+pub const POLICIES_NOT_LOADED_BODY: &str = "no policies loaded yet";
+pub const POLICIES_NOT_LOADED_DETAILS: &str = "policies_not_loaded";
 
 /// A reply sent instead of forwarding, as the client sees it: the one shape of every local
 /// answer (a denial here; a refusal at intake or an upstream failure in the proxy).
@@ -98,6 +105,18 @@ impl Denial {
                     status: 403,
                     body: RBAC_DENIED_BODY.into(),
                     details: "rbac_access_denied_matched_policy[none]".into(),
+                    www_authenticate: None,
+                },
+                reason,
+            },
+            // Envoy answers a request whose filter configuration has not arrived (ECDS) with
+            // 500 and no body; 503 tells clients and load balancers to try again or elsewhere
+            // (docs/differences.md).
+            DenyReason::PoliciesNotLoaded => Denial {
+                reply: LocalReply {
+                    status: 503,
+                    body: POLICIES_NOT_LOADED_BODY.into(),
+                    details: POLICIES_NOT_LOADED_DETAILS.into(),
                     www_authenticate: None,
                 },
                 reason,

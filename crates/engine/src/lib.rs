@@ -33,7 +33,10 @@ use serde::Serialize;
 pub use authn::{
     HeaderOp, KeyStore, NoRemoteKeys, ProviderReport, SecondPass, Verified, VerifiedCache,
 };
-pub use decision::{AuthzReport, Denial, DenyReason, DryRunResult, LocalReply, RuleExplanation};
+pub use decision::{
+    AuthzReport, Denial, DenyReason, DryRunResult, LocalReply, POLICIES_NOT_LOADED_BODY,
+    POLICIES_NOT_LOADED_DETAILS, RuleExplanation,
+};
 pub use normalize::{NormalizeError, PathNormalization};
 
 /// One HTTP request as the engine needs it.
@@ -108,6 +111,24 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// A request refused before evaluation, for `reason` (no policies loaded yet): its reply,
+    /// and nothing observed.
+    pub fn refused(reason: DenyReason) -> Outcome {
+        Outcome {
+            denial: Some(Denial::new(reason, "")),
+            path: None,
+            principal: None,
+            accepted_by: None,
+            cors_preflight: false,
+            jwt: Vec::new(),
+            header_ops: Vec::new(),
+            authz: AuthzReport::default(),
+            unknown_kid: Vec::new(),
+            explanation: None,
+            payload: None,
+        }
+    }
+
     pub fn allowed(&self) -> bool {
         self.denial.is_none()
     }

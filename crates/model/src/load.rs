@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::types::{
-    AuthorizationPolicySpec, Metadata, Origin, RequestAuthenticationSpec, Resource,
+    AuthorizationPolicySpec, Metadata, ObjectRef, Origin, RequestAuthenticationSpec, Resource,
 };
 
 /// The API group whose kinds meshguard reads.
@@ -89,21 +89,28 @@ pub struct Skipped {
 
 impl fmt::Display for Skipped {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.origin.object {
+            Some(object) => write!(f, "{object}")?,
+            None => write!(
+                f,
+                "{}: document {}",
+                self.origin.file.display(),
+                self.origin.document
+            )?,
+        }
         write!(
             f,
-            "{}: document {}: skipped {} {:?} ({}): not a RequestAuthentication or AuthorizationPolicy",
-            self.origin.file.display(),
-            self.origin.document,
-            self.kind,
-            self.name,
-            self.api_version
+            ": skipped {} {:?} ({}): not a RequestAuthentication or AuthorizationPolicy",
+            self.kind, self.name, self.api_version
         )
     }
 }
 
-/// One problem found while loading. Names the file, the document, the field and the value.
+/// One problem found while loading. Names the file, the document, the field and the value;
+/// for an object read from the Kubernetes API server, the object instead of a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoadError {
+    /// Empty for an object read from the API server ([`LoadError::object`]).
     pub file: PathBuf,
     /// 0-based document index in the file, when the problem is inside one document.
     pub document: Option<usize>,
@@ -114,16 +121,61 @@ pub struct LoadError {
     /// The offending value, rendered as compact JSON (truncated).
     pub value: Option<String>,
     pub message: String,
+    /// The object, when the resource was read from the Kubernetes API server.
+    pub object: Option<ObjectRef>,
+}
+
+impl LoadError {
+    /// A problem of the resource at `origin`: a document of a file, or an object read from
+    /// the API server.
+    pub fn at(
+        origin: &Origin,
+        resource: Option<String>,
+        field: Option<String>,
+        value: Option<String>,
+        message: String,
+    ) -> LoadError {
+        match &origin.object {
+            Some(object) => LoadError {
+                file: PathBuf::new(),
+                document: None,
+                resource,
+                field,
+                value,
+                message,
+                object: Some(object.clone()),
+            },
+            None => LoadError {
+                file: origin.file.clone(),
+                document: Some(origin.document),
+                resource,
+                field,
+                value,
+                message,
+                object: None,
+            },
+        }
+    }
 }
 
 impl fmt::Display for LoadError {
+    /// `file: document N (Kind ns/name): field F = V: message` for a file; for an object read
+    /// from the API server, `Kind ns/name (resourceVersion R): field F = V: message`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some(doc) = self.document {
-            write!(f, ": document {doc}")?;
-        }
-        if let Some(res) = &self.resource {
-            write!(f, " ({res})")?;
+        if let Some(object) = &self.object {
+            match &self.resource {
+                Some(res) => write!(f, "{res}")?,
+                None => write!(f, "{}", object.key())?,
+            }
+            write!(f, " (resourceVersion {})", object.resource_version)?;
+        } else {
+            write!(f, "{}", self.file.display())?;
+            if let Some(doc) = self.document {
+                write!(f, ": document {doc}")?;
+            }
+            if let Some(res) = &self.resource {
+                write!(f, " ({res})")?;
+            }
         }
         if let Some(field) = &self.field {
             write!(f, ": field {field}")?;
@@ -354,6 +406,7 @@ fn file_error(file: &Path, message: String) -> LoadError {
         field: None,
         value: None,
         message,
+        object: None,
     }
 }
 
@@ -474,31 +527,41 @@ fn load_into(
         }
     }
     for (index, doc) in flat.into_iter().enumerate() {
-        load_document(set, file, index, doc, opts, errors);
+        load_document(set, Origin::file(file, index), doc, opts, errors);
     }
+}
+
+/// Loads one object read from the Kubernetes API server (its JSON, `apiVersion` and `kind`
+/// included), exactly as a document of a file is loaded: the same kinds, versions, strict
+/// decoding and field paths, the errors naming `object` instead of a file. The set holds at
+/// most that one resource; an object of another kind is in [`PolicySet::skipped`].
+pub fn load_object(doc: Value, object: ObjectRef) -> Result<PolicySet, LoadFailure> {
+    let opts = LoadOptions {
+        default_namespace: object.namespace.clone(),
+    };
+    let mut set = PolicySet::default();
+    let mut errors = Vec::new();
+    load_document(&mut set, Origin::object(object), doc, &opts, &mut errors);
+    finish(set, errors)
 }
 
 fn load_document(
     set: &mut PolicySet,
-    file: &Path,
-    index: usize,
+    origin: Origin,
     doc: Value,
     opts: &LoadOptions,
     errors: &mut Vec<LoadError>,
 ) {
-    let origin = Origin {
-        file: file.to_path_buf(),
-        document: index,
-    };
-    let err =
-        |field: &str, value: Option<&Value>, message: String, resource: Option<String>| LoadError {
-            file: file.to_path_buf(),
-            document: Some(index),
+    let located = origin.clone();
+    let err = |field: &str, value: Option<&Value>, message: String, resource: Option<String>| {
+        LoadError::at(
+            &located,
             resource,
-            field: Some(field.to_string()),
-            value: value.map(render_value),
+            Some(field.to_string()),
+            value.map(render_value),
             message,
-        };
+        )
+    };
     let Value::Object(mut obj) = doc else {
         errors.push(err(
             "",
@@ -707,6 +770,56 @@ mod tests {
         ] {
             assert_eq!(entry_rule(name, ty), want, "{name} {ty:?}");
         }
+    }
+
+    fn object(name: &str) -> ObjectRef {
+        ObjectRef {
+            namespace: "foo".into(),
+            name: name.into(),
+            resource_version: "42".into(),
+        }
+    }
+
+    #[test]
+    fn an_object_from_the_api_server_loads_as_a_document_does_and_its_errors_name_it() {
+        let ok = serde_json::json!({
+            "apiVersion": "security.istio.io/v1",
+            "kind": "AuthorizationPolicy",
+            "metadata": {"name": "allow", "namespace": "foo", "resourceVersion": "42",
+                         "uid": "0b7e", "managedFields": [{"manager": "kubectl"}]},
+            "spec": {"action": "DENY", "rules": [{}]},
+        });
+        let set = load_object(ok, object("allow")).unwrap();
+        let ap = &set.authorization_policies[0];
+        assert_eq!(ap.key(), "foo/allow");
+        assert_eq!(ap.origin.object, Some(object("allow")));
+        assert_eq!(ap.origin.file, PathBuf::new());
+        let bad = serde_json::json!({
+            "apiVersion": "security.istio.io/v1",
+            "kind": "AuthorizationPolicy",
+            "metadata": {"name": "bad", "namespace": "foo"},
+            "spec": {"action": "ALOW"},
+        });
+        let e = load_object(bad, object("bad")).unwrap_err();
+        assert_eq!(
+            e.errors.to_string(),
+            "AuthorizationPolicy foo/bad (resourceVersion 42): field spec.action = \"ALOW\": unknown variant `ALOW`, expected one of `ALLOW`, `DENY`, `AUDIT`, `CUSTOM`; did you mean `ALLOW`?"
+        );
+        assert_eq!(e.errors.0[0].document, None);
+        let typo = serde_json::json!({
+            "apiVersion": "security.istio.io/v1beta1",
+            "kind": "RequestAuthentication",
+            "metadata": {"name": "jwt", "namespace": "foo"},
+            "spec": {"jwtRule": []},
+        });
+        let e = load_object(typo, object("jwt")).unwrap_err();
+        assert!(
+            e.errors.to_string().starts_with(
+                "RequestAuthentication foo/jwt (resourceVersion 42): field spec.jwtRule = []: unknown field `jwtRule`"
+            ),
+            "{}",
+            e.errors
+        );
     }
 
     #[test]

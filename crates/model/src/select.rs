@@ -128,6 +128,84 @@ pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
     Ok(out)
 }
 
+/// Parses the labels file the Kubernetes downward API writes for `fieldRef: metadata.labels`:
+/// one `key="value"` line per label, sorted by key, the value quoted as Go's `%q` quotes it
+/// (`\"`, `\\`, `\n`, `\t`, `\xNN`, `\uNNNN`, ...). Empty lines are ignored; anything else
+/// is an error naming the line.
+pub fn parse_labels_file(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            continue;
+        }
+        let n = i + 1;
+        let (key, quoted) = line
+            .split_once('=')
+            .ok_or_else(|| format!("line {n}: {line:?} is not of the form key=\"value\""))?;
+        if key.is_empty() {
+            return Err(format!("line {n}: {line:?} has an empty key"));
+        }
+        let value = unquote_go(quoted).map_err(|e| format!("line {n}: {line:?}: {e}"))?;
+        out.insert(key.to_string(), value);
+    }
+    Ok(out)
+}
+
+/// Undoes Go's `strconv.Quote`: a double-quoted string with Go's escapes.
+fn unquote_go(s: &str) -> Result<String, String> {
+    let inner = s
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .ok_or("the value is not a double-quoted string")?;
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Err("an unescaped '\"' inside the value".into()),
+            '\\' => {}
+            c => {
+                out.push(c);
+                continue;
+            }
+        }
+        let escaped = chars.next().ok_or("the value ends in a lone '\\'")?;
+        let hex = |chars: &mut std::str::Chars<'_>, n: usize| -> Result<u32, String> {
+            let digits: String = chars.by_ref().take(n).collect();
+            if digits.len() != n {
+                return Err(format!("\\{escaped} needs {n} hex digits"));
+            }
+            u32::from_str_radix(&digits, 16).map_err(|_| format!("bad hex digits {digits:?}"))
+        };
+        match escaped {
+            'a' => out.push('\u{7}'),
+            'b' => out.push('\u{8}'),
+            'f' => out.push('\u{c}'),
+            'n' => out.push('\n'),
+            'r' => out.push('\r'),
+            't' => out.push('\t'),
+            'v' => out.push('\u{b}'),
+            '\\' => out.push('\\'),
+            '"' => out.push('"'),
+            // Go writes a byte that is not valid UTF-8 as \xNN; labels are UTF-8, so only
+            // ASCII can come back from it.
+            'x' => {
+                let v = hex(&mut chars, 2)?;
+                match char::from_u32(v).filter(char::is_ascii) {
+                    Some(c) => out.push(c),
+                    None => return Err(format!("\\x{v:02x} is not a UTF-8 character")),
+                }
+            }
+            'u' | 'U' => {
+                let v = hex(&mut chars, if escaped == 'u' { 4 } else { 8 })?;
+                out.push(char::from_u32(v).ok_or_else(|| format!("U+{v:X} is not a character"))?);
+            }
+            other => return Err(format!("unknown escape \\{other}")),
+        }
+    }
+    Ok(out)
+}
+
 /// The two kinds meshguard enforces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub enum Kind {
@@ -407,5 +485,53 @@ pub fn summarize(set: &PolicySet, workload: &Workload) -> WorkloadSummary {
     WorkloadSummary {
         resources: ras.chain(aps).collect(),
         workload: workload.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_downward_api_labels_file_as_kubelet_writes_it() {
+        // kubelet's `fieldpath.FormatMap`: sorted `key="value"` lines, `%q` quoting, no final
+        // newline.
+        let text = "app=\"httpbin\"\npod-template-hash=\"5d8f7c9b4\"\nsecurity.istio.io/tlsMode=\"istio\"\nversion=\"v1\"";
+        let labels = parse_labels_file(text).unwrap();
+        assert_eq!(labels.len(), 4);
+        assert_eq!(labels["app"], "httpbin");
+        assert_eq!(labels["security.istio.io/tlsMode"], "istio");
+        assert_eq!(parse_labels_file("").unwrap(), BTreeMap::new());
+        assert_eq!(parse_labels_file("\n\n").unwrap(), BTreeMap::new());
+        assert_eq!(parse_labels_file("a=\"\"\n").unwrap()["a"], "");
+        // Go's escapes.
+        let odd = parse_labels_file(r#"k="a\"b\\c\td\x41\u00e9\U0001F600""#).unwrap();
+        assert_eq!(odd["k"], "a\"b\\c\tdAé😀");
+        // A value with `=` in it splits at the first `=`.
+        assert_eq!(parse_labels_file(r#"k="a=b""#).unwrap()["k"], "a=b");
+    }
+
+    #[test]
+    fn a_labels_file_that_is_not_the_downward_api_format_names_the_line() {
+        for (text, want) in [
+            (
+                "app=httpbin",
+                "line 1: \"app=httpbin\": the value is not a double-quoted string",
+            ),
+            (
+                "a=\"x\"\nnoequals",
+                "line 2: \"noequals\" is not of the form key=\"value\"",
+            ),
+            ("=\"x\"", "line 1: \"=\\\"x\\\"\" has an empty key"),
+            (r#"k="a"b""#, "an unescaped '\"' inside the value"),
+            (r#"k="a\""#, "the value ends in a lone"),
+            (r#"k="a"#, "the value is not a double-quoted string"),
+            (r#"k="\q""#, "unknown escape \\q"),
+            (r#"k="\x4""#, "\\x needs 2 hex digits"),
+            (r#"k="\xff""#, "\\xff is not a UTF-8 character"),
+        ] {
+            let e = parse_labels_file(text).unwrap_err();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
     }
 }

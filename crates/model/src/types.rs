@@ -11,11 +11,65 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// Where a resource came from: the file and the document's position in it (0-based, counting
-/// `kind: List` items as their own documents).
+/// `kind: List` items as their own documents), or, for an object read from the Kubernetes API
+/// server, that object ([`Origin::object`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Origin {
+    /// The file; empty for an object read from the API server.
     pub file: PathBuf,
+    /// The document in the file; 0 for an object read from the API server.
     pub document: usize,
+    /// The object, when the resource was read from the Kubernetes API server: messages then
+    /// name `namespace/name` and its `resourceVersion` instead of a file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<ObjectRef>,
+}
+
+impl Origin {
+    /// Document `document` of `file`.
+    pub fn file(file: impl Into<PathBuf>, document: usize) -> Origin {
+        Origin {
+            file: file.into(),
+            document,
+            object: None,
+        }
+    }
+
+    /// An object read from the Kubernetes API server.
+    pub fn object(object: ObjectRef) -> Origin {
+        Origin {
+            file: PathBuf::new(),
+            document: 0,
+            object: Some(object),
+        }
+    }
+}
+
+/// One version of an object read from the Kubernetes API server.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct ObjectRef {
+    pub namespace: String,
+    pub name: String,
+    /// `metadata.resourceVersion`: which version of the object this is.
+    pub resource_version: String,
+}
+
+impl ObjectRef {
+    /// `namespace/name`, the way Istio names a resource in messages.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+impl std::fmt::Display for ObjectRef {
+    /// `namespace/name (resourceVersion 1234)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{} (resourceVersion {})",
+            self.namespace, self.name, self.resource_version
+        )
+    }
 }
 
 /// The part of `metadata` meshguard reads. Everything else in `metadata` is accepted and ignored.

@@ -175,12 +175,11 @@ pub(crate) fn located_error<S>(
     value: &str,
     message: String,
 ) -> LoadError {
-    LoadError {
-        file: res.origin.file.clone(),
-        document: Some(res.origin.document),
-        resource: Some(format!("{kind} {}", res.key())),
-        field: Some(field),
-        value: (!value.is_empty()).then(|| format!("{value:?}")),
+    LoadError::at(
+        &res.origin,
+        Some(format!("{kind} {}", res.key())),
+        Some(field),
+        (!value.is_empty()).then(|| format!("{value:?}")),
         message,
-    }
+    )
 }

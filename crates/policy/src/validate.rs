@@ -8,8 +8,8 @@
 use std::collections::BTreeSet;
 
 use meshguard_model::{
-    Action, Attachment, AuthorizationPolicySpec, LoadError, PolicySet, Resource, Source, Workload,
-    attachment,
+    Action, Attachment, AuthorizationPolicySpec, LoadError, ObjectRef, PolicySet, Resource, Source,
+    Workload, attachment,
 };
 use serde::Serialize;
 
@@ -29,12 +29,17 @@ pub enum Severity {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Finding {
     pub severity: Severity,
+    /// Empty (and left out of the JSON) for an object read from the Kubernetes API server.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub file: String,
     pub document: Option<usize>,
     pub resource: Option<String>,
     pub field: Option<String>,
     pub value: Option<String>,
     pub message: String,
+    /// The object, for a resource read from the Kubernetes API server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<ObjectRef>,
 }
 
 impl Finding {
@@ -47,6 +52,7 @@ impl Finding {
             field: e.field.clone(),
             value: e.value.clone(),
             message: e.message.clone(),
+            object: e.object.clone(),
         }
     }
 
@@ -57,14 +63,16 @@ impl Finding {
         value: Option<String>,
         message: String,
     ) -> Finding {
-        Finding {
-            severity: Severity::Warning,
-            file: res.origin.file.display().to_string(),
-            document: Some(res.origin.document),
-            resource: Some(format!("{kind} {}", res.key())),
-            field: Some(field.to_string()),
+        let e = LoadError::at(
+            &res.origin,
+            Some(format!("{kind} {}", res.key())),
+            Some(field.to_string()),
             value,
             message,
+        );
+        Finding {
+            severity: Severity::Warning,
+            ..Finding::from_error(&e)
         }
     }
 }
@@ -75,12 +83,25 @@ impl std::fmt::Display for Finding {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        write!(f, "{sev}: {}", self.file)?;
-        if let Some(d) = self.document {
-            write!(f, ": document {d}")?;
-        }
-        if let Some(r) = &self.resource {
-            write!(f, " ({r})")?;
+        // As a `LoadError` writes its location.
+        match &self.object {
+            Some(object) => {
+                let named = self.resource.clone().unwrap_or_else(|| object.key());
+                write!(
+                    f,
+                    "{sev}: {named} (resourceVersion {})",
+                    object.resource_version
+                )?;
+            }
+            None => {
+                write!(f, "{sev}: {}", self.file)?;
+                if let Some(d) = self.document {
+                    write!(f, ": document {d}")?;
+                }
+                if let Some(r) = &self.resource {
+                    write!(f, " ({r})")?;
+                }
+            }
         }
         if let Some(field) = &self.field {
             write!(f, ": field {field}")?;

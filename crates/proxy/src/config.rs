@@ -52,7 +52,8 @@ impl Default for Limits {
 /// Everything `meshguard proxy` runs with.
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
-    pub policies: Vec<PathBuf>,
+    /// Where the policies come from: files, or a watched source (the Kubernetes API server).
+    pub policies: meshguard_runtime::PolicySource,
     pub workload: Workload,
     pub listen: SocketAddr,
     /// `None`: the built-in echo upstream.

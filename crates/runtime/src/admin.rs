@@ -39,16 +39,22 @@ fn route(req: &Request<Incoming>, state: &PolicyState, metrics: &Metrics) -> Res
         );
     }
     match req.uri().path() {
-        // Policies load before the listeners open; remote keys must have had their first
-        // fetch (success or failure) before traffic is sent our way.
-        "/healthz/ready" | "/ready" if state.jwks().ready() => {
-            page(StatusCode::OK, "text/plain", "LIVE\n".into())
-        }
-        "/healthz/ready" | "/ready" => page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "NOT READY: first JWKS fetch in progress\n".into(),
-        ),
+        // Files load before the listeners open; a watched source must have delivered its
+        // first complete set, and remote keys must have had their first fetch (success or
+        // failure), before traffic is sent our way.
+        "/healthz/ready" | "/ready" => match state.policies_ready() {
+            Err(why) => page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("NOT READY: {why}\n"),
+            ),
+            Ok(()) if state.jwks().ready() => page(StatusCode::OK, "text/plain", "LIVE\n".into()),
+            Ok(()) => page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "NOT READY: first JWKS fetch in progress\n".into(),
+            ),
+        },
         "/metrics" | "/stats/prometheus" => {
             let accept = req
                 .headers()

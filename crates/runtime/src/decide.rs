@@ -1,6 +1,7 @@
 //! The one decision every front end asks for: [`Runtime::decide`].
 //!
-//! Owns the order around the engine's pure evaluation: load the policy snapshot once, wait for
+//! Owns the order around the engine's pure evaluation: load the policy snapshot once (and
+//! refuse with 503 while no policy set is loaded yet), wait for
 //! the first fetch of the remote keys the providers use (bounded by each rule's timeout),
 //! evaluate, and when a token names a key the fetched set lacks (perhaps a rotation), refetch
 //! (coalesced and rate-limited per source) and evaluate once more. Then it counts the outcome
@@ -13,7 +14,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use http::HeaderMap;
-use meshguard_engine::{EvalOptions, HttpRequest, Outcome, PathNormalization, evaluate};
+use meshguard_engine::{
+    DenyReason, EvalOptions, HttpRequest, Outcome, PathNormalization, evaluate,
+};
 
 use crate::Runtime;
 use crate::metrics::{AuthzLabels, JwtLabels, Metrics};
@@ -62,6 +65,12 @@ impl Runtime {
     /// is in flight).
     pub async fn decide(&self, facts: RequestFacts<'_>, headers: &mut HeaderMap) -> Decision {
         let snapshot = self.state.snapshot();
+        if !snapshot.loaded {
+            // A watched source has not delivered its first set: refuse (503) rather than
+            // decide against an empty set, which would allow everything.
+            let outcome = Outcome::refused(DenyReason::PoliciesNotLoaded);
+            return Decision { snapshot, outcome };
+        }
         if !snapshot
             .remote
             .values()

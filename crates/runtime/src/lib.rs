@@ -6,10 +6,11 @@
 //! asks [`Runtime::decide`] about each request. The runtime does not listen, parse HTTP,
 //! build replies or forward: those are the front end's.
 //!
-//! Modules: [`state`] (the snapshot, swapped atomically, and `/config_dump`), [`reload`] (file
-//! watching, SIGHUP, the load and reload log lines), [`metrics`] (every metric family and
-//! the two text formats), [`admin`] (the admin pages), [`access_log`] (the writer thread),
-//! [`decide`] (the decision).
+//! Modules: [`source`] (where policies come from: files, or a watched source such as the
+//! Kubernetes API server), [`state`] (the snapshot, swapped atomically, the workload, and
+//! `/config_dump`), [`reload`] (file watching, SIGHUP, a followed labels file, the load and
+//! reload log lines), [`metrics`] (every metric family and the two text formats), [`admin`]
+//! (the admin pages), [`access_log`] (the writer thread), [`decide`] (the decision).
 #![forbid(unsafe_code)]
 // No panics on the request path: index with `get`, no unwrap/expect/panic!/unreachable!.
 // An allowed site says why it cannot panic (docs/architecture.md, Panics). Tests may use
@@ -28,10 +29,10 @@ pub mod admin;
 pub mod decide;
 pub mod metrics;
 pub mod reload;
+pub mod source;
 pub mod state;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use meshguard_engine::PathNormalization;
@@ -39,13 +40,14 @@ use meshguard_model::{LoadErrors, Workload};
 
 pub use decide::{Decision, RequestFacts};
 pub use metrics::Metrics;
+pub use source::{PolicySource, WatchedSource};
 pub use state::{PolicyState, Snapshot};
 
 /// What a [`Runtime`] is built from.
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
-    /// Policy files and directories.
-    pub policies: Vec<PathBuf>,
+    /// Where the policies come from: files and directories, or a watched source.
+    pub policies: PolicySource,
     /// The workload the policies are selected for.
     pub workload: Workload,
     /// How request paths are normalized before matching (Istio's `pathNormalization`).
@@ -74,14 +76,18 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Loads and compiles the policies (generation 1) and starts the remote key fetchers.
+    /// Loads and compiles the policies of a file source (generation 1; a watched source has
+    /// none until it publishes its first set) and starts the remote key fetchers.
     pub fn load(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
         let metrics = Arc::new(Metrics::default());
         let jwks = meshguard_jwks::JwksManager::new(config.jwks, metrics.jwks.clone())
             .map_err(|e| RuntimeError::Jwks(e.to_string()))?;
         let state = PolicyState::load(config.policies, config.workload, jwks, config.token_cache)
             .map_err(RuntimeError::Policies)?;
-        metrics.config_generation.set(1);
+        let generation = state.snapshot().generation;
+        metrics
+            .config_generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
         Ok(Runtime {
             state: Arc::new(state),
             metrics,
@@ -89,7 +95,9 @@ impl Runtime {
         })
     }
 
-    /// Reloads on SIGHUP, and on file changes when `watch`, until `shutdown` resolves.
+    /// Reloads on SIGHUP, on file changes when `watch`, and when the workload's labels change,
+    /// until `shutdown` resolves (a file source); asks a watched source to read everything
+    /// again on SIGHUP.
     pub fn spawn_reload(&self, watch: bool, shutdown: impl Future<Output = ()> + Send + 'static) {
         tokio::spawn(reload::run(
             self.state.clone(),

@@ -122,6 +122,32 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// One watch of a watched policy source: the kind of object and the namespace read (`*` for a
+/// cluster-wide watch).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabels {
+    pub kind: &'static str,
+    pub namespace: String,
+}
+
+/// The health of a watched policy source (the Kubernetes API server), per watch. Families
+/// stay empty with a file source.
+#[derive(Clone, Debug, Default)]
+pub struct SourceMetrics {
+    /// 1 while the watch's last list completed and no error came since; 0 while listing or
+    /// after an error (the last good set keeps applying meanwhile).
+    pub synced: Family<WatchLabels, Gauge>,
+    /// Unix time of the watch's last complete list.
+    pub last_sync: Family<WatchLabels, Gauge>,
+    /// Errors of the watch (a failed list or watch, a dropped connection).
+    pub errors: Family<WatchLabels, Counter>,
+    /// Objects the watch holds, the invalid ones included.
+    pub objects: Family<WatchLabels, Gauge>,
+    /// Objects whose latest version was refused as invalid (their last good version, if
+    /// any, keeps applying).
+    pub invalid_objects: Family<WatchLabels, Gauge>,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClassLabels {
     /// The status class: `1xx` to `5xx`. A handful of values, so the series stay few.
@@ -325,6 +351,8 @@ pub struct Metrics {
     pub protocol_errors: ProtocolErrors,
     /// Upgraded (WebSocket) connections.
     pub upgrades: UpgradeMetrics,
+    /// A watched policy source's watches.
+    pub source: SourceMetrics,
 }
 
 impl Default for Metrics {
@@ -430,6 +458,32 @@ impl Default for Metrics {
             "Upgraded (WebSocket) client connections opened",
             upgrades.total.clone(),
         );
+        let source = SourceMetrics::default();
+        registry.register(
+            "policy_source_synced",
+            "1 when the watch of a policy source (kind, namespace) completed its last list and has had no error since, 0 otherwise",
+            source.synced.clone(),
+        );
+        registry.register(
+            "policy_source_last_sync_timestamp_seconds",
+            "Unix time of the last complete list of each watch of a policy source",
+            source.last_sync.clone(),
+        );
+        registry.register(
+            "policy_source_errors",
+            "Errors of each watch of a policy source (failed lists and watches, dropped connections)",
+            source.errors.clone(),
+        );
+        registry.register(
+            "policy_source_objects",
+            "Objects each watch of a policy source holds, invalid ones included",
+            source.objects.clone(),
+        );
+        registry.register(
+            "policy_source_invalid_objects",
+            "Objects of each watch of a policy source whose latest version was refused as invalid",
+            source.invalid_objects.clone(),
+        );
         let request_duration = ByClass::new(request_duration_family);
         let upstream_duration = ByClass::new(upstream_duration_family);
         // Created up front, so they show in /metrics from the start with 0.
@@ -451,6 +505,7 @@ impl Default for Metrics {
             premature_reset_closes,
             protocol_errors,
             upgrades,
+            source,
         }
     }
 }

@@ -1,7 +1,9 @@
-//! When to reload the policies: on SIGHUP, and when a policy file or directory changes.
+//! When to reload the policies: on SIGHUP, when a policy file or directory changes, and when
+//! the workload's labels change (a followed downward-API labels file, [`follow_labels_file`]).
 //!
 //! Owns the triggers, their debouncing, which file changes count, and the log lines of each
-//! load (start-up and reload). Loading, publishing and keeping the last good snapshot belong to
+//! load (start-up and reload); for a watched source, the metrics of each set it publishes
+//! ([`publish_now`]) and passing SIGHUP on to it. Loading, publishing and keeping the last good snapshot belong to
 //! [`crate::state::PolicyState::reload`]; what applies to the workload, and why a resource does
 //! not, is `meshguard_model::summarize` (which `meshguard validate` uses too); which directory
 //! entries the loader reads is `meshguard_model::loads_entry`.
@@ -13,12 +15,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshguard_model::{EntryType, Kind, loads_entry};
+use meshguard_model::{EntryType, Kind, PolicySet, loads_entry, parse_labels_file};
 use meshguard_policy::KeySource;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::metrics::{Metrics, ResultLabels};
+use crate::source::PolicySource;
 use crate::state::{PolicyState, ReloadOutcome, Snapshot};
 
 /// Changes that arrive within this window are applied as one reload (editors write files in
@@ -54,15 +57,16 @@ fn listed(items: &[String]) -> String {
 /// silently: what was loaded, each file skipped in a directory, what applies (or a warning with
 /// the likely reason when nothing does; or, when RequestAuthentications apply but no
 /// AuthorizationPolicy does, a warning that no token is required, with why each loaded
-/// AuthorizationPolicy does not apply), and the JWT providers. `paths`: the `--policies`
-/// paths.
-fn summary_lines(snap: &Snapshot, paths: &[PathBuf]) -> (String, Vec<(Level, String)>) {
+/// AuthorizationPolicy does not apply), and the JWT providers. `source`: where the policies
+/// come from (the `--policies` paths, or a watched source).
+fn summary_lines(snap: &Snapshot, source: &PolicySource) -> (String, Vec<(Level, String)>) {
+    let paths = source.paths();
     let summary = &snap.summary;
     let ras = summary.loaded_count(Kind::RequestAuthentication);
     let aps = summary.loaded_count(Kind::AuthorizationPolicy);
     let mut loaded = format!(
-        "{ras} RequestAuthentication, {aps} AuthorizationPolicy from {} file(s)",
-        snap.files.len()
+        "{ras} RequestAuthentication, {aps} AuthorizationPolicy from {}",
+        source.describe(snap.files.len())
     );
     if !snap.skipped.is_empty() {
         let _ = write!(
@@ -95,7 +99,16 @@ fn summary_lines(snap: &Snapshot, paths: &[PathBuf]) -> (String, Vec<(Level, Str
             Level::Warn,
             format!("no policy applies to {who}: every request is allowed, as Istio does"),
         ));
-        let hints = if snap.files.is_empty() {
+        let hints = if let PolicySource::Watched(w) = source {
+            if summary.resources.is_empty() {
+                vec![format!(
+                    "{} holds no RequestAuthentication or AuthorizationPolicy in the namespaces read",
+                    w.describe()
+                )]
+            } else {
+                summary.why_nothing_applies()
+            }
+        } else if snap.files.is_empty() {
             let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
             let mut hint = format!("no policy file was read from {}", paths.join(", "));
             if !snap.skipped_files.is_empty() {
@@ -164,7 +177,15 @@ fn summary_lines(snap: &Snapshot, paths: &[PathBuf]) -> (String, Vec<(Level, Str
 /// wrong `--namespace` or label visible).
 pub fn log_summary(state: &PolicyState, headline: &str) {
     let snap = state.snapshot();
-    let (loaded, lines) = summary_lines(&snap, state.paths());
+    if !snap.loaded {
+        if let Err(why) = state.policies_ready() {
+            tracing::info!(
+                "policies not loaded yet ({why}); requests are refused with 503 until then"
+            );
+        }
+        return;
+    }
+    let (loaded, lines) = summary_lines(&snap, state.source());
     tracing::info!("{headline}: {loaded}");
     for (level, line) in lines {
         match level {
@@ -212,6 +233,31 @@ pub fn reload_now(state: &PolicyState, metrics: &Metrics, why: &str) {
             }
         }
     }
+}
+
+/// Publishes a complete set from a watched source ([`PolicyState::publish`]) and counts the
+/// outcome as a reload is counted (`meshguard_config_reloads_total`,
+/// `meshguard_config_generation`). The source logs what changed.
+pub fn publish_now(state: &PolicyState, metrics: &Metrics, set: PolicySet) -> ReloadOutcome {
+    let outcome = state.publish(set);
+    match &outcome {
+        ReloadOutcome::Applied { generation } => {
+            metrics
+                .reloads
+                .get_or_create(&ResultLabels { result: "success" })
+                .inc();
+            metrics
+                .config_generation
+                .set(i64::try_from(*generation).unwrap_or(i64::MAX));
+        }
+        ReloadOutcome::Failed(_) => {
+            metrics
+                .reloads
+                .get_or_create(&ResultLabels { result: "failure" })
+                .inc();
+        }
+    }
+    outcome
 }
 
 /// The entry a Kubernetes ConfigMap mount swaps on each update: `..data` is a symlink to a
@@ -331,7 +377,21 @@ pub fn run(
     shutdown: impl Future<Output = ()>,
 ) -> impl Future<Output = ()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<&'static str>();
-    let watcher = if watch {
+    let files = matches!(state.source(), PolicySource::Files(_));
+    if files {
+        // New labels select other resources: compile the files again for them. (A watched
+        // source hears of the change itself and publishes again.)
+        let mut workload = state.subscribe_workload();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while workload.changed().await.is_ok() {
+                if tx.send("labels change").is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let watcher = if watch && files {
         let tx = tx.clone();
         let interest = Interest::new(state.paths());
         let mut watcher =
@@ -381,11 +441,109 @@ pub fn run(
                 w = rx.recv() => match w { Some(w) => w, None => break },
                 () = &mut shutdown => break,
             };
+            if let PolicySource::Watched(source) = state.source() {
+                // Only SIGHUP reaches here: the source reads everything again, and publishes
+                // if anything changed.
+                tracing::info!(
+                    "{why}: reading every object again from {}",
+                    source.describe()
+                );
+                source.resync();
+                continue;
+            }
             // Collect the burst, then reload once, off the async threads (loading reads files).
             tokio::time::sleep(DEBOUNCE).await;
             while rx.try_recv().is_ok() {}
             let (s, m) = (state.clone(), metrics.clone());
             let _ = tokio::task::spawn_blocking(move || reload_now(&s, &m, why)).await;
+        }
+    }
+}
+
+/// Reads a downward-API labels file (`key="value"` lines, [`parse_labels_file`]); the error
+/// names the file and what is wrong with it.
+pub fn read_labels_file(path: &Path) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("labels file {}: cannot read: {e}", path.display()))?;
+    parse_labels_file(&text).map_err(|e| format!("labels file {}: {e}", path.display()))
+}
+
+/// Follows a downward-API labels file until `shutdown`: kubelet rewrites it when the Pod's
+/// labels change (through the `..data` swap of the volume), and each change that reads well
+/// becomes the workload's labels ([`PolicyState::set_labels`]; the policies are then compiled
+/// again for them). A file that cannot be read or parsed keeps the labels in use, with a
+/// warning. The watch is set up, and the file read once more, before the returned future
+/// first runs, so that a change after the start-up read is not missed.
+pub fn follow_labels_file(
+    state: Arc<PolicyState>,
+    path: PathBuf,
+    shutdown: impl Future<Output = ()>,
+) -> impl Future<Output = ()> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let file = absolute(&path);
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let watched = file.clone();
+    let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        let relevant = match &ev {
+            // A watcher error may mean lost events: read the file again.
+            Err(_) => true,
+            Ok(e) => {
+                !e.kind.is_access()
+                    && (e.need_rescan()
+                        || e.paths.iter().any(|p| {
+                            *p == watched
+                                || (p.file_name() == Some(OsStr::new(CONFIGMAP_DATA))
+                                    && p.parent() == watched.parent())
+                        }))
+            }
+        };
+        if relevant {
+            let _ = tx.send(());
+        }
+    });
+    let watcher = match watcher {
+        Ok(mut w) => match w.watch(&dir, RecursiveMode::NonRecursive) {
+            Ok(()) => Some(w),
+            Err(e) => {
+                tracing::warn!(path = %dir.display(), error = %e, "cannot watch the labels file's directory; label changes are not followed");
+                None
+            }
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the labels file; label changes are not followed");
+            None
+        }
+    };
+    let apply = move |state: &PolicyState| match read_labels_file(&path) {
+        Ok(labels) => {
+            let before = state.workload();
+            if state.set_labels(labels) {
+                tracing::info!(
+                    "workload labels changed ({}): {} -> {}",
+                    path.display(),
+                    before.describe(),
+                    state.workload().describe()
+                );
+            }
+        }
+        Err(e) => tracing::warn!("{e}; keeping the labels in use"),
+    };
+    apply(&state);
+    async move {
+        let _watcher = watcher;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                w = rx.recv() => if w.is_none() { break },
+                () = &mut shutdown => break,
+            }
+            // kubelet swaps several entries per update: read once the burst is over.
+            tokio::time::sleep(DEBOUNCE).await;
+            while rx.try_recv().is_ok() {}
+            apply(&state);
         }
     }
 }

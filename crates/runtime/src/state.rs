@@ -1,14 +1,17 @@
 //! The live policy snapshot and its reloads (docs/decisions.md, decision 8).
 //!
-//! Owns: loading and compiling the policy files into a [`Snapshot`], publishing it atomically
-//! (a request loads the snapshot once and never sees a half-applied change), keeping the last
-//! good snapshot when a reload fails, and what `/config_dump` shows. Does not own when reloads
-//! happen (file watching and SIGHUP live in [`crate::reload`]).
+//! Owns: compiling a policy set, from whichever source ([`crate::source`]), into a
+//! [`Snapshot`] for the workload; publishing it atomically (a request loads the snapshot once
+//! and never sees a half-applied change); keeping the last good snapshot when a set fails;
+//! the workload, whose labels may change; readiness of the policies; and what
+//! `/config_dump` shows. Does not own when files are reloaded (file watching and SIGHUP live
+//! in [`crate::reload`]) or how a watched source reads its objects.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -17,11 +20,15 @@ use meshguard_engine::{KeyStore, VerifiedCache};
 use meshguard_jwks::{JwksManager, RemoteKeys};
 use meshguard_jwt::Jwks;
 use meshguard_model::{
-    LoadErrors, LoadOptions, SkippedFile, Workload, WorkloadSummary, load_paths, summarize,
+    LoadErrors, LoadFailure, LoadOptions, PolicySet, SkippedFile, Workload, WorkloadSummary,
+    load_paths, summarize,
 };
 use meshguard_policy::{CompiledWorkload, KeySource, RemoteKeySource};
 use serde::Serialize;
 use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::source::PolicySource;
 
 /// One loaded and compiled policy set.
 #[derive(Debug)]
@@ -45,6 +52,9 @@ pub struct Snapshot {
     /// What applies to the workload: for the start-up and reload log lines and
     /// `/config_dump`.
     pub summary: WorkloadSummary,
+    /// False only before a watched source's first set (generation 0, nothing compiled):
+    /// every request is then refused with 503, never decided against an empty set.
+    pub loaded: bool,
 }
 
 impl KeyStore for Snapshot {
@@ -73,8 +83,10 @@ pub struct ReloadFailure {
 /// The shared, swappable policy state.
 #[derive(Debug)]
 pub struct PolicyState {
-    paths: Vec<PathBuf>,
-    workload: Workload,
+    source: PolicySource,
+    /// The workload; its labels may change (a followed labels file or Pod). Receivers from
+    /// [`PolicyState::subscribe_workload`] hear of each change.
+    workload: watch::Sender<Workload>,
     jwks: JwksManager,
     verified: Option<Arc<VerifiedCache>>,
     current: ArcSwap<Snapshot>,
@@ -88,18 +100,16 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-fn load(
-    paths: &[PathBuf],
+/// Compiles what a source produced into a snapshot: every error of the set at once (decoding
+/// and compiling), nothing of it on any error.
+fn build(
+    loaded: Result<PolicySet, LoadFailure>,
     workload: &Workload,
     jwks: &JwksManager,
     verified: &Option<Arc<VerifiedCache>>,
     generation: u64,
 ) -> Result<Snapshot, LoadErrors> {
-    let opts = LoadOptions {
-        default_namespace: workload.namespace.clone(),
-    };
-    // Every error of the set at once (decoding and compiling); nothing of it on any error.
-    let (set, compiled) = meshguard_policy::compile_loaded(load_paths(paths, &opts), workload)?;
+    let (set, compiled) = meshguard_policy::compile_loaded(loaded, workload)?;
     // One fetcher per distinct source, shared across reloads: the manager keeps them.
     let remote = compiled
         .remote_sources()
@@ -116,7 +126,40 @@ fn load(
         files: set.files,
         generation,
         loaded_at: unix_now(),
+        loaded: true,
     })
+}
+
+/// The files of a file source, loaded.
+fn load_files(paths: &[PathBuf], workload: &Workload) -> Result<PolicySet, LoadFailure> {
+    let opts = LoadOptions {
+        default_namespace: workload.namespace.clone(),
+    };
+    load_paths(paths, &opts)
+}
+
+/// The snapshot of a watched source before its first set: nothing compiled, nothing served.
+fn not_loaded(workload: &Workload, verified: &Option<Arc<VerifiedCache>>) -> Snapshot {
+    let empty = PolicySet::default();
+    Snapshot {
+        compiled: CompiledWorkload {
+            workload: workload.clone(),
+            providers: Vec::new(),
+            custom: Vec::new(),
+            audit: Vec::new(),
+            deny: Vec::new(),
+            allow: Vec::new(),
+        },
+        files: Vec::new(),
+        skipped: Vec::new(),
+        generation: 0,
+        loaded_at: unix_now(),
+        remote: HashMap::new(),
+        verified: verified.clone(),
+        skipped_files: Vec::new(),
+        summary: summarize(&empty, workload),
+        loaded: false,
+    }
 }
 
 /// The outcome of one reload attempt.
@@ -127,19 +170,26 @@ pub enum ReloadOutcome {
 }
 
 impl PolicyState {
-    /// Loads the policies for the first time; any error is fatal to start-up.
-    /// `token_cache`: how many verified tokens to remember (0 disables the cache).
+    /// The state for `source`. A file source is loaded now, and any error is fatal to
+    /// start-up; a watched source starts with no set ([`Snapshot::loaded`] false) until its
+    /// first [`PolicyState::publish`]. `token_cache`: how many verified tokens to remember
+    /// (0 disables the cache).
     pub fn load(
-        paths: Vec<PathBuf>,
+        source: PolicySource,
         workload: Workload,
         jwks: JwksManager,
         token_cache: usize,
     ) -> Result<PolicyState, LoadErrors> {
         let verified = (token_cache > 0).then(|| Arc::new(VerifiedCache::new(token_cache)));
-        let snap = load(&paths, &workload, &jwks, &verified, 1)?;
+        let snap = match &source {
+            PolicySource::Files(paths) => {
+                build(load_files(paths, &workload), &workload, &jwks, &verified, 1)?
+            }
+            PolicySource::Watched(_) => not_loaded(&workload, &verified),
+        };
         Ok(PolicyState {
-            paths,
-            workload,
+            source,
+            workload: watch::Sender::new(workload),
             jwks,
             verified,
             current: ArcSwap::from_pointee(snap),
@@ -152,13 +202,30 @@ impl PolicyState {
         self.current.load_full()
     }
 
-    /// Loads the files again. On success the new snapshot replaces the old one in one step;
-    /// on failure the old one stays and the errors are kept for `/config_dump`.
+    /// Loads the files again (a file source; a watched source publishes instead, and this
+    /// recompiles nothing for it). On success the new snapshot replaces the old one in one
+    /// step; on failure the old one stays and the errors are kept for `/config_dump`.
     pub fn reload(&self) -> ReloadOutcome {
+        match &self.source {
+            PolicySource::Files(paths) => self.install(load_files(paths, &self.workload())),
+            PolicySource::Watched(_) => ReloadOutcome::Applied {
+                generation: self.current.load().generation,
+            },
+        }
+    }
+
+    /// Compiles a complete set from a watched source for the current workload and, when it
+    /// compiles, swaps it in (the first one makes the policies ready); otherwise the last
+    /// good snapshot stays and the errors are kept for `/config_dump`.
+    pub fn publish(&self, set: PolicySet) -> ReloadOutcome {
+        self.install(Ok(set))
+    }
+
+    fn install(&self, loaded: Result<PolicySet, LoadFailure>) -> ReloadOutcome {
         let next_gen = self.current.load().generation + 1;
-        match load(
-            &self.paths,
-            &self.workload,
+        match build(
+            loaded,
+            &self.workload(),
             &self.jwks,
             &self.verified,
             next_gen,
@@ -183,16 +250,61 @@ impl PolicyState {
         }
     }
 
+    /// Replaces the workload's labels (a followed labels file or Pod changed). Returns
+    /// whether they changed; if so, subscribers hear of it, and the next set (a file reload,
+    /// a watched source's next publish) is compiled for the new labels.
+    pub fn set_labels(&self, labels: BTreeMap<String, String>) -> bool {
+        self.workload.send_if_modified(|w| {
+            if w.labels == labels {
+                return false;
+            }
+            w.labels = labels;
+            true
+        })
+    }
+
+    /// Hears of each change of the workload (its labels).
+    pub fn subscribe_workload(&self) -> watch::Receiver<Workload> {
+        self.workload.subscribe()
+    }
+
+    /// Whether the policies can be served: `Err` with what is missing while a watched source
+    /// has not published its first set.
+    pub fn policies_ready(&self) -> Result<(), String> {
+        if self.snapshot().loaded {
+            return Ok(());
+        }
+        let PolicySource::Watched(source) = &self.source else {
+            return Ok(());
+        };
+        let pending = source.pending();
+        let mut why = format!(
+            "waiting for the first complete list from {}",
+            source.describe()
+        );
+        if !pending.is_empty() {
+            why.push_str(": ");
+            why.push_str(&pending.join("; "));
+        }
+        Err(why)
+    }
+
+    pub fn source(&self) -> &PolicySource {
+        &self.source
+    }
+
     pub fn jwks(&self) -> &JwksManager {
         &self.jwks
     }
 
+    /// The policy paths of a file source; empty for a watched one.
     pub fn paths(&self) -> &[PathBuf] {
-        &self.paths
+        self.source.paths()
     }
 
-    pub fn workload(&self) -> &Workload {
-        &self.workload
+    /// The workload now (its labels may have changed since the snapshot was compiled).
+    pub fn workload(&self) -> Workload {
+        self.workload.borrow().clone()
     }
 
     pub fn last_error(&self) -> Option<ReloadFailure> {
@@ -241,14 +353,20 @@ impl PolicyState {
                 })
             })
             .collect();
+        let source = match &self.source {
+            PolicySource::Files(paths) => json!({"type": "files", "paths": paths}),
+            PolicySource::Watched(w) => w.dump(),
+        };
         json!({
             "workload": {
                 "namespace": cw.workload.namespace,
                 "labels": cw.workload.labels,
                 "root_namespace": cw.workload.root_namespace,
             },
+            "policies_loaded": snap.loaded,
             "generation": snap.generation,
             "loaded_at": snap.loaded_at,
+            "source": source,
             "files": snap.files,
             "skipped": snap.skipped,
             "skipped_files": snap.skipped_files.iter().map(ToString::to_string).collect::<Vec<_>>(),

@@ -50,6 +50,7 @@ macro_rules! print {
     };
 }
 
+mod cert;
 mod check;
 mod proxy;
 mod token;
@@ -90,6 +91,8 @@ enum Command {
     Echo(proxy::EchoArgs),
     /// Make keys, sign, decode and verify JWTs (replaces Istio's gen-jwt.py and jwt.io).
     Token(token::TokenArgs),
+    /// Make a mesh CA and SPIFFE workload certificates in Istio's file layout (for --tls-dir).
+    Cert(cert::CertArgs),
 }
 
 /// `--output` of the subcommands that report.
@@ -142,6 +145,7 @@ fn main() -> ExitCode {
         Command::Echo(args) => proxy::run_echo(args),
         Command::Validate(args) => validate::run(args),
         Command::Token(args) => token::run(args),
+        Command::Cert(args) => cert::run(args),
     };
     match result {
         Ok(_) if STDOUT_FAILED.load(Ordering::Relaxed) => ExitCode::from(1),

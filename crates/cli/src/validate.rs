@@ -110,7 +110,9 @@ pub fn run(args: ValidateArgs) -> Result<i32, CliError> {
         &load_errors,
         named_workload.as_ref(),
     ));
-    let resources = set.request_authentications.len() + set.authorization_policies.len();
+    let resources = set.request_authentications.len()
+        + set.authorization_policies.len()
+        + set.peer_authentications.len();
     let files = set.files.len();
     let errors = findings
         .iter()
@@ -183,6 +185,7 @@ fn loading_warnings(
         .iter()
         .map(|r| &r.origin.file)
         .chain(set.authorization_policies.iter().map(|r| &r.origin.file))
+        .chain(set.peer_authentications.iter().map(|r| &r.origin.file))
         .chain(load_errors.iter().map(|e| &e.file));
     let origins: Vec<&PathBuf> = origins.collect();
     for path in paths {

@@ -275,3 +275,531 @@ fn cert_help_shows_an_example() {
         "{help}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The listener: which connections are served, refused or fail their handshake.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use support::proxy::{Proxy, Stdout, spawn};
+
+/// What a client saw.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    /// An HTTP response with this status.
+    Status(u16),
+    /// A TCP reset before any answer (Envoy's `no_filter_chain_match`).
+    Reset,
+    /// A TLS alert: the text after "alert " in openssl's message (`certificate required`,
+    /// `certificate unknown`, `unknown ca`, ...).
+    Alert(String),
+    /// Closed without a response, reset or alert.
+    Closed(String),
+}
+
+const GET: &str = "GET /headers HTTP/1.1\r\nHost: httpbin\r\nConnection: close\r\n\r\n";
+
+/// A plaintext `GET /headers`.
+fn plain(addr: &str) -> Seen {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // The proxy may reset before or after the request is written.
+    let _ = s.write_all(GET.as_bytes());
+    let mut out = Vec::new();
+    match s.read_to_end(&mut out) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Seen::Reset,
+        Err(e) => Seen::Closed(e.to_string()),
+        Ok(_) if out.is_empty() => Seen::Closed("eof".into()),
+        Ok(_) => Seen::Status(support::http::parse(&out).status),
+    }
+}
+
+/// The files of a client: `dir/NAME/{cert-chain,key}.pem`.
+#[derive(Clone, Copy)]
+struct Client<'a>(Option<&'a Path>);
+
+/// `GET /headers` over TLS with `openssl s_client`, offering `alpn` and presenting `client`'s
+/// certificate; returns what was seen and the response body.
+fn tls(addr: &str, alpn: &str, client: Client<'_>, sni: Option<&str>) -> (Seen, String) {
+    let mut cmd = std::process::Command::new("openssl");
+    cmd.args(["s_client", "-connect", addr, "-quiet", "-ign_eof"]);
+    if !alpn.is_empty() {
+        cmd.args(["-alpn", alpn]);
+    }
+    if let Some(sni) = sni {
+        cmd.args(["-servername", sni]);
+    } else {
+        cmd.arg("-noservername");
+    }
+    if let Client(Some(dir)) = client {
+        cmd.arg("-cert")
+            .arg(dir.join("cert-chain.pem"))
+            .arg("-key")
+            .arg(dir.join("key.pem"));
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(GET.as_bytes());
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if stdout.starts_with("HTTP/") {
+        let r = support::http::parse(&out.stdout);
+        return (Seen::Status(r.status), r.body);
+    }
+    if let Some((_, rest)) = stderr.split_once(" alert ") {
+        let what = rest.split(':').next().unwrap_or("").to_string();
+        return (Seen::Alert(what), String::new());
+    }
+    if stderr.contains("errno=104") || stderr.contains("Connection reset") {
+        return (Seen::Reset, String::new());
+    }
+    (Seen::Closed(stderr), String::new())
+}
+
+/// Istio's client sidecar's ALPN for HTTP/1.1.
+const ISTIO_HTTP11: &str = "istio-http/1.1,istio,http/1.1";
+
+/// A mesh for the tests: a CA (trust domain cluster.local), the server `httpbin` in `foo`,
+/// clients `sleep` (bar), `other-td` (trust domain other.td, same CA), `alias-td`
+/// (trust domain old.td, same CA), `foreign` (another CA), `expired` (this CA, expired).
+struct Mesh {
+    dir: PathBuf,
+}
+
+impl Mesh {
+    fn new(name: &str) -> Mesh {
+        let dir = tmp(name);
+        ca_and_workload(&dir, "cluster.local", "httpbin", "foo", "httpbin");
+        issue(&dir, "ca", "sleep", "bar", "sleep", &[]);
+        issue(
+            &dir,
+            "ca",
+            "other-td",
+            "bar",
+            "sleep",
+            &["--trust-domain", "other.td"],
+        );
+        issue(
+            &dir,
+            "ca",
+            "alias-td",
+            "bar",
+            "sleep",
+            &["--trust-domain", "old.td"],
+        );
+        cert(&["ca", "--out", path(&dir.join("ca2"))]);
+        issue(&dir, "ca2", "foreign", "bar", "sleep", &[]);
+        expired_client(&dir.join("ca"), &dir.join("expired"));
+        std::fs::create_dir_all(dir.join("policies")).unwrap();
+        Mesh { dir }
+    }
+
+    fn client(&self, name: &str) -> Client<'static> {
+        Client(Some(self.dir.join(name).leak()))
+    }
+
+    /// Writes the policies (replacing earlier ones).
+    fn policies(&self, yaml: &str) {
+        let p = self.dir.join("policies");
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(p.join("p.yaml"), yaml).unwrap();
+    }
+
+    /// `meshguard proxy` for workload foo/app=httpbin with `--tls-dir httpbin` and `extra`.
+    fn proxy(&self, extra: &[&str]) -> Proxy {
+        spawn(
+            meshguard()
+                .args(["proxy", "--admin", "127.0.0.1:0", "--no-access-log"])
+                .args(["--namespace", "foo", "--labels", "app=httpbin"])
+                .arg("--policies")
+                .arg(self.dir.join("policies"))
+                .arg("--tls-dir")
+                .arg(self.dir.join("httpbin"))
+                .args(if extra.contains(&"--listen") {
+                    &[][..]
+                } else {
+                    &["--listen", "127.0.0.1:0"][..]
+                })
+                .args(extra),
+            Stdout::Null,
+        )
+    }
+}
+
+/// A client certificate of the CA in `ca` that expired an hour ago.
+fn expired_client(ca: &Path, out: &Path) {
+    use rcgen::{CertificateParams, Issuer, KeyPair, SanType};
+    let ca_key =
+        KeyPair::from_pem(&std::fs::read_to_string(ca.join("ca-key.pem")).unwrap()).unwrap();
+    let issuer = Issuer::from_ca_cert_pem(
+        &std::fs::read_to_string(ca.join("ca-cert.pem")).unwrap(),
+        ca_key,
+    )
+    .unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.subject_alt_names = vec![SanType::URI(
+        "spiffe://cluster.local/ns/bar/sa/sleep".try_into().unwrap(),
+    )];
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    params.not_before = rcgen::date_time_ymd(1970, 1, 1) + (now - Duration::from_secs(7200));
+    params.not_after = rcgen::date_time_ymd(1970, 1, 1) + (now - Duration::from_secs(3600));
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    std::fs::create_dir_all(out).unwrap();
+    std::fs::write(out.join("cert-chain.pem"), cert.pem()).unwrap();
+    std::fs::write(out.join("key.pem"), key.serialize_pem()).unwrap();
+}
+
+fn pa(ns: &str, name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {spec}\n---\n"
+    )
+}
+
+#[test]
+fn strict_serves_mutual_tls_and_resets_everything_else() {
+    let mesh = Mesh::new("mtls-strict");
+    mesh.policies(&pa("foo", "default", "{mtls: {mode: STRICT}}"));
+    let p = mesh.proxy(&[]);
+    let addr = p.addr();
+    // Plaintext: a reset, no HTTP answer.
+    assert_eq!(plain(addr), Seen::Reset);
+    // A good client certificate, with Istio's ALPN lists and with none.
+    for alpn in [
+        ISTIO_HTTP11,
+        "istio-h2,istio,h2",
+        "istio-peer-exchange,istio",
+        "",
+    ] {
+        let (seen, body) = tls(addr, alpn, mesh.client("sleep"), None);
+        if alpn.contains("h2") && !alpn.contains("peer-exchange") {
+            // h2 negotiated: openssl's HTTP/1.1 request is not HTTP/2.
+            continue;
+        }
+        assert_eq!(seen, Seen::Status(200), "ALPN {alpn:?}: {body}");
+        assert!(body.contains("\"x-forwarded-proto\": \"https\""), "{body}");
+    }
+    // No certificate; a foreign trust domain; a foreign CA; expired.
+    assert_eq!(
+        tls(addr, ISTIO_HTTP11, Client(None), None).0,
+        Seen::Alert("certificate required".into())
+    );
+    assert_eq!(
+        tls(addr, ISTIO_HTTP11, mesh.client("other-td"), None).0,
+        Seen::Alert("certificate unknown".into())
+    );
+    // Another CA with the same name as ours: its signature does not verify.
+    assert!(matches!(
+        tls(addr, ISTIO_HTTP11, mesh.client("foreign"), None).0,
+        Seen::Alert(a) if a == "decrypt error" || a == "unknown ca"
+    ));
+    assert!(matches!(
+        tls(addr, ISTIO_HTTP11, mesh.client("expired"), None).0,
+        Seen::Alert(a) if a == "certificate expired"
+    ));
+}
+
+#[test]
+fn curl_gets_http2_and_http1_over_mutual_tls() {
+    let mesh = Mesh::new("mtls-curl");
+    mesh.policies(&pa("foo", "default", "{mtls: {mode: STRICT}}"));
+    let p = mesh.proxy(&[]);
+    let url = format!("https://{}/headers", p.addr());
+    let d = &mesh.dir;
+    for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-k",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{http_version}",
+            ])
+            .args(["--cacert", path(&d.join("httpbin/root-cert.pem"))])
+            .args(["--cert", path(&d.join("sleep/cert-chain.pem"))])
+            .args(["--key", path(&d.join("sleep/key.pem"))])
+            .args([flag, &url])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("200 {version}")
+        );
+    }
+    // Without a certificate curl fails the handshake; plaintext is reset (curl exit 56).
+    let out = std::process::Command::new("curl")
+        .args(["-s", &format!("http://{}/headers", p.addr())])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(56));
+}
+
+#[test]
+fn permissive_serves_istio_tls_and_plaintext_on_one_port() {
+    let mesh = Mesh::new("mtls-permissive");
+    // No PeerAuthentication at all: PERMISSIVE.
+    mesh.policies("");
+    let p = mesh.proxy(&[]);
+    let addr = p.addr();
+    assert_eq!(plain(addr), Seen::Status(200));
+    assert_eq!(
+        tls(addr, ISTIO_HTTP11, mesh.client("sleep"), None).0,
+        Seen::Status(200)
+    );
+    // TLS without an Istio ALPN has no chain on an HTTP port: reset.
+    assert_eq!(
+        tls(addr, "h2,http/1.1", mesh.client("sleep"), None).0,
+        Seen::Reset
+    );
+    assert_eq!(tls(addr, "", mesh.client("sleep"), None).0, Seen::Reset);
+    // The TLS chain still requires a client certificate in the trust domain.
+    assert_eq!(
+        tls(addr, ISTIO_HTTP11, Client(None), None).0,
+        Seen::Alert("certificate required".into())
+    );
+}
+
+#[test]
+fn disable_serves_plaintext_only() {
+    let mesh = Mesh::new("mtls-disable");
+    mesh.policies(&pa("istio-system", "mesh", "{mtls: {mode: DISABLE}}"));
+    let p = mesh.proxy(&[]);
+    assert_eq!(plain(p.addr()), Seen::Status(200));
+    assert_eq!(
+        tls(p.addr(), ISTIO_HTTP11, mesh.client("sleep"), None).0,
+        Seen::Reset
+    );
+}
+
+#[test]
+fn trust_domain_aliases_are_accepted() {
+    let mesh = Mesh::new("mtls-alias");
+    mesh.policies(&pa("foo", "default", "{mtls: {mode: STRICT}}"));
+    let p = mesh.proxy(&["--trust-domain-aliases", "old.td"]);
+    assert_eq!(
+        tls(p.addr(), ISTIO_HTTP11, mesh.client("alias-td"), None).0,
+        Seen::Status(200)
+    );
+    assert_eq!(
+        tls(p.addr(), ISTIO_HTTP11, mesh.client("other-td"), None).0,
+        Seen::Alert("certificate unknown".into())
+    );
+    // The same from MeshConfig.
+    std::fs::write(
+        mesh.dir.join("mesh.yaml"),
+        "trustDomain: cluster.local\ntrustDomainAliases: [other.td]\n",
+    )
+    .unwrap();
+    let p = mesh.proxy(&["--mesh-config", path(&mesh.dir.join("mesh.yaml"))]);
+    assert_eq!(
+        tls(p.addr(), ISTIO_HTTP11, mesh.client("other-td"), None).0,
+        Seen::Status(200)
+    );
+    assert_eq!(
+        tls(p.addr(), ISTIO_HTTP11, mesh.client("alias-td"), None).0,
+        Seen::Alert("certificate unknown".into())
+    );
+}
+
+/// A free loopback port (bound, then released) for port-level settings.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn mesh_namespace_workload_and_port_levels_compose_as_istio() {
+    let mesh = Mesh::new("mtls-levels");
+    let wl = |spec: &str| {
+        pa(
+            "foo",
+            "wl",
+            &format!("{{selector: {{matchLabels: {{app: httpbin}}}}, {spec}}}"),
+        )
+    };
+    let port = free_port();
+    // (policies, expected: plaintext served?, Istio TLS served?)
+    let cases: Vec<(String, bool, bool)> = vec![
+        (
+            pa("istio-system", "mesh", "{mtls: {mode: STRICT}}"),
+            false,
+            true,
+        ),
+        // Namespace UNSET inherits the mesh's STRICT.
+        (
+            pa("istio-system", "mesh", "{mtls: {mode: STRICT}}")
+                + &pa("foo", "ns", "{mtls: {mode: UNSET}}"),
+            false,
+            true,
+        ),
+        // Namespace overrides the mesh.
+        (
+            pa("istio-system", "mesh", "{mtls: {mode: STRICT}}")
+                + &pa("foo", "ns", "{mtls: {mode: PERMISSIVE}}"),
+            true,
+            true,
+        ),
+        // Workload overrides the namespace; workload UNSET inherits.
+        (
+            pa("foo", "ns", "{mtls: {mode: STRICT}}") + &wl("mtls: {mode: DISABLE}"),
+            true,
+            false,
+        ),
+        (
+            pa("foo", "ns", "{mtls: {mode: STRICT}}") + &wl("mtls: {mode: UNSET}"),
+            false,
+            true,
+        ),
+        // Port level: the listening port's own mode; UNSET inherits the workload's.
+        (
+            pa("foo", "ns", "{mtls: {mode: STRICT}}")
+                + &wl(&format!("portLevelMtls: {{'{port}': {{mode: DISABLE}}}}")),
+            true,
+            false,
+        ),
+        (
+            pa("foo", "ns", "{mtls: {mode: DISABLE}}")
+                + &wl(&format!(
+                    "mtls: {{mode: STRICT}}, portLevelMtls: {{'{port}': {{mode: UNSET}}}}"
+                )),
+            false,
+            true,
+        ),
+        // Another port's setting does not apply.
+        (
+            pa("foo", "ns", "{mtls: {mode: STRICT}}")
+                + &wl("portLevelMtls: {'1': {mode: DISABLE}}"),
+            false,
+            true,
+        ),
+        // A root-namespace policy with a selector is ignored.
+        (
+            pa(
+                "istio-system",
+                "r",
+                "{selector: {matchLabels: {app: httpbin}}, mtls: {mode: STRICT}}",
+            ),
+            true,
+            true,
+        ),
+    ];
+    for (policies, plain_ok, tls_ok) in cases {
+        mesh.policies(&policies);
+        let p = mesh.proxy(&["--listen", &format!("127.0.0.1:{port}")]);
+        let addr = p.addr();
+        let want_plain = if plain_ok {
+            Seen::Status(200)
+        } else {
+            Seen::Reset
+        };
+        let want_tls = if tls_ok {
+            Seen::Status(200)
+        } else {
+            Seen::Reset
+        };
+        assert_eq!(plain(addr), want_plain, "{policies}");
+        assert_eq!(
+            tls(addr, ISTIO_HTTP11, mesh.client("sleep"), None).0,
+            want_tls,
+            "{policies}"
+        );
+        drop(p);
+    }
+}
+
+#[test]
+fn strict_without_tls_dir_is_a_start_up_error_naming_the_policy() {
+    let dir = tmp("mtls-no-dir");
+    std::fs::write(
+        dir.join("p.yaml"),
+        pa("foo", "lockdown", "{mtls: {mode: STRICT}}"),
+    )
+    .unwrap();
+    let out = meshguard()
+        .args([
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--namespace",
+            "foo",
+        ])
+        .arg("--policies")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("error: PeerAuthentication foo/lockdown requires mutual TLS (STRICT) but no --tls-dir was given"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn invalid_peer_authentication_is_refused_with_istios_message() {
+    let dir = tmp("mtls-invalid");
+    std::fs::write(
+        dir.join("p.yaml"),
+        pa("foo", "ports", "{portLevelMtls: {'8080': {mode: STRICT}}}"),
+    )
+    .unwrap();
+    let out = meshguard().arg("validate").arg(&dir).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        text(&out).contains("(PeerAuthentication foo/ports): field spec.portLevelMtls: mesh/namespace peer authentication cannot have port level mTLS"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_reloaded_peer_authentication_applies_to_new_connections() {
+    let mesh = Mesh::new("mtls-reload");
+    mesh.policies(&pa("foo", "default", "{mtls: {mode: PERMISSIVE}}"));
+    let p = mesh.proxy(&[]);
+    assert_eq!(plain(p.addr()), Seen::Status(200));
+    // A connection opened before the change keeps being served.
+    let mut open = TcpStream::connect(p.addr()).unwrap();
+    open.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    std::fs::write(
+        mesh.dir.join("policies/p.yaml"),
+        pa("foo", "default", "{mtls: {mode: STRICT}}"),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while plain(p.addr()) != Seen::Reset {
+        assert!(std::time::Instant::now() < deadline, "STRICT never applied");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    open.write_all(GET.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    open.read_to_end(&mut out).unwrap();
+    assert_eq!(support::http::parse(&out).status, 200);
+    assert_eq!(
+        tls(p.addr(), ISTIO_HTTP11, mesh.client("sleep"), None).0,
+        Seen::Status(200)
+    );
+}

@@ -22,6 +22,7 @@ pub mod authn;
 pub mod authz;
 pub mod matchers;
 pub mod path_template;
+pub mod peer_authn;
 pub mod validate;
 
 use meshguard_model::{
@@ -44,6 +45,8 @@ pub struct CompiledWorkload {
     pub audit: Vec<CompiledPolicy>,
     pub deny: Vec<CompiledPolicy>,
     pub allow: Vec<CompiledPolicy>,
+    /// The mutual-TLS mode of each port, from the applicable PeerAuthentications.
+    pub mtls: meshguard_model::peer_authn::EffectiveMtls,
 }
 
 impl CompiledWorkload {
@@ -147,6 +150,7 @@ pub fn compile(set: &PolicySet, workload: &Workload) -> Result<CompiledWorkload,
             Err(e) => errors.extend(e),
         }
     }
+    errors.extend(peer_authn::check(set));
     if !errors.is_empty() {
         let mut errors = LoadErrors(errors);
         errors.sort_by_origin(&set.files);
@@ -164,6 +168,7 @@ pub fn compile(set: &PolicySet, workload: &Workload) -> Result<CompiledWorkload,
         audit,
         deny,
         allow,
+        mtls: peer_authn::effective(set, workload),
     })
 }
 

@@ -320,9 +320,22 @@ impl ProxyArgs {
                 }
             }
         }
+        let trust_domain = self
+            .trust_domain
+            .clone()
+            .or(mesh.trust_domain.clone())
+            .unwrap_or_else(|| meshguard_proxy::tls::DEFAULT_TRUST_DOMAIN.to_string());
+        let aliases = self
+            .trust_domain_aliases
+            .clone()
+            .unwrap_or_else(|| mesh.trust_domain_aliases.clone());
+        let mut trust_domains = vec![trust_domain.clone()];
+        trust_domains.extend(aliases.iter().filter(|a| **a != trust_domain).cloned());
         Ok(ProxyConfig {
             policies: self.policies,
-            workload: Workload::new(self.namespace, labels).with_root_namespace(root),
+            workload: Workload::new(self.namespace, labels)
+                .with_root_namespace(root)
+                .with_trust_domains(trust_domains),
             listen: self.listen,
             upstream: self.upstream,
             upstream_protocol: self
@@ -350,13 +363,8 @@ impl ProxyArgs {
             token_cache: self.token_cache_size,
             tls: self.tls_dir.map(|dir| meshguard_proxy::tls::TlsSettings {
                 dir,
-                trust_domain: self
-                    .trust_domain
-                    .or(mesh.trust_domain.clone())
-                    .unwrap_or_else(|| meshguard_proxy::tls::DEFAULT_TRUST_DOMAIN.to_string()),
-                trust_domain_aliases: self
-                    .trust_domain_aliases
-                    .unwrap_or_else(|| mesh.trust_domain_aliases.clone()),
+                trust_domain,
+                trust_domain_aliases: aliases,
             }),
             jwks: meshguard_jwks::JwksSettings {
                 refresh_interval: self.jwks_refresh_interval,

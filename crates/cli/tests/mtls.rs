@@ -803,3 +803,222 @@ fn a_reloaded_peer_authentication_applies_to_new_connections() {
         Seen::Status(200)
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Identity in policies.
+
+fn allow_from(source: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: peers, namespace: foo}}\nspec:\n  action: ALLOW\n  rules:\n  - from:\n    - source: {source}\n---\n"
+    )
+}
+
+#[test]
+fn principals_and_namespaces_match_the_client_certificate() {
+    let mesh = Mesh::new("mtls-principals");
+    issue(&mesh.dir, "ca", "other-sa", "bar", "other", &[]);
+    issue(&mesh.dir, "ca", "other-ns", "baz", "sleep", &[]);
+    let strict = pa("foo", "default", "{mtls: {mode: STRICT}}");
+    let cases = [
+        (
+            "{principals: [cluster.local/ns/bar/sa/sleep]}",
+            [200, 403, 403],
+        ),
+        ("{namespaces: [bar]}", [200, 200, 403]),
+        (
+            "{notPrincipals: [cluster.local/ns/bar/sa/sleep]}",
+            [403, 200, 200],
+        ),
+        ("{principals: ['*/sa/sleep']}", [200, 403, 200]),
+    ];
+    for (source, want) in cases {
+        mesh.policies(&(strict.clone() + &allow_from(source)));
+        let p = mesh.proxy(&[]);
+        for (client, want) in ["sleep", "other-sa", "other-ns"].iter().zip(want) {
+            let (seen, body) = tls(p.addr(), ISTIO_HTTP11, mesh.client(client), None);
+            assert_eq!(seen, Seen::Status(want), "{source} {client}: {body}");
+            if want == 403 {
+                assert_eq!(body, "RBAC: access denied");
+            }
+        }
+    }
+}
+
+#[test]
+fn plaintext_in_permissive_has_no_identity() {
+    let mesh = Mesh::new("mtls-permissive-authz");
+    mesh.policies(&allow_from("{namespaces: [bar]}"));
+    let p = mesh.proxy(&[]);
+    assert_eq!(plain(p.addr()), Seen::Status(403));
+    assert_eq!(
+        tls(p.addr(), ISTIO_HTTP11, mesh.client("sleep"), None).0,
+        Seen::Status(200)
+    );
+    // notNamespaces lets plaintext in (ISTIO-SECURITY-2021-004), and denies bar over mTLS.
+    mesh.policies(&allow_from("{notNamespaces: [bar]}"));
+    let p = mesh.proxy(&[]);
+    assert_eq!(plain(p.addr()), Seen::Status(200));
+    assert_eq!(
+        tls(p.addr(), ISTIO_HTTP11, mesh.client("sleep"), None).0,
+        Seen::Status(403)
+    );
+}
+
+#[test]
+fn principals_are_expanded_to_trust_domain_aliases() {
+    let mesh = Mesh::new("mtls-alias-principals");
+    // Written with cluster.local, the pointer to the local trust domain.
+    mesh.policies(
+        &(pa("foo", "default", "{mtls: {mode: STRICT}}")
+            + &allow_from("{principals: [cluster.local/ns/bar/sa/sleep]}")),
+    );
+    let p = mesh.proxy(&[
+        "--trust-domain",
+        "new.td",
+        "--trust-domain-aliases",
+        "old.td",
+    ]);
+    issue(
+        &mesh.dir,
+        "ca",
+        "new-td",
+        "bar",
+        "sleep",
+        &["--trust-domain", "new.td"],
+    );
+    issue(
+        &mesh.dir,
+        "ca",
+        "new-td-other",
+        "bar",
+        "other",
+        &["--trust-domain", "new.td"],
+    );
+    assert_eq!(
+        tls(p.addr(), ISTIO_HTTP11, mesh.client("new-td"), None).0,
+        Seen::Status(200)
+    );
+    assert_eq!(
+        tls(p.addr(), ISTIO_HTTP11, mesh.client("alias-td"), None).0,
+        Seen::Status(200)
+    );
+    assert_eq!(
+        tls(p.addr(), ISTIO_HTTP11, mesh.client("new-td-other"), None).0,
+        Seen::Status(403)
+    );
+}
+
+#[test]
+fn connection_sni_is_the_client_hellos_server_name() {
+    let mesh = Mesh::new("mtls-sni");
+    let sni = "outbound_.8000_._.httpbin.foo.svc.cluster.local";
+    mesh.policies(&format!(
+        "{}apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: sni, namespace: foo}}\nspec:\n  action: ALLOW\n  rules:\n  - when:\n    - key: connection.sni\n      values: [\"{sni}\"]\n",
+        pa("foo", "default", "{mtls: {mode: STRICT}}")
+    ));
+    let p = mesh.proxy(&[]);
+    assert_eq!(
+        tls(p.addr(), ISTIO_HTTP11, mesh.client("sleep"), Some(sni)).0,
+        Seen::Status(200)
+    );
+    assert_eq!(
+        tls(p.addr(), ISTIO_HTTP11, mesh.client("sleep"), Some("other")).0,
+        Seen::Status(403)
+    );
+    assert_eq!(
+        tls(p.addr(), ISTIO_HTTP11, mesh.client("sleep"), None).0,
+        Seen::Status(403)
+    );
+}
+
+#[test]
+fn jwt_and_mutual_tls_together_the_walkthroughs_step_4_behind_strict() {
+    let mesh = Mesh::new("mtls-jwt");
+    let root = support::fs::root();
+    let mut policies = pa("foo", "default", "{mtls: {mode: STRICT}}");
+    for f in ["step2-request-authentication", "step4-require-claim"] {
+        for e in std::fs::read_dir(root.join("examples").join(f)).unwrap() {
+            policies.push_str(&std::fs::read_to_string(e.unwrap().path()).unwrap());
+            policies.push_str("\n---\n");
+        }
+    }
+    // And only sleep may call (a DENY: ALLOW policies would be alternatives).
+    policies.push_str(
+        &allow_from("{notPrincipals: [cluster.local/ns/bar/sa/sleep]}").replace("ALLOW", "DENY"),
+    );
+    mesh.policies(&policies);
+    let p = mesh.proxy(&[]);
+    let d = &mesh.dir;
+    let curl = |client: &str, token: Option<String>| {
+        let mut c = std::process::Command::new("curl");
+        c.args(["-s", "-k", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(["--cert", path(&d.join(client).join("cert-chain.pem"))])
+            .args(["--key", path(&d.join(client).join("key.pem"))]);
+        if let Some(t) = token {
+            c.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        c.arg(format!("https://{}/headers", p.addr()));
+        String::from_utf8(c.output().unwrap().stdout).unwrap()
+    };
+    issue(d, "ca", "other-sa", "bar", "other", &[]);
+    assert_eq!(curl("sleep", Some(support::fs::groups_token())), "200");
+    assert_eq!(curl("sleep", Some(support::fs::demo_token())), "403");
+    assert_eq!(curl("sleep", None), "403");
+    assert_eq!(curl("sleep", Some("bad.token.here".into())), "401");
+    assert_eq!(curl("other-sa", Some(support::fs::groups_token())), "403");
+    // And plaintext never gets that far.
+    assert_eq!(plain(p.addr()), Seen::Reset);
+}
+
+#[test]
+fn the_access_log_shows_the_peer_principal() {
+    let mesh = Mesh::new("mtls-log");
+    mesh.policies("");
+    let p = spawn(
+        meshguard()
+            .args(["proxy", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(["--namespace", "foo"])
+            .arg("--policies")
+            .arg(mesh.dir.join("policies"))
+            .arg("--tls-dir")
+            .arg(mesh.dir.join("httpbin")),
+        Stdout::Collect,
+    );
+    assert_eq!(
+        tls(p.addr(), ISTIO_HTTP11, mesh.client("sleep"), None).0,
+        Seen::Status(200)
+    );
+    assert_eq!(plain(p.addr()), Seen::Status(200));
+    let line = p.log_where(|l| l["downstream_peer_uri_san"].is_string());
+    assert_eq!(
+        line["downstream_peer_uri_san"],
+        "spiffe://cluster.local/ns/bar/sa/sleep"
+    );
+    let line = p.log_where(|l| l["downstream_peer_uri_san"].is_null());
+    assert_eq!(line["response_code"], 200);
+}
+
+#[test]
+fn check_takes_the_peer_principal() {
+    let dir = tmp("mtls-check");
+    std::fs::write(dir.join("p.yaml"), allow_from("{namespaces: [bar]}")).unwrap();
+    let run = |extra: &[&str]| {
+        let out = meshguard()
+            .args(["check", "--namespace", "foo", "--explain", "--policies"])
+            .arg(&dir)
+            .args(extra)
+            .output()
+            .unwrap();
+        (out.status.code(), text(&out))
+    };
+    let (code, out) = run(&["--peer-principal", "spiffe://cluster.local/ns/bar/sa/sleep"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("peer:       spiffe://cluster.local/ns/bar/sa/sleep (mutual TLS)"),
+        "{out}"
+    );
+    let (code, out) = run(&[]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("(plaintext: no peer principal)"), "{out}");
+    assert!(out.contains("no mTLS peer identity (plaintext)"), "{out}");
+}

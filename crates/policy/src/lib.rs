@@ -23,6 +23,7 @@ pub mod authz;
 pub mod matchers;
 pub mod path_template;
 pub mod peer_authn;
+pub mod trust_domain;
 pub mod validate;
 
 use meshguard_model::{
@@ -140,12 +141,15 @@ pub fn compile(set: &PolicySet, workload: &Workload) -> Result<CompiledWorkload,
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for ap in &set.authorization_policies {
         match authz::compile_policy(ap) {
-            Ok(p) if attachment(ap, workload) == Attachment::Applies => match p.action {
-                Action::Custom => custom.push(p),
-                Action::Audit => audit.push(p),
-                Action::Deny => deny.push(p),
-                Action::Allow => allow.push(p),
-            },
+            Ok(mut p) if attachment(ap, workload) == Attachment::Applies => {
+                trust_domain::expand(&mut p, &workload.trust_domains);
+                match p.action {
+                    Action::Custom => custom.push(p),
+                    Action::Audit => audit.push(p),
+                    Action::Deny => deny.push(p),
+                    Action::Allow => allow.push(p),
+                }
+            }
             Ok(_) => {}
             Err(e) => errors.extend(e),
         }

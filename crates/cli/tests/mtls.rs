@@ -1022,3 +1022,101 @@ fn check_takes_the_peer_principal() {
     assert!(out.contains("(plaintext: no peer principal)"), "{out}");
     assert!(out.contains("no mTLS peer identity (plaintext)"), "{out}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// x-forwarded-client-cert.
+
+/// The header the upstream received, from the echo's JSON.
+fn upstream_xfcc(body: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    v["headers"]["x-forwarded-client-cert"]
+        .as_str()
+        .map(str::to_string)
+}
+
+fn tls_with_header(addr: &str, client: Client<'_>, header: &str) -> (Seen, String) {
+    let req =
+        format!("GET /headers HTTP/1.1\r\nHost: httpbin\r\n{header}\r\nConnection: close\r\n\r\n");
+    let Client(Some(dir)) = client else {
+        unreachable!()
+    };
+    let mut child = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            addr,
+            "-quiet",
+            "-ign_eof",
+            "-alpn",
+            ISTIO_HTTP11,
+        ])
+        .arg("-cert")
+        .arg(dir.join("cert-chain.pem"))
+        .arg("-key")
+        .arg(dir.join("key.pem"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(req.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let r = support::http::parse(&out.stdout);
+    (Seen::Status(r.status), r.body)
+}
+
+/// Istio's sidecar: APPEND_FORWARD with By, Hash, Subject, URI; the client's entries are
+/// kept before ours. The format is Envoy 1.40's as measured with the same certificates:
+/// `By=spoofed;URI=spiffe://evil,By=<ours>;Hash=<sha256 of the client's DER>;Subject="";URI=<peer>`.
+#[test]
+fn xfcc_is_appended_over_mutual_tls_and_removed_from_plaintext() {
+    let mesh = Mesh::new("mtls-xfcc");
+    mesh.policies("");
+    let p = mesh.proxy(&[]);
+    let spoof = "x-forwarded-client-cert: By=spoofed;URI=spiffe://evil";
+    let (seen, body) = tls_with_header(p.addr(), mesh.client("sleep"), spoof);
+    assert_eq!(seen, Seen::Status(200));
+    let der = openssl(&[
+        "x509",
+        "-in",
+        path(&mesh.dir.join("sleep/cert-chain.pem")),
+        "-outform",
+        "der",
+    ])
+    .stdout;
+    let hash = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map(|mut c| {
+            c.stdin.take().unwrap().write_all(&der).unwrap();
+            String::from_utf8(c.wait_with_output().unwrap().stdout).unwrap()
+        })
+        .unwrap();
+    let hash = hash.split(' ').next().unwrap();
+    assert_eq!(
+        upstream_xfcc(&body).unwrap(),
+        format!(
+            "By=spoofed;URI=spiffe://evil,By=spiffe://cluster.local/ns/foo/sa/httpbin;Hash={hash};Subject=\"\";URI=spiffe://cluster.local/ns/bar/sa/sleep"
+        )
+    );
+    // Without a client header: ours alone.
+    let (_, body) = tls_with_header(p.addr(), mesh.client("sleep"), "x-other: 1");
+    assert!(
+        upstream_xfcc(&body)
+            .unwrap()
+            .starts_with("By=spiffe://cluster.local/ns/foo/sa/httpbin;Hash=")
+    );
+    // Plaintext in PERMISSIVE: the client's header is removed.
+    let raw = support::http::exchange(
+        p.addr(),
+        &format!("GET /headers HTTP/1.1\r\nHost: httpbin\r\n{spoof}\r\nConnection: close\r\n\r\n"),
+    );
+    assert_eq!(raw.status, 200);
+    assert_eq!(upstream_xfcc(&raw.body), None);
+}

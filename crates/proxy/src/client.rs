@@ -145,6 +145,8 @@ pub struct PeerIdentity {
     pub subject: Arc<str>,
     /// Lowercase hex SHA-256 of the leaf's DER.
     pub sha256_hex: Arc<str>,
+    /// The first URI SAN of the certificate this proxy served on the connection (XFCC `By`).
+    pub local_uri: Arc<str>,
 }
 
 impl PeerIdentity {

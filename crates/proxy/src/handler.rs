@@ -335,13 +335,22 @@ fn identify(
     conn: &ConnInfo,
     shared: &Shared,
 ) -> (Result<Identified, (Refusal, ReplyTo)>, HeaderValue) {
-    let fields = intake::Fields::scan(&parts.headers);
+    let mut fields = intake::Fields::scan(&parts.headers);
+    // Over mutual TLS the client's x-forwarded-client-cert is kept and ours appended after
+    // intake (Istio's APPEND_FORWARD); intake removes it otherwise.
+    let peer = conn.peer_identity.as_deref();
+    if peer.is_some() {
+        fields.client_cert = false;
+    }
     let reply_to = ReplyTo {
         grpc: fields.grpc,
         head: parts.method == Method::HEAD,
     };
     let te_trailers = fields.te_trailers;
     let admitted = intake::admit_scanned(parts, fields);
+    if let Some(peer) = peer {
+        intake::append_client_cert(&mut parts.headers, &crate::tls::ServerTls::xfcc(peer));
+    }
     let request_id = match parts.headers.entry(&X_REQUEST_ID) {
         header::Entry::Occupied(mut e) => {
             if e.get().is_empty() {

@@ -102,6 +102,7 @@ pub async fn accept(
     }
     let sni: Option<Arc<str>> = hello.server_name().map(Arc::from);
     let config = tls.config_for(&hello);
+    let local_uri = tls.current().serving.identity.clone();
     let stream = match tokio::time::timeout_at(deadline, start.into_stream(config)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Accepted::Closed(HandshakeResult::of_error(&e)),
@@ -111,7 +112,7 @@ pub async fn accept(
     let identity = conn
         .peer_certificates()
         .and_then(|c| c.first())
-        .and_then(crate::tls::peer_identity)
+        .and_then(|leaf| crate::tls::peer_identity(leaf, &local_uri))
         .map(Arc::new);
     let mut info = ConnInfo::plain(peer, local);
     info.scheme = Scheme::Https;

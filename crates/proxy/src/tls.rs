@@ -171,6 +171,25 @@ impl ServerTls {
         Ok(m)
     }
 
+    /// The client-certificate header value Istio's sidecar appends for `peer`
+    /// (`forward_client_cert_details: APPEND_FORWARD` with subject, URI and DNS), in Envoy's
+    /// order: `By`, `Hash`, `Subject` (quoted, also when empty), `URI` (the first URI SAN,
+    /// empty without one), then one `DNS` per DNS SAN.
+    pub fn xfcc(peer: &PeerIdentity) -> String {
+        let mut v = format!(
+            "By={};Hash={};Subject=\"{}\";URI={}",
+            peer.local_uri,
+            peer.sha256_hex,
+            peer.subject,
+            peer.principal().unwrap_or("")
+        );
+        for d in &peer.dns_sans {
+            v.push_str(";DNS=");
+            v.push_str(d);
+        }
+        v
+    }
+
     pub fn current(&self) -> Arc<Material> {
         self.current.load_full()
     }
@@ -307,8 +326,43 @@ fn dns_sans(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String>
         .collect()
 }
 
-/// The identity a verified client certificate proves: its SANs, subject and hash.
-pub fn peer_identity(leaf: &CertificateDer<'_>) -> Option<PeerIdentity> {
+/// A subject as Envoy writes it (OpenSSL's `XN_FLAG_RFC2253`): the RDNs last first, joined
+/// with `,`, the attributes of one RDN with `+`.
+fn rfc2253(name: &x509_parser::x509::X509Name<'_>) -> String {
+    let registry = x509_parser::objects::oid_registry();
+    let rdns: Vec<String> = name
+        .iter_rdn()
+        .map(|rdn| {
+            rdn.iter()
+                .map(|a| {
+                    let key = x509_parser::objects::oid2abbrev(a.attr_type(), registry)
+                        .map(str::to_string)
+                        .unwrap_or_else(|_| a.attr_type().to_id_string());
+                    let value = a.as_str().unwrap_or_default();
+                    format!("{key}={}", escape_rfc2253(value))
+                })
+                .collect::<Vec<_>>()
+                .join("+")
+        })
+        .collect();
+    rdns.into_iter().rev().collect::<Vec<_>>().join(",")
+}
+
+fn escape_rfc2253(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for (i, c) in v.chars().enumerate() {
+        let edge = (i == 0 && (c == ' ' || c == '#')) || (i + 1 == v.chars().count() && c == ' ');
+        if edge || matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The identity a verified client certificate proves: its SANs, subject and hash;
+/// `local_uri` is this proxy's own SPIFFE ID on the connection.
+pub fn peer_identity(leaf: &CertificateDer<'_>, local_uri: &str) -> Option<PeerIdentity> {
     let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf.as_ref());
     let sha256_hex = digest
@@ -319,8 +373,9 @@ pub fn peer_identity(leaf: &CertificateDer<'_>) -> Option<PeerIdentity> {
     Some(PeerIdentity {
         uri_sans: uri_sans(&cert).into_iter().map(Arc::from).collect(),
         dns_sans: dns_sans(&cert).into_iter().map(Arc::from).collect(),
-        subject: Arc::from(cert.subject().to_string()),
+        subject: Arc::from(rfc2253(cert.subject())),
         sha256_hex: Arc::from(sha256_hex),
+        local_uri: Arc::from(local_uri),
     })
 }
 

@@ -86,6 +86,14 @@ pub struct CheckArgs {
     /// The original client address (`remote.ip`, `remoteIpBlocks`).
     #[arg(long, value_name = "IP")]
     pub remote_ip: Option<IpAddr>,
+    /// The peer's SPIFFE ID, as a client certificate proves it over mutual TLS
+    /// (`principals`, `namespaces`, `source.principal`, ...), e.g.
+    /// spiffe://cluster.local/ns/bar/sa/sleep. Without it the request is plaintext.
+    #[arg(long, value_name = "SPIFFE_ID")]
+    pub peer_principal: Option<String>,
+    /// The TLS server name the client sent (`connection.sni`); needs --peer-principal.
+    #[arg(long, value_name = "NAME", requires = "peer_principal")]
+    pub sni: Option<String>,
     /// The port the request arrives on (`ports`, `destination.port`).
     #[arg(long, default_value_t = 8080, value_name = "PORT")]
     pub port: u16,
@@ -197,6 +205,7 @@ struct RequestEcho<'a> {
     normalized_path: Option<&'a str>,
     port: u16,
     source_ip: IpAddr,
+    peer_principal: Option<&'a str>,
 }
 
 #[derive(Debug, Serialize)]
@@ -351,14 +360,18 @@ pub fn run(args: CheckArgs) -> Result<i32, CliError> {
         method: &args.method,
         path: &args.path,
         host: &args.host,
-        scheme: "http",
+        scheme: if args.peer_principal.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         headers: &mut headers,
         source_ip: Some(args.source_ip),
         remote_ip: args.remote_ip,
         destination_ip: None,
         destination_port: Some(args.port),
-        sni: None,
-        peer_identity: None,
+        sni: args.sni.as_deref(),
+        peer_identity: args.peer_principal.as_deref(),
     };
     let outcome = evaluate(
         &compiled,
@@ -390,6 +403,7 @@ pub fn run(args: CheckArgs) -> Result<i32, CliError> {
                     normalized_path: outcome.path.as_deref(),
                     port: args.port,
                     source_ip: args.source_ip,
+                    peer_principal: args.peer_principal.as_deref(),
                 },
                 workload: WorkloadEcho {
                     namespace: &workload.namespace,
@@ -453,6 +467,13 @@ fn print_text(
     );
     if let Some(p) = o.path.as_deref().filter(|p| *p != args.path) {
         println!("  normalized: {p}");
+    }
+    match &args.peer_principal {
+        Some(p) => println!("  peer:       {p} (mutual TLS)"),
+        None => println!(
+            "  peer:       {} (plaintext: no peer principal)",
+            args.source_ip
+        ),
     }
     println!(
         "  workload:   namespace {} labels {{{}}}",

@@ -50,6 +50,7 @@ macro_rules! print {
     };
 }
 
+mod cert;
 mod check;
 mod kubernetes;
 mod proxy;
@@ -79,6 +80,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Enforce the policies on live HTTP traffic in front of an upstream.
@@ -91,6 +94,8 @@ enum Command {
     Echo(proxy::EchoArgs),
     /// Make keys, sign, decode and verify JWTs (replaces Istio's gen-jwt.py and jwt.io).
     Token(token::TokenArgs),
+    /// Make a mesh CA and SPIFFE workload certificates in Istio's file layout (for --tls-dir).
+    Cert(cert::CertArgs),
 }
 
 /// `--output` of the subcommands that report.
@@ -148,6 +153,7 @@ fn main() -> ExitCode {
         Command::Echo(args) => proxy::run_echo(args),
         Command::Validate(args) => validate::run(args),
         Command::Token(args) => token::run(args),
+        Command::Cert(args) => cert::run(args),
     };
     match result {
         Ok(_) if STDOUT_FAILED.load(Ordering::Relaxed) => ExitCode::from(1),

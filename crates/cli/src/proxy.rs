@@ -194,6 +194,20 @@ pub struct ProxyArgs {
     /// Do not write access-log lines.
     #[arg(long)]
     pub no_access_log: bool,
+    /// Serve mutual TLS on the proxy listener with the files of DIR: cert-chain.pem, key.pem
+    /// and root-cert.pem (istio-agent's layout; `meshguard cert issue` writes it). Clients
+    /// must present a certificate of that root with a SPIFFE ID in the trust domain.
+    /// PeerAuthentication decides per port: STRICT (TLS only), PERMISSIVE (the default: TLS
+    /// from Istio clients and plaintext), DISABLE (plaintext only).
+    #[arg(long, value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// The mesh's trust domain [default: MeshConfig trustDomain, else cluster.local].
+    #[arg(long, value_name = "TD")]
+    pub trust_domain: Option<String>,
+    /// Other trust domains whose peers are accepted and which policies' principals are
+    /// expanded to [default: MeshConfig trustDomainAliases].
+    #[arg(long, value_name = "TD,TD", value_delimiter = ',')]
+    pub trust_domain_aliases: Option<Vec<String>>,
     /// Threads serving traffic [default: the CPUs this process may run on]. With 1, everything
     /// runs on one thread with no cross-thread handoffs, the cheapest setup for a sidecar
     /// limited to one core.
@@ -366,9 +380,20 @@ impl ProxyArgs {
                 }
             }
         }
+        let trust_domain = self
+            .trust_domain
+            .clone()
+            .or(mesh.trust_domain.clone())
+            .unwrap_or_else(|| meshguard_proxy::tls::DEFAULT_TRUST_DOMAIN.to_string());
+        let aliases = self
+            .trust_domain_aliases
+            .clone()
+            .unwrap_or_else(|| mesh.trust_domain_aliases.clone());
+        let mut trust_domains = vec![trust_domain.clone()];
+        trust_domains.extend(aliases.iter().filter(|a| **a != trust_domain).cloned());
         Ok(ProxyConfig {
             policies,
-            workload,
+            workload: workload.with_trust_domains(trust_domains),
             listen: self.listen,
             upstream: self.upstream,
             upstream_protocol: self
@@ -394,6 +419,11 @@ impl ProxyArgs {
             watch: !self.no_watch,
             access_log: !self.no_access_log,
             token_cache: self.token_cache_size,
+            tls: self.tls_dir.map(|dir| meshguard_proxy::tls::TlsSettings {
+                dir,
+                trust_domain,
+                trust_domain_aliases: aliases,
+            }),
             jwks: meshguard_jwks::JwksSettings {
                 refresh_interval: self.jwks_refresh_interval,
                 max_staleness: self.jwks_max_staleness,

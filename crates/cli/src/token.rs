@@ -953,7 +953,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 /// RFC 3339 UTC, e.g. `2118-06-29T21:48:20Z`.
-fn utc(unix: u64) -> String {
+pub(crate) fn utc(unix: u64) -> String {
     // u64::MAX / 86400 fits in i64.
     let days = i64::try_from(unix / 86_400).unwrap_or(i64::MAX);
     let secs = unix % 86_400;

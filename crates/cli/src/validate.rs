@@ -182,7 +182,9 @@ fn report(
         &load_errors,
         named_workload,
     ));
-    let resources = set.request_authentications.len() + set.authorization_policies.len();
+    let resources = set.request_authentications.len()
+        + set.authorization_policies.len()
+        + set.peer_authentications.len();
     let files = set.files.len();
     let errors = findings
         .iter()
@@ -257,6 +259,7 @@ fn loading_warnings(
         .iter()
         .map(|r| &r.origin.file)
         .chain(set.authorization_policies.iter().map(|r| &r.origin.file))
+        .chain(set.peer_authentications.iter().map(|r| &r.origin.file))
         .chain(load_errors.iter().map(|e| &e.file));
     let origins: Vec<&PathBuf> = origins.collect();
     for path in paths {

@@ -9,6 +9,7 @@
 mod duration;
 pub mod load;
 pub mod mesh;
+pub mod peer_authn;
 pub mod select;
 pub mod suggest;
 pub mod types;

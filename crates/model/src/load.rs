@@ -27,6 +27,7 @@ pub const SUPPORTED_VERSIONS: [&str; 2] = ["v1", "v1beta1"];
 pub struct PolicySet {
     pub request_authentications: Vec<Resource<RequestAuthenticationSpec>>,
     pub authorization_policies: Vec<Resource<AuthorizationPolicySpec>>,
+    pub peer_authentications: Vec<crate::peer_authn::PeerAuthentication>,
     /// Documents that were read but are not ours (a Deployment, a Service, ...).
     pub skipped: Vec<Skipped>,
     /// Files read, in the order they were read.
@@ -593,7 +594,7 @@ fn load_document(
     };
     let is_ours = matches!(
         kind.as_str(),
-        "RequestAuthentication" | "AuthorizationPolicy"
+        "RequestAuthentication" | "AuthorizationPolicy" | "PeerAuthentication"
     );
     let (group, version) = api_version
         .split_once('/')
@@ -613,6 +614,11 @@ fn load_document(
         });
         return;
     }
+    let created = obj
+        .get("metadata")
+        .and_then(|m| m.get("creationTimestamp"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let metadata: Metadata = match decode(obj.remove("metadata").unwrap_or(Value::Null), "metadata")
     {
         Ok(m) => m,
@@ -672,6 +678,15 @@ fn load_document(
     }
     if kind == "RequestAuthentication" {
         finish!(RequestAuthenticationSpec, set.request_authentications);
+    } else if kind == "PeerAuthentication" {
+        let before = set.peer_authentications.len();
+        finish!(
+            crate::peer_authn::PeerAuthenticationSpec,
+            set.peer_authentications
+        );
+        if let Some(pa) = set.peer_authentications.get_mut(before) {
+            pa.spec.created = created;
+        }
     } else {
         finish!(AuthorizationPolicySpec, set.authorization_policies);
     }

@@ -105,6 +105,11 @@ pub struct MeshConfig {
     pub default_config: Option<MeshProxyConfig>,
     #[serde(default)]
     pub extension_providers: Vec<ExtensionProvider>,
+    /// The mesh's trust domain (mutual TLS: the SPIFFE IDs peers must have).
+    #[serde(default)]
+    pub trust_domain: Option<String>,
+    #[serde(default)]
+    pub trust_domain_aliases: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]

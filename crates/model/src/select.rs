@@ -16,12 +16,18 @@ use crate::types::{Action, PolicyTargetReference, Resource, WorkloadSelector};
 /// The Istio default for `meshConfig.rootNamespace`.
 pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
 
+/// Istio's default trust domain.
+pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
+
 /// The identity of the workload meshguard protects.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Workload {
     pub namespace: String,
     pub labels: BTreeMap<String, String>,
     pub root_namespace: String,
+    /// The mesh's trust domain, then its aliases: policies' principals are expanded to all of
+    /// them (`crate::peer_authn` docs name the rule's home, the policy crate applies it).
+    pub trust_domains: Vec<String>,
 }
 
 impl Workload {
@@ -30,7 +36,16 @@ impl Workload {
             namespace: namespace.into(),
             labels,
             root_namespace: DEFAULT_ROOT_NAMESPACE.to_string(),
+            trust_domains: vec![DEFAULT_TRUST_DOMAIN.to_string()],
         }
+    }
+
+    /// The mesh's trust domain followed by its aliases.
+    pub fn with_trust_domains(mut self, trust_domains: Vec<String>) -> Self {
+        if !trust_domains.is_empty() {
+            self.trust_domains = trust_domains;
+        }
+        self
     }
 
     pub fn with_root_namespace(mut self, root: impl Into<String>) -> Self {

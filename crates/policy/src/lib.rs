@@ -22,6 +22,8 @@ pub mod authn;
 pub mod authz;
 pub mod matchers;
 pub mod path_template;
+pub mod peer_authn;
+pub mod trust_domain;
 pub mod validate;
 
 use meshguard_model::{
@@ -44,6 +46,8 @@ pub struct CompiledWorkload {
     pub audit: Vec<CompiledPolicy>,
     pub deny: Vec<CompiledPolicy>,
     pub allow: Vec<CompiledPolicy>,
+    /// The mutual-TLS mode of each port, from the applicable PeerAuthentications.
+    pub mtls: meshguard_model::peer_authn::EffectiveMtls,
 }
 
 impl CompiledWorkload {
@@ -137,16 +141,20 @@ pub fn compile(set: &PolicySet, workload: &Workload) -> Result<CompiledWorkload,
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for ap in &set.authorization_policies {
         match authz::compile_policy(ap) {
-            Ok(p) if attachment(ap, workload) == Attachment::Applies => match p.action {
-                Action::Custom => custom.push(p),
-                Action::Audit => audit.push(p),
-                Action::Deny => deny.push(p),
-                Action::Allow => allow.push(p),
-            },
+            Ok(mut p) if attachment(ap, workload) == Attachment::Applies => {
+                trust_domain::expand(&mut p, &workload.trust_domains);
+                match p.action {
+                    Action::Custom => custom.push(p),
+                    Action::Audit => audit.push(p),
+                    Action::Deny => deny.push(p),
+                    Action::Allow => allow.push(p),
+                }
+            }
             Ok(_) => {}
             Err(e) => errors.extend(e),
         }
     }
+    errors.extend(peer_authn::check(set));
     if !errors.is_empty() {
         let mut errors = LoadErrors(errors);
         errors.sort_by_origin(&set.files);
@@ -164,6 +172,7 @@ pub fn compile(set: &PolicySet, workload: &Workload) -> Result<CompiledWorkload,
         audit,
         deny,
         allow,
+        mtls: peer_authn::effective(set, workload),
     })
 }
 

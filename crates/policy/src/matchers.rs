@@ -462,7 +462,11 @@ impl IdentityMatch {
         let (ns, sa) = (after("ns"), after("sa"));
         match self {
             IdentityMatch::Principal(m) => m.matches_non_empty(id),
-            IdentityMatch::Namespace(m) => ns.is_some_and(|n| m.matches(n)),
+            // Istio's regex `.*/ns/<ns>/.*` over the whole ID: any `ns` segment followed by
+            // the namespace and at least one more segment, not only the first.
+            IdentityMatch::Namespace(m) => rest
+                .windows(3)
+                .any(|w| matches!(w, [k, v, _] if *k == "ns" && m.matches(v))),
             IdentityMatch::ServiceAccount { namespace, name } => {
                 ns == Some(namespace.as_str()) && sa == Some(name.as_str())
             }
@@ -557,6 +561,32 @@ mod tests {
         assert_eq!(parse_claim_path("[nested][key1]"), vec!["nested", "key1"]);
         assert_eq!(parse_claim_path("[foo.com/name]"), vec!["foo.com/name"]);
         assert_eq!(parse_claim_path("[a[b]"), vec!["a[b"]);
+    }
+
+    /// Istio matches `namespaces` with the regex `.*/ns/<ns>/.*` over the whole ID: any `ns`
+    /// segment followed by the namespace and one more segment.
+    #[test]
+    fn namespaces_match_any_ns_segment_as_istios_regex() {
+        let headers = http::HeaderMap::new();
+        let req = |id: &'static str| RequestAttributes {
+            method: "GET",
+            path: "/",
+            host: "h",
+            headers: &headers,
+            source_ip: None,
+            remote_ip: None,
+            destination_ip: None,
+            destination_port: None,
+            sni: None,
+            peer_identity: Some(id),
+            jwt: None,
+        };
+        let ns = |v: &str| IdentityMatch::Namespace(StringMatch::parse(v, false));
+        assert!(ns("foo").matches(&req("spiffe://td/ns/foo/sa/x")));
+        assert!(ns("bar").matches(&req("spiffe://td/ns/foo/sa/x/ns/bar/y")));
+        // The namespace must be followed by another segment.
+        assert!(!ns("foo").matches(&req("spiffe://td/ns/foo")));
+        assert!(!ns("sa").matches(&req("spiffe://td/ns/foo/sa/x")));
     }
 
     #[test]

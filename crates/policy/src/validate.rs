@@ -193,6 +193,11 @@ pub fn validate(set: &PolicySet, root: &str, workload: Option<&Workload>) -> Vec
         }
         policy_warnings(ap, root, &issuers, &mut out);
     }
+    out.extend(
+        crate::peer_authn::check(set)
+            .iter()
+            .map(Finding::from_error),
+    );
     out.sort_by(|a, b| (&a.file, a.document, a.severity).cmp(&(&b.file, b.document, b.severity)));
     out
 }

@@ -4,8 +4,8 @@
 //! serving in [`crate::connection`] is written once) and [`ConnInfo`] (addresses, scheme, the
 //! TLS server name and the peer's proven identity, read by the handler for the engine's
 //! `source.*`, `destination.*` and `connection.sni` attributes and for `x-forwarded-proto`).
-//! Plaintext TCP is the only transport today; a TLS listener adds a variant and fills
-//! `scheme`, `sni` and `peer_identity`. Does not accept connections (the accept loop in
+//! Plaintext TCP, or TLS terminated by the inbound listener ([`crate::inbound`]), which then
+//! fills `scheme`, `sni` and `peer_identity`. Does not accept connections (the accept loop in
 //! [`crate::server`] does) or parse HTTP.
 
 use std::io;
@@ -17,29 +17,44 @@ use std::task::{Context, Poll};
 use http::HeaderValue;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
 /// A client connection's byte stream.
 #[derive(Debug)]
 pub enum ClientStream {
     /// Plaintext TCP.
     Plain(TcpStream),
+    /// TLS over TCP, after the handshake. Boxed: rustls's connection state is large, and a
+    /// plaintext connection should not carry its size.
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 impl ClientStream {
     /// Ready when the client has sent bytes (or closed): lets an idle connection wait holding
-    /// no read buffer. (A TLS variant must also answer ready when it holds decrypted bytes.)
+    /// no read buffer. Over TLS also ready when rustls holds decrypted bytes or the peer's
+    /// close_notify (its `wants_read` is then false), which the socket would not signal.
     pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             ClientStream::Plain(s) => s.poll_read_ready(cx),
+            ClientStream::Tls(s) => {
+                let (tcp, conn) = s.get_ref();
+                if !conn.wants_read() {
+                    return Poll::Ready(Ok(()));
+                }
+                tcp.poll_read_ready(cx)
+            }
         }
     }
 }
 
 impl ClientStream {
     /// Reads what the stream holds now without waiting; `WouldBlock` when nothing is there.
+    /// Over TLS always `WouldBlock`: decrypting needs the stream mutably, and the caller reads
+    /// normally next.
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             ClientStream::Plain(s) => s.try_read(buf),
+            ClientStream::Tls(_) => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
 }
@@ -52,6 +67,7 @@ impl AsyncRead for ClientStream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -64,6 +80,7 @@ impl AsyncWrite for ClientStream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -74,24 +91,28 @@ impl AsyncWrite for ClientStream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             ClientStream::Plain(s) => s.is_write_vectored(),
+            ClientStream::Tls(s) => s.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -113,11 +134,19 @@ impl Scheme {
     }
 }
 
-/// What a client proved with its certificate: the URI SANs of its leaf (SPIFFE IDs in a
-/// mesh). Only a TLS listener that verified the chain makes one.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What a client proved with its certificate: the SANs of its leaf (SPIFFE IDs in a mesh),
+/// its subject and hash (for `x-forwarded-client-cert`). Only a TLS listener that verified
+/// the chain makes one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PeerIdentity {
     pub uri_sans: Vec<Arc<str>>,
+    pub dns_sans: Vec<Arc<str>>,
+    /// RFC 2253 form, as Envoy writes it; empty for Istio's workload certificates.
+    pub subject: Arc<str>,
+    /// Lowercase hex SHA-256 of the leaf's DER.
+    pub sha256_hex: Arc<str>,
+    /// The first URI SAN of the certificate this proxy served on the connection (XFCC `By`).
+    pub local_uri: Arc<str>,
 }
 
 impl PeerIdentity {

@@ -74,6 +74,8 @@ pub struct ProxyConfig {
     pub token_cache: usize,
     /// Remote JWKS fetching: refresh, staleness, extra CA.
     pub jwks: meshguard_jwks::JwksSettings,
+    /// Mutual TLS on the proxy listener (`--tls-dir`); `None`: plaintext only.
+    pub tls: Option<crate::tls::TlsSettings>,
 }
 
 /// The protocol spoken to an `http://` upstream (docs/operations.md, "Upstream protocols").

@@ -181,6 +181,9 @@ struct AccessLogLine<'a> {
     principal: Option<&'a str>,
     request_id: &'a str,
     downstream_remote_address: SocketAddr,
+    /// The client certificate's first URI SAN over mutual TLS (Envoy's
+    /// `%DOWNSTREAM_PEER_URI_SAN%`); `null` over plaintext.
+    downstream_peer_uri_san: Option<&'a str>,
     policy: Option<&'a str>,
     config_generation: u64,
 }
@@ -201,6 +204,7 @@ struct RequestLog<'a> {
     started: Instant,
     start_time: u64,
     peer: SocketAddr,
+    peer_principal: Option<&'a str>,
     protocol: &'static str,
     request_id: HeaderValue,
     /// Known once the request is identified.
@@ -249,6 +253,7 @@ impl RequestLog<'_> {
                 principal: outcome.and_then(|o| o.principal.as_deref()),
                 request_id: self.request_id.to_str().unwrap_or(""),
                 downstream_remote_address: self.peer,
+                downstream_peer_uri_san: self.peer_principal,
                 policy: outcome.and_then(|o| o.authz.matched_policy.as_deref()),
                 config_generation: generation,
             };
@@ -292,6 +297,7 @@ pub async fn handle(
         started,
         start_time,
         peer: conn.peer,
+        peer_principal: conn.peer_identity.as_deref().and_then(|p| p.principal()),
         protocol: protocol_name(parts.version),
         request_id,
         authority: "",
@@ -329,13 +335,22 @@ fn identify(
     conn: &ConnInfo,
     shared: &Shared,
 ) -> (Result<Identified, (Refusal, ReplyTo)>, HeaderValue) {
-    let fields = intake::Fields::scan(&parts.headers);
+    let mut fields = intake::Fields::scan(&parts.headers);
+    // Over mutual TLS the client's x-forwarded-client-cert is kept and ours appended after
+    // intake (Istio's APPEND_FORWARD); intake removes it otherwise.
+    let peer = conn.peer_identity.as_deref();
+    if peer.is_some() {
+        fields.client_cert = false;
+    }
     let reply_to = ReplyTo {
         grpc: fields.grpc,
         head: parts.method == Method::HEAD,
     };
     let te_trailers = fields.te_trailers;
     let admitted = intake::admit_scanned(parts, fields);
+    if let Some(peer) = peer {
+        intake::append_client_cert(&mut parts.headers, &crate::tls::ServerTls::xfcc(peer));
+    }
     let request_id = match parts.headers.entry(&X_REQUEST_ID) {
         header::Entry::Occupied(mut e) => {
             if e.get().is_empty() {

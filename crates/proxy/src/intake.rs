@@ -265,7 +265,7 @@ pub struct Fields {
     host: Hosts,
     content_type: bool,
     /// `x-forwarded-client-cert` is present.
-    client_cert: bool,
+    pub(crate) client_cert: bool,
     /// More than one `cookie` field.
     cookie_crumbs: bool,
     /// `TE` lists `trailers` (case-sensitive, in any of its elements and lines): the policies
@@ -619,6 +619,22 @@ pub fn set_forwarding_headers(
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(conn.scheme.as_str()),
     );
+}
+
+/// Appends `ours` to the client's `x-forwarded-client-cert` (every line joined with `,`, as
+/// Envoy's APPEND_FORWARD does): only the last element is this proxy's word.
+pub fn append_client_cert(headers: &mut HeaderMap, ours: &str) {
+    let mut v = Vec::new();
+    for line in headers.get_all(&X_FORWARDED_CLIENT_CERT) {
+        v.extend_from_slice(line.as_bytes());
+        v.push(b',');
+    }
+    v.extend_from_slice(ours.as_bytes());
+    if let Ok(v) = HeaderValue::from_bytes(&v) {
+        headers.insert(X_FORWARDED_CLIENT_CERT.clone(), v);
+    } else {
+        headers.remove(&X_FORWARDED_CLIENT_CERT);
+    }
 }
 
 /// A request without a body is forwarded with `content-length: 0`, except for the methods

@@ -23,9 +23,11 @@ pub mod client;
 pub mod config;
 pub mod connection;
 pub mod handler;
+pub mod inbound;
 pub mod intake;
 pub mod response;
 pub mod server;
+pub mod tls;
 pub mod upgrade;
 pub mod upstream;
 

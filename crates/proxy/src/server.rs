@@ -36,6 +36,9 @@ pub enum StartError {
         error: std::io::Error,
     },
     Io(String),
+    /// A PeerAuthentication makes a port STRICT and no `--tls-dir` was given, or the TLS
+    /// files cannot be used.
+    Tls(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -45,7 +48,7 @@ impl std::fmt::Display for StartError {
             StartError::Bind { what, addr, error } => {
                 write!(f, "cannot listen on {addr} ({what}): {error}")
             }
-            StartError::Io(m) => write!(f, "{m}"),
+            StartError::Io(m) | StartError::Tls(m) => write!(f, "{m}"),
         }
     }
 }
@@ -114,6 +117,22 @@ pub async fn start(
         })?,
     );
     let (state, metrics) = (runtime.state().clone(), runtime.metrics().clone());
+    let tls = match &config.tls {
+        Some(t) => Some(Arc::new(
+            crate::tls::ServerTls::load(t.clone())
+                .map_err(|e| StartError::Tls(format!("--tls-dir: {e}")))?,
+        )),
+        None => {
+            let mtls = &state.snapshot().compiled.mtls;
+            if mtls.any_strict() {
+                return Err(StartError::Tls(format!(
+                    "PeerAuthentication {} requires mutual TLS (STRICT) but no --tls-dir was given",
+                    mtls.strict_from().unwrap_or("?")
+                )));
+            }
+            None
+        }
+    };
 
     let listener = bind("proxy listener", config.listen)?;
     let admin_listener = bind("admin listener", config.admin)?;
@@ -188,6 +207,7 @@ pub async fn start(
     let admin_done = tokio::spawn(accept_loop(
         "admin",
         admin_listener,
+        None,
         admin_service,
         settings.clone(),
         config.limits.clone(),
@@ -203,9 +223,14 @@ pub async fn start(
         let shared = shared.clone();
         service_fn(move |req| handle(req, conn_info.clone(), shared.clone()))
     };
+    let inbound = Inbound {
+        tls,
+        state: state.clone(),
+    };
     let proxy_done = tokio::spawn(accept_loop(
         "proxy",
         listener,
+        Some(Arc::new(inbound)),
         proxy_service,
         settings,
         config.limits.clone(),
@@ -227,17 +252,59 @@ pub async fn start(
     })
 }
 
+/// The proxy listener's mutual TLS: its material (with `--tls-dir`) and the policies, whose
+/// PeerAuthentications give each port its mode (read per connection, so reloads apply to
+/// new connections).
+#[derive(Debug)]
+struct Inbound {
+    tls: Option<Arc<crate::tls::ServerTls>>,
+    state: Arc<PolicyState>,
+}
+
+impl Inbound {
+    /// The stream and facts of a new connection, or `None` when it was refused or its
+    /// handshake failed.
+    async fn accept(
+        &self,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        local: SocketAddr,
+        deadline: tokio::time::Instant,
+    ) -> Option<(ClientStream, ConnInfo)> {
+        use crate::inbound::{Accepted, accept};
+        use meshguard_model::peer_authn::MtlsMode;
+        let mode = self.state.snapshot().compiled.mtls.for_port(local.port());
+        let result = match &self.tls {
+            // Without TLS material only plaintext can be served; a STRICT port (after a
+            // reload) refuses it, failing closed.
+            None if mode == MtlsMode::Strict => {
+                crate::inbound::reset(stream);
+                crate::tls::HandshakeResult::PlaintextRefused
+            }
+            None => return Some((ClientStream::Plain(stream), ConnInfo::plain(peer, local))),
+            Some(tls) => match accept(stream, peer, local, tls, mode, deadline).await {
+                Accepted::Serve(s, info) => return Some((s, info)),
+                Accepted::Closed(r) => r,
+            },
+        };
+        tracing::debug!(%peer, result = result.as_str(), mode = %mode, "connection not served");
+        None
+    }
+}
+
 /// Accepts connections on `listener` and serves each with the service `make` builds for it,
-/// until `shutdown`; then drains. At most `limits.max_connections` are served at once.
+/// until `shutdown`; then drains. At most `limits.max_connections` are served at once. The
+/// proxy listener passes its `inbound` (mutual TLS and the PeerAuthentication mode).
 async fn accept_loop<M, S, B>(
     what: &'static str,
     listener: TcpListener,
+    inbound: Option<Arc<Inbound>>,
     make: M,
     settings: Arc<Settings>,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) where
-    M: Fn(ConnInfo) -> S,
+    M: Fn(ConnInfo) -> S + Clone + Send + 'static,
     S: ClientService<B>,
     B: ClientBody,
 {
@@ -266,14 +333,24 @@ async fn accept_loop<M, S, B>(
         let Ok(local) = stream.local_addr() else {
             continue;
         };
-        let service = make(ConnInfo::plain(peer, local));
         let settings = settings.clone();
         let drain = drain_rx.clone();
+        let inbound = inbound.clone();
+        let make = make.clone();
+        let header_read_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) =
-                crate::connection::serve(ClientStream::Plain(stream), service, settings, drain)
-                    .await
-            {
+            let (stream, info) = match inbound {
+                None => (ClientStream::Plain(stream), ConnInfo::plain(peer, local)),
+                Some(inbound) => {
+                    let deadline = tokio::time::Instant::now() + header_read_timeout;
+                    match inbound.accept(stream, peer, local, deadline).await {
+                        Some(x) => x,
+                        None => return drop(permit),
+                    }
+                }
+            };
+            let service = make(info);
+            if let Err(e) = crate::connection::serve(stream, service, settings, drain).await {
                 tracing::debug!(listener = what, %peer, error = %e, "connection ended with an error");
             }
             drop(permit);

@@ -149,6 +149,8 @@ fn not_loaded(workload: &Workload, verified: &Option<Arc<VerifiedCache>>) -> Sna
             audit: Vec::new(),
             deny: Vec::new(),
             allow: Vec::new(),
+            // Requests are refused until the first set, whatever the connection.
+            mtls: Default::default(),
         },
         files: Vec::new(),
         skipped: Vec::new(),

@@ -112,6 +112,53 @@ pub(super) fn chunk_size_line(len: usize) -> Bytes {
 /// What follows each chunk's data.
 pub(super) const CHUNK_END: &[u8] = b"\r\n";
 
+/// The trailer fields a request may send: those its `trailer` header names, less those that
+/// must never be trailers (RFC 9110 §6.5.1; hyper's client list). hyper's client drops every
+/// other trailer, and so does this pool: an upstream that merges trailers into the header
+/// section must not receive, say, an `authorization` the policies never saw.
+pub(super) fn allowed_trailers(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::TRAILER)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
+        .filter(|name| {
+            !matches!(
+                *name,
+                header::AUTHORIZATION
+                    | header::CACHE_CONTROL
+                    | header::CONTENT_ENCODING
+                    | header::CONTENT_LENGTH
+                    | header::CONTENT_RANGE
+                    | header::CONTENT_TYPE
+                    | header::HOST
+                    | header::MAX_FORWARDS
+                    | header::SET_COOKIE
+                    | header::TRAILER
+                    | header::TRANSFER_ENCODING
+                    | header::TE
+            )
+        })
+        .collect()
+}
+
+/// `trailers` less the fields not in `allowed`; `None` when nothing is left.
+pub(super) fn allowed_only(trailers: HeaderMap, allowed: &[HeaderName]) -> Option<HeaderMap> {
+    let mut kept = HeaderMap::new();
+    let mut name = None;
+    for (n, value) in trailers {
+        if n.is_some() {
+            name = n;
+        }
+        if let Some(n) = &name
+            && allowed.contains(n)
+        {
+            kept.append(n.clone(), value);
+        }
+    }
+    (!kept.is_empty()).then_some(kept)
+}
+
 /// The end of a chunked body: the last chunk, `trailers` when there are any, the empty line.
 pub(super) fn last_chunk(trailers: Option<&HeaderMap>) -> Bytes {
     match trailers {
@@ -637,6 +684,27 @@ mod tests {
         }
         let long = format!("1;{}\r\n", "e".repeat(MAX_CHUNK_LINE));
         assert!(dechunk(long.as_bytes(), 64).is_err());
+    }
+
+    #[test]
+    fn only_the_trailers_the_request_announced_and_may_send_go_out() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::TRAILER,
+            HeaderValue::from_static("x-sum, Authorization"),
+        );
+        h.append(header::TRAILER, HeaderValue::from_static("grpc-status"));
+        let allowed = allowed_trailers(&h);
+        assert_eq!(allowed, ["x-sum", "grpc-status"]);
+        let mut t = HeaderMap::new();
+        t.insert("x-sum", HeaderValue::from_static("7"));
+        t.insert("authorization", HeaderValue::from_static("Bearer x"));
+        t.insert("x-other", HeaderValue::from_static("1"));
+        let kept = allowed_only(t.clone(), &allowed).unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept["x-sum"], "7");
+        // No `trailer` header: none.
+        assert!(allowed_only(t, &allowed_trailers(&HeaderMap::new())).is_none());
     }
 
     #[test]

@@ -242,6 +242,10 @@ where
     let has_body = !body.is_end_stream();
     let (head, encoding) = codec::request_head(&mut parts, has_body, body.size_hint().exact())
         .map_err(SendError::Protocol)?;
+    let trailers = match encoding {
+        Some(Encoding::Chunked) => codec::allowed_trailers(&parts.headers),
+        _ => Vec::new(),
+    };
     let mut written = 0;
     while let Some(rest) = head.get(written..).filter(|r| !r.is_empty()) {
         match conn.io.write(rest).await {
@@ -264,6 +268,7 @@ where
         sending: encoding.map(|encoding| Sending {
             body,
             encoding,
+            trailers,
             out: None,
             flush: true,
         }),
@@ -305,6 +310,8 @@ where
 struct Sending<B> {
     body: RequestBody<B>,
     encoding: Encoding,
+    /// The trailer fields that may go out ([`codec::allowed_trailers`]).
+    trailers: Vec<http::HeaderName>,
     /// Bytes taken from the body and not yet written.
     out: Option<Bytes>,
     /// Written bytes wait for a flush (TLS keeps them until then).
@@ -411,9 +418,11 @@ where
                     });
                 }
                 Err(frame) => {
-                    // Trailers go out with a chunked body only (as hyper's client sends them).
+                    // Trailers go out with a chunked body only, and only those the request
+                    // announced (as hyper's client sends them).
                     if let (Ok(trailers), Encoding::Chunked) = (frame.into_trailers(), s.encoding) {
-                        s.out = Some(codec::last_chunk(Some(&trailers)));
+                        let kept = codec::allowed_only(trailers, &s.trailers);
+                        s.out = Some(codec::last_chunk(kept.as_ref()));
                         s.encoding = Encoding::Length(0);
                     }
                 }
@@ -1010,7 +1019,10 @@ mod tests {
         let up = frames_client(addr);
         let mut trailers = HeaderMap::new();
         trailers.insert("x-sum", "7".parse().unwrap());
-        let req = post(
+        // Not announced: dropped. Announced but never a trailer: dropped.
+        trailers.insert("x-other", "1".parse().unwrap());
+        trailers.insert("authorization", "Bearer x".parse().unwrap());
+        let mut req = post(
             vec![
                 Frame::data(Bytes::from_static(b"hello")),
                 Frame::data(Bytes::from(vec![b'z'; 26])),
@@ -1018,11 +1030,13 @@ mod tests {
             ],
             false,
         );
+        req.headers_mut()
+            .insert("trailer", "x-sum, authorization".parse().unwrap());
         let resp = up.exchange(req, T, Instant::now()).await.unwrap();
         assert_eq!(resp.status(), 200);
         let got = String::from_utf8(rx.await.unwrap()).unwrap();
         let expected = format!(
-            "POST /up HTTP/1.1\r\nhost: upstream.test\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n1a\r\n{}\r\n0\r\nx-sum: 7\r\n\r\n",
+            "POST /up HTTP/1.1\r\nhost: upstream.test\r\ntrailer: x-sum, authorization\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n1a\r\n{}\r\n0\r\nx-sum: 7\r\n\r\n",
             "z".repeat(26)
         );
         assert_eq!(got, expected);

@@ -83,7 +83,7 @@ impl std::fmt::Debug for EvalOptions<'_> {
 }
 
 /// Everything the engine decided about one request.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct Outcome {
     /// `None`: forward the request. `Some`: answer with this refusal.
     pub denial: Option<Denial>,
@@ -116,16 +116,7 @@ impl Outcome {
     pub fn refused(reason: DenyReason) -> Outcome {
         Outcome {
             denial: Some(Denial::new(reason, "")),
-            path: None,
-            principal: None,
-            accepted_by: None,
-            cors_preflight: false,
-            jwt: Vec::new(),
-            header_ops: Vec::new(),
-            authz: AuthzReport::default(),
-            unknown_kid: Vec::new(),
-            explanation: None,
-            payload: None,
+            ..Outcome::default()
         }
     }
 
@@ -161,19 +152,7 @@ fn realm(scheme: &str, host: &str, path: &str) -> String {
 
 /// Evaluates one request. See the crate documentation for the order of steps.
 pub fn evaluate(cw: &CompiledWorkload, req: HttpRequest<'_>, opts: &EvalOptions<'_>) -> Outcome {
-    let mut out = Outcome {
-        denial: None,
-        path: None,
-        principal: None,
-        accepted_by: None,
-        cors_preflight: false,
-        jwt: Vec::new(),
-        header_ops: Vec::new(),
-        authz: AuthzReport::default(),
-        unknown_kid: Vec::new(),
-        explanation: None,
-        payload: None,
-    };
+    let mut out = Outcome::default();
     let path = match normalize::normalize(req.path, opts.path_normalization) {
         Ok(p) => p,
         Err(e) => {

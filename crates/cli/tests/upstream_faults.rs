@@ -523,3 +523,68 @@ fn a_request_body_that_stalls_gets_408_and_frees_the_upstream_connection() {
     assert!(answer.ends_with("\r\n\r\ngot 3"), "{answer}");
     assert!(accepted.load(Ordering::SeqCst) <= 2);
 }
+
+/// An upstream that takes the request and closes (or resets) the connection without
+/// answering gets Envoy 1.40's answer: 503 `connection termination` (response flag UC), not a
+/// 502 protocol error, which is for an answer that is not HTTP.
+#[test]
+fn an_upstream_that_closes_or_resets_before_answering_is_a_connection_termination() {
+    for reset in [false, true] {
+        let (up, _) = serve_with(move |mut s| {
+            if read_head(&mut s).is_some() && reset {
+                // SO_LINGER 0: the close sends a reset.
+                let _ = socket2_reset(&s);
+            }
+        });
+        let p = start(&up, &[]);
+        let answer = exchange(
+            p.addr(),
+            b"GET /gone HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(10),
+        );
+        assert!(
+            answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "reset {reset}: {answer}"
+        );
+        assert!(
+            answer.ends_with(
+                "\r\n\r\nupstream connect error or disconnect/reset before headers. reset reason: connection termination"
+            ),
+            "reset {reset}: {answer}"
+        );
+        let lines = wait_for_log_lines(&p, 1);
+        assert_eq!(
+            lines[0]["response_code_details"],
+            "upstream_reset_before_response_started{connection_termination}"
+        );
+        assert_eq!(
+            metric(
+                &metrics(&p),
+                "meshguard_upstream_errors_total{result=\"closed\"}"
+            ),
+            1
+        );
+    }
+    // An answer that is not HTTP stays a protocol error.
+    let (up, _) = serve_with(|mut s| {
+        if read_head(&mut s).is_some() {
+            let _ = s.write_all(b"NOT HTTP\r\n\r\n");
+        }
+    });
+    let p = start(&up, &[]);
+    let answer = exchange(
+        p.addr(),
+        b"GET /garbage HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    );
+    assert!(
+        answer.starts_with("HTTP/1.1 502 Bad Gateway\r\n"),
+        "{answer}"
+    );
+    assert!(answer.ends_with("reset reason: protocol error"), "{answer}");
+}
+
+/// Closes `s` with a reset (SO_LINGER 0) instead of a FIN.
+fn socket2_reset(s: &TcpStream) -> std::io::Result<()> {
+    socket2::SockRef::from(s).set_linger(Some(Duration::ZERO))
+}

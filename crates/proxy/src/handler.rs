@@ -525,6 +525,7 @@ async fn forward(
         }
         Err(SendError::Connect(e)) => UpstreamFailure::Connect(e),
         Err(SendError::Protocol(e)) => UpstreamFailure::Protocol(e),
+        Err(SendError::Closed(e)) => UpstreamFailure::Closed(e),
         Err(SendError::Timeout) => UpstreamFailure::Timeout,
         Err(SendError::Overflow) => UpstreamFailure::Overflow,
         Err(SendError::Tls(e)) => UpstreamFailure::Tls(e),

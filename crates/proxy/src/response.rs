@@ -78,6 +78,8 @@ pub enum UpstreamFailure {
     Timeout,
     /// The connection broke or the response was not valid HTTP.
     Protocol(String),
+    /// The upstream closed or reset the connection before the response head.
+    Closed(String),
     /// Every upstream connection allowed was busy and as many requests were waiting already.
     Overflow,
     /// The TLS handshake with an `https://` upstream failed (certificate not verified, no
@@ -94,6 +96,7 @@ impl UpstreamFailure {
             UpstreamFailure::Connect(_) => "connect",
             UpstreamFailure::Timeout => "timeout",
             UpstreamFailure::Protocol(_) => "protocol",
+            UpstreamFailure::Closed(_) => "closed",
             UpstreamFailure::Overflow => "overflow",
             UpstreamFailure::Tls(_) => "tls",
             UpstreamFailure::Deadline => "deadline",
@@ -125,6 +128,14 @@ impl From<&UpstreamFailure> for LocalReply {
                 status: 502,
                 body: "upstream connect error or disconnect/reset before headers. reset reason: protocol error".into(),
                 details: "upstream_reset_before_response_started{protocol_error}".into(),
+                www_authenticate: None,
+            },
+            // Envoy 1.40 for an HTTP/1.1 upstream that closes or resets the connection after
+            // the request, before answering (response flag UC).
+            UpstreamFailure::Closed(_) => LocalReply {
+                status: 503,
+                body: "upstream connect error or disconnect/reset before headers. reset reason: connection termination".into(),
+                details: "upstream_reset_before_response_started{connection_termination}".into(),
                 www_authenticate: None,
             },
             UpstreamFailure::Overflow => LocalReply {

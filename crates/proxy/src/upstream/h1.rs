@@ -206,7 +206,7 @@ where
             let conn = pool.connect(slot).await?;
             return match send(pool, conn, req, false).await {
                 Ok(resp) => Ok(resp),
-                Err(Failed::Unsent(_)) => Err(SendError::Protocol(
+                Err(Failed::Unsent(_)) => Err(SendError::Closed(
                     "the connection closed before the request was written".into(),
                 )),
                 Err(Failed::Error(e)) => Err(e),
@@ -250,13 +250,13 @@ where
     while let Some(rest) = head.get(written..).filter(|r| !r.is_empty()) {
         match conn.io.write(rest).await {
             Ok(0) => {
-                return Err(SendError::Protocol("the upstream connection closed".into()).into());
+                return Err(SendError::Closed("the upstream connection closed".into()).into());
             }
             Ok(n) => written += n,
             Err(_) if written == 0 && reused => {
                 return Err(Failed::Unsent(Box::new(Request::from_parts(parts, body))));
             }
-            Err(e) => return Err(SendError::Protocol(e.to_string()).into()),
+            Err(e) => return Err(SendError::Closed(e.to_string()).into()),
         }
     }
     drop(head);
@@ -494,10 +494,10 @@ where
                             "the upstream closed the connection before the response head".into()
                         }
                     };
-                    return Poll::Ready(Err(SendError::Protocol(why)));
+                    return Poll::Ready(Err(SendError::Closed(why)));
                 }
                 Ok(_) => {}
-                Err(e) => return Poll::Ready(Err(SendError::Protocol(e.to_string()))),
+                Err(e) => return Poll::Ready(Err(SendError::Closed(e.to_string()))),
             }
         }
     }

@@ -50,8 +50,11 @@ pub enum SendError {
     Timeout,
     /// The request's `grpc-timeout` passed before the response head.
     Deadline,
-    /// The connection broke or the response was not valid HTTP.
+    /// The response was not valid HTTP (or the HTTP/2 connection failed).
     Protocol(String),
+    /// The upstream closed or reset the HTTP/1.1 connection before the response head
+    /// (Envoy's `connection termination`).
+    Closed(String),
     /// The client's request body broke while it was being forwarded: the client's fault, not
     /// the upstream's.
     ClientBody(BodyFault),
@@ -431,7 +434,9 @@ fn settled<R>(
 ) -> Result<R, SendError> {
     let fault = progress.and_then(|p| p.fault.lock().ok()?.take());
     match (result, fault) {
-        (Err(SendError::Protocol(_)), Some(fault)) => Err(SendError::ClientBody(fault)),
+        (Err(SendError::Protocol(_) | SendError::Closed(_)), Some(fault)) => {
+            Err(SendError::ClientBody(fault))
+        }
         (other, _) => other,
     }
 }

@@ -427,6 +427,24 @@ fn check_and_validate_against_the_cluster_give_their_exit_codes() {
         ),
         "{stdout}"
     );
+    // PeerAuthentications are validated as from files too.
+    apply_yaml(
+        &k8s,
+        &policy(
+            "PeerAuthentication",
+            "istio-system",
+            "bad-pa",
+            "{portLevelMtls: {\"8080\": {mode: DISABLE}}}",
+        ),
+    );
+    let out = run("validate", &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("error: PeerAuthentication istio-system/bad-pa (resourceVersion ")
+            && stdout.contains("): field spec.portLevelMtls: mesh/namespace peer authentication cannot have port level mTLS (portLevelMtls requires selector)"),
+        "{stdout}"
+    );
     // One namespace: only its objects.
     let out = run("validate", &["--namespace", "foo"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -533,6 +551,106 @@ fn an_api_server_restart_while_traffic_flows_never_serves_an_empty_set() {
         403,
         Duration::from_secs(5),
     );
+}
+
+/// A STRICT PeerAuthentication applied with kubectl: plaintext connections are reset, mutual
+/// TLS is served; deleting it lets plaintext in again.
+#[test]
+fn a_strict_peer_authentication_from_the_api_server_resets_plaintext() {
+    let Some(k8s) = ApiServer::start("walkthrough_strict") else {
+        return;
+    };
+    namespaces(&k8s, &["foo", "istio-system"]);
+    let dir = tmp("k8s-strict");
+    let cert = |args: &[&str]| ok(meshguard().arg("cert").args(args).output().unwrap());
+    let d = |p: &str| dir.join(p).to_str().unwrap().to_string();
+    cert(&["ca", "--out", &d("ca")]);
+    for (name, ns) in [("httpbin", "foo"), ("sleep", "bar")] {
+        cert(&[
+            "issue",
+            "--ca",
+            &d("ca"),
+            "--namespace",
+            ns,
+            "--service-account",
+            name,
+            "--out",
+            &d(name),
+        ]);
+    }
+    let p = proxy_with(
+        k8s.admin_kubeconfig(),
+        &[&WL[..], &["--tls-dir", &d("httpbin")]].concat(),
+    );
+    ready(&p);
+    let addr = p.addr().to_string();
+    // PERMISSIVE by default: plaintext is served.
+    assert_eq!(plain(&addr), "200");
+    apply_yaml(
+        &k8s,
+        &policy(
+            "PeerAuthentication",
+            "foo",
+            "default",
+            "{mtls: {mode: STRICT}}",
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while plain(&addr) != "reset" {
+        assert!(Instant::now() < deadline, "plaintext still served");
+    }
+    let line = p.wait_stderr("PeerAuthentication foo/default resourceVersion");
+    assert!(line.contains(": created; policies generation"), "{line}");
+    // Mutual TLS with a mesh certificate is served.
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(dir.join("httpbin/root-cert.pem"))
+        .arg("--cert")
+        .arg(dir.join("sleep/cert-chain.pem"))
+        .arg("--key")
+        .arg(dir.join("sleep/key.pem"))
+        .args(["-k", &format!("https://{addr}/headers")])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200",
+        "{}",
+        text(&out)
+    );
+    // A refused PeerAuthentication (port-level mTLS without a selector, which only Istio's CEL
+    // rules refuse on the server) leaves STRICT in effect.
+    apply_yaml(
+        &k8s,
+        &policy(
+            "PeerAuthentication",
+            "foo",
+            "default",
+            "{mtls: {mode: DISABLE}, portLevelMtls: {\"8080\": {mode: DISABLE}}}",
+        ),
+    );
+    let warn = p.wait_stderr("refused PeerAuthentication foo/default");
+    assert!(warn.contains("stays in effect"), "{warn}");
+    assert_eq!(plain(&addr), "reset");
+    ok(k8s.kubectl(&["delete", "peerauthentication", "default", "-n", "foo"]));
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while plain(&addr) != "200" {
+        assert!(Instant::now() < deadline, "plaintext still reset");
+    }
+}
+
+/// A plaintext `GET /headers`: the status, `reset`, or `closed`.
+fn plain(addr: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(b"GET /headers HTTP/1.1\r\nHost: httpbin\r\nConnection: close\r\n\r\n");
+    let mut out = Vec::new();
+    match s.read_to_end(&mut out) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => "reset".into(),
+        Err(e) => format!("closed: {e}"),
+        Ok(_) if out.is_empty() => "closed".into(),
+        Ok(_) => support::http::parse(&out).status.to_string(),
+    }
 }
 
 /// Apply-to-effect latency against the real API server: from `kubectl apply` (or `delete`)

@@ -210,10 +210,7 @@ mod enabled {
             args.scope().into(),
             &workload.namespace,
             &workload.root_namespace,
-        )
-        .into_iter()
-        .filter(|w| w.kind != WatchKind::Security(SecurityKind::PeerAuthentication))
-        .collect();
+        );
         let store: Store = meshguard_kube::list::list_into_store(
             &connection.client,
             &watches,
@@ -240,8 +237,8 @@ mod enabled {
         Ok((store.policy_set_for(workload), notes))
     }
 
-    /// What `validate --kubernetes` validates: every RequestAuthentication and
-    /// AuthorizationPolicy in `namespace` (or every namespace), decoded as files' documents are,
+    /// What `validate --kubernetes` validates: every RequestAuthentication, AuthorizationPolicy
+    /// and PeerAuthentication in `namespace` (or every namespace), decoded as files' documents are,
     /// and the problems of those that do not decode.
     pub async fn read_for_validation(
         connection: &Connection,
@@ -249,10 +246,7 @@ mod enabled {
     ) -> Result<(PolicySet, Vec<LoadError>), CliError> {
         let mut set = PolicySet::default();
         let mut errors = Vec::new();
-        for kind in [
-            SecurityKind::RequestAuthentication,
-            SecurityKind::AuthorizationPolicy,
-        ] {
+        for kind in SecurityKind::ALL {
             let watch = WatchId {
                 kind: WatchKind::Security(kind),
                 namespace: namespace.map(str::to_string),
@@ -269,6 +263,7 @@ mod enabled {
                             .extend(one.request_authentications);
                         set.authorization_policies
                             .extend(one.authorization_policies);
+                        set.peer_authentications.extend(one.peer_authentications);
                     }
                     Err(failure) => errors.extend(failure.errors.0),
                 }

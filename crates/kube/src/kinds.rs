@@ -14,7 +14,6 @@ use kube::core::{ApiResource, GroupVersionKind};
 pub enum SecurityKind {
     RequestAuthentication,
     AuthorizationPolicy,
-    /// Read and kept (counted, shown in `/config_dump`); not enforced yet.
     PeerAuthentication,
 }
 

@@ -16,6 +16,7 @@ use std::fmt;
 
 use kube::api::DynamicObject;
 use kube::runtime::watcher::Event;
+use meshguard_model::peer_authn::PeerAuthentication;
 use meshguard_model::{
     AuthorizationPolicySpec, LoadError, ObjectRef, PolicySet, RequestAuthenticationSpec, Resource,
     Workload, load_object,
@@ -37,15 +38,6 @@ pub fn in_revision(labels: &BTreeMap<String, String>, revision: Option<&str>) ->
     }
 }
 
-/// A PeerAuthentication as held: read and shown, not enforced yet.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PeerAuthentication {
-    pub object: ObjectRef,
-    /// `spec.mtls.mode` when it is a string.
-    pub mode: Option<String>,
-    pub spec: Value,
-}
-
 /// One object's version that is in effect.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Held {
@@ -60,7 +52,7 @@ impl Held {
         let origin = match self {
             Held::RequestAuthentication(r) => &r.origin,
             Held::AuthorizationPolicy(r) => &r.origin,
-            Held::PeerAuthentication(p) => return &p.object.resource_version,
+            Held::PeerAuthentication(r) => &r.origin,
         };
         origin
             .object
@@ -79,7 +71,9 @@ impl Held {
             (Held::AuthorizationPolicy(a), Held::AuthorizationPolicy(b)) => {
                 a.spec == b.spec && a.annotations == b.annotations
             }
-            (Held::PeerAuthentication(a), Held::PeerAuthentication(b)) => a.spec == b.spec,
+            (Held::PeerAuthentication(a), Held::PeerAuthentication(b)) => {
+                a.spec == b.spec && a.annotations == b.annotations
+            }
             _ => false,
         }
     }
@@ -292,28 +286,6 @@ pub fn object_value(kind: SecurityKind, obj: &DynamicObject) -> Value {
 pub fn decode(kind: SecurityKind, obj: &DynamicObject) -> Result<Held, Vec<LoadError>> {
     let object = object_ref(obj);
     let value = object_value(kind, obj);
-    if kind == SecurityKind::PeerAuthentication {
-        let spec = value.get("spec").cloned().unwrap_or(Value::Null);
-        if !(spec.is_object() || spec.is_null()) {
-            let named = Some(format!("{} {}", kind.as_str(), object.key()));
-            return Err(vec![LoadError::at(
-                &meshguard_model::Origin::object(object),
-                named,
-                Some("spec".into()),
-                Some(spec.to_string()),
-                "spec must be a mapping".into(),
-            )]);
-        }
-        let mode = spec
-            .pointer("/mtls/mode")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        return Ok(Held::PeerAuthentication(PeerAuthentication {
-            object,
-            mode,
-            spec,
-        }));
-    }
     let origin = meshguard_model::Origin::object(object.clone());
     let named = Some(format!("{} {}", kind.as_str(), object.key()));
     let mut set = load_object(value, object).map_err(|f| f.errors.0)?;
@@ -328,7 +300,9 @@ pub fn decode(kind: SecurityKind, obj: &DynamicObject) -> Result<Held, Vec<LoadE
             .authorization_policies
             .pop()
             .map(Held::AuthorizationPolicy),
-        SecurityKind::PeerAuthentication => None,
+        SecurityKind::PeerAuthentication => {
+            set.peer_authentications.pop().map(Held::PeerAuthentication)
+        }
     };
     held.ok_or_else(|| {
         vec![LoadError::at(
@@ -462,13 +436,11 @@ impl Store {
         std::mem::take(&mut self.dirty)
     }
 
-    /// Whether every watch of an enforced kind has completed a list and the Pod (with
-    /// `--pod`) was found: the first set may be published. PeerAuthentication is not enforced
-    /// yet, so its watches do not hold the policies back (a cluster without its CRD still
-    /// gets served).
+    /// Whether every watch has completed a list and the Pod (with `--pod`) was found: the
+    /// first set may be published. PeerAuthentication watches count like the others: a set
+    /// published before they have listed could serve plaintext where a STRICT policy says no.
     pub fn ready(&self) -> bool {
         self.watches.iter().all(|(id, s)| match &id.kind {
-            WatchKind::Security(SecurityKind::PeerAuthentication) => true,
             WatchKind::Security(_) => s.listed,
             WatchKind::Pod(_) => s.listed && matches!(s.pod, Some(Some(_))),
         })
@@ -478,7 +450,6 @@ impl Store {
     pub fn pending(&self) -> Vec<String> {
         self.watches
             .iter()
-            .filter(|(id, _)| id.kind != WatchKind::Security(SecurityKind::PeerAuthentication))
             .filter_map(|(id, s)| {
                 let why = if !s.listed {
                     match &s.last_error {
@@ -502,8 +473,7 @@ impl Store {
             .find_map(|s| s.pod.as_ref().and_then(Option::as_ref))
     }
 
-    /// The set in effect: every object's version in effect, RequestAuthentications and
-    /// AuthorizationPolicies (PeerAuthentications are held, not enforced).
+    /// The set in effect: every object's version in effect.
     pub fn policy_set(&self) -> PolicySet {
         self.policy_set_where(|_| true)
     }
@@ -526,7 +496,8 @@ impl Store {
                     Some(Held::AuthorizationPolicy(r)) => {
                         set.authorization_policies.push(r.clone())
                     }
-                    Some(Held::PeerAuthentication(_)) | None => {}
+                    Some(Held::PeerAuthentication(r)) => set.peer_authentications.push(r.clone()),
+                    None => {}
                 }
             }
         }
@@ -560,7 +531,7 @@ impl Store {
     }
 
     /// The store's part of `/config_dump`: each watch's health, every object (its latest
-    /// version, the version in effect, and why they differ), the PeerAuthentications.
+    /// version, the version in effect, and why they differ; a PeerAuthentication's mode).
     pub fn dump(&self) -> Value {
         let watches: Vec<Value> = self
             .watches
@@ -579,7 +550,6 @@ impl Store {
                     "invalid": s.invalid(),
                     "errors": s.errors,
                     "last_error": s.last_error.as_ref().map(|(at, message)| json!({"at": at, "message": message})),
-                    "enforced": !matches!(id.kind, WatchKind::Security(SecurityKind::PeerAuthentication)),
                 })
             })
             .collect();
@@ -614,7 +584,8 @@ impl Store {
                     v.insert("revision".into(), json!(rev));
                 }
                 if let Some(Held::PeerAuthentication(p)) = &e.good {
-                    v.insert("mtls_mode".into(), json!(p.mode));
+                    let mode = p.spec.mtls.as_ref().map(|m| m.mode.as_str());
+                    v.insert("mtls_mode".into(), json!(mode));
                 }
                 Value::Object(v)
             })

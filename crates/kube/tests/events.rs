@@ -6,6 +6,7 @@ use kube::api::DynamicObject;
 use kube::runtime::watcher::Event;
 use meshguard_kube::kinds::{Scope, SecurityKind, WatchId, WatchKind, security_watches};
 use meshguard_kube::store::{Applied, PodChange, Store, What, in_revision};
+use meshguard_model::peer_authn::MtlsMode;
 use serde_json::{Value, json};
 
 fn object(v: Value) -> DynamicObject {
@@ -99,8 +100,7 @@ fn the_initial_list_makes_one_set_swapped_in_at_init_done_once_every_watch_has_l
     assert_eq!(whats(&done), vec![("foo/a".to_string(), What::Created)]);
     assert!(store.take_dirty());
     assert_eq!(in_effect(&store), vec!["foo/a@10"]);
-    // The other enforced kinds' watches have not listed: not ready, and readiness says which.
-    // (PeerAuthentication is not enforced: its watches do not hold the policies back.)
+    // The other watches have not listed: not ready, and readiness says which.
     assert!(!store.ready());
     let pending = store.pending();
     assert_eq!(
@@ -108,11 +108,13 @@ fn the_initial_list_makes_one_set_swapped_in_at_init_done_once_every_watch_has_l
         [
             "RequestAuthentication in foo: not listed yet",
             "RequestAuthentication in istio-system: not listed yet",
-            "AuthorizationPolicy in istio-system: not listed yet"
+            "AuthorizationPolicy in istio-system: not listed yet",
+            "PeerAuthentication in foo: not listed yet",
+            "PeerAuthentication in istio-system: not listed yet"
         ],
     );
-    let enforced = |w: &&WatchId| w.kind != WatchKind::Security(SecurityKind::PeerAuthentication);
-    for w in watches.iter().filter(enforced).filter(|x| **x != w) {
+    let pa_watch = |w: &&WatchId| w.kind == WatchKind::Security(SecurityKind::PeerAuthentication);
+    for w in watches.iter().filter(|w| !pa_watch(w)).filter(|x| **x != w) {
         let objects = if *w == watch(RA, "istio-system") {
             vec![ra("istio-system", "mesh-jwt", "11")]
         } else {
@@ -120,18 +122,33 @@ fn the_initial_list_makes_one_set_swapped_in_at_init_done_once_every_watch_has_l
         };
         list(&mut store, w, objects);
     }
-    assert!(store.ready(), "ready with no PeerAuthentication listed");
+    // The PeerAuthentication watches hold the first set back too: a set published without
+    // them could serve plaintext where a STRICT policy says no. One fails (its CRD not
+    // installed): still not ready, and readiness says why.
+    assert!(
+        !store.ready(),
+        "ready before the PeerAuthentications are listed"
+    );
+    store.error(
+        &watch(SecurityKind::PeerAuthentication, "foo"),
+        "list failed: 404".into(),
+    );
+    assert_eq!(
+        store.pending(),
+        [
+            "PeerAuthentication in foo: not listed yet: list failed: 404",
+            "PeerAuthentication in istio-system: not listed yet"
+        ]
+    );
+    for w in watches.iter().filter(pa_watch) {
+        list(&mut store, w, vec![]);
+    }
+    assert!(store.ready());
     assert!(store.pending().is_empty());
     assert_eq!(
         in_effect(&store),
         vec!["foo/a@10", "istio-system/mesh-jwt@11"]
     );
-    // A failed PeerAuthentication watch (its CRD not installed) changes nothing.
-    store.error(
-        &watch(SecurityKind::PeerAuthentication, "foo"),
-        "list failed: 404".into(),
-    );
-    assert!(store.ready());
 }
 
 #[test]
@@ -404,23 +421,168 @@ fn an_object_applied_as_v1beta1_is_read_whatever_version_serves_it() {
     );
 }
 
-#[test]
-fn peer_authentications_are_held_and_shown_but_not_enforced() {
-    let w = watch(SecurityKind::PeerAuthentication, "istio-system");
-    let mut store = Store::new(std::slice::from_ref(&w), None);
-    let pa = object(json!({
+fn pa(ns: &str, name: &str, rv: &str, spec: Value) -> DynamicObject {
+    object(json!({
         "apiVersion": "security.istio.io/v1",
         "kind": "PeerAuthentication",
-        "metadata": {"name": "default", "namespace": "istio-system", "resourceVersion": "9"},
-        "spec": {"mtls": {"mode": "STRICT"}},
-    }));
-    list(&mut store, &w, vec![pa]);
-    let set = store.policy_set();
-    assert!(set.authorization_policies.is_empty() && set.request_authentications.is_empty());
-    assert_eq!(store.watch_stats()[0].1, 1);
+        "metadata": {"name": name, "namespace": ns, "resourceVersion": rv,
+                     "creationTimestamp": "2026-12-05T10:00:00Z"},
+        "spec": spec,
+    }))
+}
+
+/// The PeerAuthentications in effect, as `ns/name@rv MODE`.
+fn peer_authns(store: &Store) -> Vec<String> {
+    store
+        .policy_set()
+        .peer_authentications
+        .iter()
+        .map(|r| {
+            let o = r.origin.object.as_ref().unwrap();
+            let mode = r.spec.mtls.as_ref().map_or("-", |m| m.mode.as_str());
+            format!("{}/{}@{} {mode}", o.namespace, o.name, o.resource_version)
+        })
+        .collect()
+}
+
+#[test]
+fn peer_authentications_go_into_the_set_as_from_files_and_an_invalid_one_keeps_its_last_good_version()
+ {
+    let w = watch(SecurityKind::PeerAuthentication, "foo");
+    let mut store = Store::new(std::slice::from_ref(&w), None);
+    list(
+        &mut store,
+        &w,
+        vec![pa(
+            "foo",
+            "default",
+            "9",
+            json!({"mtls": {"mode": "STRICT"}}),
+        )],
+    );
+    assert!(store.take_dirty());
+    assert_eq!(peer_authns(&store), ["foo/default@9 STRICT"]);
+    let held = &store.policy_set().peer_authentications[0];
+    // The creation time decides between policies of one scope, as from a file.
+    assert_eq!(held.spec.created.as_deref(), Some("2026-12-05T10:00:00Z"));
     let dump = store.dump();
     assert_eq!(dump["objects"][0]["mtls_mode"], "STRICT");
-    assert_eq!(dump["watches"][0]["enforced"], false);
+    assert_eq!(dump["objects"][0]["state"], "in_effect");
+
+    // What the file loader refuses, this refuses: port-level mTLS without a selector (only
+    // Istio's CEL rules refuse it on the server), an unknown mode, an unknown field. The
+    // version in effect stays.
+    for (rv, spec, field) in [
+        (
+            "10",
+            json!({"mtls": {"mode": "DISABLE"}, "portLevelMtls": {"8080": {"mode": "DISABLE"}}}),
+            "spec.portLevelMtls",
+        ),
+        (
+            "11",
+            json!({"mtls": {"mode": "STRICTER"}}),
+            "spec.mtls.mode",
+        ),
+        (
+            "12",
+            json!({"mtls": {"mode": "DISABLE"}, "extra": 1}),
+            "spec",
+        ),
+    ] {
+        let applied = store.apply(&w, Event::Apply(pa("foo", "default", rv, spec)));
+        match &applied.changes[0].what {
+            What::Refused { errors, kept } => {
+                assert_eq!(kept.as_deref(), Some("9"));
+                assert!(
+                    errors[0].to_string().contains(&format!("field {field}")),
+                    "{}",
+                    errors[0]
+                );
+                assert!(
+                    errors[0].to_string().starts_with(&format!(
+                        "PeerAuthentication foo/default (resourceVersion {rv})"
+                    )),
+                    "{}",
+                    errors[0]
+                );
+            }
+            other => panic!("{rv}: {other:?}"),
+        }
+        assert!(!store.take_dirty());
+        assert_eq!(peer_authns(&store), ["foo/default@9 STRICT"]);
+    }
+    let dump = store.dump();
+    assert_eq!(dump["objects"][0]["state"], "invalid");
+    assert_eq!(dump["objects"][0]["in_effect"], "9");
+    assert_eq!(store.watch_stats()[0].2, 1, "counted invalid");
+
+    // A valid change replaces it; a delete removes it.
+    let applied = store.apply(
+        &w,
+        Event::Apply(pa(
+            "foo",
+            "default",
+            "13",
+            json!({"mtls": {"mode": "PERMISSIVE"}}),
+        )),
+    );
+    assert_eq!(
+        whats(&applied),
+        [(
+            "foo/default".to_string(),
+            What::Updated { from: "9".into() }
+        )]
+    );
+    assert!(store.take_dirty());
+    assert_eq!(peer_authns(&store), ["foo/default@13 PERMISSIVE"]);
+    store.apply(
+        &w,
+        Event::Delete(pa(
+            "foo",
+            "default",
+            "14",
+            json!({"mtls": {"mode": "PERMISSIVE"}}),
+        )),
+    );
+    assert!(store.take_dirty());
+    assert!(peer_authns(&store).is_empty());
+}
+
+#[test]
+fn the_workloads_set_has_the_peer_authentications_of_its_namespace_and_the_root() {
+    let w = WatchId {
+        kind: WatchKind::Security(SecurityKind::PeerAuthentication),
+        namespace: None,
+    };
+    let mut store = Store::new(std::slice::from_ref(&w), None);
+    list(
+        &mut store,
+        &w,
+        vec![
+            pa("foo", "default", "1", json!({"mtls": {"mode": "STRICT"}})),
+            pa("bar", "default", "2", json!({"mtls": {"mode": "DISABLE"}})),
+            pa(
+                "istio-system",
+                "default",
+                "3",
+                json!({"mtls": {"mode": "PERMISSIVE"}}),
+            ),
+        ],
+    );
+    let workload = meshguard_model::Workload::new(
+        "foo",
+        std::collections::BTreeMap::from([("app".to_string(), "httpbin".to_string())]),
+    );
+    let set = store.policy_set_for(&workload);
+    let names: Vec<String> = set
+        .peer_authentications
+        .iter()
+        .map(|r| format!("{}/{}", r.namespace, r.name))
+        .collect();
+    assert_eq!(names, ["foo/default", "istio-system/default"]);
+    let compiled = meshguard_policy::compile(&set, &workload).unwrap();
+    assert_eq!(compiled.mtls.mode, MtlsMode::Strict);
+    assert_eq!(compiled.mtls.mode_from.as_deref(), Some("foo/default"));
 }
 
 #[test]

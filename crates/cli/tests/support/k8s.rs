@@ -60,6 +60,9 @@ pub struct ApiServer {
     /// process gone) it kills `processes`.
     guard: Child,
     started_in: Duration,
+    /// How the API server was started, to start it again ([`ApiServer::restart_apiserver`]).
+    apiserver_program: PathBuf,
+    apiserver_args: Vec<std::ffi::OsString>,
 }
 
 /// The programs the server and the tests run.
@@ -216,6 +219,66 @@ impl ApiServer {
     pub fn admin_token(&self) -> &str {
         &self.admin_token
     }
+
+    /// Kills the API server (etcd keeps running, and the objects with it): an outage.
+    pub fn stop_apiserver(&mut self) {
+        let _ = self.processes[0].kill();
+        let _ = self.processes[0].wait();
+    }
+
+    /// Starts the API server again, on the same port with the same arguments, after
+    /// [`Self::stop_apiserver`]; returns once `/readyz` answers `ok`.
+    pub fn restart_apiserver(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("kube-apiserver.log"))
+            .unwrap();
+        let apiserver = Command::new(&self.apiserver_program)
+            .args(&self.apiserver_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.processes[0] = apiserver;
+        let _ = self.guard.kill();
+        let _ = self.guard.wait();
+        self.guard = guard(&self.processes);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(why) = self.exited() {
+                panic!("restarting the API server: {why}\n{}", self.log_tails());
+            }
+            if self
+                .get("/readyz")
+                .is_some_and(|(code, body)| code == 200 && body.trim() == "ok")
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the API server did not come back"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// `sh` reading a pipe whose only writer is this process: at its end of file (this process
+/// gone) it kills `processes`.
+fn guard(processes: &[Child]) -> Child {
+    Command::new("sh")
+        .args([
+            "-c",
+            "while read -r _; do :; done; kill -KILL \"$@\" 2>/dev/null",
+            "k8s-guard",
+        ])
+        .args(processes.iter().map(|p| p.id().to_string()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sh")
 }
 
 impl Drop for ApiServer {
@@ -375,6 +438,9 @@ fn launch(tools: &Tools, test: &str, started: Instant) -> Result<ApiServer, Laun
         .stdin(Stdio::null())
         .stdout(api_out)
         .stderr(api_err);
+    let apiserver_program = tools.apiserver.clone();
+    let apiserver_args: Vec<std::ffi::OsString> =
+        apiserver.get_args().map(ToOwned::to_owned).collect();
     let mut processes = vec![etcd];
     let apiserver = match apiserver.spawn() {
         Ok(p) => p,
@@ -387,18 +453,7 @@ fn launch(tools: &Tools, test: &str, started: Instant) -> Result<ApiServer, Laun
         }
     };
     processes.insert(0, apiserver);
-    let guard = Command::new("sh")
-        .args([
-            "-c",
-            "while read -r _; do :; done; kill -KILL \"$@\" 2>/dev/null",
-            "k8s-guard",
-        ])
-        .args(processes.iter().map(|p| p.id().to_string()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sh");
+    let guard = guard(&processes);
 
     let url = format!("https://127.0.0.1:{api_port}");
     let admin_kubeconfig = dir.join("kubeconfig");
@@ -416,6 +471,8 @@ fn launch(tools: &Tools, test: &str, started: Instant) -> Result<ApiServer, Laun
         processes,
         guard,
         started_in: Duration::ZERO,
+        apiserver_program,
+        apiserver_args,
     };
 
     // Ready: /readyz says `ok` (etcd reachable, every post-start hook done, the bootstrap

@@ -10,9 +10,14 @@ use std::time::{Duration, Instant};
 
 use super::fs::root;
 
-/// The binary under test, run from the repository root (so that `examples/...` resolves).
+/// The binary under test, run from the repository root (so that `examples/...` resolves):
+/// the one cargo built for the tests, or `$MESHGUARD_TEST_BIN` when set (a release build, for
+/// the measurements of docs/operations.md).
 pub fn meshguard() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_meshguard"));
+    let bin = std::env::var_os("MESHGUARD_TEST_BIN")
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_meshguard").into());
+    let mut c = Command::new(bin);
     c.current_dir(root());
     c
 }

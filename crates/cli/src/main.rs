@@ -52,6 +52,7 @@ macro_rules! print {
 
 mod cert;
 mod check;
+mod ext_authz;
 mod kubernetes;
 mod proxy;
 mod token;
@@ -86,6 +87,8 @@ struct Cli {
 enum Command {
     /// Enforce the policies on live HTTP traffic in front of an upstream.
     Proxy(Box<proxy::ProxyArgs>),
+    /// Answer Envoy's ext_authz checks (gRPC and HTTP) with meshguard's decisions.
+    ExtAuthz(Box<ext_authz::ExtAuthzArgs>),
     /// Decide one request offline: status, body, matched policy, JWT outcome and why.
     Check(check::CheckArgs),
     /// Check policy files: Istio's validation errors, plus warnings for policies that will surprise.
@@ -133,7 +136,7 @@ fn main() -> ExitCode {
     // source logs every watch error itself (one line naming the watch and the API server's
     // answer), so theirs are left to RUST_LOG.
     let default_filter = match cli.command {
-        Command::Proxy(_) | Command::Echo(_) => {
+        Command::Proxy(_) | Command::Echo(_) | Command::ExtAuthz(_) => {
             "warn,meshguard=info,kube_runtime::watcher=error,kube_client::client::builder=off"
         }
         _ => "warn,kube_runtime::watcher=error,kube_client::client::builder=off",
@@ -149,6 +152,7 @@ fn main() -> ExitCode {
         .try_init();
     let result = match cli.command {
         Command::Proxy(args) => proxy::run(*args),
+        Command::ExtAuthz(args) => ext_authz::run(*args),
         Command::Check(args) => check::run(args),
         Command::Echo(args) => proxy::run_echo(args),
         Command::Validate(args) => validate::run(args),

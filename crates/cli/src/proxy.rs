@@ -225,7 +225,7 @@ pub struct EchoArgs {
     pub listen: SocketAddr,
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn duration(s: &str) -> Result<Duration, String> {
     parse_duration(s)
 }
 
@@ -234,7 +234,7 @@ fn duration(s: &str) -> Result<Duration, String> {
 /// another); another `HOST:PORT` is looked up, first address; `:PORT` is every IPv4 interface
 /// (0.0.0.0), as in Go's `net.Listen` (for IPv6 write `[::]:PORT`); a bare `PORT` keeps the
 /// default's loopback address, 127.0.0.1 (exposing a port must be written out).
-fn listen_addr(s: &str) -> Result<SocketAddr, String> {
+pub(crate) fn listen_addr(s: &str) -> Result<SocketAddr, String> {
     const FORMS: &str = "expected PORT, :PORT, HOST:PORT or IP:PORT, e.g. 8080 (= 127.0.0.1:8080), \
         :8080 (= 0.0.0.0:8080, every interface), localhost:8080, 0.0.0.0:8080 or [::1]:8080";
     let s = s.trim();
@@ -441,7 +441,7 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 /// The tokio runtime: a single-threaded one for one worker (the scheduler then needs no
 /// atomics or cross-thread wake-ups), a work-stealing one otherwise. `None`: one worker per
 /// CPU the process may run on (so `taskset -c 0` gives one).
-fn proxy_runtime(workers: Option<u16>) -> Result<tokio::runtime::Runtime, CliError> {
+pub(crate) fn proxy_runtime(workers: Option<u16>) -> Result<tokio::runtime::Runtime, CliError> {
     let workers = workers.map_or_else(
         || std::thread::available_parallelism().map_or(1, usize::from),
         usize::from,

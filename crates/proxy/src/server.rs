@@ -61,7 +61,7 @@ impl std::error::Error for StartError {}
 /// here instead of having their SYNs dropped and retried seconds later.
 pub const LISTEN_BACKLOG: u32 = 1024;
 
-fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+pub fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
     let listen = || {
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()?
@@ -290,6 +290,23 @@ impl Inbound {
         tracing::debug!(%peer, result = result.as_str(), mode = %mode, "connection not served");
         None
     }
+}
+
+/// The accept loop for another front end's plaintext listener (`meshguard ext-authz`): the
+/// same connection limit, header limits, timeouts and draining as the proxy's listeners.
+pub async fn serve_plain<M, S, B>(
+    what: &'static str,
+    listener: TcpListener,
+    make: M,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) where
+    M: Fn(ConnInfo) -> S + Clone + Send + 'static,
+    S: ClientService<B>,
+    B: ClientBody,
+{
+    let settings = Arc::new(Settings::new(&limits));
+    accept_loop(what, listener, None, make, settings, limits, shutdown).await;
 }
 
 /// Accepts connections on `listener` and serves each with the service `make` builds for it,

@@ -353,6 +353,8 @@ pub struct Metrics {
     pub upgrades: UpgradeMetrics,
     /// A watched policy source's watches.
     pub source: SourceMetrics,
+    /// `meshguard ext-authz`: Check answers by `result` (`ok`, `denied`).
+    pub ext_authz_checks: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -484,6 +486,12 @@ impl Default for Metrics {
             "Objects of each watch of a policy source whose latest version was refused as invalid",
             source.invalid_objects.clone(),
         );
+        let ext_authz_checks = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "ext_authz_checks",
+            "ext_authz Check requests answered (meshguard ext-authz), by result: ok, denied",
+            ext_authz_checks.clone(),
+        );
         let request_duration = ByClass::new(request_duration_family);
         let upstream_duration = ByClass::new(upstream_duration_family);
         // Created up front, so they show in /metrics from the start with 0.
@@ -506,6 +514,7 @@ impl Default for Metrics {
             protocol_errors,
             upgrades,
             source,
+            ext_authz_checks,
         }
     }
 }

@@ -388,6 +388,8 @@ fn walkthrough_through_envoy(grpc: bool) {
     );
     assert_eq!(checks[0]["check"], if grpc { "grpc" } else { "http" });
     assert_eq!(checks[3]["response_code"], 200);
+    assert_eq!(checks[3]["response_code_details"], "allowed");
+    assert_eq!(checks[3]["policy"], "ns[foo]-policy[require-jwt]-rule[0]");
     assert_eq!(checks[3]["path"], "/headers");
     let metrics = exchange(
         &server.admin,

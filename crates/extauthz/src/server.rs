@@ -183,11 +183,12 @@ impl Checker {
     }
 }
 
+/// The denial's `response_code_details`, or `allowed` (Envoy then forwards the request).
 fn details(outcome: &Outcome) -> &str {
     outcome
         .denial
         .as_ref()
-        .map_or("via_upstream", |d| d.reply.details.as_str())
+        .map_or("allowed", |d| d.reply.details.as_str())
 }
 
 /// The gRPC service: one Check, answered from the decision.

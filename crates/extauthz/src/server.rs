@@ -92,7 +92,9 @@ struct CheckLogLine<'a> {
     authority: &'a str,
     /// The normalized path without the query (query strings can carry tokens).
     path: &'a str,
-    protocol: &'a str,
+    /// The client's protocol as Envoy reports it (`HTTP/1.1`, `HTTP/2`); `null` from the HTTP
+    /// variant, which does not carry it.
+    protocol: Option<&'a str>,
     response_code: u16,
     response_code_details: &'a str,
     duration_ms: f64,
@@ -163,7 +165,7 @@ impl Checker {
                     .as_deref()
                     .and_then(|p| p.split('?').next())
                     .unwrap_or(""),
-                protocol: &facts.protocol,
+                protocol: Some(facts.protocol.as_str()).filter(|p| !p.is_empty()),
                 response_code: status,
                 response_code_details: details(outcome),
                 duration_ms: elapsed.as_secs_f64() * 1000.0,

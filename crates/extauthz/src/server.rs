@@ -410,3 +410,111 @@ pub async fn start(
         done,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
+    use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address};
+    use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+        HttpRequest, Peer, Request as AttrRequest,
+    };
+    use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+
+    /// The policy: only `bar/sleep`'s identity, from 10.0.0.0/8, to port 8000.
+    const POLICY: &str = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: peers, namespace: foo}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  rules:
+  - from:
+    - source:
+        principals: ["cluster.local/ns/bar/sa/sleep"]
+        ipBlocks: ["10.0.0.0/8"]
+    to:
+    - operation: {ports: ["8000"]}
+"#;
+
+    fn checker() -> Grpc {
+        let dir = std::env::temp_dir().join(format!("meshguard-extauthz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ap.yaml"), POLICY).unwrap();
+        let runtime = Runtime::load(RuntimeConfig {
+            policies: meshguard_runtime::PolicySource::Files(vec![dir]),
+            workload: meshguard_model::Workload::new(
+                "foo",
+                [("app".to_string(), "httpbin".to_string())].into(),
+            ),
+            path_normalization: Default::default(),
+            token_cache: 0,
+            jwks: Default::default(),
+        })
+        .unwrap();
+        Grpc(Arc::new(Checker {
+            runtime: Arc::new(runtime),
+            log: None,
+            path_prefix: String::new(),
+        }))
+    }
+
+    fn peer(ip: &str, port: u32, principal: &str) -> Option<Peer> {
+        Some(Peer {
+            address: Some(Address {
+                address: Some(address::Address::SocketAddress(SocketAddress {
+                    address: ip.into(),
+                    port_specifier: Some(PortSpecifier::PortValue(port)),
+                    ..Default::default()
+                })),
+            }),
+            principal: principal.into(),
+            ..Default::default()
+        })
+    }
+
+    async fn status(g: &Grpc, source: (&str, &str), destination_port: u32) -> i32 {
+        let req = CheckRequest {
+            attributes: Some(AttributeContext {
+                source: peer(source.0, 40000, source.1),
+                destination: peer("10.1.2.3", destination_port, ""),
+                request: Some(AttrRequest {
+                    http: Some(HttpRequest {
+                        method: "GET".into(),
+                        path: "/".into(),
+                        host: "httpbin.foo".into(),
+                        scheme: "http".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        };
+        let resp = g
+            .check(tonic::Request::new(req))
+            .await
+            .unwrap()
+            .into_inner();
+        match resp.http_response {
+            Some(HttpResponse::OkResponse(_)) => 200,
+            Some(HttpResponse::DeniedResponse(d)) => d.status.unwrap().code,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn source_principal_addresses_and_destination_port_come_from_the_attributes() {
+        let g = checker();
+        let sleep = "spiffe://cluster.local/ns/bar/sa/sleep";
+        assert_eq!(status(&g, ("10.0.0.7", sleep), 8000).await, 200);
+        // Another identity, another source address, another port: denied.
+        let other = "spiffe://cluster.local/ns/bar/sa/other";
+        assert_eq!(status(&g, ("10.0.0.7", other), 8000).await, 403);
+        assert_eq!(status(&g, ("192.168.0.7", sleep), 8000).await, 403);
+        assert_eq!(status(&g, ("10.0.0.7", sleep), 9000).await, 403);
+        // No client certificate (plaintext): no principal.
+        assert_eq!(status(&g, ("10.0.0.7", ""), 8000).await, 403);
+    }
+}

@@ -443,7 +443,7 @@ spec:
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("ap.yaml"), POLICY).unwrap();
         let runtime = Runtime::load(RuntimeConfig {
-            policies: meshguard_runtime::PolicySource::Files(vec![dir]),
+            policies: meshguard_runtime::PolicySource::Files(vec![dir.clone()]),
             workload: meshguard_model::Workload::new(
                 "foo",
                 [("app".to_string(), "httpbin".to_string())].into(),
@@ -453,6 +453,8 @@ spec:
             jwks: Default::default(),
         })
         .unwrap();
+        // Loaded and compiled: the files are not read again (nothing watches them here).
+        let _ = std::fs::remove_dir_all(&dir);
         Grpc(Arc::new(Checker {
             runtime: Arc::new(runtime),
             log: None,

@@ -196,6 +196,14 @@ pub async fn start(
     });
 
     runtime.spawn_reload(config.watch, stopped(stop_rx.clone()));
+    if let Some(tls) = &tls {
+        crate::tls_rotation::spawn(
+            tls.clone(),
+            state.clone(),
+            metrics.clone(),
+            stopped(stop_rx.clone()),
+        );
+    }
     let mut settings = Settings::new(&config.limits);
     settings.premature_reset_closes = metrics.premature_reset_closes.clone();
     settings.protocol_errors = metrics.protocol_errors.clone();
@@ -226,6 +234,7 @@ pub async fn start(
     let inbound = Inbound {
         tls,
         state: state.clone(),
+        metrics: metrics.clone(),
     };
     let proxy_done = tokio::spawn(accept_loop(
         "proxy",
@@ -259,6 +268,7 @@ pub async fn start(
 struct Inbound {
     tls: Option<Arc<crate::tls::ServerTls>>,
     state: Arc<PolicyState>,
+    metrics: Arc<Metrics>,
 }
 
 impl Inbound {
@@ -272,6 +282,7 @@ impl Inbound {
         deadline: tokio::time::Instant,
     ) -> Option<(ClientStream, ConnInfo)> {
         use crate::inbound::{Accepted, accept};
+        use crate::tls::HandshakeResult;
         use meshguard_model::peer_authn::MtlsMode;
         let mode = self.state.snapshot().compiled.mtls.for_port(local.port());
         let result = match &self.tls {
@@ -279,14 +290,21 @@ impl Inbound {
             // reload) refuses it, failing closed.
             None if mode == MtlsMode::Strict => {
                 crate::inbound::reset(stream);
-                crate::tls::HandshakeResult::PlaintextRefused
+                HandshakeResult::PlaintextRefused
             }
             None => return Some((ClientStream::Plain(stream), ConnInfo::plain(peer, local))),
             Some(tls) => match accept(stream, peer, local, tls, mode, deadline).await {
-                Accepted::Serve(s, info) => return Some((s, info)),
+                Accepted::Serve(s, info) => {
+                    if info.scheme == crate::client::Scheme::Https {
+                        self.metrics.tls.handshake(HandshakeResult::Ok.as_str());
+                    }
+                    return Some((s, info));
+                }
+                Accepted::Silent => return None,
                 Accepted::Closed(r) => r,
             },
         };
+        self.metrics.tls.handshake(result.as_str());
         tracing::debug!(%peer, result = result.as_str(), mode = %mode, "connection not served");
         None
     }

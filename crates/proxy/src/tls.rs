@@ -550,7 +550,16 @@ impl ClientCertVerifier for SpiffeVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
         self.inner
-            .verify_client_cert(end_entity, intermediates, now)?;
+            .verify_client_cert(end_entity, intermediates, now)
+            .map_err(|e| match e {
+                // An issuer found by name whose signature does not verify (a CA named as the
+                // mesh root): BoringSSL's chain check answers `unknown_ca` there, and so does
+                // Envoy; rustls would send `decrypt_error`.
+                Error::InvalidCertificate(CertificateError::BadSignature) => {
+                    Error::InvalidCertificate(CertificateError::UnknownIssuer)
+                }
+                e => e,
+            })?;
         let (_, cert) = x509_parser::parse_x509_certificate(end_entity)
             .map_err(|_| Error::InvalidCertificate(CertificateError::BadEncoding))?;
         let in_domain = uri_sans(&cert).iter().any(|u| {

@@ -86,10 +86,29 @@ pub struct Running {
     pub upstream: http::Uri,
     pub state: Arc<PolicyState>,
     pub metrics: Arc<Metrics>,
+    /// Whether the proxy listener has TLS material (`--tls-dir`).
+    pub tls: bool,
     done: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
+    /// The proxy listener as the start-up line names it: `http://ADDR` without `--tls-dir`;
+    /// with it, what the PeerAuthentication mode of the listening port serves now:
+    /// `https://ADDR (mutual TLS only: STRICT)`, `https+http://ADDR (mutual TLS and
+    /// plaintext: PERMISSIVE)` or `http://ADDR (plaintext only: DISABLE)`.
+    pub fn describe_listener(&self) -> String {
+        use meshguard_model::peer_authn::MtlsMode;
+        let addr = self.listen;
+        if !self.tls {
+            return format!("http://{addr}");
+        }
+        match self.state.snapshot().compiled.mtls.for_port(addr.port()) {
+            MtlsMode::Strict => format!("https://{addr} (mutual TLS only: STRICT)"),
+            MtlsMode::Disable => format!("http://{addr} (plaintext only: DISABLE)"),
+            _ => format!("https+http://{addr} (mutual TLS and plaintext: PERMISSIVE)"),
+        }
+    }
+
     /// Waits until the proxy has shut down.
     pub async fn wait(self) {
         let _ = self.done.await;
@@ -231,6 +250,7 @@ pub async fn start(
         let shared = shared.clone();
         service_fn(move |req| handle(req, conn_info.clone(), shared.clone()))
     };
+    let has_tls = tls.is_some();
     let inbound = Inbound {
         tls,
         state: state.clone(),
@@ -257,6 +277,7 @@ pub async fn start(
         upstream,
         state,
         metrics,
+        tls: has_tls,
         done,
     })
 }

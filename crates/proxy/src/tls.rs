@@ -360,7 +360,7 @@ impl Material {
         // Our own chain must lead to the root our peers trust: a certificate of another CA
         // (or one not yet valid, or expired) would fail every client's handshake.
         verifier
-            .verify_client_cert(leaf, &chain[1..], UnixTime::now())
+            .verify_client_cert(leaf, chain.get(1..).unwrap_or_default(), UnixTime::now())
             .map_err(|e| {
                 format!(
                     "{}: does not lead to the root in {}: {e}",

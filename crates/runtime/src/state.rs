@@ -387,8 +387,11 @@ impl PolicyState {
             "jwks": self.jwks.status(),
             "last_reload_error": self.last_error(),
         });
-        if let Some(tls) = self.tls.lock().unwrap_or_else(|e| e.into_inner()).clone() {
-            dump["tls"] = tls;
+        if let (Some(tls), Some(obj)) = (
+            self.tls.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            dump.as_object_mut(),
+        ) {
+            obj.insert("tls".into(), tls);
         }
         dump
     }

@@ -628,6 +628,42 @@ mod tests {
     }
 
     #[test]
+    fn identity_fields_match_any_uri_san() {
+        let headers = http::HeaderMap::new();
+        let sans: Vec<std::sync::Arc<str>> = vec![
+            "spiffe://td/ns/baz/sa/legacy".into(),
+            "spiffe://td/ns/bar/sa/sleep".into(),
+        ];
+        let req = RequestAttributes {
+            method: "GET",
+            path: "/",
+            host: "h",
+            headers: &headers,
+            source_ip: None,
+            remote_ip: None,
+            destination_ip: None,
+            destination_port: None,
+            sni: None,
+            peer_identity: Some(PeerUris::Many(&sans)),
+            jwt: None,
+        };
+        let principal = |v: &str| IdentityMatch::Principal(StringMatch::parse(v, false));
+        assert!(principal("td/ns/bar/sa/sleep").matches(&req));
+        assert!(principal("td/ns/baz/sa/legacy").matches(&req));
+        assert!(!principal("td/ns/qux/sa/sleep").matches(&req));
+        assert!(IdentityMatch::Namespace(StringMatch::parse("bar", false)).matches(&req));
+        let none = RequestAttributes {
+            peer_identity: Some(PeerUris::Many(&[])),
+            ..req
+        };
+        assert!(!principal("*").matches(&none));
+        assert_eq!(
+            PeerUris::Many(&sans).to_string(),
+            "spiffe://td/ns/baz/sa/legacy, spiffe://td/ns/bar/sa/sleep"
+        );
+    }
+
+    #[test]
     fn header_values_are_matched_one_by_one_and_as_bytes() {
         let mut headers = HeaderMap::new();
         headers.append("x-role", http::HeaderValue::from_static("user"));

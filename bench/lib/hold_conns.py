@@ -8,11 +8,16 @@ and reads the whole response, so every connection has been through the proxy's f
 path; at most 200 requests are in flight at once. The connections then stay open, idle.
 When all are set up, STATUS_FILE gets one line `open=O closed=C failed=F status=S` (S: the
 response codes seen) and the process sleeps until SIGTERM/SIGINT. Standard library only.
+
+With HOLD_TLS_CERT and HOLD_TLS_KEY in the environment, each connection is mutual TLS first
+(a full handshake presenting that certificate, ALPN http/1.1; the server's certificate is not
+checked: the proxy under test is the point), then the same request.
 """
 import collections
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 
@@ -51,6 +56,13 @@ def main():
         with open(sys.argv[5]) as f:
             auth = "Authorization: Bearer " + f.read().strip() + "\r\n"
     request = f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}\r\n".encode()
+    tls = None
+    if os.environ.get("HOLD_TLS_CERT"):
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
+        tls.load_cert_chain(os.environ["HOLD_TLS_CERT"], os.environ["HOLD_TLS_KEY"])
+        tls.set_alpn_protocols(["http/1.1"])
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
@@ -61,6 +73,8 @@ def main():
         for _ in range(min(BATCH, n - start)):
             try:
                 s = socket.create_connection((host, port), timeout=10)
+                if tls:
+                    s = tls.wrap_socket(s)
                 s.sendall(request)
                 batch.append(s)
             except OSError:
@@ -77,9 +91,13 @@ def main():
     for s in held:
         s.setblocking(False)
         try:
-            if s.recv(1, socket.MSG_PEEK) == b"":
+            # (an SSLSocket takes no flags; TLS 1.3 session tickets read here are not data)
+            if isinstance(s, ssl.SSLSocket):
+                if s.recv(1) == b"":
+                    closed += 1
+            elif s.recv(1, socket.MSG_PEEK) == b"":
                 closed += 1
-        except BlockingIOError:
+        except (BlockingIOError, ssl.SSLWantReadError):
             pass
         except OSError:
             closed += 1

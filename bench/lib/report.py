@@ -37,6 +37,12 @@ LABELS = {
     "haproxy-jwt-grpc": ("HAProxy jwt_verify (step 4)", "gRPC", "repeated"),
     "envoy-jwt-grpc": ("Envoy jwt_authn + rbac (step 4)", "gRPC", "repeated"),
     "meshguard-step4-grpc": ("meshguard step 4", "gRPC", "repeated"),
+    "meshguard-mtls": ("meshguard --tls-dir, STRICT", "HTTP/1.1 over mTLS, kept alive", "-"),
+    "haproxy-mtls": ("HAProxy ssl verify required", "HTTP/1.1 over mTLS, kept alive", "-"),
+    "envoy-mtls": ("Envoy, istiod's STRICT chain", "HTTP/1.1 over mTLS, kept alive", "-"),
+    "meshguard-mtls-hs": ("meshguard --tls-dir, STRICT", "mTLS, new connection per request", "-"),
+    "haproxy-mtls-hs": ("HAProxy ssl verify required", "mTLS, new connection per request", "-"),
+    "envoy-mtls-hs": ("Envoy, istiod's STRICT chain", "mTLS, new connection per request", "-"),
 }
 # Rows side by side: (what, meshguard, HAProxy, Envoy)
 PEERS = [
@@ -46,6 +52,8 @@ PEERS = [
     ("h2c client, HTTP/1.1 upstream, step 4", "meshguard-step4-h2", "haproxy-jwt-h2", "envoy-jwt-h2"),
     ("h2c to h2c plain hop", "meshguard-nopolicy-h2c", "haproxy-plain-h2c", "envoy-plain-h2c"),
     ("gRPC unary (h2c to h2c), step 4", "meshguard-step4-grpc", "haproxy-jwt-grpc", "envoy-jwt-grpc"),
+    ("mTLS (STRICT), kept-alive connections", "meshguard-mtls", "haproxy-mtls", "envoy-mtls"),
+    ("mTLS (STRICT), a full handshake per request", "meshguard-mtls-hs", "haproxy-mtls-hs", "envoy-mtls-hs"),
 ]
 MEM = [("meshguard step 4", "meshguard-mem"), ("HAProxy jwt_verify", "haproxy-mem"),
        ("Envoy jwt_authn + rbac", "envoy-mem")]

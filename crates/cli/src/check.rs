@@ -371,7 +371,10 @@ pub fn run(args: CheckArgs) -> Result<i32, CliError> {
         destination_ip: None,
         destination_port: Some(args.port),
         sni: args.sni.as_deref(),
-        peer_identity: args.peer_principal.as_deref(),
+        peer_identity: args
+            .peer_principal
+            .as_deref()
+            .map(meshguard_policy::PeerUris::One),
     };
     let outcome = evaluate(
         &compiled,

@@ -532,8 +532,10 @@ pub fn run(args: ProxyArgs) -> Result<i32, CliError> {
         }
         meshguard_runtime::reload::log_loaded(&running.state);
         eprintln!(
-            "meshguard: proxy on http://{} -> {}, admin on http://{}",
-            running.listen, running.upstream, running.admin
+            "meshguard: proxy on {} -> {}, admin on http://{}",
+            running.describe_listener(),
+            running.upstream,
+            running.admin
         );
         running.wait().await;
         eprintln!("meshguard: stopped");

@@ -56,8 +56,8 @@ pub struct HttpRequest<'a> {
     pub destination_ip: Option<IpAddr>,
     pub destination_port: Option<u16>,
     pub sni: Option<&'a str>,
-    /// The mTLS peer's identity (a URI SAN, `spiffe://td/ns/x/sa/y`); `None` over plaintext.
-    pub peer_identity: Option<&'a str>,
+    /// The mTLS peer's URI SANs (`spiffe://td/ns/x/sa/y`); `None` over plaintext.
+    pub peer_identity: Option<meshguard_policy::PeerUris<'a>>,
 }
 
 /// Settings of the evaluation that do not come from the policies.

@@ -201,7 +201,7 @@ spec:
                 destination_ip: None,
                 destination_port: Some(8080),
                 sni: None,
-                peer_identity: peer,
+                peer_identity: peer.map(meshguard_policy::PeerUris::One),
             },
             &EvalOptions {
                 path_normalization: PathNormalization::Base,

@@ -133,7 +133,10 @@ impl Checker {
                     local: facts.destination,
                     remote_ip: facts.source.ip(),
                     sni: facts.sni.as_deref(),
-                    peer_identity: facts.principal.as_deref(),
+                    peer_identity: facts
+                        .principal
+                        .as_deref()
+                        .map(meshguard_runtime::PeerUris::One),
                     now: start_time,
                     request_id: &request_id,
                 },

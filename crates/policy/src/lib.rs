@@ -33,7 +33,7 @@ use meshguard_model::{
 
 pub use authn::{JwtProvider, KeySource, RemoteKeySource};
 pub use authz::{CompiledPolicy, CompiledRule};
-pub use matchers::RequestAttributes;
+pub use matchers::{PeerUris, RequestAttributes};
 
 /// Everything that applies to one workload, compiled.
 #[derive(Clone, Debug)]

@@ -31,10 +31,42 @@ pub struct RequestAttributes<'a> {
     /// The port meshguard listens on (`ports`, `destination.port`).
     pub destination_port: Option<u16>,
     pub sni: Option<&'a str>,
-    /// The mTLS peer identity (`spiffe://td/ns/x/sa/y`); always `None` until mTLS lands.
-    pub peer_identity: Option<&'a str>,
+    /// The mTLS peer's URI SANs (`spiffe://td/ns/x/sa/y`); `None` over plaintext.
+    pub peer_identity: Option<PeerUris<'a>>,
     /// The verified JWT payload (with space-delimited claims already split), if any.
     pub jwt: Option<&'a Map<String, Value>>,
+}
+
+/// The URI SANs of a verified peer certificate. Identity fields match when any of them does,
+/// as Envoy's RBAC `authenticated.principal_name` (what istiod makes of `principals`,
+/// `namespaces`, `source.*`) tries every URI SAN of the peer.
+#[derive(Clone, Copy, Debug)]
+pub enum PeerUris<'a> {
+    /// One identity (`meshguard check --peer-principal`).
+    One(&'a str),
+    /// Every URI SAN of the certificate, in its order.
+    Many(&'a [std::sync::Arc<str>]),
+}
+
+impl<'a> PeerUris<'a> {
+    /// The first URI SAN (the one `x-forwarded-client-cert` and the access log show).
+    pub fn first(&self) -> Option<&'a str> {
+        self.iter().next()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &'a str> + use<'a> {
+        let (one, many): (Option<&'a str>, &'a [std::sync::Arc<str>]) = match *self {
+            PeerUris::One(s) => (Some(s), &[]),
+            PeerUris::Many(m) => (None, m),
+        };
+        one.into_iter().chain(many.iter().map(|s| &**s))
+    }
+}
+
+impl std::fmt::Display for PeerUris<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.iter().collect::<Vec<_>>().join(", "))
+    }
 }
 
 /// Istio's string forms (`authz/matcher` `StringMatcherWithPrefix`).
@@ -446,8 +478,14 @@ pub enum IdentityMatch {
 }
 
 impl IdentityMatch {
+    /// Whether any URI SAN of the peer matches; never over plaintext.
     pub fn matches(&self, req: &RequestAttributes<'_>) -> bool {
-        let Some(id) = req.peer_identity.and_then(|p| p.strip_prefix("spiffe://")) else {
+        req.peer_identity
+            .is_some_and(|uris| uris.iter().any(|uri| self.matches_uri(uri)))
+    }
+
+    fn matches_uri(&self, uri: &str) -> bool {
+        let Some(id) = uri.strip_prefix("spiffe://") else {
             return false;
         };
         let mut parts = id.split('/');
@@ -578,7 +616,7 @@ mod tests {
             destination_ip: None,
             destination_port: None,
             sni: None,
-            peer_identity: Some(id),
+            peer_identity: Some(PeerUris::One(id)),
             jwt: None,
         };
         let ns = |v: &str| IdentityMatch::Namespace(StringMatch::parse(v, false));
@@ -587,6 +625,42 @@ mod tests {
         // The namespace must be followed by another segment.
         assert!(!ns("foo").matches(&req("spiffe://td/ns/foo")));
         assert!(!ns("sa").matches(&req("spiffe://td/ns/foo/sa/x")));
+    }
+
+    #[test]
+    fn identity_fields_match_any_uri_san() {
+        let headers = http::HeaderMap::new();
+        let sans: Vec<std::sync::Arc<str>> = vec![
+            "spiffe://td/ns/baz/sa/legacy".into(),
+            "spiffe://td/ns/bar/sa/sleep".into(),
+        ];
+        let req = RequestAttributes {
+            method: "GET",
+            path: "/",
+            host: "h",
+            headers: &headers,
+            source_ip: None,
+            remote_ip: None,
+            destination_ip: None,
+            destination_port: None,
+            sni: None,
+            peer_identity: Some(PeerUris::Many(&sans)),
+            jwt: None,
+        };
+        let principal = |v: &str| IdentityMatch::Principal(StringMatch::parse(v, false));
+        assert!(principal("td/ns/bar/sa/sleep").matches(&req));
+        assert!(principal("td/ns/baz/sa/legacy").matches(&req));
+        assert!(!principal("td/ns/qux/sa/sleep").matches(&req));
+        assert!(IdentityMatch::Namespace(StringMatch::parse("bar", false)).matches(&req));
+        let none = RequestAttributes {
+            peer_identity: Some(PeerUris::Many(&[])),
+            ..req
+        };
+        assert!(!principal("*").matches(&none));
+        assert_eq!(
+            PeerUris::Many(&sans).to_string(),
+            "spiffe://td/ns/baz/sa/legacy, spiffe://td/ns/bar/sa/sleep"
+        );
     }
 
     #[test]

@@ -389,7 +389,10 @@ async fn decide(
         local: conn.local,
         remote_ip: id.remote,
         sni: conn.sni.as_deref(),
-        peer_identity: conn.peer_identity.as_ref().and_then(|p| p.principal()),
+        peer_identity: conn
+            .peer_identity
+            .as_ref()
+            .map(|p| meshguard_policy::PeerUris::Many(&p.uri_sans)),
         now,
         request_id: request_id.to_str().unwrap_or(""),
     };

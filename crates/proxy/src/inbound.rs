@@ -48,6 +48,9 @@ pub enum Accepted {
     Serve(ClientStream, ConnInfo),
     /// Closed: refused (reset) or a failed handshake; `result` says which.
     Closed(HandshakeResult),
+    /// Closed by the client, or silent until the deadline, before sending a byte: neither
+    /// TLS nor plaintext (a TCP health check), so not counted as a handshake.
+    Silent,
 }
 
 /// Decides and sets up one connection to the proxy listener. `mode` is the PeerAuthentication
@@ -65,7 +68,7 @@ pub async fn accept(
     let is_tls = match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
         Ok(Ok(1..)) => first[0] == TLS_HANDSHAKE,
         // Closed, failed or silent before sending anything.
-        _ => return Accepted::Closed(HandshakeResult::Failed),
+        _ => return Accepted::Silent,
     };
     if !is_tls {
         return match mode {

@@ -28,6 +28,7 @@ pub mod intake;
 pub mod response;
 pub mod server;
 pub mod tls;
+pub mod tls_rotation;
 pub mod upgrade;
 pub mod upstream;
 

@@ -86,10 +86,29 @@ pub struct Running {
     pub upstream: http::Uri,
     pub state: Arc<PolicyState>,
     pub metrics: Arc<Metrics>,
+    /// Whether the proxy listener has TLS material (`--tls-dir`).
+    pub tls: bool,
     done: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
+    /// The proxy listener as the start-up line names it: `http://ADDR` without `--tls-dir`;
+    /// with it, what the PeerAuthentication mode of the listening port serves now:
+    /// `https://ADDR (mutual TLS only: STRICT)`, `https+http://ADDR (mutual TLS and
+    /// plaintext: PERMISSIVE)` or `http://ADDR (plaintext only: DISABLE)`.
+    pub fn describe_listener(&self) -> String {
+        use meshguard_model::peer_authn::MtlsMode;
+        let addr = self.listen;
+        if !self.tls {
+            return format!("http://{addr}");
+        }
+        match self.state.snapshot().compiled.mtls.for_port(addr.port()) {
+            MtlsMode::Strict => format!("https://{addr} (mutual TLS only: STRICT)"),
+            MtlsMode::Disable => format!("http://{addr} (plaintext only: DISABLE)"),
+            _ => format!("https+http://{addr} (mutual TLS and plaintext: PERMISSIVE)"),
+        }
+    }
+
     /// Waits until the proxy has shut down.
     pub async fn wait(self) {
         let _ = self.done.await;
@@ -196,6 +215,14 @@ pub async fn start(
     });
 
     runtime.spawn_reload(config.watch, stopped(stop_rx.clone()));
+    if let Some(tls) = &tls {
+        crate::tls_rotation::spawn(
+            tls.clone(),
+            state.clone(),
+            metrics.clone(),
+            stopped(stop_rx.clone()),
+        );
+    }
     let mut settings = Settings::new(&config.limits);
     settings.premature_reset_closes = metrics.premature_reset_closes.clone();
     settings.protocol_errors = metrics.protocol_errors.clone();
@@ -223,9 +250,11 @@ pub async fn start(
         let shared = shared.clone();
         service_fn(move |req| handle(req, conn_info.clone(), shared.clone()))
     };
+    let has_tls = tls.is_some();
     let inbound = Inbound {
         tls,
         state: state.clone(),
+        metrics: metrics.clone(),
     };
     let proxy_done = tokio::spawn(accept_loop(
         "proxy",
@@ -248,6 +277,7 @@ pub async fn start(
         upstream,
         state,
         metrics,
+        tls: has_tls,
         done,
     })
 }
@@ -259,6 +289,7 @@ pub async fn start(
 struct Inbound {
     tls: Option<Arc<crate::tls::ServerTls>>,
     state: Arc<PolicyState>,
+    metrics: Arc<Metrics>,
 }
 
 impl Inbound {
@@ -272,6 +303,7 @@ impl Inbound {
         deadline: tokio::time::Instant,
     ) -> Option<(ClientStream, ConnInfo)> {
         use crate::inbound::{Accepted, accept};
+        use crate::tls::HandshakeResult;
         use meshguard_model::peer_authn::MtlsMode;
         let mode = self.state.snapshot().compiled.mtls.for_port(local.port());
         let result = match &self.tls {
@@ -279,14 +311,21 @@ impl Inbound {
             // reload) refuses it, failing closed.
             None if mode == MtlsMode::Strict => {
                 crate::inbound::reset(stream);
-                crate::tls::HandshakeResult::PlaintextRefused
+                HandshakeResult::PlaintextRefused
             }
             None => return Some((ClientStream::Plain(stream), ConnInfo::plain(peer, local))),
             Some(tls) => match accept(stream, peer, local, tls, mode, deadline).await {
-                Accepted::Serve(s, info) => return Some((s, info)),
+                Accepted::Serve(s, info) => {
+                    if info.scheme == crate::client::Scheme::Https {
+                        self.metrics.tls.handshake(HandshakeResult::Ok.as_str());
+                    }
+                    return Some((s, info));
+                }
+                Accepted::Silent => return None,
                 Accepted::Closed(r) => r,
             },
         };
+        self.metrics.tls.handshake(result.as_str());
         tracing::debug!(%peer, result = result.as_str(), mode = %mode, "connection not served");
         None
     }

@@ -130,8 +130,67 @@ pub struct ServingCert {
     pub identity: String,
     /// The serial number in hex.
     pub serial: String,
+    /// `notBefore`, in seconds since the Unix epoch.
+    pub not_before: i64,
     /// `notAfter`, in seconds since the Unix epoch.
     pub not_after: i64,
+}
+
+/// What reading `--tls-dir` again did ([`ServerTls::check`]).
+#[derive(Debug)]
+pub enum Rotation {
+    /// The files are the ones read last time (or fail the same way): nothing to do.
+    Unchanged,
+    /// New files, now served to new handshakes.
+    Rotated(Arc<Material>),
+    /// New files that cannot be served: the error names the file and what is wrong; the
+    /// last good material stays.
+    Failed(String),
+}
+
+/// A rotation that failed, kept for `/config_dump` until the next success.
+#[derive(Clone, Debug)]
+struct RotationError {
+    at: u64,
+    error: String,
+}
+
+/// The contents of the three files, read once so that what is checked is what is served.
+struct Files {
+    chain: Vec<u8>,
+    key: Vec<u8>,
+    root: Vec<u8>,
+}
+
+impl Files {
+    fn read(dir: &Path) -> Result<Files, String> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read(&path).map_err(|e| format!("{}: cannot read: {e}", path.display()))
+        };
+        Ok(Files {
+            chain: read(CERT_CHAIN)?,
+            key: read(KEY)?,
+            root: read(ROOT_CERT)?,
+        })
+    }
+
+    /// SHA-256 over the three files (each preceded by its length).
+    fn fingerprint(&self) -> Vec<u8> {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for part in [&self.chain, &self.key, &self.root] {
+            ctx.update(&(part.len() as u64).to_be_bytes());
+            ctx.update(part);
+        }
+        ctx.finish().as_ref().to_vec()
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// One set of files, ready to serve.
@@ -149,26 +208,88 @@ pub struct Material {
 pub struct ServerTls {
     pub settings: TlsSettings,
     current: ArcSwap<Material>,
+    /// What the last read of the files found: their fingerprint, or the read error. A check
+    /// that finds the same does nothing (the periodic check must not count or log again).
+    last_seen: std::sync::Mutex<Result<Vec<u8>, String>>,
+    /// When the material in use was read.
+    loaded_at: std::sync::atomic::AtomicU64,
+    last_error: std::sync::Mutex<Option<RotationError>>,
 }
 
 impl ServerTls {
     /// Reads the files of `settings.dir`; the error names the file at fault.
     pub fn load(settings: TlsSettings) -> Result<ServerTls, String> {
-        let material = Material::load(&settings.dir, &settings.trust_domains())?;
+        let files = Files::read(&settings.dir)?;
+        let material = Material::load(&files, &settings.dir, &settings.trust_domains())?;
         Ok(ServerTls {
             settings,
             current: ArcSwap::from_pointee(material),
+            last_seen: std::sync::Mutex::new(Ok(files.fingerprint())),
+            loaded_at: std::sync::atomic::AtomicU64::new(unix_now()),
+            last_error: std::sync::Mutex::new(None),
         })
     }
 
-    /// Reads the files again; on any error the current material stays.
-    pub fn reload(&self) -> Result<Arc<Material>, String> {
-        let m = Arc::new(Material::load(
-            &self.settings.dir,
-            &self.settings.trust_domains(),
-        )?);
-        self.current.store(m.clone());
-        Ok(m)
+    /// Reads the files again and serves them to new handshakes if they changed and can be
+    /// used; otherwise the current material stays (connections already open keep theirs).
+    pub fn check(&self) -> Rotation {
+        let dir = &self.settings.dir;
+        let read = Files::read(dir);
+        let seen = match &read {
+            Ok(f) => Ok(f.fingerprint()),
+            Err(e) => Err(e.clone()),
+        };
+        {
+            let mut last = self.last_seen.lock().unwrap_or_else(|e| e.into_inner());
+            if *last == seen {
+                return Rotation::Unchanged;
+            }
+            *last = seen;
+        }
+        let loaded = read.and_then(|f| Material::load(&f, dir, &self.settings.trust_domains()));
+        let mut last_error = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        match loaded {
+            Ok(m) => {
+                let m = Arc::new(m);
+                self.current.store(m.clone());
+                self.loaded_at
+                    .store(unix_now(), std::sync::atomic::Ordering::Relaxed);
+                *last_error = None;
+                Rotation::Rotated(m)
+            }
+            Err(error) => {
+                *last_error = Some(RotationError {
+                    at: unix_now(),
+                    error: error.clone(),
+                });
+                Rotation::Failed(error)
+            }
+        }
+    }
+
+    /// The `tls` section of `/config_dump`: the directory, the trust domains, the serving
+    /// certificate (identity, serial, validity in Unix seconds), when it was read, and the
+    /// last rotation error (until the next success).
+    pub fn status(&self) -> serde_json::Value {
+        let m = self.current();
+        let last_error = self
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        serde_json::json!({
+            "dir": self.settings.dir,
+            "trust_domain": self.settings.trust_domain,
+            "trust_domain_aliases": self.settings.trust_domain_aliases,
+            "serving_certificate": {
+                "identity": m.serving.identity,
+                "serial": m.serving.serial,
+                "not_before": m.serving.not_before,
+                "not_after": m.serving.not_after,
+            },
+            "loaded_at": self.loaded_at.load(std::sync::atomic::Ordering::Relaxed),
+            "last_rotation_error": last_error.map(|e| serde_json::json!({"at": e.at, "error": e.error})),
+        })
     }
 
     /// The client-certificate header value Istio's sidecar appends for `peer`
@@ -210,15 +331,18 @@ impl ServerTls {
 }
 
 impl Material {
-    fn load(dir: &Path, trust_domains: &[String]) -> Result<Material, String> {
+    /// Checks the files as a whole: PEM that parses, a key that matches the leaf, and a chain
+    /// that leads to the root and is valid now (what a client checks of us); each error
+    /// names the file at fault.
+    fn load(files: &Files, dir: &Path, trust_domains: &[String]) -> Result<Material, String> {
         let chain_path = dir.join(CERT_CHAIN);
         let key_path = dir.join(KEY);
         let root_path = dir.join(ROOT_CERT);
-        let chain = read_certs(&chain_path)?;
-        let key = PrivateKeyDer::from_pem_file(&key_path)
+        let chain = parse_certs(&files.chain, &chain_path)?;
+        let key = PrivateKeyDer::from_pem_slice(&files.key)
             .map_err(|e| format!("{}: no private key in PEM: {e}", key_path.display()))?;
         let mut roots = RootCertStore::empty();
-        for c in read_certs(&root_path)? {
+        for c in parse_certs(&files.root, &root_path)? {
             roots.add(c).map_err(|e| {
                 format!("{}: not a usable CA certificate: {e}", root_path.display())
             })?;
@@ -233,6 +357,17 @@ impl Material {
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
                 .map_err(|e| format!("{}: {e}", root_path.display()))?;
+        // Our own chain must lead to the root our peers trust: a certificate of another CA
+        // (or one not yet valid, or expired) would fail every client's handshake.
+        verifier
+            .verify_client_cert(leaf, chain.get(1..).unwrap_or_default(), UnixTime::now())
+            .map_err(|e| {
+                format!(
+                    "{}: does not lead to the root in {}: {e}",
+                    chain_path.display(),
+                    root_path.display()
+                )
+            })?;
         let verifier: Arc<dyn ClientCertVerifier> = Arc::new(SpiffeVerifier {
             inner: verifier,
             trust_domains: trust_domains.to_vec(),
@@ -243,7 +378,14 @@ impl Material {
                 .map_err(|e| e.to_string())?
                 .with_client_cert_verifier(verifier.clone())
                 .with_single_cert(chain.clone(), key.clone_key())
-                .map_err(|e| format!("{} and {}: {e}", chain_path.display(), key_path.display()))?;
+                .map_err(|e| match e {
+                    Error::InconsistentKeys(_) => format!(
+                        "{}: does not match the certificate in {}",
+                        key_path.display(),
+                        chain_path.display()
+                    ),
+                    e => format!("{} and {}: {e}", chain_path.display(), key_path.display()),
+                })?;
             if alpn {
                 c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
             }
@@ -257,9 +399,8 @@ impl Material {
     }
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let text = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    let certs = CertificateDer::pem_slice_iter(&text)
+fn parse_certs(text: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(text)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{}: bad PEM: {e}", path.display()))?;
     if certs.is_empty() {
@@ -292,6 +433,7 @@ fn serving_cert(der: &CertificateDer<'_>) -> Result<ServingCert, String> {
     Ok(ServingCert {
         identity,
         serial: cert.raw_serial_as_string().replace(':', ""),
+        not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
     })
 }
@@ -408,7 +550,16 @@ impl ClientCertVerifier for SpiffeVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
         self.inner
-            .verify_client_cert(end_entity, intermediates, now)?;
+            .verify_client_cert(end_entity, intermediates, now)
+            .map_err(|e| match e {
+                // An issuer found by name whose signature does not verify (a CA named as the
+                // mesh root): BoringSSL's chain check answers `unknown_ca` there, and so does
+                // Envoy; rustls would send `decrypt_error`.
+                Error::InvalidCertificate(CertificateError::BadSignature) => {
+                    Error::InvalidCertificate(CertificateError::UnknownIssuer)
+                }
+                e => e,
+            })?;
         let (_, cert) = x509_parser::parse_x509_certificate(end_entity)
             .map_err(|_| Error::InvalidCertificate(CertificateError::BadEncoding))?;
         let in_domain = uri_sans(&cert).iter().any(|u| {

@@ -42,7 +42,7 @@ pub struct RequestFacts<'a> {
     pub sni: Option<&'a str>,
     /// The identity the client's certificate proved (`source.principal`, `principals`);
     /// `None` over plaintext.
-    pub peer_identity: Option<&'a str>,
+    pub peer_identity: Option<meshguard_policy::PeerUris<'a>>,
     /// Unix seconds, for token expiry.
     pub now: u64,
     /// For the explanation log lines.

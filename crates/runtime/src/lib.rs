@@ -39,6 +39,8 @@ use meshguard_engine::PathNormalization;
 use meshguard_model::{LoadErrors, Workload};
 
 pub use decide::{Decision, RequestFacts};
+/// The peer's URI SANs as [`RequestFacts::peer_identity`] holds them.
+pub use meshguard_policy::PeerUris;
 pub use metrics::Metrics;
 pub use source::{PolicySource, WatchedSource};
 pub use state::{PolicyState, Snapshot};

@@ -355,6 +355,8 @@ pub struct Metrics {
     pub source: SourceMetrics,
     /// `meshguard ext-authz`: Check answers by `result` (`ok`, `denied`).
     pub ext_authz_checks: Family<ResultLabels, Counter>,
+    /// The proxy listener's mutual TLS.
+    pub tls: TlsMetrics,
 }
 
 impl Default for Metrics {
@@ -492,6 +494,22 @@ impl Default for Metrics {
             "ext_authz Check requests answered (meshguard ext-authz), by result: ok, denied",
             ext_authz_checks.clone(),
         );
+        let tls = TlsMetrics::default();
+        registry.register(
+            "tls_handshakes",
+            "Connections to the proxy listener that asked for TLS or were refused for their transport, by result (ok, no_cert, untrusted, wrong_trust_domain, plaintext_refused, failed)",
+            tls.handshakes.clone(),
+        );
+        registry.register(
+            "tls_certificate_rotations",
+            "Changes of the --tls-dir files read after start-up, by result (success: serving them; failure: the last good files stay)",
+            tls.rotations.clone(),
+        );
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "Unix time at which the serving certificate (by its URI SAN) expires",
+            tls.expiry.clone(),
+        );
         let request_duration = ByClass::new(request_duration_family);
         let upstream_duration = ByClass::new(upstream_duration_family);
         // Created up front, so they show in /metrics from the start with 0.
@@ -515,6 +533,7 @@ impl Default for Metrics {
             upgrades,
             source,
             ext_authz_checks,
+            tls,
         }
     }
 }
@@ -587,6 +606,50 @@ impl ProtocolErrors {
         } else if e.is_parse() {
             self.malformed.inc();
         }
+    }
+}
+
+/// The serving certificate of a metric: its URI SAN (the workload's SPIFFE ID).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertLabels {
+    pub identity: String,
+}
+
+/// The proxy listener's mutual TLS, registered by [`Metrics`]; the proxy's inbound side and
+/// its `--tls-dir` watcher update them. Empty without `--tls-dir`.
+///
+/// The expiry is a timestamp, not the time left: a gauge of the time left would be correct
+/// only at the moment it was set, where `meshguard_tls_certificate_expiry_timestamp_seconds
+/// - time()` is right at every scrape, and the timestamp is what Prometheus' naming
+/// conventions and exporters of certificates (cert-manager's
+/// `certmanager_certificate_expiration_timestamp_seconds`) use.
+#[derive(Clone, Debug, Default)]
+pub struct TlsMetrics {
+    /// Handshakes by [`result`](ResultLabels): `ok`, `no_cert`, `untrusted`,
+    /// `wrong_trust_domain`, `plaintext_refused`, `failed`.
+    pub handshakes: Family<ResultLabels, Counter>,
+    /// Rotations: `success` or `failure`.
+    pub rotations: Family<ResultLabels, Counter>,
+    /// `notAfter` of the serving certificate; one series, for the certificate in use.
+    pub expiry: Family<CertLabels, Gauge>,
+}
+
+impl TlsMetrics {
+    /// Counts one handshake (or refused connection) by result.
+    pub fn handshake(&self, result: &'static str) {
+        self.handshakes
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// Shows `identity`'s certificate, expiring at `not_after`, as the one in use.
+    pub fn serving(&self, identity: &str, not_after: i64) {
+        self.expiry.clear();
+        self.expiry
+            .get_or_create(&CertLabels {
+                identity: identity.to_string(),
+            })
+            .set(not_after);
     }
 }
 

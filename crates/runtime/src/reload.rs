@@ -121,7 +121,17 @@ fn summary_lines(snap: &Snapshot, source: &PolicySource) -> (String, Vec<(Level,
             }
             vec![hint]
         } else if summary.resources.is_empty() {
-            vec!["the files hold no RequestAuthentication or AuthorizationPolicy".to_string()]
+            // PeerAuthentications only: they set the transport, not who may call.
+            let mtls = &snap.compiled.mtls;
+            vec![if mtls.from.is_empty() {
+                "the files hold no RequestAuthentication or AuthorizationPolicy".to_string()
+            } else {
+                format!(
+                    "the files hold no RequestAuthentication or AuthorizationPolicy, only PeerAuthentication ({}: mutual TLS {}), which does not authorize requests",
+                    mtls.from.join(", "),
+                    mtls.mode.as_str()
+                )
+            }]
         } else {
             summary.why_nothing_applies()
         };

@@ -91,6 +91,9 @@ pub struct PolicyState {
     verified: Option<Arc<VerifiedCache>>,
     current: ArcSwap<Snapshot>,
     last_error: Mutex<Option<ReloadFailure>>,
+    /// The proxy listener's mutual TLS as `/config_dump` shows it (set by the proxy, which
+    /// owns the certificates), `None` without `--tls-dir`.
+    tls: Mutex<Option<Value>>,
 }
 
 pub fn unix_now() -> u64 {
@@ -196,6 +199,7 @@ impl PolicyState {
             verified,
             current: ArcSwap::from_pointee(snap),
             last_error: Mutex::new(None),
+            tls: Mutex::new(None),
         })
     }
 
@@ -316,6 +320,11 @@ impl PolicyState {
             .clone()
     }
 
+    /// Sets the `tls` section of `/config_dump`.
+    pub fn set_tls_status(&self, status: Value) {
+        *self.tls.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
+    }
+
     /// The `/config_dump` document: what is loaded, what applies, the JWT providers and
     /// their keys (ids only, never key material), and the last reload error.
     pub fn dump(&self) -> Value {
@@ -359,7 +368,7 @@ impl PolicyState {
             PolicySource::Files(paths) => json!({"type": "files", "paths": paths}),
             PolicySource::Watched(w) => w.dump(),
         };
-        json!({
+        let mut dump = json!({
             "workload": {
                 "namespace": cw.workload.namespace,
                 "labels": cw.workload.labels,
@@ -377,6 +386,13 @@ impl PolicyState {
             "authorization_policies": policies,
             "jwks": self.jwks.status(),
             "last_reload_error": self.last_error(),
-        })
+        });
+        if let (Some(tls), Some(obj)) = (
+            self.tls.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            dump.as_object_mut(),
+        ) {
+            obj.insert("tls".into(), tls);
+        }
+        dump
     }
 }

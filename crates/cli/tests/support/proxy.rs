@@ -57,7 +57,8 @@ pub enum Stdout {
 /// A running `meshguard proxy`; killed on drop.
 pub struct Proxy {
     pub child: Child,
-    /// The proxy listener as the start-up line prints it: `http://127.0.0.1:PORT`.
+    /// The proxy listener as the start-up line prints it: `http://127.0.0.1:PORT` (with
+    /// `--tls-dir`: `https://` or `https+http://`, by the port's mode).
     pub base: String,
     /// The admin listener: `http://127.0.0.1:PORT`.
     pub admin: String,
@@ -134,9 +135,10 @@ fn collect<R: BufRead + Send + 'static>(lines: std::io::Lines<R>, into: Arc<Mute
 }
 
 impl Proxy {
-    /// `127.0.0.1:PORT` of the proxy listener.
+    /// `127.0.0.1:PORT` of the proxy listener (`base` without its scheme: `http`, `https` or
+    /// `https+http`).
     pub fn addr(&self) -> &str {
-        self.base.trim_start_matches("http://")
+        self.base.split_once("://").map_or(&*self.base, |(_, a)| a)
     }
 
     /// `127.0.0.1:PORT` of the admin listener.

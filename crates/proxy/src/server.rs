@@ -314,7 +314,9 @@ impl Inbound {
                 HandshakeResult::PlaintextRefused
             }
             None => return Some((ClientStream::Plain(stream), ConnInfo::plain(peer, local))),
-            Some(tls) => match accept(stream, peer, local, tls, mode, deadline).await {
+            // Boxed: a handshake's state (rustls's connection, the acceptor) is kilobytes, and
+            // would otherwise size every connection's task, plaintext ones included.
+            Some(tls) => match Box::pin(accept(stream, peer, local, tls, mode, deadline)).await {
                 Accepted::Serve(s, info) => {
                     if info.scheme == crate::client::Scheme::Https {
                         self.metrics.tls.handshake(HandshakeResult::Ok.as_str());

@@ -70,8 +70,20 @@ pub struct Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
+        // Whether the proxy was still running, and what it said: a failed test shows both.
+        let exited = self.child.try_wait().ok().flatten();
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let stderr = self.stderr.lock().map(|l| l.join("\n")).unwrap_or_default();
+            eprintln!(
+                "--- the proxy's stderr ({}):\n{stderr}\n---",
+                match exited {
+                    Some(status) => format!("it had exited: {status}"),
+                    None => "it was still running".to_string(),
+                }
+            );
+        }
     }
 }
 

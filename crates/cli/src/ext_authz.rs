@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use clap::Args;
 use meshguard_engine::PathNormalization;
-use meshguard_model::{Workload, parse_labels};
+use meshguard_model::parse_labels;
 use meshguard_proxy::Limits;
-use meshguard_runtime::{PolicySource, RuntimeConfig};
+use meshguard_runtime::RuntimeConfig;
 
 use crate::CliError;
 use crate::kubernetes::{self, KubeArgs};
@@ -99,13 +99,14 @@ pub fn run(args: ExtAuthzArgs) -> Result<i32, CliError> {
         parse_labels(&args.labels).map_err(|e| CliError::Usage(format!("--labels: {e}")))?;
     proxy_runtime(args.workers)?.block_on(async move {
         let root = args.root_namespace.clone();
-        let (policies, workload, watched) = if args.kube.kubernetes {
-            kubernetes_source(&args, labels, root).await?
-        } else {
-            let namespace = args.namespace.clone().unwrap_or_else(|| "default".into());
-            let workload = Workload::new(namespace, labels).with_root_namespace(root);
-            (PolicySource::Files(args.policies.clone()), workload, None)
-        };
+        let (policies, workload, watched) = kubernetes::policy_source(
+            &args.kube,
+            &args.policies,
+            args.namespace.as_deref(),
+            labels,
+            root,
+        )
+        .await?;
         let config = meshguard_extauthz::ExtAuthzConfig {
             runtime: RuntimeConfig {
                 policies,
@@ -148,43 +149,4 @@ pub fn run(args: ExtAuthzArgs) -> Result<i32, CliError> {
         eprintln!("meshguard: stopped");
         Ok(0)
     })
-}
-
-type Starter = Box<
-    dyn FnOnce(
-            std::sync::Arc<meshguard_runtime::PolicyState>,
-            std::sync::Arc<meshguard_runtime::Metrics>,
-        ) + Send,
->;
-
-#[cfg(feature = "kubernetes")]
-async fn kubernetes_source(
-    args: &ExtAuthzArgs,
-    labels: std::collections::BTreeMap<String, String>,
-    root: String,
-) -> Result<(PolicySource, Workload, Option<Starter>), CliError> {
-    let pod = kubernetes::pod_name(&args.kube.pod)?;
-    let connection = kubernetes::connect(args.kube.kubeconfig.as_deref()).await?;
-    let namespace = kubernetes::namespace(args.namespace.as_deref(), &connection);
-    let workload = Workload::new(namespace, labels).with_root_namespace(root);
-    let source = kubernetes::source(&connection, &workload, &args.kube, pod);
-    tracing::info!(
-        "policies from the Kubernetes API server {} (configuration: {})",
-        connection.server,
-        connection.from
-    );
-    let watched = source.clone();
-    let start: Starter = Box::new(move |state, metrics| {
-        tokio::spawn(watched.run(state, metrics, std::future::pending()));
-    });
-    Ok((PolicySource::Watched(source), workload, Some(start)))
-}
-
-#[cfg(not(feature = "kubernetes"))]
-async fn kubernetes_source(
-    _: &ExtAuthzArgs,
-    _: std::collections::BTreeMap<String, String>,
-    _: String,
-) -> Result<(PolicySource, Workload, Option<Starter>), CliError> {
-    Err(kubernetes::unavailable())
 }

@@ -81,6 +81,96 @@ pub fn labels_file(path: &std::path::Path) -> Result<BTreeMap<String, String>, C
         .map_err(|e| CliError::Usage(format!("--labels-file: {e}")))
 }
 
+/// Starts a watched source once the front end's policy state exists.
+pub type Starter = Box<
+    dyn FnOnce(
+            std::sync::Arc<meshguard_runtime::PolicyState>,
+            std::sync::Arc<meshguard_runtime::Metrics>,
+        ) + Send,
+>;
+
+/// Where a front end's policies come from, the one place `proxy` and `ext-authz` decide it:
+/// the `--policies` files, or with `--kubernetes` the API server (the workload's namespace
+/// then defaults to `$POD_NAMESPACE` or the kubeconfig's), and for a watched source what
+/// starts its watches once the state exists.
+pub async fn policy_source(
+    kube: &KubeArgs,
+    policies: &[PathBuf],
+    namespace: Option<&str>,
+    labels: BTreeMap<String, String>,
+    root: String,
+) -> Result<
+    (
+        meshguard_runtime::PolicySource,
+        meshguard_model::Workload,
+        Option<Starter>,
+    ),
+    CliError,
+> {
+    if !kube.kubernetes {
+        let workload = meshguard_model::Workload::new(namespace.unwrap_or("default"), labels)
+            .with_root_namespace(root);
+        return Ok((
+            meshguard_runtime::PolicySource::Files(policies.to_vec()),
+            workload,
+            None,
+        ));
+    }
+    watched_source(kube, namespace, labels, root).await
+}
+
+#[cfg(feature = "kubernetes")]
+async fn watched_source(
+    kube: &KubeArgs,
+    namespace: Option<&str>,
+    labels: BTreeMap<String, String>,
+    root: String,
+) -> Result<
+    (
+        meshguard_runtime::PolicySource,
+        meshguard_model::Workload,
+        Option<Starter>,
+    ),
+    CliError,
+> {
+    let pod = pod_name(&kube.pod)?;
+    let connection = connect(kube.kubeconfig.as_deref()).await?;
+    let namespace = self::namespace(namespace, &connection);
+    let workload = meshguard_model::Workload::new(namespace, labels).with_root_namespace(root);
+    let source = self::source(&connection, &workload, kube, pod);
+    tracing::info!(
+        "policies from the Kubernetes API server {} (configuration: {})",
+        connection.server,
+        connection.from
+    );
+    let watched = source.clone();
+    let start: Starter = Box::new(move |state, metrics| {
+        tokio::spawn(watched.run(state, metrics, std::future::pending()));
+    });
+    Ok((
+        meshguard_runtime::PolicySource::Watched(source),
+        workload,
+        Some(start),
+    ))
+}
+
+#[cfg(not(feature = "kubernetes"))]
+async fn watched_source(
+    _: &KubeArgs,
+    _: Option<&str>,
+    _: BTreeMap<String, String>,
+    _: String,
+) -> Result<
+    (
+        meshguard_runtime::PolicySource,
+        meshguard_model::Workload,
+        Option<Starter>,
+    ),
+    CliError,
+> {
+    Err(unavailable())
+}
+
 #[cfg(not(feature = "kubernetes"))]
 pub fn unavailable() -> CliError {
     CliError::Usage(

@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -17,7 +16,7 @@ use meshguard_engine::PathNormalization;
 use meshguard_model::MeshConfig;
 use meshguard_model::{Workload, parse_duration, parse_labels};
 use meshguard_proxy::{Limits, ProxyConfig, UpstreamProtocol, UpstreamTls};
-use meshguard_runtime::{Metrics, PolicySource, PolicyState};
+use meshguard_runtime::PolicySource;
 
 use crate::CliError;
 use crate::kubernetes::{self, KubeArgs};
@@ -459,42 +458,6 @@ pub(crate) fn proxy_runtime(workers: Option<u16>) -> Result<tokio::runtime::Runt
         .map_err(|e| CliError::Internal(format!("cannot start the runtime: {e}")))
 }
 
-/// Starts a watched source once the proxy's state exists.
-type Starter = Box<dyn FnOnce(Arc<PolicyState>, Arc<Metrics>) + Send>;
-
-/// The Kubernetes source: the client, the workload's namespace, the source and what starts it.
-#[cfg(feature = "kubernetes")]
-async fn kubernetes_source(
-    args: &ProxyArgs,
-    labels: BTreeMap<String, String>,
-    root: String,
-) -> Result<(PolicySource, Workload, Starter), CliError> {
-    let pod = kubernetes::pod_name(&args.kube.pod)?;
-    let connection = kubernetes::connect(args.kube.kubeconfig.as_deref()).await?;
-    let namespace = kubernetes::namespace(args.namespace.as_deref(), &connection);
-    let workload = Workload::new(namespace, labels).with_root_namespace(root);
-    let source = kubernetes::source(&connection, &workload, &args.kube, pod);
-    tracing::info!(
-        "policies from the Kubernetes API server {} (configuration: {})",
-        connection.server,
-        connection.from
-    );
-    let watched = source.clone();
-    let start: Starter = Box::new(move |state, metrics| {
-        tokio::spawn(watched.run(state, metrics, std::future::pending()));
-    });
-    Ok((PolicySource::Watched(source), workload, start))
-}
-
-#[cfg(not(feature = "kubernetes"))]
-async fn kubernetes_source(
-    _: &ProxyArgs,
-    _: BTreeMap<String, String>,
-    _: String,
-) -> Result<(PolicySource, Workload, Starter), CliError> {
-    Err(kubernetes::unavailable())
-}
-
 /// Runs `meshguard proxy` until SIGTERM/SIGINT; exit code 0 after a clean drain.
 pub fn run(args: ProxyArgs) -> Result<i32, CliError> {
     args.kube.check()?;
@@ -504,14 +467,14 @@ pub fn run(args: ProxyArgs) -> Result<i32, CliError> {
     let labels = args.labels()?;
     let labels_file = args.labels_file.clone();
     proxy_runtime(workers)?.block_on(async move {
-        let (policies, workload, watch) = if args.kube.kubernetes {
-            let (p, w, s) = kubernetes_source(&args, labels, root).await?;
-            (p, w, Some(s))
-        } else {
-            let namespace = args.namespace.clone().unwrap_or_else(|| "default".into());
-            let workload = Workload::new(namespace, labels).with_root_namespace(root);
-            (PolicySource::Files(args.policies.clone()), workload, None)
-        };
+        let (policies, workload, watch) = kubernetes::policy_source(
+            &args.kube,
+            &args.policies,
+            args.namespace.as_deref(),
+            labels,
+            root,
+        )
+        .await?;
         let config = args.into_config(policies, workload, &mesh)?;
         let running = meshguard_proxy::start(config, meshguard_proxy::shutdown_signal())
             .await

@@ -52,7 +52,13 @@ pub struct ExtAuthzArgs {
     #[arg(long, short = 'n', value_name = "NS")]
     pub namespace: Option<String>,
     /// The workload's labels, matched against `selector.matchLabels`.
-    #[arg(long, short = 'l', default_value = "", value_name = "k=v,k=v")]
+    #[arg(
+        long,
+        short = 'l',
+        default_value = "",
+        value_name = "k=v,k=v",
+        conflicts_with = "pod"
+    )]
     pub labels: String,
     /// Envoy's gRPC ext_authz (`envoy.service.auth.v3.Authorization/Check`, h2c).
     #[arg(long, value_parser = listen_addr, value_name = "ADDR")]

@@ -698,6 +698,30 @@ fn check_and_validate_read_the_cluster_once() {
     );
 }
 
+/// `--pod` reads the workload's labels from the Pod: `--labels` beside it is refused by every
+/// command that takes both, `ext-authz` too.
+#[test]
+fn labels_and_pod_do_not_mix_in_any_command() {
+    for command in [
+        &["proxy"][..],
+        &["check", "--path", "/"],
+        &["ext-authz", "--grpc-listen", "127.0.0.1:0"],
+    ] {
+        let out = meshguard()
+            .args(command)
+            .args(["--kubernetes", "--pod", "p", "--labels", "app=x"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command:?}: {err}");
+        assert!(
+            err.contains("'--pod [<NAME>]' cannot be used with '--labels <k=v,k=v>'")
+                || err.contains("'--labels <k=v,k=v>' cannot be used with '--pod [<NAME>]'"),
+            "{command:?}: {err}"
+        );
+    }
+}
+
 #[test]
 fn the_policy_flags_and_the_kubernetes_flags_do_not_mix() {
     let out = meshguard()

@@ -397,7 +397,15 @@ impl Mesh {
         );
         cert(&["ca", "--out", path(&dir.join("ca2"))]);
         issue(&dir, "ca2", "foreign", "bar", "sleep", &[]);
-        expired_client(&dir.join("ca"), &dir.join("expired"));
+        support::certs::client(
+            &dir.join("ca"),
+            &dir.join("expired"),
+            support::certs::Client {
+                uris: &["spiffe://cluster.local/ns/bar/sa/sleep"],
+                expired: true,
+                ..Default::default()
+            },
+        );
         std::fs::create_dir_all(dir.join("policies")).unwrap();
         Mesh { dir }
     }
@@ -433,37 +441,6 @@ impl Mesh {
             Stdout::Null,
         )
     }
-}
-
-/// A client certificate of the CA in `ca` that expired an hour ago.
-fn expired_client(ca: &Path, out: &Path) {
-    use rcgen::{CertificateParams, Issuer, KeyPair, SanType};
-    let ca_key =
-        KeyPair::from_pem(&std::fs::read_to_string(ca.join("ca-key.pem")).unwrap()).unwrap();
-    let issuer = Issuer::from_ca_cert_pem(
-        &std::fs::read_to_string(ca.join("ca-cert.pem")).unwrap(),
-        ca_key,
-    )
-    .unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::default();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params.subject_alt_names = vec![SanType::URI(
-        "spiffe://cluster.local/ns/bar/sa/sleep".try_into().unwrap(),
-    )];
-    params.extended_key_usages = vec![
-        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    params.not_before = rcgen::date_time_ymd(1970, 1, 1) + (now - Duration::from_secs(7200));
-    params.not_after = rcgen::date_time_ymd(1970, 1, 1) + (now - Duration::from_secs(3600));
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    std::fs::create_dir_all(out).unwrap();
-    std::fs::write(out.join("cert-chain.pem"), cert.pem()).unwrap();
-    std::fs::write(out.join("key.pem"), key.serialize_pem()).unwrap();
 }
 
 fn pa(ns: &str, name: &str, spec: &str) -> String {
@@ -845,45 +822,21 @@ fn principals_and_namespaces_match_the_client_certificate() {
     }
 }
 
-/// A client certificate of the CA in `ca` with the URI SANs `uris`, in that order.
-fn client_with_uris(ca: &Path, out: &Path, uris: &[&str]) {
-    use rcgen::{CertificateParams, Issuer, KeyPair, SanType};
-    let ca_key =
-        KeyPair::from_pem(&std::fs::read_to_string(ca.join("ca-key.pem")).unwrap()).unwrap();
-    let issuer = Issuer::from_ca_cert_pem(
-        &std::fs::read_to_string(ca.join("ca-cert.pem")).unwrap(),
-        ca_key,
-    )
-    .unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::default();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params.subject_alt_names = uris
-        .iter()
-        .map(|u| SanType::URI((*u).try_into().unwrap()))
-        .collect();
-    params.extended_key_usages = vec![
-        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    std::fs::create_dir_all(out).unwrap();
-    std::fs::write(out.join("cert-chain.pem"), cert.pem()).unwrap();
-    std::fs::write(out.join("key.pem"), key.serialize_pem()).unwrap();
-}
-
 /// Envoy's RBAC tries every URI SAN of the peer (`authenticated.principal_name`, what istiod
 /// makes of `principals`, `namespaces` and `source.*`): so does meshguard, not only the first.
 #[test]
 fn identity_fields_match_any_uri_san_of_the_client_certificate() {
     let mesh = Mesh::new("mtls-any-san");
-    client_with_uris(
+    support::certs::client(
         &mesh.dir.join("ca"),
         &mesh.dir.join("two-sans"),
-        &[
-            "spiffe://cluster.local/ns/baz/sa/legacy",
-            "spiffe://cluster.local/ns/bar/sa/sleep",
-        ],
+        support::certs::Client {
+            uris: &[
+                "spiffe://cluster.local/ns/baz/sa/legacy",
+                "spiffe://cluster.local/ns/bar/sa/sleep",
+            ],
+            ..Default::default()
+        },
     );
     let strict = pa("foo", "default", "{mtls: {mode: STRICT}}");
     for (source, want) in [

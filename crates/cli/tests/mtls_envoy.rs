@@ -42,118 +42,6 @@ fn issue(dir: &Path, ca: &str, name: &str, extra: &[&str]) {
     cert(&args);
 }
 
-/// A client certificate of `ca` for `bar/sleep` that expired an hour ago.
-fn expired_client(ca: &Path, out: &Path) {
-    use rcgen::{CertificateParams, Issuer, KeyPair, SanType};
-    let ca_key =
-        KeyPair::from_pem(&std::fs::read_to_string(ca.join("ca-key.pem")).unwrap()).unwrap();
-    let issuer = Issuer::from_ca_cert_pem(
-        &std::fs::read_to_string(ca.join("ca-cert.pem")).unwrap(),
-        ca_key,
-    )
-    .unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::default();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params.subject_alt_names = vec![SanType::URI(
-        "spiffe://cluster.local/ns/bar/sa/sleep".try_into().unwrap(),
-    )];
-    params.extended_key_usages = vec![
-        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    params.not_before = rcgen::date_time_ymd(1970, 1, 1) + (now - Duration::from_secs(7200));
-    params.not_after = rcgen::date_time_ymd(1970, 1, 1) + (now - Duration::from_secs(3600));
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    std::fs::create_dir_all(out).unwrap();
-    std::fs::write(out.join("cert-chain.pem"), cert.pem()).unwrap();
-    std::fs::write(out.join("key.pem"), key.serialize_pem()).unwrap();
-}
-
-/// A client certificate of `ca` with a subject and a DNS SAN besides its SPIFFE ID, so that
-/// `Subject` and `DNS` of the header are compared with content.
-fn named_client(ca: &Path, out: &Path) {
-    use rcgen::{CertificateParams, DnType, Issuer, KeyPair, SanType};
-    let ca_key =
-        KeyPair::from_pem(&std::fs::read_to_string(ca.join("ca-key.pem")).unwrap()).unwrap();
-    let issuer = Issuer::from_ca_cert_pem(
-        &std::fs::read_to_string(ca.join("ca-cert.pem")).unwrap(),
-        ca_key,
-    )
-    .unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::default();
-    let mut dn = rcgen::DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "Mesh, Inc.");
-    dn.push(DnType::CommonName, "sleep");
-    params.distinguished_name = dn;
-    params.subject_alt_names = vec![
-        SanType::URI("spiffe://cluster.local/ns/bar/sa/sleep".try_into().unwrap()),
-        SanType::DnsName("sleep.bar.svc".try_into().unwrap()),
-        SanType::DnsName("sleep".try_into().unwrap()),
-    ];
-    params.extended_key_usages = vec![
-        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    std::fs::create_dir_all(out).unwrap();
-    std::fs::write(out.join("cert-chain.pem"), cert.pem()).unwrap();
-    std::fs::write(out.join("key.pem"), key.serialize_pem()).unwrap();
-}
-
-/// Accepts any server certificate (the server's identity is not what is compared).
-#[derive(Debug)]
-struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyServer {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// How a client reaches the proxy.
 #[derive(Clone, Copy, Debug)]
 enum Transport {
@@ -187,7 +75,7 @@ fn client_config(dir: &Path, alpn: &str, client: Option<&str>) -> Arc<rustls::Cl
         .with_safe_default_protocol_versions()
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServer(provider)));
+        .with_custom_certificate_verifier(Arc::new(support::certs::AnyServer(provider)));
     let mut config = match client {
         Some(name) => {
             let d = dir.join(name);
@@ -409,8 +297,30 @@ fn modes_and_xfcc_answer_as_envoy() {
         "foreign",
         &["--namespace", "bar", "--service-account", "sleep"],
     );
-    named_client(&dir.join("ca"), &dir.join("named"));
-    expired_client(&dir.join("ca"), &dir.join("expired"));
+    // A subject and DNS SANs besides the SPIFFE ID, so that XFCC's `Subject` and `DNS` are
+    // compared with content.
+    support::certs::client(
+        &dir.join("ca"),
+        &dir.join("named"),
+        support::certs::Client {
+            uris: &["spiffe://cluster.local/ns/bar/sa/sleep"],
+            dns: &["sleep.bar.svc", "sleep"],
+            subject: &[
+                (rcgen::DnType::OrganizationName, "Mesh, Inc."),
+                (rcgen::DnType::CommonName, "sleep"),
+            ],
+            ..Default::default()
+        },
+    );
+    support::certs::client(
+        &dir.join("ca"),
+        &dir.join("expired"),
+        support::certs::Client {
+            uris: &["spiffe://cluster.local/ns/bar/sa/sleep"],
+            expired: true,
+            ..Default::default()
+        },
+    );
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (up_mg, up_envoy) = rt.block_on(async {

@@ -134,19 +134,14 @@ impl Scheme {
     }
 }
 
-/// What a client proved with its certificate: the SANs of its leaf (SPIFFE IDs in a mesh),
-/// its subject and hash (for `x-forwarded-client-cert`). Only a TLS listener that verified
-/// the chain makes one.
+/// What a client proved with its certificate: the URI SANs of its leaf (SPIFFE IDs in a
+/// mesh), and the `x-forwarded-client-cert` entry the connection's requests carry. Only a
+/// TLS listener that verified the chain makes one, once per connection.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PeerIdentity {
     pub uri_sans: Vec<Arc<str>>,
-    pub dns_sans: Vec<Arc<str>>,
-    /// RFC 2253 form, as Envoy writes it; empty for Istio's workload certificates.
-    pub subject: Arc<str>,
-    /// Lowercase hex SHA-256 of the leaf's DER.
-    pub sha256_hex: Arc<str>,
-    /// The first URI SAN of the certificate this proxy served on the connection (XFCC `By`).
-    pub local_uri: Arc<str>,
+    /// `By=...;Hash=...;Subject="...";URI=...[;DNS=...]` (`crate::tls::xfcc`).
+    pub xfcc: Arc<str>,
 }
 
 impl PeerIdentity {

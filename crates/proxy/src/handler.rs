@@ -349,7 +349,7 @@ fn identify(
     let te_trailers = fields.te_trailers;
     let admitted = intake::admit_scanned(parts, fields);
     if let Some(peer) = peer {
-        intake::append_client_cert(&mut parts.headers, &crate::tls::ServerTls::xfcc(peer));
+        intake::append_client_cert(&mut parts.headers, &peer.xfcc);
     }
     let request_id = match parts.headers.entry(&X_REQUEST_ID) {
         header::Entry::Occupied(mut e) => {

@@ -292,25 +292,6 @@ impl ServerTls {
         })
     }
 
-    /// The client-certificate header value Istio's sidecar appends for `peer`
-    /// (`forward_client_cert_details: APPEND_FORWARD` with subject, URI and DNS), in Envoy's
-    /// order: `By`, `Hash`, `Subject` (quoted, also when empty), `URI` (the first URI SAN,
-    /// empty without one), then one `DNS` per DNS SAN.
-    pub fn xfcc(peer: &PeerIdentity) -> String {
-        let mut v = format!(
-            "By={};Hash={};Subject=\"{}\";URI={}",
-            peer.local_uri,
-            peer.sha256_hex,
-            peer.subject,
-            peer.principal().unwrap_or("")
-        );
-        for d in &peer.dns_sans {
-            v.push_str(";DNS=");
-            v.push_str(d);
-        }
-        v
-    }
-
     pub fn current(&self) -> Arc<Material> {
         self.current.load_full()
     }
@@ -512,13 +493,32 @@ pub fn peer_identity(leaf: &CertificateDer<'_>, local_uri: &str) -> Option<PeerI
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect::<String>();
+    let uri_sans: Vec<Arc<str>> = uri_sans(&cert).into_iter().map(Arc::from).collect();
+    let xfcc = xfcc(
+        local_uri,
+        &sha256_hex,
+        &rfc2253(cert.subject()),
+        uri_sans.first().map_or("", |u| &**u),
+        &dns_sans(&cert),
+    );
     Some(PeerIdentity {
-        uri_sans: uri_sans(&cert).into_iter().map(Arc::from).collect(),
-        dns_sans: dns_sans(&cert).into_iter().map(Arc::from).collect(),
-        subject: Arc::from(rfc2253(cert.subject())),
-        sha256_hex: Arc::from(sha256_hex),
-        local_uri: Arc::from(local_uri),
+        uri_sans,
+        xfcc: Arc::from(xfcc),
     })
+}
+
+/// The client-certificate entry Istio's sidecar appends (`forward_client_cert_details:
+/// APPEND_FORWARD` with subject, URI and DNS), in Envoy's order: `By` (this proxy's own
+/// SPIFFE ID on the connection), `Hash` (lowercase hex SHA-256 of the leaf's DER), `Subject`
+/// (RFC 2253, quoted, also when empty), `URI` (the first URI SAN, empty without one), then
+/// one `DNS` per DNS SAN.
+fn xfcc(by: &str, hash: &str, subject: &str, uri: &str, dns_sans: &[String]) -> String {
+    let mut v = format!("By={by};Hash={hash};Subject=\"{subject}\";URI={uri}");
+    for d in dns_sans {
+        v.push_str(";DNS=");
+        v.push_str(d);
+    }
+    v
 }
 
 /// WebPKI chain validation to the mesh root, then Istio's SAN check: some URI SAN with the

@@ -145,8 +145,8 @@ pub struct PeerIdentity {
 }
 
 impl PeerIdentity {
-    /// The identity policies match (`source.principal`): the first URI SAN. (Matching every
-    /// SAN, with trust-domain aliases, belongs to the mTLS listener that fills this.)
+    /// The first URI SAN: the peer as the access log names it (`downstream_peer_uri_san`, as
+    /// Envoy's). Policies match every URI SAN (`meshguard_policy::PeerUris`).
     pub fn principal(&self) -> Option<&str> {
         self.uri_sans.first().map(|s| &**s)
     }

@@ -35,13 +35,28 @@ def serve(sock, first):
                     answer(conn, event.stream_id, bodies[event.stream_id])
         sock.sendall(conn.data_to_send())
         if first and len(ended) == 2:
-            kept, refused = ended
+            # The lower stream is the one processed: a GOAWAY's last stream id covers every
+            # stream below it.
+            kept, refused = sorted(ended)
             answer(conn, kept, bodies[kept])
             conn.close_connection(last_stream_id=kept)
             print("refused", bodies[refused].decode(), flush=True)
             sock.sendall(conn.data_to_send())
-            sock.close()
+            linger_close(sock)
             return
+
+
+def linger_close(sock):
+    """Closes after the peer does: closing with unread input would reset the connection and
+    could drop what was just sent."""
+    sock.shutdown(socket.SHUT_WR)
+    sock.settimeout(10)
+    try:
+        while sock.recv(65536):
+            pass
+    except OSError:
+        pass
+    sock.close()
 
 
 def answer(conn, stream_id, body):

@@ -279,6 +279,29 @@ fn protocol_name(v: http::Version) -> &'static str {
     }
 }
 
+/// Headers that describe the client's connection, not the request: Envoy's codec drops them
+/// before any filter (`te` only when it says more than `trailers`).
+fn hop_by_hop(name: &HeaderName, headers: &http::HeaderMap) -> bool {
+    match name.as_str() {
+        "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade" => true,
+        "te" => headers
+            .get_all(header::TE)
+            .iter()
+            .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers")),
+        _ => false,
+    }
+}
+
+/// The headers the client's `Connection` names (dropped with it).
+fn connection_named(headers: &http::HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("").split(','))
+        .filter_map(|o| HeaderName::from_bytes(o.trim().as_bytes()).ok())
+        .collect()
+}
+
 /// The header map Envoy sends: lower-case names, the pseudo-headers of its own map
 /// (`:authority`, `:path`, `:method`, `:scheme`), repeated headers joined with `,`.
 pub fn header_map(input: &CheckInput<'_>) -> HashMap<String, String> {
@@ -287,9 +310,11 @@ pub fn header_map(input: &CheckInput<'_>) -> HashMap<String, String> {
     map.insert(":path".into(), input.path.to_string());
     map.insert(":method".into(), input.method.as_str().to_string());
     map.insert(":scheme".into(), input.scheme.to_string());
+    let named = connection_named(input.headers);
     for name in input.headers.keys() {
-        if *name == header::HOST {
-            // Envoy keeps the authority as `:authority` only.
+        if *name == header::HOST || hop_by_hop(name, input.headers) || named.contains(name) {
+            // Envoy keeps the authority as `:authority` only, and its codec drops what
+            // describes the client's connection.
             continue;
         }
         let mut joined = String::new();
@@ -481,6 +506,11 @@ async fn ask_http(
         h.insert(header::HOST, host);
     }
     h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    // Envoy's own requests are marked internal.
+    h.insert(
+        HeaderName::from_static("x-envoy-internal"),
+        HeaderValue::from_static("true"),
+    );
     h.insert(
         HeaderName::from_static("x-envoy-expected-rq-timeout-ms"),
         HeaderValue::from(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),

@@ -778,3 +778,78 @@ fn http_check_request_is_the_one_envoy_sends() {
         assert_eq!(seen(&our_r), seen(&envoy_r), "the client's answer");
     }
 }
+
+/// `check --mesh-config` says which provider would be asked (exit 3), where without the mesh
+/// config the CUSTOM rule denies (exit 2); `validate --mesh-config` reports a CUSTOM policy
+/// naming a provider the mesh config does not define, and a mesh config error names the file,
+/// provider, field and value.
+#[test]
+fn check_and_validate_read_the_mesh_configs_providers() {
+    let dir = scratch("check");
+    std::fs::create_dir_all(dir.join("policies")).unwrap();
+    std::fs::write(
+        dir.join("policies/ext.yaml"),
+        format!(
+            "{}---\n{}",
+            custom("ext-authz", "sample-ext-authz-grpc", &["/headers"]),
+            custom("typo", "sample-ext-authz-grcp", &["/ip"])
+        ),
+    )
+    .unwrap();
+    let mesh = dir.join("mesh.yaml");
+    std::fs::write(
+        &mesh,
+        "extensionProviders:\n- name: sample-ext-authz-grpc\n  envoyExtAuthzGrpc: {service: ext-authz.foo.svc.cluster.local, port: 9000}\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = support::proxy::meshguard().args(args).output().unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let policies = dir.join("policies").display().to_string();
+    let mesh_arg = mesh.display().to_string();
+    let check = [
+        "check",
+        "-p",
+        &policies,
+        "-n",
+        "foo",
+        "-l",
+        "app=httpbin",
+        "--path",
+        "/headers",
+    ];
+    let (code, out, _) = run(&[&check[..], &["--mesh-config", &mesh_arg]].concat());
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.starts_with(
+            "CUSTOM: provider sample-ext-authz-grpc would be asked (rule ns[foo]-policy[ext-authz]-rule[0])"
+        ),
+        "{out}"
+    );
+    let (code, out, _) = run(&check);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.starts_with("DENIED 403 Forbidden"), "{out}");
+
+    let (code, out, _) = run(&["validate", &policies, "--mesh-config", &mesh_arg]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("(AuthorizationPolicy foo/typo): field spec.provider.name = sample-ext-authz-grcp: no ext_authz provider \"sample-ext-authz-grcp\""),
+        "{out}"
+    );
+    std::fs::write(
+        &mesh,
+        "extensionProviders:\n- name: sample-ext-authz-grpc\n  envoyExtAuthzGrpc: {service: ext-authz, port: 0}\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(&["validate", &policies, "--mesh-config", &mesh_arg]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("mesh.yaml: extensionProviders[0] (\"sample-ext-authz-grpc\"): envoyExtAuthzGrpc.port: port must be in the range [1, 65535], found: 0"),
+        "{err}"
+    );
+}

@@ -68,12 +68,15 @@ struct Provider {
 #[derive(Debug)]
 enum Transport {
     Grpc(AuthorizationClient<Channel>),
-    Http {
-        client: HttpClient<HttpConnector, Full<Bytes>>,
-        /// `http://host:port`.
-        base: String,
-        settings: ExtAuthzHttp,
-    },
+    Http(Box<HttpTransport>),
+}
+
+#[derive(Debug)]
+struct HttpTransport {
+    client: HttpClient<HttpConnector, Full<Bytes>>,
+    /// `http://host:port`.
+    base: String,
+    settings: ExtAuthzHttp,
 }
 
 #[derive(Debug)]
@@ -129,11 +132,11 @@ impl Authorizers {
                     let client = HttpClient::builder(hyper_util::rt::TokioExecutor::new())
                         .pool_idle_timeout(Duration::from_secs(60))
                         .build(connector);
-                    Transport::Http {
+                    Transport::Http(Box::new(HttpTransport {
                         client,
                         base,
                         settings: settings.clone(),
-                    }
+                    }))
                 }
             };
             out.push(Provider {
@@ -182,13 +185,9 @@ impl ExternalAuthorizers for Authorizers {
                     .await
                     .unwrap_or(Err(AskError::Timeout))
                 }
-                Transport::Http {
-                    client,
-                    base,
-                    settings,
-                } => tokio::time::timeout(
+                Transport::Http(h) => tokio::time::timeout(
                     p.config.timeout,
-                    ask_http(client, base, settings, &input, p.config.timeout),
+                    ask_http(&h.client, &h.base, &h.settings, &input, p.config.timeout),
                 )
                 .await
                 .unwrap_or(Err(AskError::Timeout)),

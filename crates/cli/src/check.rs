@@ -10,7 +10,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use meshguard_engine::{EvalOptions, HttpRequest, Outcome, PathNormalization, evaluate};
+use meshguard_engine::{
+    Custom, EvalOptions, HttpRequest, Outcome, PathNormalization, evaluate_with,
+};
 use meshguard_model::{LoadOptions, PolicySet, Workload, load_paths, parse_labels, summarize};
 use serde::Serialize;
 
@@ -109,6 +111,11 @@ pub struct CheckArgs {
     /// List every applicable rule in evaluation order, whether it matched and why not.
     #[arg(long)]
     pub explain: bool,
+    /// An Istio MeshConfig YAML: its ext_authz providers (extensionProviders). A CUSTOM rule
+    /// of one of them makes the answer "provider X would be asked" (exit code 3) instead of
+    /// the denial a provider without a definition gets.
+    #[arg(long, value_name = "FILE")]
+    pub mesh_config: Option<PathBuf>,
     /// Output format.
     #[arg(long, short = 'o', default_value = "text", value_name = "FORMAT")]
     pub output: OutputFormat,
@@ -179,6 +186,9 @@ fn fetch_remote_keys(
 #[derive(Debug, Serialize)]
 struct Report<'a> {
     allowed: bool,
+    /// A CUSTOM rule of a configured provider matched: the provider's answer decides.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ext_authz: Option<&'a meshguard_engine::AskProvider>,
     status: u16,
     body: Option<&'a str>,
     response_code_details: Option<&'a str>,
@@ -313,6 +323,15 @@ fn from_kubernetes(
 
 /// Runs `check`; returns the process exit code.
 pub fn run(args: CheckArgs) -> Result<i32, CliError> {
+    let providers: Vec<std::sync::Arc<str>> = match &args.mesh_config {
+        Some(file) => meshguard_model::MeshConfig::load(file)
+            .and_then(|m| m.ext_authz_providers(file))
+            .map_err(CliError::Usage)?
+            .into_iter()
+            .map(|p| p.name.into())
+            .collect(),
+        None => Vec::new(),
+    };
     args.kube.check()?;
     let labels =
         parse_labels(&args.labels).map_err(|e| CliError::Usage(format!("--labels: {e}")))?;
@@ -376,7 +395,7 @@ pub fn run(args: CheckArgs) -> Result<i32, CliError> {
             .as_deref()
             .map(meshguard_policy::PeerUris::One),
     };
-    let outcome = evaluate(
+    let outcome = evaluate_with(
         &compiled,
         req,
         &EvalOptions {
@@ -384,6 +403,10 @@ pub fn run(args: CheckArgs) -> Result<i32, CliError> {
             now,
             keys: &remote_keys,
             explain: args.explain,
+        },
+        Custom {
+            providers: &providers,
+            after: None,
         },
     );
     let mut skipped: Vec<String> = set.skipped.iter().map(|s| s.to_string()).collect();
@@ -394,6 +417,7 @@ pub fn run(args: CheckArgs) -> Result<i32, CliError> {
             let d = outcome.denial.as_ref();
             let report = Report {
                 allowed: outcome.allowed(),
+                ext_authz: outcome.ext_authz.as_ref(),
                 status: outcome.status(),
                 body: d.map(|d| d.reply.body.as_str()),
                 response_code_details: d.map(|d| d.reply.details.as_str()),
@@ -430,7 +454,13 @@ pub fn run(args: CheckArgs) -> Result<i32, CliError> {
         }
         OutputFormat::Text => print_text(&args, &workload, &applied, &skipped, &outcome),
     }
-    Ok(if outcome.allowed() { 0 } else { 2 })
+    Ok(if outcome.ext_authz.is_some() {
+        3
+    } else if outcome.allowed() {
+        0
+    } else {
+        2
+    })
 }
 
 fn reason_phrase(status: u16) -> &'static str {
@@ -450,9 +480,21 @@ fn print_text(
     skipped: &[String],
     o: &Outcome,
 ) {
+    if let Some(ask) = &o.ext_authz {
+        println!(
+            "CUSTOM: provider {} would be asked (rule {})",
+            ask.provider, ask.policy
+        );
+        println!(
+            "  its answer decides: a denial is the reply; an allow goes on to JWT validation, \
+             DENY and ALLOW"
+        );
+    }
     let verdict = if o.allowed() { "ALLOWED" } else { "DENIED" };
-    println!("{verdict} {} {}", o.status(), reason_phrase(o.status()));
-    if let Some(d) = &o.denial {
+    if o.ext_authz.is_none() {
+        println!("{verdict} {} {}", o.status(), reason_phrase(o.status()));
+    }
+    if let Some(d) = o.denial.as_ref().filter(|_| o.ext_authz.is_none()) {
         println!("  body:       {}", d.reply.body);
         println!("  details:    {}", d.reply.details);
         if let Some(w) = &d.reply.www_authenticate {
@@ -553,6 +595,9 @@ fn print_text(
         println!("  audit:      {id}");
     }
     match (&a.matched_policy, &a.denied) {
+        (Some(id), Some(_)) if o.ext_authz.is_some() => {
+            println!("  authz:      CUSTOM rule {id} matched: the provider is asked")
+        }
         (Some(id), Some(_)) => println!(
             "  authz:      denied by {} {id}",
             a.matched_action.unwrap_or("")
@@ -589,6 +634,20 @@ fn print_text(
 /// `--explain`: the JWT outcome, then every rule in evaluation order, then the decision.
 fn print_explanation(o: &Outcome, rules: &[meshguard_engine::RuleExplanation]) {
     println!("explanation:");
+    if let Some(ask) = &o.ext_authz {
+        // CUSTOM runs first: JWT and the other actions wait for the provider's answer.
+        println!(
+            "  1. CUSTOM: rule {} matched: provider {} would be asked; JWT validation, DENY and ALLOW run only if it allows",
+            ask.policy, ask.provider
+        );
+        for r in rules.iter().filter(|r| r.action == "CUSTOM") {
+            match &r.why {
+                None => println!("     CUSTOM {} {}: MATCHES", r.policy, r.rule),
+                Some(why) => println!("     CUSTOM {} {}: no match: {why}", r.policy, r.rule),
+            }
+        }
+        return;
+    }
     if o.jwt.is_empty() && !o.cors_preflight {
         println!(
             "  1. JWT: no RequestAuthentication applies; the request has no verified identity"

@@ -123,7 +123,9 @@ pub struct ProxyArgs {
     #[arg(long, default_value = "127.0.0.1:15000", value_parser = listen_addr, value_name = "ADDR")]
     pub admin: SocketAddr,
     /// An Istio MeshConfig YAML (rootNamespace, pathNormalization,
-    /// defaultConfig.gatewayTopology.numTrustedProxies); flags override it.
+    /// defaultConfig.gatewayTopology.numTrustedProxies, trustDomain, and extensionProviders:
+    /// the envoyExtAuthzGrpc and envoyExtAuthzHttp providers CUSTOM policies are sent to);
+    /// flags override it.
     #[arg(long, value_name = "FILE")]
     pub mesh_config: Option<PathBuf>,
     /// Istio's root namespace, whose policies apply to every workload [default: istio-system].
@@ -418,6 +420,7 @@ impl ProxyArgs {
             watch: !self.no_watch,
             access_log: !self.no_access_log,
             token_cache: self.token_cache_size,
+            ext_authz: None,
             tls: self.tls_dir.map(|dir| meshguard_proxy::tls::TlsSettings {
                 dir,
                 trust_domain,
@@ -463,6 +466,10 @@ pub fn run(args: ProxyArgs) -> Result<i32, CliError> {
     args.kube.check()?;
     let workers = args.workers;
     let mesh = args.mesh()?;
+    let providers = match &args.mesh_config {
+        Some(file) => mesh.ext_authz_providers(file).map_err(CliError::Usage)?,
+        None => Vec::new(),
+    };
     let root = args.root(&mesh);
     let labels = args.labels()?;
     let labels_file = args.labels_file.clone();
@@ -475,7 +482,13 @@ pub fn run(args: ProxyArgs) -> Result<i32, CliError> {
             root,
         )
         .await?;
-        let config = args.into_config(policies, workload, &mesh)?;
+        let mut config = args.into_config(policies, workload, &mesh)?;
+        if !providers.is_empty() {
+            // Inside the runtime: the gRPC channels start their connection tasks on it.
+            let authorizers = meshguard_extauthz::client::Authorizers::new(providers)
+                .map_err(|e| CliError::Usage(format!("--mesh-config: {e}")))?;
+            config.ext_authz = Some(std::sync::Arc::new(authorizers));
+        }
         let running = meshguard_proxy::start(config, meshguard_proxy::shutdown_signal())
             .await
             .map_err(|e| match e {

@@ -57,6 +57,10 @@ pub struct ValidateArgs {
     /// Istio's root namespace.
     #[arg(long, default_value = meshguard_model::DEFAULT_ROOT_NAMESPACE, value_name = "NS")]
     pub root_namespace: String,
+    /// An Istio MeshConfig YAML: its ext_authz providers are checked, and a CUSTOM policy
+    /// naming a provider it does not define is reported (its matching requests are denied).
+    #[arg(long, value_name = "FILE")]
+    pub mesh_config: Option<PathBuf>,
     /// Output format.
     #[arg(long, short = 'o', default_value = "text", value_name = "FORMAT")]
     pub output: OutputFormat,
@@ -171,6 +175,9 @@ fn report(
 ) -> Result<i32, CliError> {
     let mut findings: Vec<Finding> = load_errors.iter().map(Finding::from_error).collect();
     findings.extend(validate(&set, &args.root_namespace, workload));
+    if let Some(file) = &args.mesh_config {
+        findings.extend(undefined_providers(&set, file)?);
+    }
     // File and document order (stable: a document's findings keep theirs). Objects read from
     // the API server are in the order they were listed.
     let file_names: Vec<String> = set.files.iter().map(|f| f.display().to_string()).collect();
@@ -218,6 +225,42 @@ fn report(
         }
     }
     Ok(if errors == 0 { 0 } else { 3 })
+}
+
+/// CUSTOM policies naming a provider the mesh config does not define (or defines as something
+/// other than an ext_authz service): Istio accepts them, and denies every request their rules
+/// match (meshguard's proxy does the same).
+fn undefined_providers(set: &PolicySet, mesh: &std::path::Path) -> Result<Vec<Finding>, CliError> {
+    let providers = meshguard_model::MeshConfig::load(mesh)
+        .and_then(|m| m.ext_authz_providers(mesh))
+        .map_err(CliError::Usage)?;
+    let mut out = Vec::new();
+    for p in &set.authorization_policies {
+        if p.spec.action != meshguard_model::Action::Custom {
+            continue;
+        }
+        let Some(name) = p.spec.provider.as_ref().map(|x| x.name.as_str()) else {
+            continue;
+        };
+        if providers.iter().any(|d| d.name == name) {
+            continue;
+        }
+        let defined: Vec<&str> = providers.iter().map(|d| d.name.as_str()).collect();
+        out.push(Finding {
+            severity: Severity::Warning,
+            file: p.origin.file.display().to_string(),
+            document: Some(p.origin.document),
+            resource: Some(format!("AuthorizationPolicy {}/{}", p.namespace, p.name)),
+            field: Some("spec.provider.name".into()),
+            value: Some(name.to_string()),
+            message: format!(
+                "no ext_authz provider {name:?} in {} (defined: {defined:?}): every request this policy's rules match is denied (403)",
+                mesh.display()
+            ),
+            object: p.origin.object.clone(),
+        });
+    }
+    Ok(out)
 }
 
 fn warning(file: String, message: String) -> Finding {

@@ -162,17 +162,83 @@ fn id_of(m: Option<(&CompiledPolicy, &CompiledRule)>) -> Option<Arc<str>> {
     m.map(|(_, r)| r.id.clone())
 }
 
-/// CUSTOM, which Istio runs before JWT validation: with no ext_authz client yet
-/// (docs/decisions.md, decision 5), a matching rule denies, as istiod's stand-in for an
-/// unknown provider does. `None` when no CUSTOM rule matches.
-pub fn authorize_custom(cw: &CompiledWorkload, req: &RequestAttributes<'_>) -> Option<AuthzReport> {
-    let (p, rule) = first_match(cw.custom.iter(), req)?;
-    Some(AuthzReport {
-        matched_policy: Some(rule.id.clone()),
-        matched_action: Some(p.action.as_str()),
-        denied: Some(DenyReason::DenyPolicy(rule.id.clone())),
-        ..Default::default()
-    })
+/// The external authorizers a front end can ask (the mesh config's ext_authz providers), and
+/// how far CUSTOM has gone for this request.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Custom<'a> {
+    /// Providers that can be asked. A CUSTOM rule of any other provider denies, as istiod's
+    /// stand-in for an unknown provider does.
+    pub providers: &'a [Arc<str>],
+    /// The provider last asked, which allowed: CUSTOM goes on with the providers after it
+    /// (istiod puts one filter pair per provider in the chain, sorted by name).
+    pub after: Option<&'a str>,
+}
+
+/// "Ask provider X": a CUSTOM rule of a configured provider matched. The engine does no I/O;
+/// the front end asks the provider and, when it allows, evaluates again with
+/// [`Custom::after`] naming it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct AskProvider {
+    pub provider: Arc<str>,
+    /// The CUSTOM rule that matched (Istio's shadow RBAC's effective policy id, without its
+    /// `istio-ext-authz-<provider>-` prefix).
+    pub policy: Arc<str>,
+}
+
+/// What CUSTOM decided about a request.
+#[derive(Debug)]
+pub enum CustomStep {
+    /// No CUSTOM rule matched (any more): JWT and the other actions come next.
+    Continue,
+    /// A rule of a provider that cannot be asked matched: denied (the report says which).
+    Deny(AuthzReport),
+    /// A rule of a configured provider matched: ask it.
+    Ask(AskProvider, AuthzReport),
+}
+
+/// CUSTOM, which Istio runs before JWT validation: one shadow RBAC + ext_authz filter pair per
+/// provider, in the order of the providers' names. The first provider (after
+/// [`Custom::after`]) with a matching rule is asked when it is configured; otherwise the match
+/// denies (docs/decisions.md, decision 5: istiod's stand-in for an unknown provider).
+pub fn authorize_custom(
+    cw: &CompiledWorkload,
+    req: &RequestAttributes<'_>,
+    custom: Custom<'_>,
+) -> CustomStep {
+    let mut names: Vec<&str> = cw
+        .custom
+        .iter()
+        .map(|p| p.provider.as_deref().unwrap_or(""))
+        .filter(|n| custom.after.is_none_or(|after| *n > after))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        let group = cw
+            .custom
+            .iter()
+            .filter(|p| p.provider.as_deref().unwrap_or("") == name);
+        let Some((p, rule)) = first_match(group, req) else {
+            continue;
+        };
+        let report = AuthzReport {
+            matched_policy: Some(rule.id.clone()),
+            matched_action: Some(p.action.as_str()),
+            denied: Some(DenyReason::DenyPolicy(rule.id.clone())),
+            ..Default::default()
+        };
+        return match custom.providers.iter().find(|k| &***k == name) {
+            Some(provider) => CustomStep::Ask(
+                AskProvider {
+                    provider: provider.clone(),
+                    policy: rule.id.clone(),
+                },
+                report,
+            ),
+            None => CustomStep::Deny(report),
+        };
+    }
+    CustomStep::Continue
 }
 
 /// Istio's order after JWT: AUDIT, DENY, then ALLOW (CUSTOM ran before JWT validation, see

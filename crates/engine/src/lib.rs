@@ -1,7 +1,8 @@
 //! The decision engine: one request in, Istio's answer out.
 //!
 //! [`evaluate`] runs the pipeline istiod builds for a sidecar, in order: path normalization,
-//! JWT authentication ([`authn`]), then authorization ([`decision`]). It is a pure function of
+//! CUSTOM (which says which external authorizer to ask, [`evaluate_with`]; asking is the
+//! front end's), JWT authentication ([`authn`]), then authorization ([`decision`]). It is a pure function of
 //! the compiled workload, the request and the clock: no I/O, no logging, no global state. It
 //! mutates the request's headers exactly as Envoy's filters would (removing the token header,
 //! adding payload and claim headers) so that the proxy can forward them and `check` can show
@@ -34,8 +35,8 @@ pub use authn::{
     HeaderOp, KeyStore, NoRemoteKeys, ProviderReport, SecondPass, Verified, VerifiedCache,
 };
 pub use decision::{
-    AuthzReport, Denial, DenyReason, DryRunResult, LocalReply, POLICIES_NOT_LOADED_BODY,
-    POLICIES_NOT_LOADED_DETAILS, RuleExplanation,
+    AskProvider, AuthzReport, Custom, Denial, DenyReason, DryRunResult, LocalReply,
+    POLICIES_NOT_LOADED_BODY, POLICIES_NOT_LOADED_DETAILS, RuleExplanation,
 };
 pub use normalize::{NormalizeError, PathNormalization};
 
@@ -98,6 +99,11 @@ pub struct Outcome {
     pub jwt: Vec<ProviderReport>,
     pub header_ops: Vec<HeaderOp>,
     pub authz: AuthzReport,
+    /// A CUSTOM rule of a configured provider matched: the front end must ask that provider
+    /// before anything else happens to the request. [`Outcome::denial`] is then the CUSTOM
+    /// rule's denial, so a front end that cannot ask refuses the request (fail closed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ext_authz: Option<AskProvider>,
     /// Remote key sources that lacked a token's `kid`: a caller that can refetch them may
     /// evaluate the request again (key rotation picked up on the first request).
     #[serde(skip)]
@@ -150,8 +156,20 @@ fn realm(scheme: &str, host: &str, path: &str) -> String {
     format!("{scheme}://{host}{cut}")
 }
 
-/// Evaluates one request. See the crate documentation for the order of steps.
+/// Evaluates one request with no external authorizer to ask: a matching CUSTOM rule denies.
+/// See the crate documentation for the order of steps.
 pub fn evaluate(cw: &CompiledWorkload, req: HttpRequest<'_>, opts: &EvalOptions<'_>) -> Outcome {
+    evaluate_with(cw, req, opts, Custom::default())
+}
+
+/// Evaluates one request; CUSTOM rules of the `custom.providers` make the outcome say which
+/// provider to ask ([`Outcome::ext_authz`]), and evaluation starts after `custom.after`.
+pub fn evaluate_with(
+    cw: &CompiledWorkload,
+    req: HttpRequest<'_>,
+    opts: &EvalOptions<'_>,
+    custom: Custom<'_>,
+) -> Outcome {
     let mut out = Outcome::default();
     let path = match normalize::normalize(req.path, opts.path_normalization) {
         Ok(p) => p,
@@ -168,15 +186,22 @@ pub fn evaluate(cw: &CompiledWorkload, req: HttpRequest<'_>, opts: &EvalOptions<
 
     // CUSTOM runs before JWT validation, as Istio places its filters (docs/semantics.md,
     // "Request processing pipeline"): it sees the request as received, tokens and client
-    // copies of output headers included, and a match is denied whatever the token.
+    // copies of output headers included. A match asks the provider (the front end does) or,
+    // for a provider that cannot be asked, is denied whatever the token.
     if !cw.custom.is_empty() {
         let attrs = attributes(&req, path_only, None);
-        if let Some(report) = decision::authorize_custom(cw, &attrs) {
+        let (ask, report) = match decision::authorize_custom(cw, &attrs, custom) {
+            decision::CustomStep::Continue => (None, None),
+            decision::CustomStep::Deny(report) => (None, Some(report)),
+            decision::CustomStep::Ask(ask, report) => (Some(ask), Some(report)),
+        };
+        if let Some(report) = report {
             if opts.explain {
                 out.explanation = Some(decision::explain(cw, &attrs));
             }
             out.denial = report.denied.clone().map(|r| Denial::new(r, &realm()));
             out.authz = report;
+            out.ext_authz = ask;
             out.path = Some(path.clone());
             return out;
         }

@@ -4,8 +4,10 @@
 //! its proxy makes, from the same policies, so that the client sees what Envoy's own
 //! `jwt_authn` + `rbac` would answer.
 //!
-//! Modules: [`check`] (the ext_authz messages to and from the runtime's decision) and
-//! [`server`] (the gRPC and HTTP listeners, the admin pages, the access log). The decision
+//! Modules: [`check`] (the ext_authz messages to and from the runtime's decision),
+//! [`server`] (the gRPC and HTTP listeners, the admin pages, the access log), and [`client`]
+//! (the other way round: meshguard's proxy asking the external authorizers of CUSTOM
+//! policies, as Envoy's `ext_authz` filter does). The decision
 //! is the runtime's ([`meshguard_runtime::Runtime::decide`]); the listeners run the proxy's
 //! accept loop; the proxy's request path is not used.
 #![forbid(unsafe_code)]
@@ -18,6 +20,7 @@
 )]
 
 pub mod check;
+pub mod client;
 pub mod server;
 
 pub use server::{ExtAuthzConfig, Running, start};

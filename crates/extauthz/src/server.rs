@@ -138,6 +138,7 @@ impl Checker {
                         .as_deref()
                         .map(meshguard_runtime::PeerUris::One),
                     now: start_time,
+                    custom_after: None,
                     request_id: &request_id,
                 },
                 headers,

@@ -19,7 +19,10 @@ pub use load::{
     EntryRule, EntryType, LoadError, LoadErrors, LoadFailure, LoadOptions, PolicySet, SkipReason,
     Skipped, SkippedFile, entry_rule, load_object, load_paths, load_str, loads_entry,
 };
-pub use mesh::{MeshConfig, PathNormalization, UnknownPathNormalization};
+pub use mesh::{
+    ExtAuthzHttp, ExtAuthzKind, ExtAuthzProvider, HeaderPattern, MeshConfig, PathNormalization,
+    UnknownPathNormalization,
+};
 pub use select::{
     Attachment, DEFAULT_ROOT_NAMESPACE, Kind, ResourceAttachment, Workload, WorkloadSummary,
     attachment, parse_labels, parse_labels_file, summarize,

@@ -76,6 +76,9 @@ pub struct ProxyConfig {
     pub jwks: meshguard_jwks::JwksSettings,
     /// Mutual TLS on the proxy listener (`--tls-dir`); `None`: plaintext only.
     pub tls: Option<crate::tls::TlsSettings>,
+    /// The external authorizers CUSTOM policies name (the mesh config's ext_authz
+    /// providers); `None`: a matching CUSTOM rule denies.
+    pub ext_authz: Option<std::sync::Arc<dyn crate::custom::ExternalAuthorizers>>,
 }
 
 /// The protocol spoken to an `http://` upstream (docs/operations.md, "Upstream protocols").

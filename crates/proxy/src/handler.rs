@@ -1,6 +1,7 @@
 //! One request through the proxy, in named phases: [`identify`] (intake: method, framing,
 //! `Connection`, the authority; the request id; `remote.ip`), decide (the runtime's
-//! [`Runtime::decide`], shared with every front end), then [`reply`] with a local answer or
+//! [`Runtime::decide`], shared with every front end; when a CUSTOM rule names a configured
+//! provider, [`ask_authorizer`] asks it and the decision goes on after it), then [`reply`] with a local answer or
 //! [`forward`] to the upstream, and the access log line ([`RequestLog`]) whichever way it
 //! ended.
 //!
@@ -25,6 +26,7 @@ use meshguard_runtime::{Decision, RequestFacts, Runtime};
 use serde::Serialize;
 
 use crate::client::ConnInfo;
+use crate::custom::{CheckInput, ExternalAuthorizers, Verdict};
 use crate::intake::{self, Authority, Refusal, remote_ip};
 use crate::response::{Body, LocalReply, ReplyTo, UpstreamFailure, local_reply, refusal_reply};
 use crate::upstream::{SendError, Upstream};
@@ -42,6 +44,11 @@ pub struct Shared {
     pub request_ids: RequestIds,
     /// Where the one JSON access-log line per request goes; `None` with `--no-access-log`.
     pub log_writer: Option<LogWriter>,
+    /// The external authorizers of CUSTOM policies (the mesh config's ext_authz providers).
+    pub ext_authz: Option<Arc<dyn ExternalAuthorizers>>,
+    /// The serving certificate's identity (mutual TLS), for an authorizer's
+    /// `destination.principal`.
+    pub local_principal: Option<Arc<str>>,
 }
 
 /// Generates `x-request-id` values: unique per process, unpredictable across processes.
@@ -185,7 +192,17 @@ struct AccessLogLine<'a> {
     /// `%DOWNSTREAM_PEER_URI_SAN%`); `null` over plaintext.
     downstream_peer_uri_san: Option<&'a str>,
     policy: Option<&'a str>,
+    /// The external authorizers asked (CUSTOM policies), in order, and their answers.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    ext_authz: &'a [AskedLog],
     config_generation: u64,
+}
+
+/// One external authorizer asked about a request: the access log's `ext_authz` entries.
+#[derive(Debug, Serialize)]
+struct AskedLog {
+    provider: Arc<str>,
+    result: &'static str,
 }
 
 fn protocol_name(v: http::Version) -> &'static str {
@@ -211,6 +228,8 @@ struct RequestLog<'a> {
     authority: &'a str,
     /// Known once the request is decided.
     decision: Option<&'a Decision>,
+    /// The external authorizers asked so far.
+    asked: Vec<AskedLog>,
 }
 
 impl RequestLog<'_> {
@@ -255,6 +274,7 @@ impl RequestLog<'_> {
                 downstream_remote_address: self.peer,
                 downstream_peer_uri_san: self.peer_principal,
                 policy: outcome.and_then(|o| o.authz.matched_policy.as_deref()),
+                ext_authz: &self.asked,
                 config_generation: generation,
             };
             if let Ok(mut text) = serde_json::to_vec(&line) {
@@ -302,6 +322,7 @@ pub async fn handle(
         request_id,
         authority: "",
         decision: None,
+        asked: Vec::new(),
     };
     let id = match identified {
         Ok(id) => id,
@@ -311,15 +332,71 @@ pub async fn handle(
             return Ok(refusal_reply(refusal, reply_to));
         }
     };
-    let decision = decide(
+    let mut decision = decide(
         &shared.runtime,
         &mut parts,
         &id,
         &conn,
         &log.request_id,
         start_time,
+        None,
     )
     .await;
+    // CUSTOM: each provider whose rules match is asked in turn; an allow applies its header
+    // changes and the decision goes on after that provider (JWT, DENY, ALLOW see the
+    // changed request, as Envoy's later filters do).
+    while let Some(ask) = decision.outcome.ext_authz.clone() {
+        let Some(authorizers) = &shared.ext_authz else {
+            // No client: the outcome's denial stands (fail closed).
+            break;
+        };
+        let checked = ask_authorizer(
+            authorizers.as_ref(),
+            &ask.provider,
+            &parts,
+            &decision,
+            &id,
+            &conn,
+            shared.local_principal.as_deref(),
+        )
+        .await;
+        shared
+            .runtime
+            .metrics()
+            .ext_authz_requests
+            .get_or_create(&meshguard_runtime::metrics::ExtAuthzLabels {
+                provider: ask.provider.clone(),
+                result: checked.result.as_str(),
+            })
+            .inc();
+        log.asked.push(AskedLog {
+            provider: ask.provider.clone(),
+            result: checked.result.as_str(),
+        });
+        match checked.verdict {
+            Verdict::Allow(allowed) => {
+                crate::custom::apply_allowed(&mut parts.headers, &allowed);
+                decision = decide(
+                    &shared.runtime,
+                    &mut parts,
+                    &id,
+                    &conn,
+                    &log.request_id,
+                    start_time,
+                    Some(&ask.provider),
+                )
+                .await;
+            }
+            Verdict::Deny(denied) => {
+                log.authority = id.host.as_str();
+                log.decision = Some(&decision);
+                let (mut resp, reply) = crate::custom::denied_reply(&denied, id.reply_to);
+                log.local(&parts.method, &reply);
+                crate::upgrade::close_if_asked(parts.version, &parts.headers, &mut resp);
+                return Ok(resp);
+            }
+        }
+    }
     log.authority = id.host.as_str();
     log.decision = Some(&decision);
     if let Some(resp) = reply(&decision, &parts, &id, &log) {
@@ -371,7 +448,37 @@ fn identify(
     (identified, request_id)
 }
 
-/// Decide: the runtime's one decision, on what intake admitted.
+/// Ask: the CUSTOM phase's question to the provider the engine named, about the request as
+/// Envoy's ext_authz filter sees it (normalized path, the request id, `x-forwarded-proto`).
+async fn ask_authorizer(
+    authorizers: &dyn ExternalAuthorizers,
+    provider: &str,
+    parts: &Parts,
+    decision: &Decision,
+    id: &Identified,
+    conn: &ConnInfo,
+    local_principal: Option<&str>,
+) -> crate::custom::Checked {
+    let raw = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let input = CheckInput {
+        method: &parts.method,
+        path: decision.outcome.path.as_deref().unwrap_or(raw),
+        host: id.host.as_str(),
+        scheme: conn.scheme.as_str(),
+        version: parts.version,
+        headers: &parts.headers,
+        forwarded_proto: conn.scheme.as_str(),
+        peer: conn.peer,
+        local: conn.local,
+        peer_principal: conn.peer_identity.as_deref().and_then(|p| p.principal()),
+        local_principal: local_principal.filter(|_| conn.peer_identity.is_some()),
+    };
+    // The client logs why a provider gave no usable answer.
+    authorizers.check(provider, input).await
+}
+
+/// Decide: the runtime's one decision, on what intake admitted; `custom_after` names the
+/// external authorizer that has just allowed the request.
 async fn decide(
     runtime: &Runtime,
     parts: &mut Parts,
@@ -379,6 +486,7 @@ async fn decide(
     conn: &ConnInfo,
     request_id: &HeaderValue,
     now: u64,
+    custom_after: Option<&str>,
 ) -> Decision {
     let facts = RequestFacts {
         method: parts.method.as_str(),
@@ -394,6 +502,7 @@ async fn decide(
             .as_ref()
             .map(|p| meshguard_policy::PeerUris::Many(&p.uri_sans)),
         now,
+        custom_after,
         request_id: request_id.to_str().unwrap_or(""),
     };
     runtime.decide(facts, &mut parts.headers).await

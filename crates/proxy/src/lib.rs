@@ -22,6 +22,7 @@
 pub mod client;
 pub mod config;
 pub mod connection;
+pub mod custom;
 pub mod handler;
 pub mod inbound;
 pub mod intake;

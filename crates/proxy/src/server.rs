@@ -133,7 +133,14 @@ pub async fn start(
         .map_err(|e| match e {
             RuntimeError::Policies(errs) => StartError::Policies(errs),
             RuntimeError::Jwks(e) => StartError::Io(format!("JWKS client: {e}")),
-        })?,
+        })?
+        .with_ext_authz_providers(
+            config
+                .ext_authz
+                .as_ref()
+                .map(|a| a.names())
+                .unwrap_or_default(),
+        ),
     );
     let (state, metrics) = (runtime.state().clone(), runtime.metrics().clone());
     let tls = match &config.tls {
@@ -212,6 +219,12 @@ pub async fn start(
         } else {
             None
         },
+        ext_authz: config.ext_authz.clone(),
+        local_principal: tls
+            .as_ref()
+            .map(|t| t.current().serving.identity.clone())
+            .filter(|i| !i.is_empty())
+            .map(Arc::from),
     });
 
     runtime.spawn_reload(config.watch, stopped(stop_rx.clone()));

@@ -14,9 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use http::HeaderMap;
-use meshguard_engine::{
-    DenyReason, EvalOptions, HttpRequest, Outcome, PathNormalization, evaluate,
-};
+use meshguard_engine::{Custom, DenyReason, EvalOptions, HttpRequest, Outcome, evaluate_with};
 
 use crate::Runtime;
 use crate::metrics::{AuthzLabels, JwtLabels, Metrics};
@@ -45,6 +43,9 @@ pub struct RequestFacts<'a> {
     pub peer_identity: Option<meshguard_policy::PeerUris<'a>>,
     /// Unix seconds, for token expiry.
     pub now: u64,
+    /// The external authorizer last asked about this request, which allowed it: CUSTOM goes
+    /// on after it (`None` for a request not yet decided).
+    pub custom_after: Option<&'a str>,
     /// For the explanation log lines.
     pub request_id: &'a str,
 }
@@ -78,7 +79,7 @@ impl Runtime {
         {
             return Box::pin(self.decide_after_first_fetches(snapshot, facts, headers)).await;
         }
-        let outcome = evaluate_once(&snapshot, self.path_normalization, &facts, headers);
+        let outcome = self.evaluate_once(&snapshot, &facts, headers);
         if outcome.denial.is_some() && !outcome.unknown_kid.is_empty() {
             return Box::pin(self.decide_after_refetch(snapshot, outcome, facts, headers)).await;
         }
@@ -96,7 +97,7 @@ impl Runtime {
         for (keys, timeout) in snapshot.remote.values() {
             keys.wait_first_fetch(*timeout).await;
         }
-        let outcome = evaluate_once(&snapshot, self.path_normalization, &facts, headers);
+        let outcome = self.evaluate_once(&snapshot, &facts, headers);
         if outcome.denial.is_some() && !outcome.unknown_kid.is_empty() {
             return self
                 .decide_after_refetch(snapshot, outcome, facts, headers)
@@ -122,7 +123,7 @@ impl Runtime {
             }
         }
         if refetched {
-            outcome = evaluate_once(&snapshot, self.path_normalization, &facts, headers);
+            outcome = self.evaluate_once(&snapshot, &facts, headers);
         }
         self.decided(snapshot, outcome, &facts)
     }
@@ -140,34 +141,40 @@ impl Runtime {
     }
 }
 
-fn evaluate_once(
-    snapshot: &Snapshot,
-    path_normalization: PathNormalization,
-    facts: &RequestFacts<'_>,
-    headers: &mut HeaderMap,
-) -> Outcome {
-    evaluate(
-        &snapshot.compiled,
-        HttpRequest {
-            method: facts.method,
-            path: facts.path,
-            host: facts.host,
-            scheme: facts.scheme,
-            headers,
-            source_ip: Some(facts.peer.ip()),
-            remote_ip: Some(facts.remote_ip),
-            destination_ip: Some(facts.local.ip()),
-            destination_port: Some(facts.local.port()),
-            sni: facts.sni,
-            peer_identity: facts.peer_identity,
-        },
-        &EvalOptions {
-            path_normalization,
-            now: facts.now,
-            keys: snapshot,
-            explain: tracing::enabled!(target: "meshguard::explain", tracing::Level::DEBUG),
-        },
-    )
+impl Runtime {
+    fn evaluate_once(
+        &self,
+        snapshot: &Snapshot,
+        facts: &RequestFacts<'_>,
+        headers: &mut HeaderMap,
+    ) -> Outcome {
+        evaluate_with(
+            &snapshot.compiled,
+            HttpRequest {
+                method: facts.method,
+                path: facts.path,
+                host: facts.host,
+                scheme: facts.scheme,
+                headers,
+                source_ip: Some(facts.peer.ip()),
+                remote_ip: Some(facts.remote_ip),
+                destination_ip: Some(facts.local.ip()),
+                destination_port: Some(facts.local.port()),
+                sni: facts.sni,
+                peer_identity: facts.peer_identity,
+            },
+            &EvalOptions {
+                path_normalization: self.path_normalization,
+                now: facts.now,
+                keys: snapshot,
+                explain: tracing::enabled!(target: "meshguard::explain", tracing::Level::DEBUG),
+            },
+            Custom {
+                providers: &self.ext_authz_providers,
+                after: facts.custom_after,
+            },
+        )
+    }
 }
 
 /// The JWT and authorization counters for one decision.
@@ -181,7 +188,8 @@ fn record_outcome(metrics: &Metrics, out: &Outcome) {
         });
     }
     let a = &out.authz;
-    if a.matched_policy.is_some() || a.denied.is_some() {
+    // A provider is to be asked: the decision is made once it has answered.
+    if out.ext_authz.is_none() && (a.matched_policy.is_some() || a.denied.is_some()) {
         metrics.authz.inc(AuthzLabels {
             policy: a.matched_policy.clone().unwrap_or_else(|| NONE.clone()),
             action: a.matched_action.unwrap_or("ALLOW"),
@@ -213,6 +221,10 @@ fn explain(outcome: &Outcome, request_id: &str) {
     }
     for r in rules {
         tracing::debug!(target: "meshguard::explain", request_id, policy = %r.policy, action = r.action, dry_run = r.dry_run, rule = %r.rule, matched = r.matched, why = r.why.as_deref().unwrap_or(""), "authorization rule");
+    }
+    if let Some(ask) = &outcome.ext_authz {
+        tracing::debug!(target: "meshguard::explain", request_id, provider = %ask.provider, policy = %ask.policy, "CUSTOM: asking the provider");
+        return;
     }
     tracing::debug!(target: "meshguard::explain", request_id, status = outcome.status(), details = outcome.denial.as_ref().map_or("via_upstream", |d| d.reply.details.as_str()), "decision");
 }

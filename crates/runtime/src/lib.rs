@@ -75,6 +75,9 @@ pub struct Runtime {
     state: Arc<PolicyState>,
     metrics: Arc<Metrics>,
     path_normalization: PathNormalization,
+    /// The external authorizers the front end can ask for CUSTOM policies (names of the mesh
+    /// config's ext_authz providers); none by default, so CUSTOM matches deny.
+    ext_authz_providers: Vec<Arc<str>>,
 }
 
 impl Runtime {
@@ -94,7 +97,16 @@ impl Runtime {
             state: Arc::new(state),
             metrics,
             path_normalization: config.path_normalization,
+            ext_authz_providers: Vec::new(),
         })
+    }
+
+    /// The external authorizers the front end asks for CUSTOM policies: a CUSTOM rule of one
+    /// of them makes [`Runtime::decide`]'s outcome say "ask it" rather than deny.
+    #[must_use]
+    pub fn with_ext_authz_providers(mut self, names: Vec<Arc<str>>) -> Runtime {
+        self.ext_authz_providers = names;
+        self
     }
 
     /// Reloads on SIGHUP, on file changes when `watch`, and when the workload's labels change,

@@ -117,6 +117,16 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+/// One question to an external authorizer (a CUSTOM policy's provider) and how it ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExtAuthzLabels {
+    /// The provider's name in the mesh config.
+    pub provider: Arc<str>,
+    /// `ok`, `denied`, `error` (refused with `statusOnError`) or `failure_mode_allowed`
+    /// (an error let through by `failOpen`): Envoy's `ext_authz.*` counters.
+    pub result: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: &'static str,
@@ -355,6 +365,8 @@ pub struct Metrics {
     pub source: SourceMetrics,
     /// `meshguard ext-authz`: Check answers by `result` (`ok`, `denied`).
     pub ext_authz_checks: Family<ResultLabels, Counter>,
+    /// `meshguard proxy`: questions to the external authorizers of CUSTOM policies.
+    pub ext_authz_requests: Family<ExtAuthzLabels, Counter>,
     /// The proxy listener's mutual TLS.
     pub tls: TlsMetrics,
 }
@@ -494,6 +506,12 @@ impl Default for Metrics {
             "ext_authz Check requests answered (meshguard ext-authz), by result: ok, denied",
             ext_authz_checks.clone(),
         );
+        let ext_authz_requests = Family::<ExtAuthzLabels, Counter>::default();
+        registry.register(
+            "ext_authz_requests",
+            "Requests the proxy sent to an external authorizer (a CUSTOM policy's provider), by provider and result: ok, denied, error, failure_mode_allowed",
+            ext_authz_requests.clone(),
+        );
         let tls = TlsMetrics::default();
         registry.register(
             "tls_handshakes",
@@ -533,6 +551,7 @@ impl Default for Metrics {
             upgrades,
             source,
             ext_authz_checks,
+            ext_authz_requests,
             tls,
         }
     }

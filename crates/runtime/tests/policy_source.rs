@@ -74,6 +74,7 @@ async fn status(rt: &Runtime, path: &str) -> (u16, String, String) {
         sni: None,
         peer_identity: None,
         now: 1_800_000_000,
+        custom_after: None,
         request_id: "test",
     };
     let d = rt.decide(facts, &mut HeaderMap::new()).await;

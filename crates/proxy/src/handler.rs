@@ -345,6 +345,7 @@ pub async fn handle(
     // CUSTOM: each provider whose rules match is asked in turn; an allow applies its header
     // changes and the decision goes on after that provider (JWT, DENY, ALLOW see the
     // changed request, as Envoy's later filters do).
+    let mut response_headers = Vec::new();
     while let Some(ask) = decision.outcome.ext_authz.clone() {
         let Some(authorizers) = &shared.ext_authz else {
             // No client: the outcome's denial stands (fail closed).
@@ -374,8 +375,16 @@ pub async fn handle(
             result: checked.result.as_str(),
         });
         match checked.verdict {
-            Verdict::Allow(allowed) => {
+            Verdict::Allow(mut allowed) => {
                 crate::custom::apply_allowed(&mut parts.headers, &allowed);
+                // Query changes apply to the normalized path the later phases see.
+                let path = decision.outcome.path.as_deref().unwrap_or("/");
+                if let Some(changed) = crate::custom::apply_query(path, &allowed)
+                    && let Ok(pq) = http::uri::PathAndQuery::try_from(changed)
+                {
+                    parts.uri = Uri::from(pq);
+                }
+                response_headers.append(&mut allowed.response_headers);
                 decision = decide(
                     &shared.runtime,
                     &mut parts,
@@ -399,10 +408,13 @@ pub async fn handle(
     }
     log.authority = id.host.as_str();
     log.decision = Some(&decision);
-    if let Some(resp) = reply(&decision, &parts, &id, &log) {
-        return Ok(resp);
-    }
-    Ok(forward(&mut parts, body, &id, &decision, &conn, &shared, &log).await)
+    let mut resp = match reply(&decision, &parts, &id, &log) {
+        Some(resp) => resp,
+        None => forward(&mut parts, body, &id, &decision, &conn, &shared, &log).await,
+    };
+    // An allowing authorizer's response headers go on whatever answers the request.
+    crate::custom::apply_response_headers(resp.headers_mut(), &response_headers);
+    Ok(resp)
 }
 
 /// Identify: intake's checks, the request id (kept when the client sent one), and

@@ -1145,6 +1145,126 @@ fn authorizer_errors_are_answered_as_envoy_does() {
     }
 }
 
+/// A POST to `/headers` that the authorizer answers by `verdict`, with `framing` (its
+/// `content-length` or `transfer-encoding` line) and `body` as sent.
+fn post(verdict: &str, framing: &str, body: &str) -> String {
+    format!(
+        "POST /headers HTTP/1.1\r\nhost: httpbin.foo:8000\r\nx-ext-authz: {verdict}\r\n{framing}\r\nconnection: close\r\n\r\n{body}"
+    )
+}
+
+/// The bodies of the body comparisons: (request, the body the upstream must get, whether
+/// it is over 8 bytes).
+fn body_requests() -> Vec<(String, &'static str, bool)> {
+    vec![
+        (post("allow", "content-length: 5", "hello"), "hello", false),
+        (
+            post("allow", "content-length: 8", "01234567"),
+            "01234567",
+            false,
+        ),
+        (
+            post("allow", "content-length: 20", "0123456789abcdefghij"),
+            "0123456789abcdefghij",
+            true,
+        ),
+        (
+            post(
+                "allow",
+                "transfer-encoding: chunked",
+                "5\r\nhello\r\nf\r\n0123456789abcde\r\n0\r\n\r\n",
+            ),
+            "hello0123456789abcde",
+            true,
+        ),
+        (post("allow", "content-length: 0", ""), "", false),
+        (get_with("allow", "/headers"), "", false),
+        (
+            post("nope", "content-length: 20", "0123456789abcdefghij"),
+            "",
+            true,
+        ),
+    ]
+}
+
+/// `includeRequestBodyInCheck` with `maxRequestBytes: 8`, gRPC and HTTP, against Envoy 1.40:
+/// with `allowPartialMessage` the authorizer gets the first 8 bytes (gRPC `body`, or
+/// `raw_body` with `packAsBytes`; `size` the bytes read; `x-envoy-auth-partial-body`
+/// true when cut; HTTP: the bytes as the check's body, its `content-length` theirs), and the
+/// upstream gets the whole body, the same bytes once, framed as the client framed it; without
+/// `allowPartialMessage` a longer body is refused with 413 `Payload Too Large` before the
+/// authorizer is asked. A request without a body is sent without one.
+#[test]
+fn request_body_in_check_is_envoys() {
+    for (grpc, partial, pack) in [
+        (true, true, false),
+        (true, false, true),
+        (false, true, false),
+        (false, false, false),
+    ] {
+        let cases = body_requests();
+        let requests: Vec<String> = cases.iter().map(|c| c.0.clone()).collect();
+        let asked: Vec<(&str, bool)> = cases
+            .iter()
+            .map(|(r, _, over)| (r.as_str(), partial || !over))
+            .collect();
+        let Some(all) = compare(
+            "request_body_in_check_is_envoys",
+            grpc,
+            Options {
+                body: Some((8, partial, pack)),
+                ..Options::default()
+            },
+            &asked,
+        ) else {
+            return;
+        };
+        assert_same(grpc, &all, &requests);
+        for (b, (raw, upstream_body, over)) in all.iter().zip(&cases) {
+            let ctx = format!("grpc {grpc}, partial {partial}: {raw:?}");
+            let framing = |f: &Forwarded| {
+                (
+                    f.header("content-length").map(str::to_string),
+                    f.header("transfer-encoding").map(str::to_string),
+                )
+            };
+            match (&b.ours_up, &b.envoy_up) {
+                (Some(ours), Some(envoy)) => {
+                    assert_eq!(ours.body, upstream_body.as_bytes(), "{ctx}");
+                    assert_eq!(ours.body, envoy.body, "{ctx}");
+                    assert_eq!(framing(ours), framing(envoy), "{ctx}");
+                }
+                (None, None) => {}
+                other => panic!("{ctx}: forwarded by one of them only: {other:?}"),
+            }
+            if *over && !partial {
+                assert_eq!(
+                    (b.ours_r.status, b.ours_r.body.as_str()),
+                    (413, "Payload Too Large"),
+                    "{ctx}"
+                );
+                assert!(b.ours_q.is_none(), "{ctx}");
+            }
+        }
+        // What the authorizer got of the 20-byte body, cut at 8.
+        if partial {
+            let q = all[2].ours_q.as_ref().unwrap();
+            if grpc {
+                let http = &q["check"]["attributes"]["request"]["http"];
+                assert_eq!(http["body"], "01234567");
+                assert_eq!(http["size"], "20");
+                assert_eq!(http["headers"]["x-envoy-auth-partial-body"], "true");
+            } else {
+                assert_eq!(q["body"], "01234567");
+            }
+        } else if grpc {
+            // packAsBytes: base64 of "hello".
+            let http = &all[0].ours_q.as_ref().unwrap()["check"]["attributes"]["request"]["http"];
+            assert_eq!(http["rawBody"], "aGVsbG8=");
+        }
+    }
+}
+
 /// `check --mesh-config` says which provider would be asked (exit 3), where without the mesh
 /// config the CUSTOM rule denies (exit 2); `validate --mesh-config` reports a CUSTOM policy
 /// naming a provider the mesh config does not define, and a mesh config error names the file,

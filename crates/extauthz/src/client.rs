@@ -34,7 +34,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use meshguard_model::mesh::any_matches;
 use meshguard_model::{ExtAuthzHttp, ExtAuthzKind, ExtAuthzProvider};
 use meshguard_proxy::custom::{
-    Allowed, CheckFuture, CheckInput, CheckResult, Checked, Denied, ExternalAuthorizers,
+    Allowed, BodyLimit, CheckFuture, CheckInput, CheckResult, Checked, Denied, ExternalAuthorizers,
     HeaderAction, Verdict,
 };
 use tonic::transport::{Channel, Endpoint};
@@ -164,6 +164,14 @@ impl ExternalAuthorizers for Authorizers {
         self.providers.iter().map(|p| p.name.clone()).collect()
     }
 
+    fn body_limit(&self, provider: &str) -> Option<BodyLimit> {
+        let p = self.providers.iter().find(|p| &*p.name == provider)?;
+        p.config.body.map(|b| BodyLimit {
+            max: usize::try_from(b.max_request_bytes).unwrap_or(usize::MAX),
+            allow_partial: b.allow_partial_message,
+        })
+    }
+
     fn check<'a>(&'a self, provider: &'a str, input: CheckInput<'a>) -> CheckFuture<'a> {
         Box::pin(async move {
             let Some(p) = self.providers.iter().find(|p| &*p.name == provider) else {
@@ -184,7 +192,8 @@ impl ExternalAuthorizers for Authorizers {
             };
             let answer = match &p.transport {
                 Transport::Grpc(client) => {
-                    let request = check_request(&input, self.stream_ids.next());
+                    let pack = p.config.body.is_some_and(|b| b.pack_as_bytes);
+                    let request = check_request(&input, self.stream_ids.next(), pack);
                     tokio::time::timeout(
                         p.config.timeout,
                         ask_grpc(client.clone(), request, p.config.timeout),
@@ -355,11 +364,16 @@ pub fn header_map(input: &CheckInput<'_>) -> HashMap<String, String> {
         "x-forwarded-proto".into(),
         input.forwarded_proto.to_string(),
     );
+    if let Some(body) = &input.body {
+        map.insert(PARTIAL_BODY.into(), body.partial.to_string());
+    }
     map
 }
 
-/// The `CheckRequest` Envoy's ext_authz filter sends for the request.
-pub fn check_request(input: &CheckInput<'_>, stream_id: u64) -> CheckRequest {
+/// The `CheckRequest` Envoy's ext_authz filter sends for the request; a body read for the
+/// provider goes in `raw_body` with `pack` (`packAsBytes`), else in `body` (a string: bytes
+/// that are not UTF-8 are replaced by U+FFFD).
+pub fn check_request(input: &CheckInput<'_>, stream_id: u64, pack: bool) -> CheckRequest {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -385,6 +399,17 @@ pub fn check_request(input: &CheckInput<'_>, stream_id: u64) -> CheckRequest {
                     host: input.host.to_string(),
                     scheme: input.scheme.to_string(),
                     protocol: protocol_name(input.version).to_string(),
+                    size: input
+                        .body
+                        .map_or(0, |b| i64::try_from(b.size).unwrap_or(i64::MAX)),
+                    body: match input.body {
+                        Some(b) if !pack => String::from_utf8_lossy(b.data).into_owned(),
+                        _ => String::new(),
+                    },
+                    raw_body: match input.body {
+                        Some(b) if pack => b.data.to_vec(),
+                        _ => Vec::new(),
+                    },
                     ..Default::default()
                 }),
             }),
@@ -515,7 +540,8 @@ fn always_sent(name: &HeaderName) -> bool {
 }
 
 /// The HTTP variant: the client's method, `pathPrefix` + the path with its query, the
-/// original `Host`, the allowed headers, `includeAdditionalHeadersInCheck`, no body.
+/// original `Host`, the allowed headers, `includeAdditionalHeadersInCheck`, and the body read
+/// for the provider (with `x-envoy-auth-partial-body`) or none.
 async fn ask_http(
     client: &HttpClient<HttpConnector, Full<Bytes>>,
     base: &str,
@@ -526,7 +552,11 @@ async fn ask_http(
     let uri: http::Uri = format!("{base}{}{}", settings.path_prefix, input.path)
         .parse()
         .map_err(|e| AskError::Http(format!("{e}")))?;
-    let mut req = http::Request::new(Full::new(Bytes::new()));
+    let body = input
+        .body
+        .map_or_else(Bytes::new, |b| Bytes::copy_from_slice(b.data));
+    let length = body.len();
+    let mut req = http::Request::new(Full::new(body));
     *req.method_mut() = input.method.clone();
     *req.uri_mut() = uri;
     let h = req.headers_mut();
@@ -555,7 +585,13 @@ async fn ask_http(
     if let Ok(host) = HeaderValue::from_str(input.host) {
         h.insert(header::HOST, host);
     }
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    if let Some(b) = &input.body {
+        h.insert(
+            HeaderName::from_static(PARTIAL_BODY),
+            HeaderValue::from_static(if b.partial { "true" } else { "false" }),
+        );
+    }
     // Envoy's own requests are marked internal.
     h.insert(
         HeaderName::from_static("x-envoy-internal"),

@@ -13,7 +13,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -494,6 +494,7 @@ fn istio_bootstrap(
     policies: &str,
     provider: &str,
     grpc: bool,
+    options: Options,
     listen: SocketAddr,
     upstream: SocketAddr,
     authz: SocketAddr,
@@ -561,6 +562,16 @@ fn istio_bootstrap(
             "value": {"string_match": {"prefix": format!("istio-ext-authz-{provider}")}},
         },
     });
+    if let Some((max, partial, pack)) = options.body {
+        ext_authz["with_request_body"] = json!({
+            "max_request_bytes": max,
+            "allow_partial_message": partial,
+            "pack_as_bytes": pack,
+        });
+    }
+    if let Some(status) = options.status_on_error {
+        ext_authz["status_on_error"] = json!({"code": status});
+    }
     if grpc {
         ext_authz["grpc_service"] = json!({
             "envoy_grpc": {"cluster_name": cluster, "authority": "authz.local"},
@@ -576,6 +587,10 @@ fn istio_bootstrap(
                 "allowed_client_headers": {"patterns": [{"exact": "x-ext-authz-check-result", "ignore_case": true}]},
             },
         });
+        if options.downstream_on_allow {
+            ext_authz["http_service"]["authorization_response"]["allowed_client_headers_on_success"] =
+                json!({"patterns": [{"exact": "x-resp-added", "ignore_case": true}]});
+        }
         ext_authz["allowed_headers"] = json!({"patterns": [
             {"exact": "x-ext-authz", "ignore_case": true},
             {"prefix": "x-b3-", "ignore_case": true},
@@ -630,10 +645,72 @@ const COMPARED: &[&str] = &[
     "POST /headers HTTP/1.1\r\nhost: httpbin.foo:8000\r\nx-ext-authz: allow\r\ncontent-type: text/plain\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
 ];
 
-/// Sends each of [`COMPARED`] through Envoy and through meshguard (gRPC or HTTP provider), to
-/// the same recording authorizer; returns the pairs of questions (Envoy's, meshguard's) and
-/// the pairs of answers the client got.
-fn questions_of_both(test: &str, grpc: bool) -> Option<Vec<(Value, Value, Response, Response)>> {
+/// What the provider of a comparison has beside the settings every comparison uses.
+#[derive(Clone, Copy, Debug, Default)]
+struct Options {
+    /// `includeRequestBodyInCheck`: `maxRequestBytes`, `allowPartialMessage`, `packAsBytes`.
+    body: Option<(u32, bool, bool)>,
+    /// HTTP: `headersToDownstreamOnAllow: [x-resp-added]`.
+    downstream_on_allow: bool,
+    status_on_error: Option<u16>,
+}
+
+/// The mesh config of the compared provider, as the bootstrap of [`istio_bootstrap`] says.
+fn compared_mesh(provider: &str, grpc: bool, port: u16, options: Options) -> String {
+    let mut extra = String::new();
+    if let Some((max, partial, pack)) = options.body {
+        extra.push_str(&format!(
+            "    includeRequestBodyInCheck: {{maxRequestBytes: {max}, allowPartialMessage: {partial}, packAsBytes: {pack}}}\n"
+        ));
+    }
+    if let Some(status) = options.status_on_error {
+        extra.push_str(&format!("    statusOnError: \"{status}\"\n"));
+    }
+    if grpc {
+        return format!(
+            "extensionProviders:\n- name: {provider}\n  envoyExtAuthzGrpc:\n    service: 127.0.0.1\n    port: {port}\n{extra}"
+        );
+    }
+    if options.downstream_on_allow {
+        extra.push_str("    headersToDownstreamOnAllow: [x-resp-added]\n");
+    }
+    format!(
+        "extensionProviders:
+- name: {provider}
+  envoyExtAuthzHttp:
+    service: 127.0.0.1
+    port: {port}
+    pathPrefix: /check
+    includeRequestHeadersInCheck: [x-ext-authz, \"x-b3-*\"]
+    includeAdditionalHeadersInCheck: {{x-ext-authz-additional-header-override: added}}
+    headersToUpstreamOnAllow: [x-user]
+    headersToDownstreamOnDeny: [x-ext-authz-check-result]
+{extra}"
+    )
+}
+
+/// One request sent through Envoy and through meshguard: the questions the authorizer got
+/// (`None`: not asked), the answers the client got, and what the upstream received
+/// (`None`: nothing).
+#[derive(Debug)]
+struct Both {
+    envoy_q: Option<Value>,
+    ours_q: Option<Value>,
+    envoy_r: Response,
+    ours_r: Response,
+    envoy_up: Option<Forwarded>,
+    ours_up: Option<Forwarded>,
+}
+
+/// Sends each of `requests` (raw HTTP/1.1, and whether the authorizer is asked about it)
+/// through Envoy and through meshguard, with the gRPC or the HTTP provider and `options`, to
+/// the same recording authorizer; Envoy and meshguard each have their own recording upstream.
+fn compare(
+    test: &str,
+    grpc: bool,
+    options: Options,
+    requests: &[(&str, bool)],
+) -> Option<Vec<Both>> {
     let binary = envoy_or_skip(test)?;
     let authz = Authorizer::start(test)?;
     let provider = if grpc {
@@ -642,18 +719,17 @@ fn questions_of_both(test: &str, grpc: bool) -> Option<Vec<(Value, Value, Respon
         "sample-ext-authz-http"
     };
     let policy = custom("ext-authz", provider, &["/headers", "/headers/*"]);
-    let upstream = Recorder::start();
-    let authz_addr: SocketAddr =
-        format!("127.0.0.1:{}", if grpc { authz.grpc } else { authz.http })
-            .parse()
-            .unwrap();
+    let (envoy_upstream, ours_upstream) = (BodyRecorder::start(), BodyRecorder::start());
+    let port = if grpc { authz.grpc } else { authz.http };
+    let authz_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let envoy_listen = free_port("127.0.0.1");
     let bootstrap = istio_bootstrap(
         &policy,
         provider,
         grpc,
+        options,
         envoy_listen,
-        upstream.addr.parse().unwrap(),
+        envoy_upstream.addr.parse().unwrap(),
         authz_addr,
     );
     let envoy_dir = TempDir::new().unwrap();
@@ -662,49 +738,167 @@ fn questions_of_both(test: &str, grpc: bool) -> Option<Vec<(Value, Value, Respon
     let dir = scratch(test);
     std::fs::create_dir_all(dir.join("policies")).unwrap();
     std::fs::write(dir.join("policies/custom.yaml"), &policy).unwrap();
-    let mesh = if grpc {
-        format!(
-            "extensionProviders:\n- name: {provider}\n  envoyExtAuthzGrpc: {{service: 127.0.0.1, port: {}}}\n",
-            authz.grpc
-        )
-    } else {
-        format!(
-            "extensionProviders:
-- name: {provider}
-  envoyExtAuthzHttp:
-    service: 127.0.0.1
-    port: {}
-    pathPrefix: /check
-    includeRequestHeadersInCheck: [x-ext-authz, \"x-b3-*\"]
-    includeAdditionalHeadersInCheck: {{x-ext-authz-additional-header-override: added}}
-    headersToUpstreamOnAllow: [x-user]
-    headersToDownstreamOnDeny: [x-ext-authz-check-result]
-",
-            authz.http
-        )
-    };
-    let p = proxy(&dir, &mesh, &upstream.addr);
+    let p = proxy(
+        &dir,
+        &compared_mesh(provider, grpc, port, options),
+        &ours_upstream.addr,
+    );
     let mut out = Vec::new();
-    for (i, raw) in COMPARED.iter().enumerate() {
-        let from_envoy = exchange(&envoy_listen.to_string(), raw);
-        let q_envoy = authz.questions(2 * i + 1);
-        assert_eq!(
-            q_envoy.len(),
-            2 * i + 1,
-            "Envoy did not ask: {}",
-            envoy.log()
-        );
-        let from_meshguard = exchange(p.base.trim_start_matches("http://"), raw);
-        let q = authz.questions(2 * i + 2);
-        assert_eq!(q.len(), 2 * i + 2, "meshguard did not ask");
-        out.push((
-            q[2 * i].clone(),
-            q[2 * i + 1].clone(),
-            from_envoy,
-            from_meshguard,
-        ));
+    let mut asked = 0;
+    // The question about the request just answered, if it was asked (the authorizer records
+    // a question before it answers; one not asked shows at the next asked one's count).
+    let mut question = |was_asked: bool, who: &str| {
+        if !was_asked {
+            return None;
+        }
+        asked += 1;
+        let q = authz.questions(asked);
+        assert_eq!(q.len(), asked, "{who} did not ask: {}", envoy.log());
+        q.last().cloned()
+    };
+    for (raw, was_asked) in requests {
+        let envoy_seen = envoy_upstream.count();
+        let envoy_r = exchange(&envoy_listen.to_string(), raw);
+        let envoy_q = question(*was_asked, "Envoy");
+        let ours_seen = ours_upstream.count();
+        let ours_r = exchange(p.base.trim_start_matches("http://"), raw);
+        let ours_q = question(*was_asked, "meshguard");
+        out.push(Both {
+            envoy_q,
+            ours_q,
+            envoy_r,
+            ours_r,
+            envoy_up: envoy_upstream.after(envoy_seen),
+            ours_up: ours_upstream.after(ours_seen),
+        });
     }
+    assert_eq!(
+        authz.questions(asked).len(),
+        asked,
+        "an unexpected question"
+    );
     Some(out)
+}
+
+/// A request as an upstream received it: the head's header fields (lower-case names, in
+/// order) and the body, de-chunked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Forwarded {
+    request_line: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Forwarded {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// An HTTP/1.1 upstream that records each request whole (head and body) and answers
+/// `200 ok`, closing the connection.
+struct BodyRecorder {
+    addr: String,
+    seen: Arc<Mutex<Vec<Forwarded>>>,
+}
+
+impl BodyRecorder {
+    fn start() -> BodyRecorder {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let into = seen.clone();
+        let (addr, _) = support::upstream::serve_with(move |mut s| {
+            if let Some(f) = read_request(&mut s) {
+                into.lock().unwrap().push(f);
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                );
+            }
+        });
+        BodyRecorder { addr, seen }
+    }
+
+    fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    /// The request received after the first `n`, if any (recorded before it is answered).
+    fn after(&self, n: usize) -> Option<Forwarded> {
+        let seen = self.seen.lock().unwrap();
+        assert!(seen.len() <= n + 1, "more than one request forwarded");
+        seen.get(n).cloned()
+    }
+}
+
+/// Reads one HTTP/1.1 request (`content-length` or chunked body).
+fn read_request(s: &mut std::net::TcpStream) -> Option<Forwarded> {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut more = |buf: &mut Vec<u8>| match s.read(&mut chunk) {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            true
+        }
+    };
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if !more(&mut buf) {
+            return None;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.lines();
+    let request_line = lines.next().unwrap_or("").to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut rest = buf[head_end..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        while !rest.ends_with(b"0\r\n\r\n") {
+            if !more(&mut rest) {
+                break;
+            }
+        }
+        let mut body = Vec::new();
+        let mut at = 0;
+        while let Some(eol) = rest[at..].windows(2).position(|w| w == b"\r\n") {
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&rest[at..at + eol]).unwrap().trim(), 16)
+                    .unwrap();
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&rest[at + eol + 2..at + eol + 2 + size]);
+            at += eol + 2 + size + 2;
+        }
+        body
+    } else {
+        let len = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .map_or(0, |(_, v)| v.parse::<usize>().unwrap());
+        while rest.len() < len {
+            if !more(&mut rest) {
+                break;
+            }
+        }
+        rest
+    };
+    Some(Forwarded {
+        request_line,
+        headers,
+        body,
+    })
 }
 
 /// What a client sees of an answer, for comparing: status, body, the headers a denial is made
@@ -717,33 +911,39 @@ fn seen(r: &Response) -> (u16, String, Vec<(String, String)>) {
         .filter(|(n, _)| {
             matches!(
                 n.as_str(),
-                "content-type" | "www-authenticate" | "x-ext-authz-check-result"
+                "content-type"
+                    | "content-length"
+                    | "www-authenticate"
+                    | "x-ext-authz-check-result"
+                    | "x-resp-added"
+                    | "set-cookie"
             )
         })
         .collect();
     h.sort();
-    let body = if r.status == 200 {
-        String::new()
-    } else {
-        r.body.clone()
-    };
-    (r.status, body, h)
+    (r.status, r.body.clone(), h)
 }
 
 /// The `CheckRequest` meshguard sends is the one Envoy 1.40 sends for the same request, field
 /// by field (after [`normalized`]), and the client gets the same answer.
 #[test]
 fn grpc_check_request_is_the_one_envoy_sends() {
-    let Some(pairs) = questions_of_both("grpc_check_request_is_the_one_envoy_sends", true) else {
+    let requests: Vec<(&str, bool)> = COMPARED.iter().map(|r| (*r, true)).collect();
+    let Some(all) = compare(
+        "grpc_check_request_is_the_one_envoy_sends",
+        true,
+        Options::default(),
+        &requests,
+    ) else {
         return;
     };
-    for (envoy_q, ours, envoy_r, our_r) in pairs {
+    for b in all {
         assert_eq!(
-            normalized(ours["check"].clone()),
-            normalized(envoy_q["check"].clone()),
+            normalized(b.ours_q.unwrap()["check"].clone()),
+            normalized(b.envoy_q.unwrap()["check"].clone()),
             "meshguard's CheckRequest (left) and Envoy's (right)"
         );
-        assert_eq!(seen(&our_r), seen(&envoy_r), "the client's answer");
+        assert_eq!(seen(&b.ours_r), seen(&b.envoy_r), "the client's answer");
     }
 }
 
@@ -751,10 +951,16 @@ fn grpc_check_request_is_the_one_envoy_sends() {
 /// and headers (values compared, but for `x-request-id`-like per-proxy values).
 #[test]
 fn http_check_request_is_the_one_envoy_sends() {
-    let Some(pairs) = questions_of_both("http_check_request_is_the_one_envoy_sends", false) else {
+    let requests: Vec<(&str, bool)> = COMPARED.iter().map(|r| (*r, true)).collect();
+    let Some(all) = compare(
+        "http_check_request_is_the_one_envoy_sends",
+        false,
+        Options::default(),
+        &requests,
+    ) else {
         return;
     };
-    for (envoy_q, ours, envoy_r, our_r) in pairs {
+    for b in all {
         let view = |q: &Value| {
             let mut h: Vec<(String, String)> = q["headers"]
                 .as_array()
@@ -771,11 +977,291 @@ fn http_check_request_is_the_one_envoy_sends() {
             (q["method"].clone(), q["path"].clone(), h, q["body"].clone())
         };
         assert_eq!(
-            view(&ours),
-            view(&envoy_q),
+            view(&b.ours_q.unwrap()),
+            view(&b.envoy_q.unwrap()),
             "meshguard's check request (left) and Envoy's (right)"
         );
-        assert_eq!(seen(&our_r), seen(&envoy_r), "the client's answer");
+        assert_eq!(seen(&b.ours_r), seen(&b.envoy_r), "the client's answer");
+    }
+}
+
+/// A GET of `path` that the authorizer answers by `verdict`, with a client's own copy of the
+/// partial-body marker (never passed on to the authorizer).
+fn get_with(verdict: &str, path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nhost: httpbin.foo:8000\r\nx-ext-authz: {verdict}\r\nx-envoy-auth-partial-body: forged\r\nconnection: close\r\n\r\n"
+    )
+}
+
+/// The question (gRPC: the normalized `CheckRequest`; HTTP: method, path, sorted headers and
+/// body), the client's answer and the request line the upstream got are Envoy's.
+fn assert_same(grpc: bool, all: &[Both], requests: &[String]) {
+    let http_view = |q: &Value| {
+        let mut h: Vec<(String, String)> = q["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h[0].as_str().unwrap().to_string(),
+                    h[1].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        h.sort();
+        json!([q["method"], q["path"], h, q["body"]])
+    };
+    for (b, raw) in all.iter().zip(requests) {
+        match (&b.ours_q, &b.envoy_q) {
+            (Some(ours), Some(envoy)) if grpc => assert_eq!(
+                normalized(ours["check"].clone()),
+                normalized(envoy["check"].clone()),
+                "{raw:?}: meshguard's CheckRequest (left) and Envoy's (right)"
+            ),
+            (Some(ours), Some(envoy)) => assert_eq!(
+                http_view(ours),
+                http_view(envoy),
+                "{raw:?}: meshguard's check request (left) and Envoy's (right)"
+            ),
+            (None, None) => {}
+            other => panic!("{raw:?}: asked by one of them only: {other:?}"),
+        }
+        assert_eq!(
+            seen(&b.ours_r),
+            seen(&b.envoy_r),
+            "{raw:?}: the client's answer"
+        );
+        let line = |f: &Option<Forwarded>| f.as_ref().map(|f| f.request_line.clone());
+        assert_eq!(
+            line(&b.ours_up),
+            line(&b.envoy_up),
+            "{raw:?}: the upstream's request"
+        );
+    }
+}
+
+/// gRPC `ok_response`: `response_headers_to_add` reach the client, `query_parameters_to_set`
+/// and `query_parameters_to_remove` rewrite the upstream's query as Envoy 1.40 does (parsed
+/// without decoding, written again sorted by name); a client's `x-envoy-auth-partial-body`
+/// is not passed on to the authorizer.
+#[test]
+fn grpc_ok_response_query_and_response_headers_are_envoys() {
+    let requests = [
+        get_with("allow-more", "/headers?x=1&y=2&z=3&x=4&b=%2F&a"),
+        get_with("allow-more", "/headers"),
+        get_with("allow-more", "/headers?gone"),
+        get_with(
+            "allow-more",
+            "/headers?c=%41&d=a+b&e=x%20y&B=1&x&y=1&y=2&=z&f==",
+        ),
+        get_with("allow", "/headers?q=1"),
+    ];
+    let asked: Vec<(&str, bool)> = requests.iter().map(|r| (r.as_str(), true)).collect();
+    let Some(all) = compare(
+        "grpc_ok_response_query_and_response_headers_are_envoys",
+        true,
+        Options::default(),
+        &asked,
+    ) else {
+        return;
+    };
+    assert_same(true, &all, &requests);
+    let ours = |i: usize| all[i].ours_up.as_ref().unwrap().request_line.clone();
+    assert_eq!(ours(0), "GET /headers?a=&added=1&b=%2F&x=2&z=3 HTTP/1.1");
+    assert_eq!(ours(1), "GET /headers?added=1&x=2 HTTP/1.1");
+    assert_eq!(ours(4), "GET /headers?q=1 HTTP/1.1");
+    assert_eq!(all[0].ours_r.header("x-resp-added"), Some("yes"));
+    assert_eq!(all[4].ours_r.header("x-resp-added"), None);
+}
+
+/// HTTP `headersToDownstreamOnAllow`: the listed headers of the authorizer's 200 reach the
+/// client (`x-resp-added`), the others (`set-cookie`) do not.
+#[test]
+fn http_headers_to_downstream_on_allow_are_envoys() {
+    let requests = [
+        get_with("allow-more", "/headers?x=1"),
+        get_with("allow", "/headers"),
+    ];
+    let asked: Vec<(&str, bool)> = requests.iter().map(|r| (r.as_str(), true)).collect();
+    let Some(all) = compare(
+        "http_headers_to_downstream_on_allow_are_envoys",
+        false,
+        Options {
+            downstream_on_allow: true,
+            ..Options::default()
+        },
+        &asked,
+    ) else {
+        return;
+    };
+    assert_same(false, &all, &requests);
+    assert_eq!(all[0].ours_r.header("x-resp-added"), Some("yes"));
+    assert_eq!(all[0].ours_r.header("set-cookie"), None);
+}
+
+/// Answers that are not an allow or a denial, with `statusOnError: "502"`: a gRPC
+/// `error_response` is the client's answer (its status, headers and body; `statusOnError`
+/// when it has no status); a `CheckResponse` with a status but no `http_response` is a 403
+/// denial; a message that is not a `CheckResponse`, a failed RPC, an HTTP 5xx and bytes that
+/// are not HTTP are `statusOnError` with an empty body. All as Envoy 1.40 answers.
+#[test]
+fn authorizer_errors_are_answered_as_envoy_does() {
+    for grpc in [true, false] {
+        let requests: Vec<String> = [
+            "error-response",
+            "error-response-bare",
+            "status-only",
+            "garbage",
+            "error",
+        ]
+        .iter()
+        .map(|v| get_with(v, "/headers"))
+        .collect();
+        let asked: Vec<(&str, bool)> = requests.iter().map(|r| (r.as_str(), true)).collect();
+        let Some(all) = compare(
+            "authorizer_errors_are_answered_as_envoy_does",
+            grpc,
+            Options {
+                status_on_error: Some(502),
+                ..Options::default()
+            },
+            &asked,
+        ) else {
+            return;
+        };
+        assert_same(grpc, &all, &requests);
+        let status: Vec<u16> = all.iter().map(|b| b.ours_r.status).collect();
+        if grpc {
+            assert_eq!(status, [503, 502, 403, 502, 502]);
+            assert_eq!(all[0].ours_r.body, "authorizer failed");
+            assert_eq!(
+                all[0].ours_r.header("x-ext-authz-check-result"),
+                Some("error")
+            );
+        } else {
+            // The HTTP authorizer's 503 is an error, its status-only answer a denial.
+            assert_eq!(status, [502, 401, 401, 502, 502]);
+        }
+    }
+}
+
+/// A POST to `/headers` that the authorizer answers by `verdict`, with `framing` (its
+/// `content-length` or `transfer-encoding` line) and `body` as sent.
+fn post(verdict: &str, framing: &str, body: &str) -> String {
+    format!(
+        "POST /headers HTTP/1.1\r\nhost: httpbin.foo:8000\r\nx-ext-authz: {verdict}\r\n{framing}\r\nconnection: close\r\n\r\n{body}"
+    )
+}
+
+/// The bodies of the body comparisons: (request, the body the upstream must get, whether
+/// it is over 8 bytes).
+fn body_requests() -> Vec<(String, &'static str, bool)> {
+    vec![
+        (post("allow", "content-length: 5", "hello"), "hello", false),
+        (
+            post("allow", "content-length: 8", "01234567"),
+            "01234567",
+            false,
+        ),
+        (
+            post("allow", "content-length: 20", "0123456789abcdefghij"),
+            "0123456789abcdefghij",
+            true,
+        ),
+        (
+            post(
+                "allow",
+                "transfer-encoding: chunked",
+                "5\r\nhello\r\nf\r\n0123456789abcde\r\n0\r\n\r\n",
+            ),
+            "hello0123456789abcde",
+            true,
+        ),
+        (post("allow", "content-length: 0", ""), "", false),
+        (get_with("allow", "/headers"), "", false),
+        (
+            post("nope", "content-length: 20", "0123456789abcdefghij"),
+            "",
+            true,
+        ),
+    ]
+}
+
+/// `includeRequestBodyInCheck` with `maxRequestBytes: 8`, gRPC and HTTP, against Envoy 1.40:
+/// with `allowPartialMessage` the authorizer gets the first 8 bytes (gRPC `body`, or
+/// `raw_body` with `packAsBytes`; `size` the bytes read; `x-envoy-auth-partial-body`
+/// true when cut; HTTP: the bytes as the check's body, its `content-length` theirs), and the
+/// upstream gets the whole body, the same bytes once, framed as the client framed it; without
+/// `allowPartialMessage` a longer body is refused with 413 `Payload Too Large` before the
+/// authorizer is asked. A request without a body is sent without one.
+#[test]
+fn request_body_in_check_is_envoys() {
+    for (grpc, partial, pack) in [
+        (true, true, false),
+        (true, false, true),
+        (false, true, false),
+        (false, false, false),
+    ] {
+        let cases = body_requests();
+        let requests: Vec<String> = cases.iter().map(|c| c.0.clone()).collect();
+        let asked: Vec<(&str, bool)> = cases
+            .iter()
+            .map(|(r, _, over)| (r.as_str(), partial || !over))
+            .collect();
+        let Some(all) = compare(
+            "request_body_in_check_is_envoys",
+            grpc,
+            Options {
+                body: Some((8, partial, pack)),
+                ..Options::default()
+            },
+            &asked,
+        ) else {
+            return;
+        };
+        assert_same(grpc, &all, &requests);
+        for (b, (raw, upstream_body, over)) in all.iter().zip(&cases) {
+            let ctx = format!("grpc {grpc}, partial {partial}: {raw:?}");
+            let framing = |f: &Forwarded| {
+                (
+                    f.header("content-length").map(str::to_string),
+                    f.header("transfer-encoding").map(str::to_string),
+                )
+            };
+            match (&b.ours_up, &b.envoy_up) {
+                (Some(ours), Some(envoy)) => {
+                    assert_eq!(ours.body, upstream_body.as_bytes(), "{ctx}");
+                    assert_eq!(ours.body, envoy.body, "{ctx}");
+                    assert_eq!(framing(ours), framing(envoy), "{ctx}");
+                }
+                (None, None) => {}
+                other => panic!("{ctx}: forwarded by one of them only: {other:?}"),
+            }
+            if *over && !partial {
+                assert_eq!(
+                    (b.ours_r.status, b.ours_r.body.as_str()),
+                    (413, "Payload Too Large"),
+                    "{ctx}"
+                );
+                assert!(b.ours_q.is_none(), "{ctx}");
+            }
+        }
+        // What the authorizer got of the 20-byte body, cut at 8.
+        if partial {
+            let q = all[2].ours_q.as_ref().unwrap();
+            if grpc {
+                let http = &q["check"]["attributes"]["request"]["http"];
+                assert_eq!(http["body"], "01234567");
+                assert_eq!(http["size"], "20");
+                assert_eq!(http["headers"]["x-envoy-auth-partial-body"], "true");
+            } else {
+                assert_eq!(q["body"], "01234567");
+            }
+        } else if grpc {
+            // packAsBytes: base64 of "hello".
+            let http = &all[0].ours_q.as_ref().unwrap()["check"]["attributes"]["request"]["http"];
+            assert_eq!(http["rawBody"], "aGVsbG8=");
+        }
     }
 }
 

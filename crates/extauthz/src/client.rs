@@ -34,7 +34,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use meshguard_model::mesh::any_matches;
 use meshguard_model::{ExtAuthzHttp, ExtAuthzKind, ExtAuthzProvider};
 use meshguard_proxy::custom::{
-    Allowed, CheckFuture, CheckInput, CheckResult, Checked, Denied, ExternalAuthorizers,
+    Allowed, BodyLimit, CheckFuture, CheckInput, CheckResult, Checked, Denied, ExternalAuthorizers,
     HeaderAction, Verdict,
 };
 use tonic::transport::{Channel, Endpoint};
@@ -43,6 +43,10 @@ use tonic::transport::{Channel, Endpoint};
 /// (Envoy's).
 pub const DENIED_DETAILS: &str = "ext_authz_denied";
 pub const ERROR_DETAILS: &str = "ext_authz_error";
+
+/// The header that tells an authorizer whether the body it got is cut (Envoy's); a client's
+/// own copy is never passed on to it.
+const PARTIAL_BODY: &str = "x-envoy-auth-partial-body";
 
 /// A denial body larger than this is cut (the authorizer's answer is read whole).
 const MAX_ANSWER_BODY: usize = 64 * 1024;
@@ -160,24 +164,36 @@ impl ExternalAuthorizers for Authorizers {
         self.providers.iter().map(|p| p.name.clone()).collect()
     }
 
+    fn body_limit(&self, provider: &str) -> Option<BodyLimit> {
+        let p = self.providers.iter().find(|p| &*p.name == provider)?;
+        p.config.body.map(|b| BodyLimit {
+            max: usize::try_from(b.max_request_bytes).unwrap_or(usize::MAX),
+            allow_partial: b.allow_partial_message,
+        })
+    }
+
     fn check<'a>(&'a self, provider: &'a str, input: CheckInput<'a>) -> CheckFuture<'a> {
         Box::pin(async move {
             let Some(p) = self.providers.iter().find(|p| &*p.name == provider) else {
                 // The engine asks only for known providers; fail closed all the same.
-                return failure(&ExtAuthzProvider {
-                    name: provider.to_string(),
-                    service: String::new(),
-                    port: 0,
-                    timeout: Duration::ZERO,
-                    fail_open: false,
-                    status_on_error: 403,
-                    kind: ExtAuthzKind::Grpc,
-                    body: None,
-                });
+                return failure(
+                    &ExtAuthzProvider {
+                        name: provider.to_string(),
+                        service: String::new(),
+                        port: 0,
+                        timeout: Duration::ZERO,
+                        fail_open: false,
+                        status_on_error: 403,
+                        kind: ExtAuthzKind::Grpc,
+                        body: None,
+                    },
+                    AskError::UnknownProvider,
+                );
             };
             let answer = match &p.transport {
                 Transport::Grpc(client) => {
-                    let request = check_request(&input, self.stream_ids.next());
+                    let pack = p.config.body.is_some_and(|b| b.pack_as_bytes);
+                    let request = check_request(&input, self.stream_ids.next(), pack);
                     tokio::time::timeout(
                         p.config.timeout,
                         ask_grpc(client.clone(), request, p.config.timeout),
@@ -202,7 +218,7 @@ impl ExternalAuthorizers for Authorizers {
                 },
                 Err(e) => {
                     tracing::warn!(provider, error = %e, "external authorizer gave no usable answer");
-                    failure(&p.config)
+                    failure(&p.config, e)
                 }
             }
         })
@@ -212,6 +228,8 @@ impl ExternalAuthorizers for Authorizers {
 /// Why an authorizer gave no usable answer.
 #[derive(Debug)]
 enum AskError {
+    /// Not a provider of the mesh config (the engine asks only for those).
+    UnknownProvider,
     Timeout,
     /// The RPC failed (connection, gRPC status other than OK, an undecodable message).
     Grpc(tonic::Status),
@@ -219,40 +237,53 @@ enum AskError {
     Http(String),
     /// A 5xx from the HTTP authorizer.
     ServerError(u16),
-    /// `error_response`: the authorizer's own word that it failed.
-    ErrorResponse,
+    /// `error_response`: the authorizer's own word that it failed, with the reply it wants
+    /// (status 0 when it set none).
+    ErrorResponse(Denied),
 }
 
 impl std::fmt::Display for AskError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            AskError::UnknownProvider => f.write_str("no such provider"),
             AskError::Timeout => f.write_str("timed out"),
             AskError::Grpc(s) => write!(f, "gRPC {:?}: {}", s.code(), s.message()),
             AskError::Http(e) => write!(f, "HTTP: {e}"),
             AskError::ServerError(s) => write!(f, "answered {s}"),
-            AskError::ErrorResponse => f.write_str("answered with an error_response"),
+            AskError::ErrorResponse(d) => {
+                write!(f, "answered with an error_response (status {})", d.status)
+            }
         }
     }
 }
 
 /// No usable answer: `failOpen` lets the request go on, otherwise `statusOnError` with an
-/// empty body (Envoy's `ext_authz_error`).
-fn failure(p: &ExtAuthzProvider) -> Checked {
+/// empty body (Envoy's `ext_authz_error`); a gRPC `error_response` is answered with its own
+/// status, headers and body (`statusOnError` when it has no status), as Envoy 1.40 does.
+fn failure(p: &ExtAuthzProvider, error: AskError) -> Checked {
     if p.fail_open {
-        Checked {
+        return Checked {
             result: CheckResult::FailureModeAllowed,
             verdict: Verdict::Allow(Allowed::default()),
+        };
+    }
+    let denied = match error {
+        AskError::ErrorResponse(mut d) => {
+            if d.status == 0 {
+                d.status = p.status_on_error;
+            }
+            d
         }
-    } else {
-        Checked {
-            result: CheckResult::Error,
-            verdict: Verdict::Deny(Denied {
-                status: p.status_on_error,
-                headers: Vec::new(),
-                body: Bytes::new(),
-                details: ERROR_DETAILS,
-            }),
-        }
+        _ => Denied {
+            status: p.status_on_error,
+            headers: Vec::new(),
+            body: Bytes::new(),
+            details: ERROR_DETAILS,
+        },
+    };
+    Checked {
+        result: CheckResult::Error,
+        verdict: Verdict::Deny(denied),
     }
 }
 
@@ -311,9 +342,13 @@ pub fn header_map(input: &CheckInput<'_>) -> HashMap<String, String> {
     map.insert(":scheme".into(), input.scheme.to_string());
     let named = connection_named(input.headers);
     for name in input.headers.keys() {
-        if *name == header::HOST || hop_by_hop(name, input.headers) || named.contains(name) {
-            // Envoy keeps the authority as `:authority` only, and its codec drops what
-            // describes the client's connection.
+        if *name == header::HOST
+            || hop_by_hop(name, input.headers)
+            || named.contains(name)
+            || name.as_str() == PARTIAL_BODY
+        {
+            // Envoy keeps the authority as `:authority` only, its codec drops what describes
+            // the client's connection, and the partial-body marker is only ever its own.
             continue;
         }
         let mut joined = String::new();
@@ -329,11 +364,16 @@ pub fn header_map(input: &CheckInput<'_>) -> HashMap<String, String> {
         "x-forwarded-proto".into(),
         input.forwarded_proto.to_string(),
     );
+    if let Some(body) = &input.body {
+        map.insert(PARTIAL_BODY.into(), body.partial.to_string());
+    }
     map
 }
 
-/// The `CheckRequest` Envoy's ext_authz filter sends for the request.
-pub fn check_request(input: &CheckInput<'_>, stream_id: u64) -> CheckRequest {
+/// The `CheckRequest` Envoy's ext_authz filter sends for the request; a body read for the
+/// provider goes in `raw_body` with `pack` (`packAsBytes`), else in `body` (a string: bytes
+/// that are not UTF-8 are replaced by U+FFFD).
+pub fn check_request(input: &CheckInput<'_>, stream_id: u64, pack: bool) -> CheckRequest {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -359,6 +399,17 @@ pub fn check_request(input: &CheckInput<'_>, stream_id: u64) -> CheckRequest {
                     host: input.host.to_string(),
                     scheme: input.scheme.to_string(),
                     protocol: protocol_name(input.version).to_string(),
+                    size: input
+                        .body
+                        .map_or(0, |b| i64::try_from(b.size).unwrap_or(i64::MAX)),
+                    body: match input.body {
+                        Some(b) if !pack => String::from_utf8_lossy(b.data).into_owned(),
+                        _ => String::new(),
+                    },
+                    raw_body: match input.body {
+                        Some(b) if pack => b.data.to_vec(),
+                        _ => Vec::new(),
+                    },
                     ..Default::default()
                 }),
             }),
@@ -410,20 +461,54 @@ fn header_action(h: &HeaderValueOption) -> HeaderAction {
     }
 }
 
-/// A `CheckResponse` as Envoy reads it: `status.code` 0 allows (with `ok_response`'s header
-/// changes); otherwise `error_response` is an error and anything else denies (with
-/// `denied_response`'s status, default 403, headers and body).
+/// The headers of a `HeaderValueOption` list with how each applies.
+fn header_options(list: &[HeaderValueOption]) -> Vec<(HeaderName, HeaderValue, HeaderAction)> {
+    list.iter()
+        .filter_map(|h| {
+            let hv = h.header.as_ref()?;
+            let (name, value) = header_pair(&hv.key, &hv.value)?;
+            Some((name, value, header_action(h)))
+        })
+        .collect()
+}
+
+/// A denial's (or an `error_response`'s) status (0 when unset or not an HTTP status),
+/// headers and body.
+fn denied_parts(d: DeniedHttpResponse, details: &'static str) -> Denied {
+    Denied {
+        status: d
+            .status
+            .as_ref()
+            .and_then(|s| u16::try_from(s.code).ok())
+            .filter(|c| (200..=599).contains(c))
+            .unwrap_or(0),
+        headers: d
+            .headers
+            .iter()
+            .filter_map(|h| h.header.as_ref())
+            .filter_map(|hv| header_pair(&hv.key, &hv.value))
+            .collect(),
+        body: Bytes::from(d.body),
+        details,
+    }
+}
+
+/// A `CheckResponse` as Envoy reads it: `status.code` 0 allows (with `ok_response`'s header,
+/// response header and query changes); otherwise `error_response` is an error and anything
+/// else denies (with `denied_response`'s status, default 403, headers and body).
 fn grpc_verdict(response: CheckResponse) -> Result<Verdict, AskError> {
     let ok = response.status.as_ref().is_none_or(|s| s.code == 0);
     if ok {
         let mut allowed = Allowed::default();
         if let Some(HttpResponse::OkResponse(okr)) = response.http_response {
-            for h in &okr.headers {
-                let Some(hv) = &h.header else { continue };
-                if let Some((name, value)) = header_pair(&hv.key, &hv.value) {
-                    allowed.headers.push((name, value, header_action(h)));
-                }
-            }
+            allowed.headers = header_options(&okr.headers);
+            allowed.response_headers = header_options(&okr.response_headers_to_add);
+            allowed.query_set = okr
+                .query_parameters_to_set
+                .iter()
+                .map(|q| (q.key.clone(), q.value.clone()))
+                .collect();
+            allowed.query_remove = okr.query_parameters_to_remove.clone();
             for name in okr.headers_to_remove {
                 if name.starts_with(':') {
                     continue;
@@ -436,27 +521,17 @@ fn grpc_verdict(response: CheckResponse) -> Result<Verdict, AskError> {
         return Ok(Verdict::Allow(allowed));
     }
     let denied = match response.http_response {
-        Some(HttpResponse::ErrorResponse(_)) => return Err(AskError::ErrorResponse),
+        Some(HttpResponse::ErrorResponse(e)) => {
+            return Err(AskError::ErrorResponse(denied_parts(e, ERROR_DETAILS)));
+        }
         Some(HttpResponse::DeniedResponse(d)) => d,
         _ => DeniedHttpResponse::default(),
     };
-    let status = denied
-        .status
-        .as_ref()
-        .and_then(|s| u16::try_from(s.code).ok())
-        .filter(|c| (200..=599).contains(c))
-        .unwrap_or(403);
-    Ok(Verdict::Deny(Denied {
-        status,
-        headers: denied
-            .headers
-            .iter()
-            .filter_map(|h| h.header.as_ref())
-            .filter_map(|hv| header_pair(&hv.key, &hv.value))
-            .collect(),
-        body: Bytes::from(denied.body),
-        details: DENIED_DETAILS,
-    }))
+    let mut denied = denied_parts(denied, DENIED_DETAILS);
+    if denied.status == 0 {
+        denied.status = 403;
+    }
+    Ok(Verdict::Deny(denied))
 }
 
 /// Headers always sent to an HTTP authorizer besides the allowed ones (Envoy's list).
@@ -465,7 +540,8 @@ fn always_sent(name: &HeaderName) -> bool {
 }
 
 /// The HTTP variant: the client's method, `pathPrefix` + the path with its query, the
-/// original `Host`, the allowed headers, `includeAdditionalHeadersInCheck`, no body.
+/// original `Host`, the allowed headers, `includeAdditionalHeadersInCheck`, and the body read
+/// for the provider (with `x-envoy-auth-partial-body`) or none.
 async fn ask_http(
     client: &HttpClient<HttpConnector, Full<Bytes>>,
     base: &str,
@@ -476,12 +552,17 @@ async fn ask_http(
     let uri: http::Uri = format!("{base}{}{}", settings.path_prefix, input.path)
         .parse()
         .map_err(|e| AskError::Http(format!("{e}")))?;
-    let mut req = http::Request::new(Full::new(Bytes::new()));
+    let body = input
+        .body
+        .map_or_else(Bytes::new, |b| Bytes::copy_from_slice(b.data));
+    let length = body.len();
+    let mut req = http::Request::new(Full::new(body));
     *req.method_mut() = input.method.clone();
     *req.uri_mut() = uri;
     let h = req.headers_mut();
     for name in input.headers.keys() {
-        if *name == header::HOST || *name == header::CONTENT_LENGTH {
+        if *name == header::HOST || *name == header::CONTENT_LENGTH || name.as_str() == PARTIAL_BODY
+        {
             continue;
         }
         if always_sent(name) || any_matches(&settings.request_headers, name.as_str()) {
@@ -504,7 +585,13 @@ async fn ask_http(
     if let Ok(host) = HeaderValue::from_str(input.host) {
         h.insert(header::HOST, host);
     }
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    if let Some(b) = &input.body {
+        h.insert(
+            HeaderName::from_static(PARTIAL_BODY),
+            HeaderValue::from_static(if b.partial { "true" } else { "false" }),
+        );
+    }
     // Envoy's own requests are marked internal.
     h.insert(
         HeaderName::from_static("x-envoy-internal"),
@@ -530,6 +617,11 @@ async fn ask_http(
                 allowed
                     .headers
                     .push((name.clone(), value.clone(), HeaderAction::Set));
+            }
+            if any_matches(&settings.downstream_on_allow, name.as_str()) {
+                allowed
+                    .response_headers
+                    .push((name.clone(), value.clone(), HeaderAction::Append));
             }
         }
         for v in parts.headers.get_all("x-envoy-auth-headers-to-remove") {

@@ -386,6 +386,16 @@ fn check_timeout(t: Option<&str>) -> Result<Duration, String> {
     }
 }
 
+/// `includeRequestBodyInCheck`: Envoy refuses a `max_request_bytes` of 0.
+fn check_body(body: Option<RequestBodySpec>) -> Result<Option<RequestBodySpec>, String> {
+    match body {
+        Some(b) if b.max_request_bytes == 0 => {
+            Err("maxRequestBytes must be more than 0, found: 0".into())
+        }
+        other => Ok(other),
+    }
+}
+
 fn patterns(field: &str, list: &[String]) -> Result<Vec<HeaderPattern>, String> {
     list.iter()
         .map(|h| HeaderPattern::parse(h).map_err(|e| format!("{field}: {e}")))
@@ -467,7 +477,8 @@ impl MeshConfig {
                     status_on_error: check_status(g.status_on_error.as_deref())
                         .map_err(|e| at("envoyExtAuthzGrpc.statusOnError", e))?,
                     kind: ExtAuthzKind::Grpc,
-                    body: g.include_request_body_in_check,
+                    body: check_body(g.include_request_body_in_check)
+                        .map_err(|e| at("envoyExtAuthzGrpc.includeRequestBodyInCheck", e))?,
                 },
                 (None, Some(h)) => {
                     let f = |name: &str| format!("envoyExtAuthzHttp.{name}");
@@ -538,7 +549,8 @@ impl MeshConfig {
                             )
                             .map_err(|e| at(&f("headersToDownstreamOnAllow"), e))?,
                         }),
-                        body: h.include_request_body_in_check,
+                        body: check_body(h.include_request_body_in_check)
+                            .map_err(|e| at(&f("includeRequestBodyInCheck"), e))?,
                     }
                 }
                 _ => {
@@ -673,6 +685,10 @@ mod tests {
             (
                 "extensionProviders: [{name: a, envoyExtAuthzGrpc: {port: 1}}]",
                 "envoyExtAuthzGrpc.service: service must not be empty",
+            ),
+            (
+                "extensionProviders: [{name: a, envoyExtAuthzHttp: {service: s, port: 1, includeRequestBodyInCheck: {allowPartialMessage: true}}}]",
+                "envoyExtAuthzHttp.includeRequestBodyInCheck: maxRequestBytes must be more than 0, found: 0",
             ),
         ];
         for (yaml, want) in cases {

@@ -1,7 +1,7 @@
 //! One request through the proxy, in named phases: [`identify`] (intake: method, framing,
 //! `Connection`, the authority; the request id; `remote.ip`), decide (the runtime's
 //! [`Runtime::decide`], shared with every front end; when a CUSTOM rule names a configured
-//! provider, [`ask_authorizer`] asks it and the decision goes on after it), then [`reply`] with a local answer or
+//! provider, [`check_input`] is what it is asked and the decision goes on after it), then [`reply`] with a local answer or
 //! [`forward`] to the upstream, and the access log line ([`RequestLog`]) whichever way it
 //! ended.
 //!
@@ -26,7 +26,9 @@ use meshguard_runtime::{Decision, RequestFacts, Runtime};
 use serde::Serialize;
 
 use crate::client::ConnInfo;
-use crate::custom::{CheckInput, ExternalAuthorizers, Verdict};
+use crate::custom::{
+    BodyReadError, CheckBody, CheckInput, ClientBody, ExternalAuthorizers, Verdict,
+};
 use crate::intake::{self, Authority, Refusal, remote_ip};
 use crate::response::{Body, LocalReply, ReplyTo, UpstreamFailure, local_reply, refusal_reply};
 use crate::upstream::{SendError, Upstream};
@@ -36,7 +38,7 @@ use crate::upstream::{SendError, Upstream};
 pub struct Shared {
     /// Policies, keys, metrics and the decision: shared with every front end.
     pub runtime: Arc<Runtime>,
-    pub pool: Upstream,
+    pub pool: Upstream<ClientBody>,
     /// `scheme://authority` of the upstream.
     pub upstream: Uri,
     pub trusted_proxies: usize,
@@ -311,6 +313,7 @@ pub async fn handle(
     let started = Instant::now();
     let start_time = unix_now();
     let (mut parts, body) = req.into_parts();
+    let mut body = ClientBody::Streaming(body);
     let (identified, request_id) = identify(&mut parts, &conn, &shared);
     let mut log = RequestLog {
         shared: &shared,
@@ -345,21 +348,48 @@ pub async fn handle(
     // CUSTOM: each provider whose rules match is asked in turn; an allow applies its header
     // changes and the decision goes on after that provider (JWT, DENY, ALLOW see the
     // changed request, as Envoy's later filters do).
+    let mut response_headers = Vec::new();
     while let Some(ask) = decision.outcome.ext_authz.clone() {
         let Some(authorizers) = &shared.ext_authz else {
             // No client: the outcome's denial stands (fail closed).
             break;
         };
-        let checked = ask_authorizer(
-            authorizers.as_ref(),
-            &ask.provider,
+        // `includeRequestBodyInCheck`: the body is read first (bounded by the provider's
+        // limit); the bytes read go upstream ahead of the rest.
+        let limit = authorizers
+            .body_limit(&ask.provider)
+            .filter(|_| body.readable(&parts.method, &parts.headers));
+        if let Some(limit) = limit
+            && let Err(e) = body
+                .read_for_check(limit, shared.pool.body_stall_timeout())
+                .await
+        {
+            log.authority = id.host.as_str();
+            log.decision = Some(&decision);
+            let reply = match e {
+                BodyReadError::TooLarge => crate::response::payload_too_large(),
+                BodyReadError::Client(fault) => LocalReply::from(&fault),
+            };
+            log.local(&parts.method, &reply);
+            let mut resp = local_reply(&reply, id.reply_to);
+            if parts.version < http::Version::HTTP_2 {
+                // The rest of the body is not read: the connection cannot carry another
+                // request (Envoy closes it too).
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return Ok(resp);
+        }
+        let input = check_input(
             &parts,
+            limit.and_then(|l| body.check_body(l.max)),
             &decision,
             &id,
             &conn,
             shared.local_principal.as_deref(),
-        )
-        .await;
+        );
+        // The client logs why a provider gave no usable answer.
+        let checked = authorizers.check(&ask.provider, input).await;
         shared
             .runtime
             .metrics()
@@ -374,8 +404,16 @@ pub async fn handle(
             result: checked.result.as_str(),
         });
         match checked.verdict {
-            Verdict::Allow(allowed) => {
+            Verdict::Allow(mut allowed) => {
                 crate::custom::apply_allowed(&mut parts.headers, &allowed);
+                // Query changes apply to the normalized path the later phases see.
+                let path = decision.outcome.path.as_deref().unwrap_or("/");
+                if let Some(changed) = crate::custom::apply_query(path, &allowed)
+                    && let Ok(pq) = http::uri::PathAndQuery::try_from(changed)
+                {
+                    parts.uri = Uri::from(pq);
+                }
+                response_headers.append(&mut allowed.response_headers);
                 decision = decide(
                     &shared.runtime,
                     &mut parts,
@@ -399,10 +437,13 @@ pub async fn handle(
     }
     log.authority = id.host.as_str();
     log.decision = Some(&decision);
-    if let Some(resp) = reply(&decision, &parts, &id, &log) {
-        return Ok(resp);
-    }
-    Ok(forward(&mut parts, body, &id, &decision, &conn, &shared, &log).await)
+    let mut resp = match reply(&decision, &parts, &id, &log) {
+        Some(resp) => resp,
+        None => forward(&mut parts, body, &id, &decision, &conn, &shared, &log).await,
+    };
+    // An allowing authorizer's response headers go on whatever answers the request.
+    crate::custom::apply_response_headers(resp.headers_mut(), &response_headers);
+    Ok(resp)
 }
 
 /// Identify: intake's checks, the request id (kept when the client sent one), and
@@ -450,17 +491,16 @@ fn identify(
 
 /// Ask: the CUSTOM phase's question to the provider the engine named, about the request as
 /// Envoy's ext_authz filter sees it (normalized path, the request id, `x-forwarded-proto`).
-async fn ask_authorizer(
-    authorizers: &dyn ExternalAuthorizers,
-    provider: &str,
-    parts: &Parts,
-    decision: &Decision,
-    id: &Identified,
-    conn: &ConnInfo,
-    local_principal: Option<&str>,
-) -> crate::custom::Checked {
+fn check_input<'a>(
+    parts: &'a Parts,
+    body: Option<CheckBody<'a>>,
+    decision: &'a Decision,
+    id: &'a Identified,
+    conn: &'a ConnInfo,
+    local_principal: Option<&'a str>,
+) -> CheckInput<'a> {
     let raw = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let input = CheckInput {
+    CheckInput {
         method: &parts.method,
         path: decision.outcome.path.as_deref().unwrap_or(raw),
         host: id.host.as_str(),
@@ -472,9 +512,8 @@ async fn ask_authorizer(
         local: conn.local,
         peer_principal: conn.peer_identity.as_deref().and_then(|p| p.principal()),
         local_principal: local_principal.filter(|_| conn.peer_identity.is_some()),
-    };
-    // The client logs why a provider gave no usable answer.
-    authorizers.check(provider, input).await
+        body,
+    }
 }
 
 /// Decide: the runtime's one decision, on what intake admitted; `custom_after` names the
@@ -538,7 +577,7 @@ fn reply(
 /// its failure.
 async fn forward(
     parts: &mut Parts,
-    body: Incoming,
+    body: ClientBody,
     id: &Identified,
     decision: &Decision,
     conn: &ConnInfo,
@@ -588,16 +627,25 @@ async fn forward(
 
     let sent = Instant::now();
     if let Some(upgrade) = upgrade {
-        // On a connection of its own, then a tunnel (crate::upgrade); logged at the answer.
-        let f = crate::upgrade::forward(up, upgrade, shared, sent, id.reply_to).await;
-        log.finish(
-            &parts.method,
-            f.status,
-            &f.details,
-            Instant::now(),
-            f.answered.then_some(sent),
-        );
-        return f.response;
+        // An upgrade's body is never read for an authorizer (ClientBody::readable).
+        let (head, body) = up.into_parts();
+        match body.into_streaming() {
+            Ok(body) => {
+                // On a connection of its own, then a tunnel (crate::upgrade); logged at the
+                // answer.
+                let up = Request::from_parts(head, body);
+                let f = crate::upgrade::forward(up, upgrade, shared, sent, id.reply_to).await;
+                log.finish(
+                    &parts.method,
+                    f.status,
+                    &f.details,
+                    Instant::now(),
+                    f.answered.then_some(sent),
+                );
+                return f.response;
+            }
+            Err(body) => up = Request::from_parts(head, body),
+        }
     }
     let failure = match shared
         .pool

@@ -22,7 +22,7 @@ use crate::upstream::{BodyFault, ResponseBody};
 #[derive(Debug)]
 pub enum Body {
     Local(Full<Bytes>),
-    Upstream(ResponseBody),
+    Upstream(ResponseBody<crate::custom::ClientBody>),
     /// The body of an answer on a connection of its own: an upgrade the upstream declined
     /// ([`crate::upgrade`]).
     Direct(hyper::body::Incoming),
@@ -163,6 +163,17 @@ impl From<&UpstreamFailure> for LocalReply {
                 www_authenticate: None,
             },
         }
+    }
+}
+
+/// A request body longer than an ext_authz provider's `maxRequestBytes` without
+/// `allowPartialMessage`: Envoy's connection manager refusing to buffer more.
+pub fn payload_too_large() -> LocalReply {
+    LocalReply {
+        status: 413,
+        body: "Payload Too Large".into(),
+        details: "request_payload_too_large".into(),
+        www_authenticate: None,
     }
 }
 

@@ -179,7 +179,7 @@ pub async fn forward(
 /// aborted when the returned guard is dropped undefused.
 async fn exchange(
     req: Request<Incoming>,
-    upstream: &Upstream,
+    upstream: &Upstream<crate::custom::ClientBody>,
 ) -> Result<(Response<Incoming>, AbortOnDrop), UpstreamFailure> {
     // The upstream's own connector: TLS (offering only HTTP/1.1) for an `https://` upstream.
     let stream = upstream.connect_http1().await.map_err(|e| match e {

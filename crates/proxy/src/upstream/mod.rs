@@ -382,6 +382,11 @@ where
         self.send_from(req, timeout, Instant::now()).await
     }
 
+    /// The longest pause allowed inside a request body.
+    pub fn body_stall_timeout(&self) -> Duration {
+        self.body_stall_timeout
+    }
+
     /// Connections open now, HTTP/1.1 and HTTP/2: connecting, busy or idle (for tests).
     pub fn open_connections(&self) -> usize {
         self.h1.open_connections()

@@ -128,7 +128,8 @@ pub fn run(args: ExtAuthzArgs) -> Result<i32, CliError> {
         parse_labels(&args.labels).map_err(|e| CliError::Usage(format!("--labels: {e}")))?;
     if args.workload_from_request && !args.kube.kubernetes {
         return Err(CliError::Usage(
-            "--workload-from-request finds each Check's workload through a Pod watch: it needs              --kubernetes (policy files give one workload: --namespace and --labels)"
+            "--workload-from-request finds each Check's workload through a Pod watch: it needs \
+             --kubernetes (policy files give one workload: --namespace and --labels)"
                 .into(),
         ));
     }

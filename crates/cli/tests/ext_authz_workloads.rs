@@ -423,6 +423,7 @@ fn each_check_is_decided_for_the_pod_its_destination_is_or_the_principals_namesp
     let line = s.log_of("nobody");
     assert_eq!(line["response_code"], 403);
     assert_eq!(line["response_code_details"], "meshguard_no_workload");
+    assert_eq!(line["path"], "/headers");
     assert_eq!(
         line["workload"],
         serde_json::json!({"from": "none", "namespace": null, "labels": null,

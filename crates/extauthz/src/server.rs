@@ -259,11 +259,14 @@ impl Checker {
                 },
                 method: &facts.method,
                 authority: &facts.host,
-                path: outcome
-                    .path
-                    .as_deref()
-                    .and_then(|p| p.split('?').next())
-                    .unwrap_or(""),
+                path: match (&settled, outcome.path.as_deref()) {
+                    // Not decided: the path as Envoy sent it (never its query).
+                    (Settled::None(_), None) => facts.path.as_str(),
+                    (_, p) => p.unwrap_or(""),
+                }
+                .split('?')
+                .next()
+                .unwrap_or(""),
                 protocol: Some(facts.protocol.as_str()).filter(|p| !p.is_empty()),
                 response_code: status,
                 response_code_details: details(outcome),

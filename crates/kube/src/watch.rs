@@ -546,6 +546,18 @@ impl Loop {
         match reload::publish_now(&self.state, &self.metrics, set) {
             ReloadOutcome::Applied { generation } => {
                 self.published = true;
+                if first && self.source.options.pods {
+                    // A workload per Check: what applies to the source's own workload (the
+                    // namespace, no labels) is not what any Check gets.
+                    let all = self.source.store().policy_set();
+                    tracing::info!(
+                        "policies loaded (generation {generation}, first complete list): {} RequestAuthentication, {} AuthorizationPolicy from {}; each Check is decided for the workload it is addressed to",
+                        all.request_authentications.len(),
+                        all.authorization_policies.len(),
+                        self.source.describe()
+                    );
+                    return;
+                }
                 if first {
                     reload::log_summary(
                         &self.state,

@@ -2,7 +2,8 @@
 //! (an Istio extension provider), deciding with the same policies and runtime as the proxy.
 //!
 //! Owns the flags and where the policies and the workload come from (files or the Kubernetes
-//! API server, `--namespace/--labels`). The server is `meshguard-extauthz`.
+//! API server; `--namespace/--labels`, or with `--workload-from-request` the Pod watch that
+//! tells each Check's workload). The server is `meshguard-extauthz`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +27,18 @@ Examples:
       --grpc-listen 127.0.0.1:9191 --http-listen 127.0.0.1:9192
   # Policies watched on the Kubernetes API server, for the workload foo/app=httpbin:
   meshguard ext-authz --kubernetes -n foo -l app=httpbin --grpc-listen :9191
+  # Every workload of namespace foo, each Check decided for the Pod its destination address is:
+  meshguard ext-authz --kubernetes --workload-from-request -n foo --grpc-listen :9191
+  # Every workload of the cluster (a ClusterRole on pods and the three policy kinds):
+  meshguard ext-authz --kubernetes --workload-from-request --kubernetes-scope cluster --grpc-listen :9191
+
+Which workload: --namespace/--labels (or --pod) fix one for every Check. With
+--workload-from-request each Check names its own: the destination address (in a sidecar, the
+Pod's IP) is looked up among the Pods meshguard watches, and that Pod's namespace and labels
+select the policies, as --namespace/--labels would. When no Pod has the address, the
+destination principal (spiffe://TD/ns/NS/sa/SA) gives the namespace, without labels: only
+namespace-wide and root-namespace policies apply. Neither: the Check is denied, 403 `no
+workload for destination IP`. Needs --kubernetes (pods get/list/watch) and the gRPC variant.
 
 Allowed: OK with the header changes meshguard's proxy would make (claim and payload headers to
 set; the token header to remove unless forwardOriginalToken). Denied: Envoy's own status, body
@@ -60,6 +73,16 @@ pub struct ExtAuthzArgs {
         conflicts_with = "pod"
     )]
     pub labels: String,
+    /// Decide each Check for the workload it is addressed to: the Pod whose IP is the
+    /// destination address (a Pod watch; needs --kubernetes), else the destination principal's
+    /// namespace without labels. --namespace then names the namespace served (with
+    /// --kubernetes-scope cluster: every namespace).
+    #[arg(long, conflicts_with_all = ["labels", "pod", "http_listen"])]
+    pub workload_from_request: bool,
+    /// With --workload-from-request: compiled workloads (distinct namespace and labels) kept;
+    /// the least recently used goes first.
+    #[arg(long, default_value_t = 1024, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub workload_cache_size: u32,
     /// Envoy's gRPC ext_authz (`envoy.service.auth.v3.Authorization/Check`, h2c).
     #[arg(long, value_parser = listen_addr, value_name = "ADDR")]
     pub grpc_listen: SocketAddr,
@@ -103,16 +126,33 @@ pub fn run(args: ExtAuthzArgs) -> Result<i32, CliError> {
     args.kube.check()?;
     let labels =
         parse_labels(&args.labels).map_err(|e| CliError::Usage(format!("--labels: {e}")))?;
+    if args.workload_from_request && !args.kube.kubernetes {
+        return Err(CliError::Usage(
+            "--workload-from-request finds each Check's workload through a Pod watch: it needs \
+             --kubernetes (policy files give one workload: --namespace and --labels)"
+                .into(),
+        ));
+    }
     proxy_runtime(args.workers)?.block_on(async move {
         let root = args.root_namespace.clone();
-        let (policies, workload, watched) = kubernetes::policy_source(
-            &args.kube,
-            &args.policies,
-            args.namespace.as_deref(),
-            labels,
-            root,
-        )
-        .await?;
+        let (policies, workload, watched, workloads) = if args.workload_from_request {
+            per_request_source(&args, root).await?
+        } else {
+            let (policies, workload, watched) = kubernetes::policy_source(
+                &args.kube,
+                &args.policies,
+                args.namespace.as_deref(),
+                labels,
+                root,
+            )
+            .await?;
+            (
+                policies,
+                workload,
+                watched,
+                meshguard_extauthz::WorkloadMode::Fixed,
+            )
+        };
         let config = meshguard_extauthz::ExtAuthzConfig {
             runtime: RuntimeConfig {
                 policies,
@@ -132,6 +172,7 @@ pub fn run(args: ExtAuthzArgs) -> Result<i32, CliError> {
             limits: Limits::default(),
             watch: !args.no_watch,
             access_log: !args.no_access_log,
+            workloads,
         };
         let running = meshguard_extauthz::start(config, meshguard_proxy::shutdown_signal())
             .await
@@ -155,4 +196,124 @@ pub fn run(args: ExtAuthzArgs) -> Result<i32, CliError> {
         eprintln!("meshguard: stopped");
         Ok(0)
     })
+}
+
+/// What `--workload-from-request` runs on: the Kubernetes source with its Pod watch, the
+/// served namespace as the runtime's own workload (no labels: `/config_dump` and the start-up
+/// lines show what applies namespace-wide), and the directory the Checks look up.
+#[cfg(feature = "kubernetes")]
+async fn per_request_source(
+    args: &ExtAuthzArgs,
+    root: String,
+) -> Result<
+    (
+        meshguard_runtime::PolicySource,
+        meshguard_model::Workload,
+        Option<kubernetes::Starter>,
+        meshguard_extauthz::WorkloadMode,
+    ),
+    CliError,
+> {
+    use std::sync::Arc;
+
+    let connection = kubernetes::connect(args.kube.kubeconfig.as_deref()).await?;
+    let namespace = kubernetes::namespace(args.namespace.as_deref(), &connection);
+    let workload = meshguard_model::Workload::new(namespace.clone(), Default::default())
+        .with_root_namespace(root.clone());
+    let scope: meshguard_kube::Scope = args.kube.scope().into();
+    let source = meshguard_kube::KubeSource::new(
+        connection.client.clone(),
+        connection.server.clone(),
+        &workload,
+        meshguard_kube::Options {
+            scope,
+            revision: args.kube.revision.clone(),
+            pods: true,
+            ..meshguard_kube::Options::default()
+        },
+    );
+    let served = match scope {
+        meshguard_kube::Scope::Namespaces => format!("namespace {namespace}"),
+        meshguard_kube::Scope::Cluster => "every namespace".to_string(),
+    };
+    tracing::info!(
+        "policies and Pods from the Kubernetes API server {} (configuration: {}); a workload per Check, in {served}",
+        connection.server,
+        connection.from
+    );
+    let directory = Arc::new(KubeDirectory {
+        pods: source.pods(),
+        source: source.clone(),
+        served: match scope {
+            meshguard_kube::Scope::Namespaces => Some((namespace, root)),
+            meshguard_kube::Scope::Cluster => None,
+        },
+    });
+    let watched = source.clone();
+    let start: kubernetes::Starter = Box::new(move |state, metrics| {
+        tokio::spawn(watched.run(state, metrics, std::future::pending()));
+    });
+    Ok((
+        meshguard_runtime::PolicySource::Watched(source),
+        workload,
+        Some(start),
+        meshguard_extauthz::WorkloadMode::PerRequest {
+            directory,
+            cache: usize::try_from(args.workload_cache_size).unwrap_or(usize::MAX),
+        },
+    ))
+}
+
+#[cfg(not(feature = "kubernetes"))]
+async fn per_request_source(
+    _: &ExtAuthzArgs,
+    _: String,
+) -> Result<
+    (
+        meshguard_runtime::PolicySource,
+        meshguard_model::Workload,
+        Option<kubernetes::Starter>,
+        meshguard_extauthz::WorkloadMode,
+    ),
+    CliError,
+> {
+    Err(kubernetes::unavailable())
+}
+
+/// The Kubernetes source as the Checks' directory: Pods by IP from its Pod watch, policies
+/// from its store.
+#[cfg(feature = "kubernetes")]
+#[derive(Debug)]
+struct KubeDirectory {
+    source: std::sync::Arc<meshguard_kube::KubeSource>,
+    pods: std::sync::Arc<meshguard_kube::pods::PodIndex>,
+    /// The namespace served and the root namespace; `None`: every namespace.
+    served: Option<(String, String)>,
+}
+
+#[cfg(feature = "kubernetes")]
+impl meshguard_extauthz::workload::Directory for KubeDirectory {
+    fn pod_by_ip(&self, ip: std::net::IpAddr) -> meshguard_extauthz::workload::PodLookup {
+        use meshguard_extauthz::workload::PodLookup;
+        use meshguard_kube::pods::PodMatch;
+        match self.pods.by_ip(ip) {
+            PodMatch::One(r) => PodLookup::One {
+                namespace: r.namespace,
+                name: r.name,
+                labels: r.labels,
+            },
+            PodMatch::None => PodLookup::None,
+            PodMatch::Many(pods) => PodLookup::Many(pods),
+        }
+    }
+
+    fn policy_set_for(&self, workload: &meshguard_model::Workload) -> meshguard_model::PolicySet {
+        self.source.policy_set_for(workload)
+    }
+
+    fn serves(&self, namespace: &str) -> bool {
+        self.served
+            .as_ref()
+            .is_none_or(|(ns, root)| namespace == ns || namespace == root)
+    }
 }

@@ -351,7 +351,7 @@ fn every_deploy_manifest_passes_a_server_side_dry_run() {
     let Some(k8s) = ApiServer::start("deploy_manifests_dry_run") else {
         return;
     };
-    namespaces(&k8s, &["foo", "istio-system"]);
+    namespaces(&k8s, &["foo", "istio-system", "meshguard-system"]);
     let files = deploy_files();
     let names: Vec<String> = files
         .iter()
@@ -360,6 +360,7 @@ fn every_deploy_manifest_passes_a_server_side_dry_run() {
     assert_eq!(
         names,
         [
+            "ext-authz.yaml",
             "httpbin.yaml",
             "rbac-cluster.yaml",
             "rbac-namespace.yaml",

@@ -34,6 +34,9 @@ pub struct CheckFacts {
     pub destination: SocketAddr,
     /// `source.principal`: the client certificate's identity (empty without mutual TLS).
     pub principal: Option<String>,
+    /// `destination.principal`: the sidecar's own certificate identity (the workload's, with
+    /// `--workload-from-request` the namespace when no Pod has the destination address).
+    pub destination_principal: Option<String>,
     pub sni: Option<String>,
 }
 
@@ -109,6 +112,7 @@ pub fn read_check(req: &CheckRequest) -> (CheckFacts, HeaderMap) {
         source: socket_address(source.and_then(|p| p.address.as_ref())),
         destination: socket_address(destination.and_then(|p| p.address.as_ref())),
         principal: source.and_then(|p| non_empty(&p.principal)),
+        destination_principal: destination.and_then(|p| non_empty(&p.principal)),
         sni: attrs
             .and_then(|a| a.tls_session.as_ref())
             .and_then(|t| non_empty(&t.sni)),

@@ -22,5 +22,6 @@
 pub mod check;
 pub mod client;
 pub mod server;
+pub mod workload;
 
-pub use server::{ExtAuthzConfig, Running, start};
+pub use server::{ExtAuthzConfig, Running, WorkloadMode, start};

@@ -32,6 +32,20 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::check::{Changes, CheckFacts, check_response, read_check};
+use crate::workload::{Chosen, Directory, Found, NoWorkload, PerRequest};
+
+/// Which workload a Check is decided for.
+#[derive(Clone, Debug)]
+pub enum WorkloadMode {
+    /// The runtime's own workload (`--namespace/--labels`, `--pod`), for every Check.
+    Fixed,
+    /// Per Check, from its destination address or principal (`--workload-from-request`),
+    /// through `directory`; `cache`: compiled workloads kept.
+    PerRequest {
+        directory: Arc<dyn Directory>,
+        cache: usize,
+    },
+}
 
 /// What `meshguard ext-authz` is started with.
 #[derive(Clone, Debug)]
@@ -47,6 +61,7 @@ pub struct ExtAuthzConfig {
     pub limits: Limits,
     pub watch: bool,
     pub access_log: bool,
+    pub workloads: WorkloadMode,
 }
 
 /// A running server, for callers that need its addresses.
@@ -73,6 +88,52 @@ struct Checker {
     runtime: Arc<Runtime>,
     log: Option<AccessLog>,
     path_prefix: String,
+    /// `--workload-from-request`: the workloads met; `None`: the runtime's one workload.
+    per_request: Option<Arc<PerRequest>>,
+    /// When "no workload" was last logged at WARN (unix seconds), to keep a flood to one line a
+    /// second; the access log has every Check.
+    no_workload_warned: std::sync::atomic::AtomicU64,
+}
+
+/// The workload of one Check, as the access log names it.
+#[derive(Debug, Serialize)]
+struct WorkloadLog<'a> {
+    /// `fixed`, `pod-ip`, `principal-namespace`, or `none` (denied: no workload).
+    from: &'static str,
+    namespace: Option<&'a str>,
+    labels: Option<&'a std::collections::BTreeMap<String, String>>,
+    /// `namespace/name` of the Pod whose IP the destination is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pod: Option<&'a str>,
+    /// Why there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    why: Option<String>,
+}
+
+/// How the workload of one Check was settled.
+enum Settled {
+    Fixed,
+    Chosen(Chosen),
+    None(NoWorkload),
+}
+
+/// `response_code_details` and body start of a Check denied for want of a workload.
+pub const NO_WORKLOAD_DETAILS: &str = "meshguard_no_workload";
+
+/// The denial of a Check without a workload: 403, and a body that names the destination.
+fn no_workload_outcome(destination: std::net::IpAddr) -> Outcome {
+    Outcome {
+        denial: Some(meshguard_engine::decision::Denial {
+            reply: meshguard_engine::decision::LocalReply {
+                status: 403,
+                body: format!("no workload for destination {destination}"),
+                details: NO_WORKLOAD_DETAILS.to_string(),
+                www_authenticate: None,
+            },
+            reason: meshguard_engine::DenyReason::NoAllowMatch,
+        }),
+        ..Outcome::default()
+    }
 }
 
 /// Which variant a Check came in by (the access log's `protocol`).
@@ -104,6 +165,7 @@ struct CheckLogLine<'a> {
     downstream_peer_uri_san: Option<&'a str>,
     policy: Option<&'a str>,
     config_generation: u64,
+    workload: WorkloadLog<'a>,
 }
 
 impl Checker {
@@ -121,29 +183,58 @@ impl Checker {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        let decision = self
-            .runtime
-            .decide(
-                RequestFacts {
-                    method: &facts.method,
-                    path: &facts.path,
-                    host: &facts.host,
-                    scheme: &facts.scheme,
-                    peer: facts.source,
-                    local: facts.destination,
-                    remote_ip: facts.source.ip(),
-                    sni: facts.sni.as_deref(),
-                    peer_identity: facts
-                        .principal
-                        .as_deref()
-                        .map(meshguard_runtime::PeerUris::One),
-                    now: start_time,
-                    custom_after: None,
-                    request_id: &request_id,
-                },
-                headers,
-            )
-            .await;
+        let request = RequestFacts {
+            method: &facts.method,
+            path: &facts.path,
+            host: &facts.host,
+            scheme: &facts.scheme,
+            peer: facts.source,
+            local: facts.destination,
+            remote_ip: facts.source.ip(),
+            sni: facts.sni.as_deref(),
+            peer_identity: facts
+                .principal
+                .as_deref()
+                .map(meshguard_runtime::PeerUris::One),
+            now: start_time,
+            custom_after: None,
+            request_id: &request_id,
+        };
+        let (settled, decision) = match &self.per_request {
+            None => (Settled::Fixed, self.runtime.decide(request, headers).await),
+            Some(per_request) => {
+                let main = self.runtime.state().snapshot();
+                if main.loaded {
+                    match per_request.choose(
+                        facts.destination.ip(),
+                        facts.destination_principal.as_deref(),
+                        main.generation,
+                    ) {
+                        Ok(chosen) => {
+                            explain_workload(&chosen, &request_id);
+                            let snapshot = chosen.snapshot.clone();
+                            let decision = self.runtime.decide_in(snapshot, request, headers).await;
+                            (Settled::Chosen(chosen), decision)
+                        }
+                        Err(none) => {
+                            self.warn_no_workload(facts.destination.ip(), &none);
+                            let outcome = no_workload_outcome(facts.destination.ip());
+                            let decision = Decision {
+                                snapshot: main,
+                                outcome,
+                            };
+                            (Settled::None(none), decision)
+                        }
+                    }
+                } else {
+                    // Not listed yet: the runtime refuses (503), as for a fixed workload.
+                    (
+                        Settled::Fixed,
+                        self.runtime.decide_in(main, request, headers).await,
+                    )
+                }
+            }
+        };
         let outcome = &decision.outcome;
         let status = outcome.status();
         let elapsed = started.elapsed();
@@ -151,7 +242,11 @@ impl Checker {
         metrics
             .ext_authz_checks
             .get_or_create(&ResultLabels {
-                result: if outcome.allowed() { "ok" } else { "denied" },
+                result: match (&settled, outcome.allowed()) {
+                    (Settled::None(_), _) => "no_workload",
+                    (_, true) => "ok",
+                    (_, false) => "denied",
+                },
             })
             .inc();
         metrics.record_response(status, elapsed, None);
@@ -164,11 +259,14 @@ impl Checker {
                 },
                 method: &facts.method,
                 authority: &facts.host,
-                path: outcome
-                    .path
-                    .as_deref()
-                    .and_then(|p| p.split('?').next())
-                    .unwrap_or(""),
+                path: match (&settled, outcome.path.as_deref()) {
+                    // Not decided: the path as Envoy sent it (never its query).
+                    (Settled::None(_), None) => facts.path.as_str(),
+                    (_, p) => p.unwrap_or(""),
+                }
+                .split('?')
+                .next()
+                .unwrap_or(""),
                 protocol: Some(facts.protocol.as_str()).filter(|p| !p.is_empty()),
                 response_code: status,
                 response_code_details: details(outcome),
@@ -179,6 +277,7 @@ impl Checker {
                 downstream_peer_uri_san: facts.principal.as_deref(),
                 policy: outcome.authz.matched_policy.as_deref(),
                 config_generation: decision.snapshot.generation,
+                workload: workload_log(&settled, &decision),
             };
             if let Ok(mut text) = serde_json::to_vec(&line) {
                 text.push(b'\n');
@@ -186,6 +285,53 @@ impl Checker {
             }
         }
         decision
+    }
+}
+
+impl Checker {
+    /// `no workload for destination 10.1.2.3: why`, at WARN at most once a second.
+    fn warn_no_workload(&self, destination: std::net::IpAddr, why: &NoWorkload) {
+        use std::sync::atomic::Ordering;
+        let now = unix_now();
+        let last = self.no_workload_warned.swap(now, Ordering::Relaxed);
+        if last == now {
+            tracing::debug!("no workload for destination {destination}: {why}; denied (403)");
+        } else {
+            tracing::warn!("no workload for destination {destination}: {why}; denied (403)");
+        }
+    }
+}
+
+/// `RUST_LOG=meshguard::explain=debug`: which workload decides, before the rules.
+fn explain_workload(chosen: &Chosen, request_id: &str) {
+    if tracing::enabled!(target: "meshguard::explain", tracing::Level::DEBUG) {
+        let w = &chosen.snapshot.compiled.workload;
+        tracing::debug!(target: "meshguard::explain", request_id, workload = %w.describe(), from = chosen.found.as_str(), pod = chosen.pod.as_deref().unwrap_or(""), "workload");
+    }
+}
+
+/// The access log's `workload`.
+fn workload_log<'a>(settled: &'a Settled, decision: &'a Decision) -> WorkloadLog<'a> {
+    let w = &decision.snapshot.compiled.workload;
+    let (from, pod, why) = match settled {
+        Settled::Fixed => (Found::Fixed.as_str(), None, None),
+        Settled::Chosen(c) => (c.found.as_str(), c.pod.as_deref(), None),
+        Settled::None(none) => {
+            return WorkloadLog {
+                from: "none",
+                namespace: None,
+                labels: None,
+                pod: None,
+                why: Some(none.to_string()),
+            };
+        }
+    };
+    WorkloadLog {
+        from,
+        namespace: Some(&w.namespace),
+        labels: Some(&w.labels),
+        pod,
+        why,
     }
 }
 
@@ -264,6 +410,7 @@ async fn http_check(
         source: conn.peer,
         destination: conn.local,
         principal: None,
+        destination_principal: None,
         sni: None,
     };
     let decision = checker
@@ -341,10 +488,34 @@ pub async fn start(
     } else {
         None
     };
+    let per_request = match &config.workloads {
+        WorkloadMode::Fixed => None,
+        WorkloadMode::PerRequest { directory, cache } => {
+            if config.http_listen.is_some() {
+                return Err(StartError::Io(
+                    "the HTTP variant carries no destination address: a workload per request needs the gRPC variant".into(),
+                ));
+            }
+            // Fetchers and token cache of their own: the state's reloads keep only what its
+            // own workload uses.
+            let jwks =
+                meshguard_jwks::JwksManager::new(config.runtime.jwks.clone(), metrics.jwks.clone())
+                    .map_err(|e| StartError::Io(format!("JWKS client: {e}")))?;
+            Some(Arc::new(PerRequest::new(
+                directory.clone(),
+                config.runtime.workload.clone(),
+                jwks,
+                config.runtime.token_cache,
+                *cache,
+            )))
+        }
+    };
     let checker = Arc::new(Checker {
         runtime: runtime.clone(),
         log,
         path_prefix: config.http_path_prefix.trim_end_matches('/').to_string(),
+        per_request: per_request.clone(),
+        no_workload_warned: std::sync::atomic::AtomicU64::new(0),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -357,6 +528,9 @@ pub async fn start(
         shutdown.await;
         let _ = stop_tx.send(true);
         fetchers.shutdown();
+        if let Some(p) = per_request {
+            p.shutdown();
+        }
     });
 
     let mut tasks = Vec::new();
@@ -463,6 +637,8 @@ spec:
             runtime: Arc::new(runtime),
             log: None,
             path_prefix: String::new(),
+            per_request: None,
+            no_workload_warned: Default::default(),
         }))
     }
 

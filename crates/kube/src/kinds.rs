@@ -51,7 +51,7 @@ impl SecurityKind {
     }
 }
 
-/// The Pod kind, for `--pod` (its labels are the workload's).
+/// The Pod kind, for `--pod` (its labels are the workload's) and the Pods by IP.
 pub fn pod_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Pod"), "pods")
 }
@@ -62,6 +62,9 @@ pub enum WatchKind {
     Security(SecurityKind),
     /// The workload's own Pod (`--pod`), by name.
     Pod(String),
+    /// Every Pod of the namespace (or of every namespace), by IP: the workloads of
+    /// `ext-authz --workload-from-request` ([`crate::pods`]).
+    Pods,
 }
 
 /// One watch: a kind in a namespace, or in every namespace.
@@ -77,7 +80,7 @@ impl WatchId {
     pub fn kind_label(&self) -> &'static str {
         match &self.kind {
             WatchKind::Security(k) => k.as_str(),
-            WatchKind::Pod(_) => "Pod",
+            WatchKind::Pod(_) | WatchKind::Pods => "Pod",
         }
     }
 
@@ -93,6 +96,8 @@ impl fmt::Display for WatchId {
         match (&self.kind, &self.namespace) {
             (WatchKind::Pod(name), Some(ns)) => write!(f, "Pod {ns}/{name}"),
             (WatchKind::Pod(name), None) => write!(f, "Pod {name}"),
+            (WatchKind::Pods, Some(ns)) => write!(f, "Pods in {ns}"),
+            (WatchKind::Pods, None) => write!(f, "Pods in every namespace"),
             (WatchKind::Security(k), Some(ns)) => write!(f, "{} in {ns}", k.as_str()),
             (WatchKind::Security(k), None) => write!(f, "{} in every namespace", k.as_str()),
         }

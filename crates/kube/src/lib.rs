@@ -29,6 +29,7 @@
 pub mod client;
 pub mod kinds;
 pub mod list;
+pub mod pods;
 pub mod store;
 pub mod watch;
 

@@ -19,7 +19,7 @@ const PAGE: u32 = 500;
 pub async fn list_objects(client: &Client, watch: &WatchId) -> Result<Vec<DynamicObject>, String> {
     let ar = match &watch.kind {
         WatchKind::Security(k) => k.api_resource(),
-        WatchKind::Pod(_) => pod_resource(),
+        WatchKind::Pod(_) | WatchKind::Pods => pod_resource(),
     };
     let api: Api<DynamicObject> = match &watch.namespace {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),

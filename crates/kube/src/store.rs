@@ -24,6 +24,7 @@ use meshguard_model::{
 use serde_json::{Value, json};
 
 use crate::kinds::{SecurityKind, WatchId, WatchKind};
+use crate::pods::PodIndex;
 
 /// The label istiod reads to tell which revision processes an object.
 pub const REVISION_LABEL: &str = "istio.io/rev";
@@ -231,6 +232,8 @@ pub struct Store {
     revision: Option<String>,
     /// The set in effect changed since [`Store::take_dirty`].
     dirty: bool,
+    /// The Pods by IP, for a [`WatchKind::Pods`] watch (empty without one).
+    pods: std::sync::Arc<PodIndex>,
 }
 
 /// The result of one event.
@@ -325,7 +328,13 @@ impl Store {
                 .collect(),
             revision,
             dirty: false,
+            pods: PodIndex::new(),
         }
+    }
+
+    /// The Pods by IP that a [`WatchKind::Pods`] watch fills.
+    pub fn pod_index(&self) -> std::sync::Arc<PodIndex> {
+        self.pods.clone()
     }
 
     /// Takes in one event of `watch`.
@@ -336,6 +345,20 @@ impl Store {
         };
         if let WatchKind::Pod(_) = watch.kind {
             return apply_pod(state, event);
+        }
+        if let WatchKind::Pods = watch.kind {
+            // Pods change no policy: the set in effect stays, nothing is published.
+            let listed = self.pods.apply(event);
+            if listed {
+                state.listed = true;
+                state.synced = true;
+                state.failing = None;
+                state.last_sync = Some(meshguard_runtime::state::unix_now());
+            }
+            return Applied {
+                listed,
+                ..Applied::default()
+            };
         }
         let WatchKind::Security(kind) = watch.kind else {
             return Applied::default();
@@ -441,7 +464,7 @@ impl Store {
     /// published before they have listed could serve plaintext where a STRICT policy says no.
     pub fn ready(&self) -> bool {
         self.watches.iter().all(|(id, s)| match &id.kind {
-            WatchKind::Security(_) => s.listed,
+            WatchKind::Security(_) | WatchKind::Pods => s.listed,
             WatchKind::Pod(_) => s.listed && matches!(s.pod, Some(Some(_))),
         })
     }
@@ -511,6 +534,7 @@ impl Store {
             .map(|(id, s)| {
                 let objects = match &id.kind {
                     WatchKind::Pod(_) => usize::from(matches!(s.pod, Some(Some(_)))),
+                    WatchKind::Pods => self.pods.len(),
                     WatchKind::Security(_) => s.objects.len(),
                 };
                 (
@@ -545,6 +569,7 @@ impl Store {
                     "last_sync": s.last_sync,
                     "objects": match &id.kind {
                         WatchKind::Pod(_) => usize::from(matches!(s.pod, Some(Some(_)))),
+                        WatchKind::Pods => self.pods.len(),
                         WatchKind::Security(_) => s.objects.len(),
                     },
                     "invalid": s.invalid(),

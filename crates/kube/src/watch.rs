@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::kinds::{Scope, WatchId, WatchKind, pod_resource, security_watches};
+use crate::pods::PodIndex;
 use crate::store::{Change, PodChange, Store, What};
 
 /// How the Kubernetes source reads.
@@ -39,6 +40,10 @@ pub struct Options {
     /// `--pod`: the workload's Pod, in the workload's namespace, whose labels are the
     /// workload's (followed as they change).
     pub pod: Option<String>,
+    /// `ext-authz --workload-from-request`: watch every Pod of the scope (the workload's
+    /// namespace, or every namespace) and index them by IP ([`KubeSource::pods`]). The first
+    /// set waits for their first list too.
+    pub pods: bool,
     /// Every watch is started over with a full list at a random time in this range, a safety
     /// net against events lost in ways the API server does not report.
     pub rewatch: (Duration, Duration),
@@ -52,6 +57,7 @@ impl Default for Options {
             scope: Scope::Namespaces,
             revision: None,
             pod: None,
+            pods: false,
             rewatch: (Duration::from_secs(30 * 60), Duration::from_secs(60 * 60)),
             restart_backoff: (Duration::from_secs(1), Duration::from_secs(30)),
         }
@@ -67,6 +73,8 @@ pub struct KubeSource {
     watches: Vec<WatchId>,
     namespaces: Vec<String>,
     store: Mutex<Store>,
+    /// The store's Pods by IP, reachable without the store's lock.
+    pods: Arc<PodIndex>,
     resync: watch::Sender<u64>,
 }
 
@@ -81,7 +89,8 @@ impl std::fmt::Debug for KubeSource {
 }
 
 /// The watches of `options` for `workload`: 3 kinds in the workload's namespace and the root
-/// namespace (or cluster-wide), and the Pod with `--pod`.
+/// namespace (or cluster-wide), the Pod with `--pod`, and the Pods of the workload's namespace
+/// (or every namespace) with [`Options::pods`].
 pub fn watches_for(workload: &Workload, options: &Options) -> Vec<WatchId> {
     let mut watches =
         security_watches(options.scope, &workload.namespace, &workload.root_namespace);
@@ -89,6 +98,15 @@ pub fn watches_for(workload: &Workload, options: &Options) -> Vec<WatchId> {
         watches.push(WatchId {
             kind: WatchKind::Pod(pod.clone()),
             namespace: Some(workload.namespace.clone()),
+        });
+    }
+    if options.pods {
+        watches.push(WatchId {
+            kind: WatchKind::Pods,
+            namespace: match options.scope {
+                Scope::Namespaces => Some(workload.namespace.clone()),
+                Scope::Cluster => None,
+            },
         });
     }
     watches
@@ -107,10 +125,12 @@ impl KubeSource {
         if workload.root_namespace != workload.namespace {
             namespaces.push(workload.root_namespace.clone());
         }
+        let store = Store::new(&watches, options.revision.clone());
         Arc::new(KubeSource {
             client,
             server: server.into(),
-            store: Mutex::new(Store::new(&watches, options.revision.clone())),
+            pods: store.pod_index(),
+            store: Mutex::new(store),
             options,
             watches,
             namespaces,
@@ -120,6 +140,19 @@ impl KubeSource {
 
     fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The Pods by IP ([`Options::pods`]; empty without it).
+    pub fn pods(&self) -> Arc<PodIndex> {
+        self.pods.clone()
+    }
+
+    /// The set in effect for `workload` now: the valid objects of its namespace and of the
+    /// root namespace (those the source reads). `ext-authz --workload-from-request` compiles
+    /// it for each workload it meets; the published sets are compiled for the source's own
+    /// workload.
+    pub fn policy_set_for(&self, workload: &Workload) -> meshguard_model::PolicySet {
+        self.store().policy_set_for(workload)
     }
 
     /// Watches until `shutdown`, publishing each set to `state`. The first set is published
@@ -161,7 +194,7 @@ impl KubeSource {
     fn api(&self, w: &WatchId) -> Api<DynamicObject> {
         let ar = match &w.kind {
             WatchKind::Security(k) => k.api_resource(),
-            WatchKind::Pod(_) => pod_resource(),
+            WatchKind::Pod(_) | WatchKind::Pods => pod_resource(),
         };
         match &w.namespace {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
@@ -173,6 +206,8 @@ impl KubeSource {
         let config = watcher::Config::default();
         match &w.kind {
             WatchKind::Pod(name) => config.fields(&format!("metadata.name={name}")),
+            // Finished Pods leave the watch (as deletions): their IPs name no workload.
+            WatchKind::Pods => config.fields("status.phase!=Succeeded,status.phase!=Failed"),
             WatchKind::Security(_) => config,
         }
     }
@@ -198,6 +233,7 @@ impl WatchedSource for KubeSource {
             },
             "revision": self.options.revision,
             "pod": self.options.pod,
+            "pods_by_ip": self.options.pods.then(|| self.pods.len()),
         });
         let store = self.store().dump();
         if let (Some(out), serde_json::Value::Object(store)) = (out.as_object_mut(), store) {
@@ -253,7 +289,7 @@ fn describe_error(id: &WatchId, e: &watcher::Error) -> String {
                 "{what} failed: 404: the API server does not serve {}.security.istio.io/v1; is its CustomResourceDefinition installed?",
                 k.plural()
             ),
-            WatchKind::Pod(_) => format!("{what} failed: 404 Not Found"),
+            WatchKind::Pod(_) | WatchKind::Pods => format!("{what} failed: 404 Not Found"),
         },
         kube::Error::Api(s) => format!("{what} failed: {} ({}): {}", s.reason, s.code, s.message),
         other => format!("{what} failed: {other}"),
@@ -510,6 +546,18 @@ impl Loop {
         match reload::publish_now(&self.state, &self.metrics, set) {
             ReloadOutcome::Applied { generation } => {
                 self.published = true;
+                if first && self.source.options.pods {
+                    // A workload per Check: what applies to the source's own workload (the
+                    // namespace, no labels) is not what any Check gets.
+                    let all = self.source.store().policy_set();
+                    tracing::info!(
+                        "policies loaded (generation {generation}, first complete list): {} RequestAuthentication, {} AuthorizationPolicy from {}; each Check is decided for the workload it is addressed to",
+                        all.request_authentications.len(),
+                        all.authorization_policies.len(),
+                        self.source.describe()
+                    );
+                    return;
+                }
                 if first {
                     reload::log_summary(
                         &self.state,

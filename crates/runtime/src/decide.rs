@@ -65,7 +65,18 @@ impl Runtime {
     /// which are boxed (every request's future is kept, by hyper, for as long as the request
     /// is in flight).
     pub async fn decide(&self, facts: RequestFacts<'_>, headers: &mut HeaderMap) -> Decision {
-        let snapshot = self.state.snapshot();
+        self.decide_in(self.state.snapshot(), facts, headers).await
+    }
+
+    /// [`Runtime::decide`] with another snapshot than the state's: one compiled for the
+    /// workload a request names (`meshguard ext-authz --workload-from-request`,
+    /// [`crate::state::compile_snapshot`]), with the same waits, metrics and explanation.
+    pub async fn decide_in(
+        &self,
+        snapshot: Arc<Snapshot>,
+        facts: RequestFacts<'_>,
+        headers: &mut HeaderMap,
+    ) -> Decision {
         if !snapshot.loaded {
             // A watched source has not delivered its first set: refuse (503) rather than
             // decide against an empty set, which would allow everything.

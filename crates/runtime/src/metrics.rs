@@ -503,7 +503,7 @@ impl Default for Metrics {
         let ext_authz_checks = Family::<ResultLabels, Counter>::default();
         registry.register(
             "ext_authz_checks",
-            "ext_authz Check requests answered (meshguard ext-authz), by result: ok, denied",
+            "ext_authz Check requests answered (meshguard ext-authz), by result: ok, denied, no_workload (--workload-from-request: no workload for the destination)",
             ext_authz_checks.clone(),
         );
         let ext_authz_requests = Family::<ExtAuthzLabels, Counter>::default();

@@ -133,6 +133,20 @@ fn build(
     })
 }
 
+/// A snapshot of `set` compiled for `workload`, outside any [`PolicyState`]: for a front end
+/// that decides for more than one workload (`meshguard ext-authz --workload-from-request`),
+/// with fetchers and a token cache of its own (a state's reload stops the fetchers its own
+/// workload does not use).
+pub fn compile_snapshot(
+    set: PolicySet,
+    workload: &Workload,
+    jwks: &JwksManager,
+    verified: &Option<Arc<VerifiedCache>>,
+    generation: u64,
+) -> Result<Snapshot, LoadErrors> {
+    build(Ok(set), workload, jwks, verified, generation)
+}
+
 /// The files of a file source, loaded.
 fn load_files(paths: &[PathBuf], workload: &Workload) -> Result<PolicySet, LoadFailure> {
     let opts = LoadOptions {

@@ -43,7 +43,19 @@ LABELS = {
     "meshguard-mtls-hs": ("meshguard --tls-dir, STRICT", "mTLS, new connection per request", "-"),
     "haproxy-mtls-hs": ("HAProxy ssl verify required", "mTLS, new connection per request", "-"),
     "envoy-mtls-hs": ("Envoy, istiod's STRICT chain", "mTLS, new connection per request", "-"),
+    "envoy-extauthz": ("Envoy ext_authz asking meshguard ext-authz (step 4)", "HTTP/1.1", "repeated"),
+    "meshguard-extauthz-check": ("meshguard ext-authz, Check called directly (step 4)", "gRPC Check", "repeated"),
+    "meshguard-extauthz-latency": ("meshguard ext-authz, one Check at a time (step 4)", "gRPC Check", "repeated"),
 }
+# Envoy's own filters against Envoy asking `meshguard ext-authz` (both processes on the proxy
+# core; CPU per request is their sum), and the Check alone: (what, name)
+EXT_AUTHZ = [
+    ("Envoy jwt_authn + rbac (native filters)", "envoy-jwt"),
+    ("Envoy ext_authz (gRPC) -> meshguard ext-authz", "envoy-extauthz"),
+    ("meshguard proxy, step 4 (for scale)", "meshguard-step4"),
+    ("meshguard ext-authz Check, called directly (h2load, gRPC)", "meshguard-extauthz-check"),
+    ("meshguard ext-authz Check, one at a time (h2load -c1 -m1)", "meshguard-extauthz-latency"),
+]
 # Rows side by side: (what, meshguard, HAProxy, Envoy)
 PEERS = [
     ("HTTP/1.1 plain hop", "meshguard-nopolicy", "haproxy-plain", "envoy-plain"),
@@ -381,6 +393,23 @@ def main():
                 return "-"
             cpu = " / ".join(fmt(runs[n]["cpu_us_per_req"], ".1f") if n in runs else "-" for n in (m, h, e))
             L.append(f"| {what} | {cell(m)} | {cell(h)} | {cell(e)} | {ratio(m, h)} | {ratio(m, e)} | {cpu} |")
+        L.append("")
+    if any(n in runs for n in ("envoy-extauthz", "meshguard-extauthz-check", "meshguard-extauthz-latency")):
+        L.append("meshguard as Envoy's external authorizer (medians; `envoy-extauthz`: Envoy and `meshguard "
+                 "ext-authz` both on the proxy core, CPU µs/req and peak RSS are the two processes' sum; "
+                 "`meshguard-extauthz-check`: h2load posts the same gRPC CheckRequest, step-4 token, to "
+                 "`meshguard ext-authz`, latency per Check, with 50 connections × 10 streams, then one at a time):")
+        L.append("")
+        L.append("| what | requests/s | p50 ms | p99 ms | CPU µs/req | / Envoy native |")
+        L.append("|---|---:|---:|---:|---:|---:|")
+        native = runs.get("envoy-jwt")
+        for what, n in EXT_AUTHZ:
+            if n not in runs:
+                continue
+            r = runs[n]
+            rel = f"{r['rps'] / native['rps']:.2f}x" if native else "-"
+            L.append(f"| {what} (`{n}`) | {r['rps']:,.0f} | {fmt(r.get('p50_ms'), '.2f')} | "
+                     f"{fmt(r.get('p99_ms'), '.2f')} | {fmt(r['cpu_us_per_req'], '.1f')} | {rel} |")
         L.append("")
     if mem:
         mc = meta.get("mem_conns", "1000")

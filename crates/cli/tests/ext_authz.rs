@@ -98,67 +98,15 @@ fn policies_yaml(dir: &std::path::Path) -> String {
         .join("\n---\n")
 }
 
-/// The native bootstrap with its `jwt_authn` and `rbac` filters replaced by `ext_authz`
-/// asking meshguard (`service`: the filter's `grpc_service` or `http_service`).
+/// The native bootstrap on `listen`, with its `jwt_authn` and `rbac` filters replaced by
+/// `ext_authz` asking meshguard (`authz`: the gRPC or the HTTP port).
 fn ext_authz_bootstrap(native: &Value, listen: SocketAddr, authz: SocketAddr, grpc: bool) -> Value {
     let mut b = native.clone();
     b["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] =
         json!(listen.port());
     b["static_resources"]["listeners"][0]["address"]["socket_address"]["address"] =
         json!(listen.ip().to_string());
-    let filters = b
-        .pointer_mut(
-            "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
-        )
-        .unwrap()
-        .as_array_mut()
-        .unwrap();
-    filters.retain(|f| {
-        f["name"] != "envoy.filters.http.jwt_authn" && f["name"] != "envoy.filters.http.rbac"
-    });
-    let mut config = json!({
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
-        "transport_api_version": "V3",
-    });
-    if grpc {
-        config["grpc_service"] =
-            json!({"envoy_grpc": {"cluster_name": "meshguard-ext-authz"}, "timeout": "2s"});
-    } else {
-        // As istiod writes an envoyExtAuthzHttp provider with pathPrefix /check,
-        // includeRequestHeadersInCheck [authorization, x-forwarded-proto] and
-        // headersToUpstreamOnAllow [x-jwt-*].
-        config["http_service"] = json!({
-            "path_prefix": "/check",
-            "server_uri": {"uri": "http://meshguard-ext-authz", "cluster": "meshguard-ext-authz", "timeout": "2s"},
-            "authorization_response": {"allowed_upstream_headers": {"patterns": [{"prefix": "x-jwt-", "ignore_case": true}]}},
-        });
-        config["allowed_headers"] = json!({"patterns": [
-            {"exact": "authorization", "ignore_case": true},
-            {"exact": "x-forwarded-proto", "ignore_case": true},
-        ]});
-    }
-    filters.insert(
-        0,
-        json!({"name": "envoy.filters.http.ext_authz", "typed_config": config}),
-    );
-    let mut cluster = json!({
-        "name": "meshguard-ext-authz",
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "load_assignment": {"cluster_name": "meshguard-ext-authz", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": authz.ip().to_string(), "port_value": authz.port()}}}}]}]},
-    });
-    if grpc {
-        cluster["typed_extension_protocol_options"] = json!({
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}},
-            }
-        });
-    }
-    b["static_resources"]["clusters"]
-        .as_array_mut()
-        .unwrap()
-        .push(cluster);
+    translate::delegate_to_ext_authz(&mut b, authz, grpc);
     b
 }
 

@@ -5,7 +5,7 @@
 //! ```sh
 //! cargo run -q -p meshguard-envoy-diff --example envoy_bootstrap -- \
 //!     --listen 127.0.0.1:15006 --upstream 127.0.0.1:8080 [--upstream-protocol http1|h2c|downstream] \
-//!     [FILE_OR_DIR...]
+//!     [--ext-authz-grpc ADDR] [FILE_OR_DIR...]
 //! ```
 //!
 //! No file: no policies, the plain hop (connection manager + router). The workload is the
@@ -20,6 +20,9 @@
 //! * `--upstream-protocol`: `http1` (the translator's, the default); `h2c` (a port declared
 //!   `grpc`/`http2`: `explicit_http_config` with HTTP/2); `downstream` (a sniffed port:
 //!   `use_downstream_protocol_config`, HTTP/2 upstream for an HTTP/2 client).
+//!
+//! `--ext-authz-grpc ADDR`: Envoy with `meshguard ext-authz` at ADDR as its authorizer instead
+//! of its own `jwt_authn` + `rbac` ([`translate::delegate_to_ext_authz`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,7 +33,7 @@ use meshguard_envoy_diff::{MeshOptions, WorkloadSpec};
 use serde_json::{Value, json};
 
 const USAGE: &str = "usage: envoy_bootstrap --listen ADDR --upstream ADDR \
-[--upstream-protocol http1|h2c|downstream] [FILE_OR_DIR...]";
+[--upstream-protocol http1|h2c|downstream] [--ext-authz-grpc ADDR] [FILE_OR_DIR...]";
 
 fn main() -> ExitCode {
     match run() {
@@ -49,6 +52,7 @@ fn run() -> Result<String, String> {
     let mut listen = None;
     let mut upstream = None;
     let mut protocol = String::from("http1");
+    let mut ext_authz = None;
     let mut paths = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -57,6 +61,7 @@ fn run() -> Result<String, String> {
             "--listen" => listen = Some(parse_addr(&value("--listen")?)?),
             "--upstream" => upstream = Some(parse_addr(&value("--upstream")?)?),
             "--upstream-protocol" => protocol = value("--upstream-protocol")?,
+            "--ext-authz-grpc" => ext_authz = Some(parse_addr(&value("--ext-authz-grpc")?)?),
             _ if a.starts_with("--") => return Err(format!("unknown option {a}")),
             _ => paths.push(PathBuf::from(a)),
         }
@@ -112,6 +117,9 @@ fn run() -> Result<String, String> {
             "typed_extension_protocol_options".into(),
             json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options}),
         );
+    }
+    if let Some(authz) = ext_authz {
+        translate::delegate_to_ext_authz(&mut bootstrap, authz, true);
     }
     serde_json::to_string_pretty(&bootstrap).map_err(|e| e.to_string())
 }

@@ -1443,6 +1443,65 @@ fn envelope(
     })
 }
 
+/// Envoy with meshguard as its external authorizer: `bootstrap`'s `jwt_authn` and `rbac`
+/// filters replaced by one `ext_authz` filter asking `meshguard ext-authz` at `authz`, over
+/// gRPC (`grpc_service`, an h2c cluster) or HTTP (`http_service` as istiod writes an
+/// `envoyExtAuthzHttp` provider with `pathPrefix: /check`, `includeRequestHeadersInCheck:
+/// [authorization, x-forwarded-proto]` and `headersToUpstreamOnAllow: [x-jwt-*]`). Used by the
+/// ext_authz tests and by `bench/run`'s `envoy-extauthz` row.
+pub fn delegate_to_ext_authz(bootstrap: &mut Value, authz: SocketAddr, grpc: bool) {
+    if let Some(filters) = bootstrap
+        .pointer_mut(
+            "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
+        )
+        .and_then(Value::as_array_mut)
+    {
+        filters.retain(|f| f["name"] != JWT_FILTER && f["name"] != RBAC_FILTER);
+        let mut config = json!({
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+            "transport_api_version": "V3",
+        });
+        if grpc {
+            config["grpc_service"] =
+                json!({"envoy_grpc": {"cluster_name": "meshguard-ext-authz"}, "timeout": "2s"});
+        } else {
+            config["http_service"] = json!({
+                "path_prefix": "/check",
+                "server_uri": {"uri": "http://meshguard-ext-authz", "cluster": "meshguard-ext-authz", "timeout": "2s"},
+                "authorization_response": {"allowed_upstream_headers": {"patterns": [{"prefix": "x-jwt-", "ignore_case": true}]}},
+            });
+            config["allowed_headers"] = json!({"patterns": [
+                {"exact": "authorization", "ignore_case": true},
+                {"exact": "x-forwarded-proto", "ignore_case": true},
+            ]});
+        }
+        filters.insert(
+            0,
+            json!({"name": "envoy.filters.http.ext_authz", "typed_config": config}),
+        );
+    }
+    let mut cluster = json!({
+        "name": "meshguard-ext-authz",
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": "meshguard-ext-authz", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": authz.ip().to_string(), "port_value": authz.port()}}}}]}]},
+    });
+    if grpc {
+        cluster["typed_extension_protocol_options"] = json!({
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        });
+    }
+    if let Some(clusters) = bootstrap
+        .pointer_mut("/static_resources/clusters")
+        .and_then(Value::as_array_mut)
+    {
+        clusters.push(cluster);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

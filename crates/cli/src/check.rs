@@ -13,10 +13,10 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use meshguard_engine::{
     Custom, EvalOptions, HttpRequest, Outcome, PathNormalization, evaluate_with,
 };
-use meshguard_model::{LoadOptions, PolicySet, Workload, load_paths, parse_labels, summarize};
+use meshguard_model::{LoadOptions, PolicySet, Workload, load_paths, summarize};
 use serde::Serialize;
 
-use crate::kubernetes::KubeArgs;
+use crate::kubernetes::SourceArgs;
 use crate::{CliError, OutputFormat};
 
 #[derive(Debug, Args)]
@@ -39,30 +39,8 @@ Examples:
 
 Exit status: 0 allowed, 2 denied (400/401/403), 1 error (bad flags or policies).")]
 pub struct CheckArgs {
-    /// Policy files or directories of Kubernetes YAML (repeatable). Or --kubernetes.
-    #[arg(
-        long,
-        short = 'p',
-        required_unless_present = "kubernetes",
-        num_args = 1..,
-        value_name = "PATH"
-    )]
-    pub policies: Vec<PathBuf>,
     #[command(flatten)]
-    pub kube: KubeArgs,
-    /// The workload's namespace; also the namespace of resources that do not set one
-    /// [default: default; with --kubernetes, $POD_NAMESPACE, else the kubeconfig's namespace].
-    #[arg(long, short = 'n', value_name = "NS")]
-    pub namespace: Option<String>,
-    /// The workload's labels, matched against `selector.matchLabels`.
-    #[arg(
-        long,
-        short = 'l',
-        default_value = "",
-        value_name = "k=v,k=v",
-        conflicts_with = "pod"
-    )]
-    pub labels: String,
+    pub source: SourceArgs,
     /// Istio's root namespace, whose policies apply to every workload.
     #[arg(long, default_value = meshguard_model::DEFAULT_ROOT_NAMESPACE, value_name = "NS")]
     pub root_namespace: String,
@@ -298,17 +276,18 @@ fn from_kubernetes(
     args: &CheckArgs,
     labels: std::collections::BTreeMap<String, String>,
 ) -> Result<(PolicySet, Workload, Vec<String>), CliError> {
-    let pod = crate::kubernetes::pod_name(&args.kube.pod)?;
+    let pod = crate::kubernetes::pod_name(&args.source.kube.pod)?;
     crate::proxy::runtime()?.block_on(async {
-        let connection = crate::kubernetes::connect(args.kube.kubeconfig.as_deref()).await?;
-        let namespace = crate::kubernetes::namespace(args.namespace.as_deref(), &connection);
+        let connection = crate::kubernetes::connect(args.source.kube.kubeconfig.as_deref()).await?;
+        let namespace = crate::kubernetes::namespace(args.source.namespace.as_deref(), &connection);
         let labels = match &pod {
             Some(name) => crate::kubernetes::pod_labels(&connection, &namespace, name).await?,
             None => labels,
         };
         let workload =
             Workload::new(namespace, labels).with_root_namespace(args.root_namespace.clone());
-        let (set, notes) = crate::kubernetes::read_once(&connection, &workload, &args.kube).await?;
+        let (set, notes) =
+            crate::kubernetes::read_once(&connection, &workload, &args.source.kube).await?;
         Ok((set, workload, notes))
     })
 }
@@ -332,22 +311,25 @@ pub fn run(args: CheckArgs) -> Result<i32, CliError> {
             .collect(),
         None => Vec::new(),
     };
-    args.kube.check()?;
-    let labels =
-        parse_labels(&args.labels).map_err(|e| CliError::Usage(format!("--labels: {e}")))?;
-    let (set, compiled, workload, source_notes) = if args.kube.kubernetes {
+    args.source.kube.check()?;
+    let labels = args.source.labels()?;
+    let (set, compiled, workload, source_notes) = if args.source.kube.kubernetes {
         let (set, workload, notes) = from_kubernetes(&args, labels)?;
         let compiled = meshguard_policy::compile(&set, &workload).map_err(CliError::Policies)?;
         (set, compiled, workload, notes)
     } else {
-        let namespace = args.namespace.clone().unwrap_or_else(|| "default".into());
+        let namespace = args
+            .source
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
         let workload = Workload::new(namespace.clone(), labels)
             .with_root_namespace(args.root_namespace.clone());
         let opts = LoadOptions {
             default_namespace: namespace,
         };
         let (set, compiled) =
-            meshguard_policy::compile_loaded(load_paths(&args.policies, &opts), &workload)
+            meshguard_policy::compile_loaded(load_paths(&args.source.policies, &opts), &workload)
                 .map_err(CliError::Policies)?;
         (set, compiled, workload, Vec::new())
     };

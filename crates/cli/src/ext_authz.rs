@@ -6,17 +6,15 @@
 //! tells each Check's workload). The server is `meshguard-extauthz`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 use meshguard_engine::PathNormalization;
-use meshguard_model::parse_labels;
 use meshguard_proxy::Limits;
 use meshguard_runtime::RuntimeConfig;
 
 use crate::CliError;
-use crate::kubernetes::{self, KubeArgs};
+use crate::kubernetes::{self, SourceArgs};
 use crate::proxy::{duration, listen_addr, proxy_runtime};
 
 #[derive(Debug, Args)]
@@ -49,30 +47,8 @@ Istio extensionProviders + CUSTOM policy and the Envoy configuration.
 Addresses: IP:PORT, HOST:PORT, :PORT (every interface) or PORT (127.0.0.1).
 Access log: one JSON line per Check on stdout; diagnostics on stderr.")]
 pub struct ExtAuthzArgs {
-    /// Policy files or directories of Kubernetes YAML (repeatable). Or --kubernetes.
-    #[arg(
-        long,
-        short = 'p',
-        required_unless_present = "kubernetes",
-        num_args = 1..,
-        value_name = "PATH"
-    )]
-    pub policies: Vec<PathBuf>,
     #[command(flatten)]
-    pub kube: KubeArgs,
-    /// The workload the policies are selected for: its namespace [default: default; with
-    /// --kubernetes, $POD_NAMESPACE, else the kubeconfig's namespace].
-    #[arg(long, short = 'n', value_name = "NS")]
-    pub namespace: Option<String>,
-    /// The workload's labels, matched against `selector.matchLabels`.
-    #[arg(
-        long,
-        short = 'l',
-        default_value = "",
-        value_name = "k=v,k=v",
-        conflicts_with = "pod"
-    )]
-    pub labels: String,
+    pub source: SourceArgs,
     /// Decide each Check for the workload it is addressed to: the Pod whose IP is the
     /// destination address (a Pod watch; needs --kubernetes), else the destination principal's
     /// namespace without labels. --namespace then names the namespace served (with
@@ -123,10 +99,9 @@ pub struct ExtAuthzArgs {
 
 /// Runs `meshguard ext-authz` until SIGTERM/SIGINT.
 pub fn run(args: ExtAuthzArgs) -> Result<i32, CliError> {
-    args.kube.check()?;
-    let labels =
-        parse_labels(&args.labels).map_err(|e| CliError::Usage(format!("--labels: {e}")))?;
-    if args.workload_from_request && !args.kube.kubernetes {
+    args.source.kube.check()?;
+    let labels = args.source.labels()?;
+    if args.workload_from_request && !args.source.kube.kubernetes {
         return Err(CliError::Usage(
             "--workload-from-request finds each Check's workload through a Pod watch: it needs \
              --kubernetes (policy files give one workload: --namespace and --labels)"
@@ -139,9 +114,9 @@ pub fn run(args: ExtAuthzArgs) -> Result<i32, CliError> {
             per_request_source(&args, root).await?
         } else {
             let (policies, workload, watched) = kubernetes::policy_source(
-                &args.kube,
-                &args.policies,
-                args.namespace.as_deref(),
+                &args.source.kube,
+                &args.source.policies,
+                args.source.namespace.as_deref(),
                 labels,
                 root,
             )
@@ -216,18 +191,18 @@ async fn per_request_source(
 > {
     use std::sync::Arc;
 
-    let connection = kubernetes::connect(args.kube.kubeconfig.as_deref()).await?;
-    let namespace = kubernetes::namespace(args.namespace.as_deref(), &connection);
+    let connection = kubernetes::connect(args.source.kube.kubeconfig.as_deref()).await?;
+    let namespace = kubernetes::namespace(args.source.namespace.as_deref(), &connection);
     let workload = meshguard_model::Workload::new(namespace.clone(), Default::default())
         .with_root_namespace(root.clone());
-    let scope: meshguard_kube::Scope = args.kube.scope().into();
+    let scope: meshguard_kube::Scope = args.source.kube.scope().into();
     let source = meshguard_kube::KubeSource::new(
         connection.client.clone(),
         connection.server.clone(),
         &workload,
         meshguard_kube::Options {
             scope,
-            revision: args.kube.revision.clone(),
+            revision: args.source.kube.revision.clone(),
             pods: true,
             ..meshguard_kube::Options::default()
         },

@@ -23,7 +23,45 @@ pub enum ScopeArg {
     Cluster,
 }
 
-/// The flags of the Kubernetes source, shared by `proxy` and `check`.
+/// Where the policies come from and the workload they are selected for: the flags `proxy`,
+/// `check` and `ext-authz` share.
+#[derive(Clone, Debug, Args)]
+pub struct SourceArgs {
+    /// Policy files or directories of Kubernetes YAML (repeatable). Or --kubernetes.
+    #[arg(
+        long,
+        short = 'p',
+        required_unless_present = "kubernetes",
+        num_args = 1..,
+        value_name = "PATH"
+    )]
+    pub policies: Vec<PathBuf>,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// The workload's namespace; also the namespace of resources that do not set one
+    /// [default: default; with --kubernetes, $POD_NAMESPACE, else the kubeconfig's namespace].
+    #[arg(long, short = 'n', value_name = "NS")]
+    pub namespace: Option<String>,
+    /// The workload's labels, matched against `selector.matchLabels`.
+    #[arg(
+        long,
+        short = 'l',
+        default_value = "",
+        value_name = "k=v,k=v",
+        conflicts_with = "pod"
+    )]
+    pub labels: String,
+}
+
+impl SourceArgs {
+    /// `--labels`, parsed.
+    pub fn labels(&self) -> Result<BTreeMap<String, String>, CliError> {
+        meshguard_model::parse_labels(&self.labels)
+            .map_err(|e| CliError::Usage(format!("--labels: {e}")))
+    }
+}
+
+/// The flags of the Kubernetes source (part of [`SourceArgs`]).
 #[derive(Clone, Debug, Args)]
 pub struct KubeArgs {
     /// Read the policies from the Kubernetes API server (RequestAuthentication,

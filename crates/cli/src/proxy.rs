@@ -14,12 +14,12 @@ use std::time::Duration;
 use clap::Args;
 use meshguard_engine::PathNormalization;
 use meshguard_model::MeshConfig;
-use meshguard_model::{Workload, parse_duration, parse_labels};
+use meshguard_model::{Workload, parse_duration};
 use meshguard_proxy::{Limits, ProxyConfig, UpstreamProtocol, UpstreamTls};
 use meshguard_runtime::PolicySource;
 
 use crate::CliError;
-use crate::kubernetes::{self, KubeArgs};
+use crate::kubernetes::{self, SourceArgs};
 
 #[derive(Debug, Args)]
 #[command(after_long_help = "\
@@ -65,30 +65,8 @@ everything again (docs/operations.md, Kubernetes source).
 Access log: one JSON line per request on stdout, written off the request path (lines stdout does
 not take in time are dropped and counted); diagnostics go to stderr (RUST_LOG=debug for more).")]
 pub struct ProxyArgs {
-    /// Policy files or directories of Kubernetes YAML (repeatable). Or --kubernetes.
-    #[arg(
-        long,
-        short = 'p',
-        required_unless_present = "kubernetes",
-        num_args = 1..,
-        value_name = "PATH"
-    )]
-    pub policies: Vec<PathBuf>,
     #[command(flatten)]
-    pub kube: KubeArgs,
-    /// The workload's namespace; also the namespace of resources that do not set one
-    /// [default: default; with --kubernetes, $POD_NAMESPACE, else the kubeconfig's namespace].
-    #[arg(long, short = 'n', value_name = "NS")]
-    pub namespace: Option<String>,
-    /// The workload's labels, matched against `selector.matchLabels`.
-    #[arg(
-        long,
-        short = 'l',
-        default_value = "",
-        value_name = "k=v,k=v",
-        conflicts_with = "pod"
-    )]
-    pub labels: String,
+    pub source: SourceArgs,
     /// The workload's labels from the downward API's labels file (`key="value"` lines, as
     /// kubelet writes `fieldRef: metadata.labels`), followed as they change.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["labels", "pod"])]
@@ -317,9 +295,7 @@ impl ProxyArgs {
     fn labels(&self) -> Result<BTreeMap<String, String>, CliError> {
         match &self.labels_file {
             Some(f) => kubernetes::labels_file(f),
-            None => {
-                parse_labels(&self.labels).map_err(|e| CliError::Usage(format!("--labels: {e}")))
-            }
+            None => self.source.labels(),
         }
     }
 
@@ -463,7 +439,7 @@ pub(crate) fn proxy_runtime(workers: Option<u16>) -> Result<tokio::runtime::Runt
 
 /// Runs `meshguard proxy` until SIGTERM/SIGINT; exit code 0 after a clean drain.
 pub fn run(args: ProxyArgs) -> Result<i32, CliError> {
-    args.kube.check()?;
+    args.source.kube.check()?;
     let workers = args.workers;
     let mesh = args.mesh()?;
     let providers = match &args.mesh_config {
@@ -475,9 +451,9 @@ pub fn run(args: ProxyArgs) -> Result<i32, CliError> {
     let labels_file = args.labels_file.clone();
     proxy_runtime(workers)?.block_on(async move {
         let (policies, workload, watch) = kubernetes::policy_source(
-            &args.kube,
-            &args.policies,
-            args.namespace.as_deref(),
+            &args.source.kube,
+            &args.source.policies,
+            args.source.namespace.as_deref(),
             labels,
             root,
         )

@@ -749,3 +749,43 @@ fn debug_log_explains_live_decisions() {
         "token in the debug log"
     );
 }
+
+/// `--labels-file` (the downward API's labels file) names the workload: the walkthrough's
+/// step 4 selects `app=httpbin`, so the file's labels decide whether it applies; a change to
+/// the file is followed.
+#[test]
+fn the_labels_file_names_the_workload_and_is_followed() {
+    let dir = tmp("labels-file");
+    let file = dir.join("labels");
+    std::fs::write(&file, "app=\"httpbin\"\nversion=\"v1\"\n").unwrap();
+    let p = start(&[
+        "--policies",
+        "examples/step4-require-claim",
+        "--namespace",
+        "foo",
+        "--labels-file",
+        file.to_str().unwrap(),
+    ]);
+    let url = format!("{}/headers", p.base);
+    assert_eq!(
+        curl(&[url.as_str()]).status,
+        403,
+        "app=httpbin: step 4 applies"
+    );
+    // Written as kubelet writes it: a new file renamed over the old one.
+    let next = dir.join("labels.new");
+    std::fs::write(&next, "app=\"other\"\n").unwrap();
+    std::fs::rename(&next, &file).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = curl(&[url.as_str()]).status;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {status} after the relabel"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

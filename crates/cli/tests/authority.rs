@@ -69,14 +69,6 @@ fn log_for(p: &Proxy, request_id: &str) -> serde_json::Value {
     p.log_where(|l| l["request_id"] == request_id)
 }
 
-fn metrics(p: &Proxy) -> String {
-    exchange(
-        p.admin_addr(),
-        "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
-    )
-    .body
-}
-
 /// A request with the allowed token, a request id to find its log line, and `extra` header
 /// lines (each ending in CRLF).
 fn request(method_and_target: &str, id: &str, extra: &str) -> String {
@@ -243,7 +235,7 @@ fn methods_outside_envoys_list_are_refused() {
 fn connect_is_evaluated_then_never_forwarded() {
     let up = Recorder::start();
     let p = start(POLICIES, &up, &[]);
-    let before = count_404(&metrics(&p));
+    let before = count_404(&p.metrics());
     // Allowed by the policies: Istio's inbound route has no CONNECT matcher, so Envoy answers
     // 404 with an empty body (`route_not_found`). It was forwarded as `CONNECT /`, the client
     // got nothing and the log said 200.
@@ -264,7 +256,7 @@ fn connect_is_evaluated_then_never_forwarded() {
     assert_eq!(line["response_code_details"], "route_not_found");
     assert_eq!(line["method"], "CONNECT");
     assert_eq!(line["authority"], target.as_str());
-    assert_eq!(count_404(&metrics(&p)), before + 1);
+    assert_eq!(count_404(&p.metrics()), before + 1);
 
     // A policy denial comes first: 403.
     let r = exchange(

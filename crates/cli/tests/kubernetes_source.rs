@@ -770,13 +770,6 @@ fn the_policy_flags_and_the_kubernetes_flags_do_not_mix() {
     );
 }
 
-fn metric(p: &Proxy, line_start: &str) -> Option<f64> {
-    let (_, text) = get(&format!("{}/metrics", p.admin), &[]);
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_start))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 #[test]
 fn the_last_good_policies_keep_serving_while_the_api_server_is_down() {
     let api = FakeApi::start(true);
@@ -792,12 +785,12 @@ fn the_last_good_policies_keep_serving_while_the_api_server_is_down() {
     until_status(&ready, &[], 200);
     assert_eq!(get(&url, &[]).0, 403);
     let synced = "meshguard_policy_source_synced{kind=\"AuthorizationPolicy\",namespace=\"foo\"}";
-    assert_eq!(metric(&p, synced), Some(1.0));
+    assert_eq!(p.metric(synced), Some(1.0));
 
     // The API server goes down (a restart, a network partition).
     let (addr, cluster) = api.stop();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while metric(&p, synced) != Some(0.0) {
+    while p.metric(synced) != Some(0.0) {
         assert!(
             Instant::now() < deadline,
             "the outage is not visible in the metrics"
@@ -814,7 +807,7 @@ fn the_last_good_policies_keep_serving_while_the_api_server_is_down() {
     assert_eq!(get(&ready, &[]).0, 200);
     let errors =
         "meshguard_policy_source_errors_total{kind=\"AuthorizationPolicy\",namespace=\"foo\"}";
-    assert!(metric(&p, errors) >= Some(1.0));
+    assert!(p.metric(errors) >= Some(1.0));
     let (_, dump) = get(&format!("{}/config_dump", p.admin), &[]);
     let dump: Value = serde_json::from_str(&dump).unwrap();
     let watch = dump["source"]["watches"]
@@ -836,7 +829,7 @@ fn the_last_good_policies_keep_serving_while_the_api_server_is_down() {
     }
     let _api = FakeApi::start_at(addr, cluster, true);
     let took = until_status_within(&url, &[], 200, Duration::from_secs(40));
-    assert_eq!(metric(&p, synced), Some(1.0));
+    assert_eq!(p.metric(synced), Some(1.0));
     eprintln!("reconnected and listed again {took:?} after the API server came back");
     let line = p.wait_stderr("AuthorizationPolicy foo/require-jwt resourceVersion");
     assert!(line.contains(": deleted; policies generation"), "{line}");

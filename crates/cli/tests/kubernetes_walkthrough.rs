@@ -132,14 +132,6 @@ fn ready(p: &Proxy) {
     );
 }
 
-/// The value of the metric line that starts with `line_start`.
-fn metric(p: &Proxy, line_start: &str) -> Option<f64> {
-    let (_, text) = get(p.admin_addr(), "/metrics", "");
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_start))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 fn config_dump(p: &Proxy) -> Value {
     serde_json::from_str(&get(p.admin_addr(), "/config_dump", "").1).unwrap()
 }
@@ -265,9 +257,7 @@ fn the_walkthrough_with_kubectl_as_the_workloads_service_account() {
     assert_eq!(get(addr, "/headers", &demo).0, 403);
     assert_eq!(get(addr, "/headers", "").0, 403);
     assert_eq!(
-        metric(
-            &p,
-            "meshguard_policy_source_invalid_objects{kind=\"AuthorizationPolicy\",namespace=\"foo\"}"
+        p.metric("meshguard_policy_source_invalid_objects{kind=\"AuthorizationPolicy\",namespace=\"foo\"}"
         ),
         Some(2.0)
     );
@@ -500,10 +490,10 @@ fn an_api_server_restart_while_traffic_flows_never_serves_an_empty_set() {
         })
     };
     let synced = "meshguard_policy_source_synced{kind=\"AuthorizationPolicy\",namespace=\"foo\"}";
-    assert_eq!(metric(&p, synced), Some(1.0));
+    assert_eq!(p.metric(synced), Some(1.0));
     k8s.stop_apiserver();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while metric(&p, synced) != Some(0.0) {
+    while p.metric(synced) != Some(0.0) {
         assert!(
             Instant::now() < deadline,
             "the outage is not in the metrics"
@@ -524,7 +514,7 @@ fn an_api_server_restart_while_traffic_flows_never_serves_an_empty_set() {
     let down = Instant::now();
     k8s.restart_apiserver();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while metric(&p, synced) != Some(1.0) {
+    while p.metric(synced) != Some(1.0) {
         assert!(Instant::now() < deadline, "the watches did not resume");
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -53,15 +53,6 @@ fn body(response: &str) -> &str {
     response.split_once("\r\n\r\n").map_or("", |(_, b)| b)
 }
 
-/// The value of the sample `line_prefix` (a metric name with its labels) on `/metrics`.
-fn metric(proxy: &Proxy, line_prefix: &str) -> Option<f64> {
-    let page = get(proxy.admin_socket(), "/metrics", "");
-    body(&page)
-        .lines()
-        .find_map(|l| l.strip_prefix(line_prefix)?.strip_prefix(' '))
-        .map(|v| v.trim().parse().unwrap())
-}
-
 /// Asserts that the server closes `tcp` without sending anything, about `after` (within
 /// 500 ms) from `since`.
 fn assert_closed_silently(tcp: &mut TcpStream, since: Instant, after: Duration) {
@@ -325,7 +316,7 @@ fn http2_rapid_reset_after_accept_closes_the_connection() {
         .unwrap();
     assert!((250..=270).contains(&n), "closed after {n} streams");
     assert_eq!(
-        metric(&proxy, "meshguard_downstream_premature_reset_closes_total"),
+        proxy.metric("meshguard_downstream_premature_reset_closes_total"),
         Some(1.0)
     );
     // Other clients are served as before.
@@ -367,7 +358,7 @@ fn an_access_log_nobody_reads_never_stalls_requests() {
     }
     let took = started.elapsed();
     assert!(took < Duration::from_secs(30), "{took:?}");
-    let dropped = metric(&proxy, "meshguard_access_log_dropped_total").unwrap();
+    let dropped = proxy.metric("meshguard_access_log_dropped_total").unwrap();
     assert!(dropped > 0.0, "dropped {dropped}");
     assert!(dropped < 3000.0, "dropped {dropped}");
 }
@@ -552,8 +543,8 @@ fn requests_the_http_parser_refuses_are_counted_as_downstream_protocol_errors() 
     let proxy = start(&dir, &["--max-header-bytes", "8192"]);
     let too_large = r#"meshguard_downstream_protocol_errors_total{reason="too_large"}"#;
     let malformed = r#"meshguard_downstream_protocol_errors_total{reason="malformed"}"#;
-    assert_eq!(metric(&proxy, too_large), Some(0.0));
-    assert_eq!(metric(&proxy, malformed), Some(0.0));
+    assert_eq!(proxy.metric(too_large), Some(0.0));
+    assert_eq!(proxy.metric(malformed), Some(0.0));
 
     // Answered by hyper before meshguard's handler: no access-log line, not in
     // meshguard_requests_total.
@@ -570,14 +561,14 @@ fn requests_the_http_parser_refuses_are_counted_as_downstream_protocol_errors() 
         &format!("GET / HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\n\r\n"),
     );
     assert!(r.starts_with("HTTP/1.1 431 "), "{r}");
-    assert_eq!(metric(&proxy, malformed), Some(2.0));
-    assert_eq!(metric(&proxy, too_large), Some(1.0));
+    assert_eq!(proxy.metric(malformed), Some(2.0));
+    assert_eq!(proxy.metric(too_large), Some(1.0));
     assert_eq!(
-        metric(&proxy, r#"meshguard_requests_total{code="400"}"#),
+        proxy.metric(r#"meshguard_requests_total{code="400"}"#),
         None
     );
     assert_eq!(
-        metric(&proxy, r#"meshguard_requests_total{code="431"}"#),
+        proxy.metric(r#"meshguard_requests_total{code="431"}"#),
         None
     );
 
@@ -589,11 +580,11 @@ fn requests_the_http_parser_refuses_are_counted_as_downstream_protocol_errors() 
         &format!("x-big: {}\r\n", "a".repeat(2000)),
     );
     assert!(r.starts_with("HTTP/1.1 431 "), "{r}");
-    assert_eq!(metric(&small, too_large), Some(1.0));
+    assert_eq!(small.metric(too_large), Some(1.0));
 
     // A request that parses is not one.
     assert!(get(proxy.socket(), "/get", "").starts_with("HTTP/1.1 200 "));
-    assert_eq!(metric(&proxy, malformed), Some(2.0));
-    assert_eq!(metric(&proxy, too_large), Some(1.0));
+    assert_eq!(proxy.metric(malformed), Some(2.0));
+    assert_eq!(proxy.metric(too_large), Some(1.0));
     drop(proxy);
 }

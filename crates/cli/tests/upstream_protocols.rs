@@ -444,13 +444,8 @@ fn grpc_call(python: &str, proxy: &Proxy, case: &str, token: Option<&str>) -> se
 }
 
 /// A metric's value on the admin listener's /metrics (0 when absent).
-fn metric(proxy: &Proxy, line_prefix: &str) -> f64 {
-    let r = curl(&[&format!("{}/metrics", proxy.admin)]);
-    r.body
-        .lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .map_or(0.0, |v| v.parse().unwrap())
+fn metric(proxy: &Proxy, series: &str) -> f64 {
+    proxy.metric(series).unwrap_or(0.0)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -170,14 +170,7 @@ fn client(python: &str, args: &[&str]) -> Vec<Value> {
 
 /// A sample's value on `/stats/prometheus` (0 when absent).
 fn metric(p: &Proxy, name: &str) -> f64 {
-    let page = exchange(
-        p.admin_addr(),
-        "GET /stats/prometheus HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
-    );
-    page.body
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
+    p.metric(name).unwrap_or(0.0)
 }
 
 /// Waits (10 s at most) until the sample `name` reads `want`.

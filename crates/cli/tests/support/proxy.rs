@@ -168,6 +168,24 @@ impl Proxy {
         self.admin_addr().parse().unwrap()
     }
 
+    /// The admin `/metrics` page (Prometheus text).
+    pub fn metrics(&self) -> String {
+        super::http::exchange(
+            self.admin_addr(),
+            "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+        )
+        .body
+    }
+
+    /// The value of one series of `/metrics`, named as the page writes it (`name` or
+    /// `name{label="value",...}`); `None` when the page has no such series.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .map(|v| v.trim().parse().expect("a sample value"))
+    }
+
     /// Sends the proxy the signal `sig` (`"HUP"`, `"TERM"`, ...) with `kill`; panics when
     /// `kill` fails.
     pub fn signal(&self, sig: &str) {

@@ -5,7 +5,8 @@
 //! The authorizer is a real one on loopback: `support/ext_authz_server.py` (grpcio and the
 //! Envoy stubs of PyPI `xds-protos`, and Python's HTTP server), which records every question.
 //! The last tests send the same request through Envoy 1.40, configured as istiod configures a
-//! sidecar for a CUSTOM policy, to the same recording authorizer, and compare the questions.
+//! sidecar for a CUSTOM policy, to the same recording authorizer, and compare the questions,
+//! over plaintext and over Istio mutual TLS (istiod's STRICT inbound chain).
 //!
 //! Needs a Python that can import `grpc` and `envoy.service.auth.v3` (`MESHGUARD_PYTHON`;
 //! `MESHGUARD_REQUIRE_PYTHON=1` makes its absence a failure) and, for the comparison, `envoy`
@@ -15,6 +16,7 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -133,6 +135,11 @@ spec:
 /// `meshguard proxy` for namespace foo, app=httpbin, with the policy files of `dir`, the
 /// mesh config `mesh` and the upstream `upstream`; its access log collected.
 fn proxy(dir: &std::path::Path, mesh: &str, upstream: &str) -> Proxy {
+    proxy_with(dir, mesh, upstream, &[])
+}
+
+/// [`proxy`] with `extra` arguments.
+fn proxy_with(dir: &std::path::Path, mesh: &str, upstream: &str, extra: &[&str]) -> Proxy {
     std::fs::write(dir.join("mesh.yaml"), mesh).unwrap();
     spawn(
         proxy_command()
@@ -141,7 +148,8 @@ fn proxy(dir: &std::path::Path, mesh: &str, upstream: &str) -> Proxy {
             .arg("--mesh-config")
             .arg(dir.join("mesh.yaml"))
             .args(["--namespace", "foo", "--labels", "app=httpbin"])
-            .args(["--upstream", &format!("http://{upstream}")]),
+            .args(["--upstream", &format!("http://{upstream}")])
+            .args(extra),
         Stdout::Collect,
     )
 }
@@ -594,6 +602,7 @@ fn istio_bootstrap(
         ext_authz["allowed_headers"] = json!({"patterns": [
             {"exact": "x-ext-authz", "ignore_case": true},
             {"prefix": "x-b3-", "ignore_case": true},
+            {"exact": "x-forwarded-client-cert", "ignore_case": true},
         ]});
     }
     filters.insert(
@@ -619,6 +628,120 @@ fn istio_bootstrap(
         .unwrap()
         .push(c);
     b
+}
+
+/// istiod's STRICT inbound chain on the bootstrap's one listener: `tls_inspector`, the chain
+/// matched on `transport_protocol: tls`, with the workload certificate of `tls`
+/// (`cert-chain.pem`, `key.pem`), a client certificate required, of `root-cert.pem`, with a
+/// SPIFFE ID of the trust domain (the connection manager already appends
+/// `x-forwarded-client-cert`, `APPEND_FORWARD`).
+fn strict_mtls(b: &mut Value, tls: &Path) {
+    let listener = b.pointer_mut("/static_resources/listeners/0").unwrap();
+    listener["listener_filters"] = json!([{
+        "name": "envoy.filters.listener.tls_inspector",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"},
+    }]);
+    let chain = &mut listener["filter_chains"][0];
+    chain["filter_chain_match"] = json!({"transport_protocol": "tls"});
+    chain["transport_socket"] = json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "require_client_certificate": true,
+            "common_tls_context": {
+                "alpn_protocols": ["h2", "http/1.1"],
+                "tls_params": {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3",
+                    "cipher_suites": ["ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "AES256-GCM-SHA384", "AES128-GCM-SHA256"]},
+                "tls_certificates": [{
+                    "certificate_chain": {"filename": tls.join("cert-chain.pem")},
+                    "private_key": {"filename": tls.join("key.pem")},
+                }],
+                "validation_context": {
+                    "trusted_ca": {"filename": tls.join("root-cert.pem")},
+                    "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"prefix": "spiffe://cluster.local/"}}],
+                },
+            },
+        },
+    });
+}
+
+/// The server name an Istio client sidecar sends for `httpbin.foo:8000`.
+const ISTIO_SNI: &str = "outbound_.8000_._.httpbin.foo.svc.cluster.local";
+
+/// A mesh CA in `dir/ca` and, from `meshguard cert issue`, the workload's certificate
+/// (`dir/httpbin`: foo/httpbin) and a client's (`dir/sleep`: bar/sleep).
+fn mtls_certs(dir: &Path) {
+    let cert = |args: &[&str]| {
+        let out = support::proxy::meshguard()
+            .arg("cert")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "meshguard cert {args:?}: {out:?}");
+    };
+    let at = |name: &str| dir.join(name).display().to_string();
+    cert(&["ca", "--out", &at("ca")]);
+    for (ns, sa) in [("foo", "httpbin"), ("bar", "sleep")] {
+        cert(&[
+            "issue",
+            "--ca",
+            &at("ca"),
+            "--namespace",
+            ns,
+            "--service-account",
+            sa,
+            "--out",
+            &at(sa),
+        ]);
+    }
+}
+
+/// An Istio client sidecar's TLS: `sleep`'s certificate, Istio's ALPN (any server
+/// certificate is accepted: what is compared is what the server makes of the client).
+fn mtls_client(certs: &Path) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject as _;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let dir = certs.join("sleep");
+    let chain = rustls::pki_types::CertificateDer::pem_file_iter(dir.join("cert-chain.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join("key.pem")).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(support::certs::AnyServer(provider)))
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = ["istio-http/1.1", "istio", "http/1.1"]
+        .iter()
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
+    Arc::new(config)
+}
+
+/// [`exchange`] over TLS with `config` and [`ISTIO_SNI`]: the raw request, then the response
+/// read until the server closes the connection (the compared requests say `connection:
+/// close`).
+fn tls_exchange(addr: &str, config: &Arc<rustls::ClientConfig>, raw: &str) -> Response {
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let conn =
+        rustls::ClientConnection::new(config.clone(), ISTIO_SNI.try_into().unwrap()).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    // A close without close_notify is an error after the bytes read, which are kept.
+    let _ = s.read_to_end(&mut out);
+    if out.is_empty() {
+        return Response {
+            status: 0,
+            headers: Vec::new(),
+            body: String::new(),
+        };
+    }
+    support::http::parse(&out)
 }
 
 /// A recorded `CheckRequest` with what must differ between two proxies replaced: the time
@@ -653,6 +776,10 @@ struct Options {
     /// HTTP: `headersToDownstreamOnAllow: [x-resp-added]`.
     downstream_on_allow: bool,
     status_on_error: Option<u16>,
+    /// Over Istio mutual TLS ([`mtls_certs`]): meshguard with `--tls-dir` and a STRICT
+    /// PeerAuthentication, Envoy with istiod's STRICT inbound chain ([`strict_mtls`]); the
+    /// client presents `sleep`'s certificate ([`mtls_client`]).
+    mtls: bool,
 }
 
 /// The mesh config of the compared provider, as the bootstrap of [`istio_bootstrap`] says.
@@ -681,7 +808,7 @@ fn compared_mesh(provider: &str, grpc: bool, port: u16, options: Options) -> Str
     service: 127.0.0.1
     port: {port}
     pathPrefix: /check
-    includeRequestHeadersInCheck: [x-ext-authz, \"x-b3-*\"]
+    includeRequestHeadersInCheck: [x-ext-authz, \"x-b3-*\", x-forwarded-client-cert]
     includeAdditionalHeadersInCheck: {{x-ext-authz-additional-header-override: added}}
     headersToUpstreamOnAllow: [x-user]
     headersToDownstreamOnDeny: [x-ext-authz-check-result]
@@ -722,8 +849,14 @@ fn compare(
     let (envoy_upstream, ours_upstream) = (BodyRecorder::start(), BodyRecorder::start());
     let port = if grpc { authz.grpc } else { authz.http };
     let authz_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let dir = scratch(test);
+    std::fs::create_dir_all(dir.join("policies")).unwrap();
+    let certs = dir.join("certs");
+    if options.mtls {
+        mtls_certs(&certs);
+    }
     let envoy_listen = free_port("127.0.0.1");
-    let bootstrap = istio_bootstrap(
+    let mut bootstrap = istio_bootstrap(
         &policy,
         provider,
         grpc,
@@ -732,17 +865,34 @@ fn compare(
         envoy_upstream.addr.parse().unwrap(),
         authz_addr,
     );
+    if options.mtls {
+        strict_mtls(&mut bootstrap, &certs.join("httpbin"));
+    }
     let envoy_dir = TempDir::new().unwrap();
     let envoy = Envoy::start(&binary, &bootstrap, &envoy_dir, envoy_listen).unwrap();
 
-    let dir = scratch(test);
-    std::fs::create_dir_all(dir.join("policies")).unwrap();
     std::fs::write(dir.join("policies/custom.yaml"), &policy).unwrap();
-    let p = proxy(
+    let tls_dir = certs.join("httpbin").display().to_string();
+    let mut extra: Vec<&str> = Vec::new();
+    if options.mtls {
+        std::fs::write(
+            dir.join("policies/strict.yaml"),
+            "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: foo}\nspec: {mtls: {mode: STRICT}}\n",
+        )
+        .unwrap();
+        extra.extend(["--tls-dir", &tls_dir]);
+    }
+    let p = proxy_with(
         &dir,
         &compared_mesh(provider, grpc, port, options),
         &ours_upstream.addr,
+        &extra,
     );
+    let client = options.mtls.then(|| mtls_client(&certs));
+    let send = |addr: &str, raw: &str| match &client {
+        Some(config) => tls_exchange(addr, config, raw),
+        None => exchange(addr, raw),
+    };
     let mut out = Vec::new();
     let mut asked = 0;
     // The question about the request just answered, if it was asked (the authorizer records
@@ -758,10 +908,10 @@ fn compare(
     };
     for (raw, was_asked) in requests {
         let envoy_seen = envoy_upstream.count();
-        let envoy_r = exchange(&envoy_listen.to_string(), raw);
+        let envoy_r = send(&envoy_listen.to_string(), raw);
         let envoy_q = question(*was_asked, "Envoy");
         let ours_seen = ours_upstream.count();
-        let ours_r = exchange(p.base.trim_start_matches("http://"), raw);
+        let ours_r = send(p.socket().to_string().as_str(), raw);
         let ours_q = question(*was_asked, "meshguard");
         out.push(Both {
             envoy_q,
@@ -982,6 +1132,104 @@ fn http_check_request_is_the_one_envoy_sends() {
             "meshguard's check request (left) and Envoy's (right)"
         );
         assert_eq!(seen(&b.ours_r), seen(&b.envoy_r), "the client's answer");
+    }
+}
+
+/// Over Istio mutual TLS, gRPC and HTTP: the question is Envoy's, field by field (gRPC:
+/// `source.principal` the client's SPIFFE ID, `destination.principal` the serving
+/// certificate's, neither `source.certificate` nor `tls_session`, as istiod sets neither
+/// `include_peer_certificate` nor `include_tls_session`; `scheme` and `x-forwarded-proto`
+/// `https`; the header map's `x-forwarded-client-cert`, a client's own value kept before the
+/// proxy's, `APPEND_FORWARD`), and the client's answer and the upstream's request line are
+/// Envoy's.
+#[test]
+fn check_request_over_mutual_tls_is_the_one_envoy_sends() {
+    let mut requests: Vec<String> = COMPARED.iter().map(|r| r.to_string()).collect();
+    requests.push(
+        "GET /headers HTTP/1.1\r\nhost: httpbin.foo:8000\r\nx-ext-authz: allow\r\nx-forwarded-client-cert: By=spiffe://evil;URI=spiffe://cluster.local/ns/foo/sa/admin\r\nx-forwarded-proto: http\r\nconnection: close\r\n\r\n"
+            .to_string(),
+    );
+    for grpc in [true, false] {
+        let asked: Vec<(&str, bool)> = requests.iter().map(|r| (r.as_str(), true)).collect();
+        let Some(mut all) = compare(
+            "check_request_over_mutual_tls_is_the_one_envoy_sends",
+            grpc,
+            Options {
+                mtls: true,
+                ..Options::default()
+            },
+            &asked,
+        ) else {
+            return;
+        };
+        if grpc {
+            // The one deliberate difference (docs/differences.md, Authorization): Envoy keeps
+            // the client's `x-forwarded-proto: http` and derives `:scheme` from it; meshguard
+            // says how the client connected.
+            let http = all[3]
+                .envoy_q
+                .as_mut()
+                .unwrap()
+                .pointer_mut("/check/attributes/request/http")
+                .unwrap();
+            for field in ["/scheme", "/headers/:scheme", "/headers/x-forwarded-proto"] {
+                let v = http.pointer_mut(field).unwrap();
+                assert_eq!(*v, "http", "Envoy's {field}");
+                *v = json!("https");
+            }
+        }
+        assert_same(grpc, &all, &requests);
+        assert_eq!(all[0].ours_r.status, 200, "{:?}", all[0].ours_r);
+        if !grpc {
+            // `includeRequestHeadersInCheck` names it: the proxy's value, after the client's.
+            let q = all[3].ours_q.as_ref().unwrap();
+            let xfcc: Vec<&str> = q["headers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|h| h[0] == "x-forwarded-client-cert")
+                .map(|h| h[1].as_str().unwrap())
+                .collect();
+            assert_eq!(xfcc.len(), 1, "{q}");
+            assert!(
+                xfcc[0].starts_with("By=spiffe://evil;URI=spiffe://cluster.local/ns/foo/sa/admin,By=spiffe://cluster.local/ns/foo/sa/httpbin;"),
+                "{q}"
+            );
+            continue;
+        }
+        for b in &all {
+            let a = &b.ours_q.as_ref().unwrap()["check"]["attributes"];
+            assert_eq!(
+                a["source"]["principal"],
+                "spiffe://cluster.local/ns/bar/sa/sleep"
+            );
+            assert_eq!(
+                a["destination"]["principal"],
+                "spiffe://cluster.local/ns/foo/sa/httpbin"
+            );
+            assert!(a["source"].get("certificate").is_none(), "{a}");
+            assert!(a.get("tlsSession").is_none(), "{a}");
+            let http = &a["request"]["http"];
+            assert_eq!(http["scheme"], "https");
+            assert_eq!(http["headers"]["x-forwarded-proto"], "https");
+        }
+        let xfcc = |i: usize| {
+            all[i].ours_q.as_ref().unwrap()["check"]["attributes"]["request"]["http"]["headers"]
+                ["x-forwarded-client-cert"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let own = xfcc(0);
+        assert!(
+            own.starts_with("By=spiffe://cluster.local/ns/foo/sa/httpbin;Hash=")
+                && own.ends_with(";Subject=\"\";URI=spiffe://cluster.local/ns/bar/sa/sleep"),
+            "{own}"
+        );
+        assert_eq!(
+            xfcc(3),
+            format!("By=spiffe://evil;URI=spiffe://cluster.local/ns/foo/sa/admin,{own}")
+        );
     }
 }
 

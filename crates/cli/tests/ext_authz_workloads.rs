@@ -606,6 +606,51 @@ fn the_deploy_manifest_serves_one_namespace_with_its_roles() {
     assert!(s.stderr_has("a workload per Check, in namespace foo"));
 }
 
+/// The cluster variant's ClusterRole is enough to serve every namespace.
+#[test]
+fn the_cluster_deploy_manifest_serves_every_namespace_with_its_cluster_role() {
+    let Some(k8s) = ApiServer::start("ext_authz_workloads_cluster_rbac") else {
+        return;
+    };
+    cluster(&k8s);
+    namespaces(&k8s, &["meshguard-system"]);
+    let out = ok(k8s.kubectl(&[
+        "apply",
+        "-f",
+        &path("deploy/kubernetes/ext-authz-cluster.yaml"),
+    ]));
+    // As docs/ext-authz.md shows it.
+    assert_eq!(
+        out,
+        "serviceaccount/meshguard-ext-authz created\n\
+         service/meshguard-ext-authz created\n\
+         deployment.apps/meshguard-ext-authz created\n\
+         clusterrole.rbac.authorization.k8s.io/meshguard-ext-authz created\n\
+         clusterrolebinding.rbac.authorization.k8s.io/meshguard-ext-authz created\n"
+    );
+    let sa = k8s.service_account_kubeconfig("meshguard-system", "meshguard-ext-authz");
+    let s = Server::start(&sa, &["--kubernetes-scope", "cluster"]);
+    s.ready();
+    let g = s.grpc;
+    assert_eq!(check(g, &Check::get("10.1.0.1", "httpbin")).0, 403);
+    assert_eq!(check(g, &Check::get("10.1.0.2", "sleep")).0, 200);
+    // bar's Pod and bar's policy, read with the ClusterRole.
+    assert_eq!(check(g, &Check::get("10.2.0.1", "web-get")).0, 200);
+    let post = Check {
+        method: "POST",
+        ..Check::get("10.2.0.1", "web-post")
+    };
+    let (status, body) = check(g, &post);
+    assert_eq!((status, body.as_str()), (403, "RBAC: access denied"));
+    assert_eq!(
+        s.log_of("web-post")["workload"]["pod"],
+        "bar/web-1",
+        "{}",
+        s.log_of("web-post")
+    );
+    assert!(s.stderr_has("a workload per Check, in every namespace"));
+}
+
 #[test]
 fn the_workload_from_request_needs_kubernetes_and_the_grpc_variant() {
     let out = meshguard()

@@ -204,6 +204,29 @@ impl Server {
         }
     }
 
+    fn config_dump(&self) -> Value {
+        let r = exchange(
+            &self.admin,
+            "GET /config_dump HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        serde_json::from_str(&r.body).unwrap()
+    }
+
+    /// Waits (10 s at most) for a stderr line containing `needle`.
+    #[track_caller]
+    fn wait_stderr(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.stderr_has(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in\n{}",
+                self.stderr.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn stderr_has(&self, needle: &str) -> bool {
         self.stderr
             .lock()
@@ -447,6 +470,53 @@ fn each_check_is_decided_for_the_pod_its_destination_is_or_the_principals_namesp
         "the IP is Pod foo/sleep-1, but the destination principal is of namespace bar"
     );
 
+    // /config_dump lists the workloads met, how, their Pods and what applies to them.
+    let dump = s.config_dump();
+    let generation = dump["generation"].clone();
+    let w = &dump["workloads"];
+    assert_eq!(
+        (&w["size"], &w["capacity"]),
+        (&5.into(), &1024.into()),
+        "{w:#}"
+    );
+    let httpbin = cached(&dump, "foo", serde_json::json!({"app": "httpbin"}));
+    assert_eq!(
+        (&httpbin["found"], &httpbin["pods"], &httpbin["generation"]),
+        (
+            &serde_json::json!(["pod-ip"]),
+            &serde_json::json!(["foo/httpbin-1"]),
+            &generation
+        ),
+        "{httpbin:#}"
+    );
+    assert_eq!(
+        httpbin["applied"],
+        serde_json::json!([
+            "RequestAuthentication foo/jwt-example",
+            "AuthorizationPolicy foo/require-jwt"
+        ]),
+        "{httpbin:#}"
+    );
+    let sleep = cached(&dump, "foo", serde_json::json!({"app": "sleep"}));
+    assert_eq!(sleep["applied"], serde_json::json!([]), "{sleep:#}");
+    let bar = cached(&dump, "bar", serde_json::json!({}));
+    assert_eq!(
+        (&bar["found"], &bar["pods"], &bar["applied"]),
+        (
+            &serde_json::json!(["principal-namespace"]),
+            &serde_json::json!([]),
+            &serde_json::json!(["AuthorizationPolicy bar/get-only"])
+        ),
+        "{bar:#}"
+    );
+    assert_eq!(
+        cached(&dump, "bar", serde_json::json!({"app": "web"}))["pods"],
+        serde_json::json!(["bar/web-1"])
+    );
+    // The first complete list's line says how many Pods were listed.
+    s.wait_stderr("from the Kubernetes API server");
+    s.wait_stderr("; Pods listed with an IP of their own: 3; each Check is decided");
+
     // sleep's Pod relabelled app=httpbin: step 4 now selects it.
     ok(k8s.kubectl(&[
         "label",
@@ -468,6 +538,14 @@ fn each_check_is_decided_for_the_pod_its_destination_is_or_the_principals_namesp
         serde_json::json!({"app": "httpbin"})
     );
 
+    // /config_dump: sleep-1 under its new labels, with httpbin-1.
+    let dump = s.config_dump();
+    assert_eq!(
+        cached(&dump, "foo", serde_json::json!({"app": "httpbin"}))["pods"],
+        serde_json::json!(["foo/httpbin-1", "foo/sleep-1"]),
+        "{dump:#}"
+    );
+
     // The policy changes: group3 is required now, which the groups token lacks.
     let step4 = std::fs::read_to_string(
         root().join("examples/step4-require-claim/authorization-policy.yaml"),
@@ -481,6 +559,18 @@ fn each_check_is_decided_for_the_pod_its_destination_is_or_the_principals_namesp
     pod(&k8s, "bar", "web-2", "app: web", "10.2.0.2");
     until(g, &post("10.2.0.2", "", "web-2-post"), 403);
     assert_eq!(check(g, &Check::get("10.2.0.2", "web-2-get")).0, 200);
+}
+
+/// The cached workload of `/config_dump` with `namespace` and `labels`.
+#[track_caller]
+fn cached(dump: &Value, namespace: &str, labels: Value) -> Value {
+    dump["workloads"]["cached"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["namespace"] == namespace && w["labels"] == labels)
+        .unwrap_or_else(|| panic!("no {namespace} {labels} in {:#}", dump["workloads"]))
+        .clone()
 }
 
 /// The deploy manifest's RBAC serves namespace foo: its Pods and policies, and nothing of bar.
@@ -514,6 +604,51 @@ fn the_deploy_manifest_serves_one_namespace_with_its_roles() {
     );
     // The starting lines say what is served.
     assert!(s.stderr_has("a workload per Check, in namespace foo"));
+}
+
+/// The cluster variant's ClusterRole is enough to serve every namespace.
+#[test]
+fn the_cluster_deploy_manifest_serves_every_namespace_with_its_cluster_role() {
+    let Some(k8s) = ApiServer::start("ext_authz_workloads_cluster_rbac") else {
+        return;
+    };
+    cluster(&k8s);
+    namespaces(&k8s, &["meshguard-system"]);
+    let out = ok(k8s.kubectl(&[
+        "apply",
+        "-f",
+        &path("deploy/kubernetes/ext-authz-cluster.yaml"),
+    ]));
+    // As docs/ext-authz.md shows it.
+    assert_eq!(
+        out,
+        "serviceaccount/meshguard-ext-authz created\n\
+         service/meshguard-ext-authz created\n\
+         deployment.apps/meshguard-ext-authz created\n\
+         clusterrole.rbac.authorization.k8s.io/meshguard-ext-authz created\n\
+         clusterrolebinding.rbac.authorization.k8s.io/meshguard-ext-authz created\n"
+    );
+    let sa = k8s.service_account_kubeconfig("meshguard-system", "meshguard-ext-authz");
+    let s = Server::start(&sa, &["--kubernetes-scope", "cluster"]);
+    s.ready();
+    let g = s.grpc;
+    assert_eq!(check(g, &Check::get("10.1.0.1", "httpbin")).0, 403);
+    assert_eq!(check(g, &Check::get("10.1.0.2", "sleep")).0, 200);
+    // bar's Pod and bar's policy, read with the ClusterRole.
+    assert_eq!(check(g, &Check::get("10.2.0.1", "web-get")).0, 200);
+    let post = Check {
+        method: "POST",
+        ..Check::get("10.2.0.1", "web-post")
+    };
+    let (status, body) = check(g, &post);
+    assert_eq!((status, body.as_str()), (403, "RBAC: access denied"));
+    assert_eq!(
+        s.log_of("web-post")["workload"]["pod"],
+        "bar/web-1",
+        "{}",
+        s.log_of("web-post")
+    );
+    assert!(s.stderr_has("a workload per Check, in every namespace"));
 }
 
 #[test]

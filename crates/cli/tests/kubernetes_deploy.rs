@@ -4,7 +4,9 @@
 //! reject what Istio's schema rejects; every manifest of `deploy/kubernetes/` is accepted by the
 //! server; and the RBAC there gives the workload's ServiceAccount exactly the reads meshguard
 //! needs: its namespace and the root namespace with the namespace Roles, every namespace with
-//! the ClusterRole, the pods of its namespace with the pods Role, and nothing more.
+//! the ClusterRole, the pods of its namespace with the pods Role, pods and policies of every
+//! namespace to `meshguard ext-authz` with ext-authz-cluster.yaml's ClusterRole, and nothing
+//! more.
 //!
 //! Each test starts its own API server (a few seconds); without one (tests/k8s/build.sh not run)
 //! they pass after a `SKIPPED` line, and fail under `MESHGUARD_REQUIRE_K8S=1`.
@@ -109,7 +111,18 @@ spec: {{mtls: {{mode: STRICT}}}}
 
 /// `kubectl auth can-i VERB RESOURCE [-n NS | -A] --as SA`: the answer line and the exit code.
 fn can_i(k8s: &ApiServer, verb: &str, resource: &str, namespace: Option<&str>) -> (String, i32) {
-    let mut args = vec!["auth", "can-i", verb, resource, "--as", SA];
+    can_i_as(k8s, SA, verb, resource, namespace)
+}
+
+/// [`can_i`] as the user `user`.
+fn can_i_as(
+    k8s: &ApiServer,
+    user: &str,
+    verb: &str,
+    resource: &str,
+    namespace: Option<&str>,
+) -> (String, i32) {
+    let mut args = vec!["auth", "can-i", verb, resource, "--as", user];
     match namespace {
         Some(ns) => args.extend(["-n", ns]),
         None => args.push("--all-namespaces"),
@@ -360,6 +373,7 @@ fn every_deploy_manifest_passes_a_server_side_dry_run() {
     assert_eq!(
         names,
         [
+            "ext-authz-cluster.yaml",
             "ext-authz.yaml",
             "httpbin.yaml",
             "rbac-cluster.yaml",
@@ -584,4 +598,42 @@ fn the_cluster_role_lets_the_workload_read_policies_in_every_namespace() {
     // Policies only: not pods, not secrets.
     assert_eq!(can_i(&k8s, "get", "pods", Some("foo")), ("no".into(), 1));
     assert_eq!(can_i(&k8s, "list", "secrets", None), ("no".into(), 1));
+}
+
+#[test]
+fn the_ext_authz_cluster_role_lets_meshguard_read_pods_and_policies_in_every_namespace() {
+    let Some(k8s) = ApiServer::start("ext_authz_cluster_role") else {
+        return;
+    };
+    namespaces(&k8s, &["foo", "istio-system", "bar", "meshguard-system"]);
+    apply_deploy(&k8s, &["ext-authz-cluster.yaml"]);
+    let user = "system:serviceaccount:meshguard-system:meshguard-ext-authz";
+    for resource in KINDS.iter().copied().chain(["pods"]) {
+        for verb in ["get", "list", "watch"] {
+            assert_eq!(
+                can_i_as(&k8s, user, verb, resource, None),
+                ("yes".into(), 0),
+                "{verb} {resource}"
+            );
+        }
+        for verb in ["create", "update", "delete"] {
+            assert_eq!(
+                can_i_as(&k8s, user, verb, resource, Some("bar")),
+                ("no".into(), 1),
+                "{verb} {resource}"
+            );
+        }
+    }
+    // Nothing else: not secrets, not configmaps, not nodes.
+    for (resource, namespace) in [
+        ("secrets", None),
+        ("configmaps", Some("foo")),
+        ("nodes", None),
+    ] {
+        assert_eq!(
+            can_i_as(&k8s, user, "list", resource, namespace),
+            ("no".into(), 1),
+            "{resource}"
+        );
+    }
 }

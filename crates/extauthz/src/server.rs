@@ -510,6 +510,10 @@ pub async fn start(
             )))
         }
     };
+    if let Some(p) = &per_request {
+        let p = p.clone();
+        state.add_dump_section("workloads", Arc::new(move || p.dump()));
+    }
     let checker = Arc::new(Checker {
         runtime: runtime.clone(),
         log,

@@ -12,21 +12,25 @@
 //! Owns the choice ([`PerRequest::choose`]) and the bounded cache of compiled snapshots, one
 //! per distinct (namespace, labels), each valid for one policy generation: a new generation
 //! (any change to the policies in effect) compiles a workload again on its next Check, and
-//! new labels are another key. Does not own where Pods and policies come from (a
+//! new labels are another key; the remote key fetchers those snapshots use, stopped when no
+//! cached workload names their source any more; and the cache's part of `/config_dump`
+//! ([`PerRequest::dump`]). Does not own where Pods and policies come from (a
 //! [`Directory`]: the Kubernetes source's Pod watch and store), deciding (the runtime), or
 //! the answer and log line ([`crate::server`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use meshguard_engine::VerifiedCache;
 use meshguard_jwks::JwksManager;
+use meshguard_jwks::RemoteKeySource;
 use meshguard_model::{PolicySet, Workload};
 use meshguard_runtime::Snapshot;
 use meshguard_runtime::state::compile_snapshot;
 use serde::Serialize;
+use serde_json::{Value, json};
 
 /// How the workload of a Check was found (the access log's `workload.from`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -184,11 +188,36 @@ pub struct Chosen {
 
 type Key = (String, BTreeMap<String, String>);
 
+/// Pod names remembered per cached workload, for `/config_dump` (the most recent).
+const PODS_SHOWN: usize = 16;
+
 #[derive(Debug)]
 struct Cached {
     snapshot: Arc<Snapshot>,
     /// The cache's clock when last used: the least recent goes first.
     used: u64,
+    /// How Checks found this workload (the same namespace without labels can be a Pod's or
+    /// a principal's).
+    found: Vec<Found>,
+    /// `namespace/name` of the Pods whose IPs named it, the most recent last.
+    pods: VecDeque<String>,
+}
+
+impl Cached {
+    fn seen(&mut self, found: Found, pod: Option<&str>) {
+        if !self.found.contains(&found) {
+            self.found.push(found);
+        }
+        if let Some(pod) = pod {
+            if let Some(i) = self.pods.iter().position(|p| p == pod) {
+                self.pods.remove(i);
+            }
+            self.pods.push_back(pod.to_string());
+            if self.pods.len() > PODS_SHOWN {
+                self.pods.pop_front();
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -203,6 +232,8 @@ pub struct PerRequest {
     directory: Arc<dyn Directory>,
     /// Root namespace and trust domains of every workload (the served workload's).
     template: Workload,
+    /// The remote key fetchers of the cached workloads: one per source, shared by every
+    /// workload that names it, stopped when no cached workload names it any more.
     jwks: JwksManager,
     verified: Option<Arc<VerifiedCache>>,
     capacity: usize,
@@ -278,7 +309,7 @@ impl PerRequest {
         if !self.directory.serves(&namespace) {
             return Err(NoWorkload::NotServed { namespace, found });
         }
-        let snapshot = self.snapshot_for((namespace, labels), generation)?;
+        let snapshot = self.snapshot_for((namespace, labels), generation, found, pod.as_deref())?;
         Ok(Chosen {
             found,
             pod,
@@ -287,7 +318,13 @@ impl PerRequest {
     }
 
     /// The snapshot of `key` for `generation`: cached, or compiled now.
-    fn snapshot_for(&self, key: Key, generation: u64) -> Result<Arc<Snapshot>, NoWorkload> {
+    fn snapshot_for(
+        &self,
+        key: Key,
+        generation: u64,
+        found: Found,
+        pod: Option<&str>,
+    ) -> Result<Arc<Snapshot>, NoWorkload> {
         let stale = {
             let mut cache = self.cache();
             cache.clock += 1;
@@ -295,6 +332,7 @@ impl PerRequest {
             match cache.entries.get_mut(&key) {
                 Some(c) if c.snapshot.generation == generation => {
                     c.used = now;
+                    c.seen(found, pod);
                     return Ok(c.snapshot.clone());
                 }
                 Some(c) => Some(c.snapshot.clone()),
@@ -306,14 +344,14 @@ impl PerRequest {
         workload.labels.clone_from(&key.1);
         let set = self.directory.policy_set_for(&workload);
         // Compiled outside the lock: other workloads' Checks go on meanwhile.
-        let snapshot = match compile_snapshot(
+        let mut snapshot = match compile_snapshot(
             set,
             &workload,
             &self.jwks,
             &self.verified,
             generation,
         ) {
-            Ok(s) => Arc::new(s),
+            Ok(s) => s,
             Err(errors) => {
                 let error = errors
                     .0
@@ -330,6 +368,26 @@ impl PerRequest {
             }
         };
         let mut cache = self.cache();
+        let used = cache.clock;
+        if let Some(c) = cache.entries.get_mut(&key)
+            && c.snapshot.generation > generation
+        {
+            // Another Check compiled a later generation meanwhile: keep that one (this
+            // Check, of the older generation, is decided with what it compiled).
+            c.seen(found, pod);
+            return Ok(Arc::new(snapshot));
+        }
+        // Fetchers are stopped under the cache lock only (`retain_fetchers`); one this
+        // compilation asked for may have been stopped meanwhile (the last workload naming it
+        // was evicted): ask again, which starts it anew.
+        for (source, (keys, timeout)) in &mut snapshot.remote {
+            let live = self.jwks.source(source, *timeout);
+            if !Arc::ptr_eq(&live, keys) {
+                *keys = live;
+            }
+        }
+        let snapshot = Arc::new(snapshot);
+        let mut dropped = false;
         if cache.entries.len() >= self.capacity && !cache.entries.contains_key(&key) {
             let oldest = cache
                 .entries
@@ -338,23 +396,79 @@ impl PerRequest {
                 .map(|(k, _)| k.clone());
             if let Some(k) = oldest {
                 cache.entries.remove(&k);
+                dropped = true;
             }
         }
-        let used = cache.clock;
-        match cache.entries.get(&key) {
-            // Another Check compiled a later generation meanwhile: keep that one.
-            Some(c) if c.snapshot.generation > generation => {}
-            _ => {
-                cache.entries.insert(
-                    key,
-                    Cached {
-                        snapshot: snapshot.clone(),
-                        used,
-                    },
-                );
-            }
+        let mut entry = Cached {
+            snapshot: snapshot.clone(),
+            used,
+            found: Vec::new(),
+            pods: VecDeque::new(),
+        };
+        if let Some(old) = cache.entries.remove(&key) {
+            // A new generation of a cached workload: what was seen of it stays.
+            entry.found = old.found;
+            entry.pods = old.pods;
+            dropped = true;
+        }
+        entry.seen(found, pod);
+        cache.entries.insert(key, entry);
+        if dropped {
+            self.retain_fetchers(&cache);
         }
         Ok(snapshot)
+    }
+
+    /// Stops the fetchers of the key sources that no cached workload names any more (an
+    /// evicted workload, or one compiled again without them). Called with the cache locked,
+    /// so that a workload being inserted cannot lose a fetcher it was just given. Checks in
+    /// flight with an evicted snapshot keep the keys it holds.
+    fn retain_fetchers(&self, cache: &Cache) {
+        let needed: HashSet<&RemoteKeySource> = cache
+            .entries
+            .values()
+            .flat_map(|c| c.snapshot.remote.keys())
+            .collect();
+        let stopped = self.jwks.retain(|s| needed.contains(s));
+        if stopped > 0 {
+            tracing::debug!(
+                stopped,
+                "remote JWKS fetchers stopped: no cached workload uses them"
+            );
+        }
+    }
+
+    /// The `workloads` section of `/config_dump`: the cached workloads, the most recently
+    /// used first, with how they were found, their Pods, the policy generation they were
+    /// compiled for and what applies to them; the cache's size and bound; their key sources.
+    pub fn dump(&self) -> Value {
+        let cache = self.cache();
+        let mut entries: Vec<(&Key, &Cached)> = cache.entries.iter().collect();
+        entries.sort_by_key(|(_, c)| std::cmp::Reverse(c.used));
+        let cached: Vec<Value> = entries
+            .into_iter()
+            .map(|((namespace, labels), c)| {
+                let snap = &c.snapshot;
+                json!({
+                    "namespace": namespace,
+                    "labels": labels,
+                    "found": c.found,
+                    "pods": c.pods,
+                    "generation": snap.generation,
+                    "compiled_at": snap.loaded_at,
+                    "applied": snap.summary.applied().map(|r| format!("{} {}", r.kind.as_str(), r.key)).collect::<Vec<_>>(),
+                    "jwks_uris": snap.remote.keys().map(ToString::to_string).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let size = cached.len();
+        drop(cache);
+        json!({
+            "cached": cached,
+            "size": size,
+            "capacity": self.capacity,
+            "jwks": self.jwks.status(),
+        })
     }
 
     /// Workloads compiled and kept.
@@ -577,5 +691,78 @@ spec:
         // The least recently used (10.0.0.1's workload) went.
         let back = p.choose(ip("10.0.0.1"), None, 2).unwrap();
         assert!(!Arc::ptr_eq(&after.snapshot, &back.snapshot));
+    }
+
+    const REMOTE_KEYS: &str = r#"
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: httpbin-jwt, namespace: foo}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  jwtRules: [{issuer: "https://own.example", jwksUri: "http://127.0.0.1:9/own.json"}]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: mesh-jwt, namespace: istio-system}
+spec:
+  jwtRules: [{issuer: "https://mesh.example", jwksUri: "http://127.0.0.1:9/mesh.json"}]
+"#;
+
+    /// The sources the per-request fetchers run for.
+    fn fetching(p: &PerRequest) -> Vec<String> {
+        p.jwks.status().into_iter().map(|s| s.source).collect()
+    }
+
+    fn handle(c: &Chosen, uri: &str) -> Arc<meshguard_jwks::RemoteKeys> {
+        c.snapshot
+            .remote
+            .iter()
+            .find(|(s, _)| s.to_string() == uri)
+            .map(|(_, (keys, _))| keys.clone())
+            .unwrap_or_else(|| panic!("{uri} not in {:?}", c.snapshot.remote.keys()))
+    }
+
+    const OWN: &str = "http://127.0.0.1:9/own.json";
+    const MESH: &str = "http://127.0.0.1:9/mesh.json";
+
+    #[tokio::test]
+    async fn an_evicted_workloads_fetcher_stops_and_a_shared_one_stays() {
+        let (p, fake) = per_request(None, 1);
+        *fake.set.lock().unwrap() = set(REMOTE_KEYS);
+        let httpbin = p.choose(ip("10.0.0.1"), None, 1).unwrap();
+        assert_eq!(fetching(&p), [MESH, OWN]);
+        // app=other evicts app=httpbin (capacity 1): only the mesh-wide source is needed.
+        let other = p.choose(ip("10.0.0.2"), None, 1).unwrap();
+        assert_eq!(p.cached(), 1);
+        assert_eq!(fetching(&p), [MESH]);
+        // The same fetcher, not a new one: its keys were never dropped.
+        assert!(Arc::ptr_eq(&handle(&httpbin, MESH), &handle(&other, MESH)));
+        // app=httpbin again: its source is fetched anew.
+        let again = p.choose(ip("10.0.0.1"), None, 1).unwrap();
+        assert_eq!(fetching(&p), [MESH, OWN]);
+        assert!(!Arc::ptr_eq(&handle(&httpbin, OWN), &handle(&again, OWN)));
+        assert!(Arc::ptr_eq(&handle(&httpbin, MESH), &handle(&again, MESH)));
+        p.shutdown();
+    }
+
+    #[tokio::test]
+    async fn a_fetcher_no_policy_names_any_more_stops_on_the_next_compilation() {
+        let (p, fake) = per_request(None, 8);
+        *fake.set.lock().unwrap() = set(REMOTE_KEYS);
+        p.choose(ip("10.0.0.1"), None, 1).unwrap();
+        p.choose(ip("10.0.0.2"), None, 1).unwrap();
+        assert_eq!(fetching(&p), [MESH, OWN]);
+        // httpbin's RequestAuthentication goes (generation 2): its workload is compiled
+        // again on its next Check, and the source nothing names stops.
+        fake.set
+            .lock()
+            .unwrap()
+            .request_authentications
+            .retain(|r| r.name != "httpbin-jwt");
+        let c = p.choose(ip("10.0.0.1"), None, 2).unwrap();
+        assert_eq!(c.snapshot.remote.len(), 1);
+        assert_eq!(fetching(&p), [MESH]);
+        assert_eq!(p.cached(), 2);
+        p.shutdown();
     }
 }

@@ -551,10 +551,11 @@ impl Loop {
                     // namespace, no labels) is not what any Check gets.
                     let all = self.source.store().policy_set();
                     tracing::info!(
-                        "policies loaded (generation {generation}, first complete list): {} RequestAuthentication, {} AuthorizationPolicy from {}; each Check is decided for the workload it is addressed to",
+                        "policies loaded (generation {generation}, first complete list): {} RequestAuthentication, {} AuthorizationPolicy from {}; Pods listed with an IP of their own: {}; each Check is decided for the workload it is addressed to",
                         all.request_authentications.len(),
                         all.authorization_policies.len(),
-                        self.source.describe()
+                        self.source.describe(),
+                        self.source.pods().len()
                     );
                     return;
                 }

@@ -94,6 +94,23 @@ pub struct PolicyState {
     /// The proxy listener's mutual TLS as `/config_dump` shows it (set by the proxy, which
     /// owns the certificates), `None` without `--tls-dir`.
     tls: Mutex<Option<Value>>,
+    /// Sections a front end computes when `/config_dump` is asked for.
+    sections: Mutex<Sections>,
+}
+
+/// A `/config_dump` section computed on each request (e.g. the workloads that
+/// `meshguard ext-authz --workload-from-request` has compiled), by the front end that owns it.
+pub type DumpSection = Arc<dyn Fn() -> Value + Send + Sync>;
+
+#[derive(Default)]
+struct Sections(Vec<(&'static str, DumpSection)>);
+
+impl std::fmt::Debug for Sections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(n, _)| n))
+            .finish()
+    }
 }
 
 pub fn unix_now() -> u64 {
@@ -214,6 +231,7 @@ impl PolicyState {
             current: ArcSwap::from_pointee(snap),
             last_error: Mutex::new(None),
             tls: Mutex::new(None),
+            sections: Mutex::default(),
         })
     }
 
@@ -339,6 +357,13 @@ impl PolicyState {
         *self.tls.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
     }
 
+    /// Adds the section `name` to `/config_dump`, computed by `section` on each request.
+    pub fn add_dump_section(&self, name: &'static str, section: DumpSection) {
+        let mut sections = self.sections.lock().unwrap_or_else(|e| e.into_inner());
+        sections.0.retain(|(n, _)| *n != name);
+        sections.0.push((name, section));
+    }
+
     /// The `/config_dump` document: what is loaded, what applies, the JWT providers and
     /// their keys (ids only, never key material), and the last reload error.
     pub fn dump(&self) -> Value {
@@ -406,6 +431,17 @@ impl PolicyState {
             dump.as_object_mut(),
         ) {
             obj.insert("tls".into(), tls);
+        }
+        let sections: Vec<(&'static str, DumpSection)> = self
+            .sections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clone();
+        if let Some(obj) = dump.as_object_mut() {
+            for (name, section) in sections {
+                obj.insert(name.into(), section());
+            }
         }
         dump
     }

@@ -345,15 +345,69 @@ pub async fn handle(
         None,
     )
     .await;
-    // CUSTOM: each provider whose rules match is asked in turn; an allow applies its header
-    // changes and the decision goes on after that provider (JWT, DENY, ALLOW see the
-    // changed request, as Envoy's later filters do).
+    // CUSTOM: only when a CUSTOM rule of a configured provider matched; boxed, so that the
+    // future every other request keeps in memory does not hold this phase's state.
     let mut response_headers = Vec::new();
+    if decision.outcome.ext_authz.is_some() && shared.ext_authz.is_some() {
+        let asked = ask_authorizers(
+            decision, &mut parts, &mut body, &id, &conn, &shared, &mut log,
+        );
+        match Box::pin(asked).await {
+            Custom::Continue(d, headers) => {
+                decision = d;
+                response_headers = headers;
+            }
+            Custom::Reply(d, replied) => {
+                let (resp, reply) = *replied;
+                decision = d;
+                log.authority = id.host.as_str();
+                log.decision = Some(&decision);
+                log.local(&parts.method, &reply);
+                return Ok(resp);
+            }
+        }
+    }
+    log.authority = id.host.as_str();
+    log.decision = Some(&decision);
+    let mut resp = match reply(&decision, &parts, &id, &log) {
+        Some(resp) => resp,
+        None => forward(&mut parts, body, &id, &decision, &conn, &shared, &log).await,
+    };
+    // An allowing authorizer's response headers go on whatever answers the request.
+    crate::custom::apply_response_headers(resp.headers_mut(), &response_headers);
+    Ok(resp)
+}
+
+/// How the CUSTOM phase ends: go on with the decision made after the last authorizer allowed
+/// (and the response headers the authorizers add), or reply now (a denial, or a body that
+/// could not be read for an authorizer), with the decision for the log.
+enum Custom {
+    Continue(
+        Decision,
+        Vec<(HeaderName, HeaderValue, crate::custom::HeaderAction)>,
+    ),
+    /// Boxed: rare, and the reply is larger than the headers.
+    Reply(Decision, Box<(Response<Body>, LocalReply)>),
+}
+
+/// CUSTOM: each provider whose rules match is asked in turn; an allow applies its header
+/// changes and the decision goes on after that provider (JWT, DENY, ALLOW see the changed
+/// request, as Envoy's later filters do).
+async fn ask_authorizers(
+    mut decision: Decision,
+    parts: &mut Parts,
+    body: &mut ClientBody,
+    id: &Identified,
+    conn: &ConnInfo,
+    shared: &Shared,
+    log: &mut RequestLog<'_>,
+) -> Custom {
+    let mut response_headers = Vec::new();
+    let Some(authorizers) = shared.ext_authz.as_deref() else {
+        // No client: the outcome's denial stands (fail closed).
+        return Custom::Continue(decision, response_headers);
+    };
     while let Some(ask) = decision.outcome.ext_authz.clone() {
-        let Some(authorizers) = &shared.ext_authz else {
-            // No client: the outcome's denial stands (fail closed).
-            break;
-        };
         // `includeRequestBodyInCheck`: the body is read first (bounded by the provider's
         // limit); the bytes read go upstream ahead of the rest.
         let limit = authorizers
@@ -364,13 +418,10 @@ pub async fn handle(
                 .read_for_check(limit, shared.pool.body_stall_timeout())
                 .await
         {
-            log.authority = id.host.as_str();
-            log.decision = Some(&decision);
             let reply = match e {
                 BodyReadError::TooLarge => crate::response::payload_too_large(),
                 BodyReadError::Client(fault) => LocalReply::from(&fault),
             };
-            log.local(&parts.method, &reply);
             let mut resp = local_reply(&reply, id.reply_to);
             if parts.version < http::Version::HTTP_2 {
                 // The rest of the body is not read: the connection cannot carry another
@@ -378,14 +429,14 @@ pub async fn handle(
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            return Ok(resp);
+            return Custom::Reply(decision, Box::new((resp, reply)));
         }
         let input = check_input(
-            &parts,
+            parts,
             limit.and_then(|l| body.check_body(l.max)),
             &decision,
-            &id,
-            &conn,
+            id,
+            conn,
             shared.local_principal.as_deref(),
         );
         // The client logs why a provider gave no usable answer.
@@ -414,36 +465,26 @@ pub async fn handle(
                     parts.uri = Uri::from(pq);
                 }
                 response_headers.append(&mut allowed.response_headers);
+                drop(allowed);
                 decision = decide(
                     &shared.runtime,
-                    &mut parts,
-                    &id,
-                    &conn,
+                    parts,
+                    id,
+                    conn,
                     &log.request_id,
-                    start_time,
+                    log.start_time,
                     Some(&ask.provider),
                 )
                 .await;
             }
             Verdict::Deny(denied) => {
-                log.authority = id.host.as_str();
-                log.decision = Some(&decision);
                 let (mut resp, reply) = crate::custom::denied_reply(&denied, id.reply_to);
-                log.local(&parts.method, &reply);
                 crate::upgrade::close_if_asked(parts.version, &parts.headers, &mut resp);
-                return Ok(resp);
+                return Custom::Reply(decision, Box::new((resp, reply)));
             }
         }
     }
-    log.authority = id.host.as_str();
-    log.decision = Some(&decision);
-    let mut resp = match reply(&decision, &parts, &id, &log) {
-        Some(resp) => resp,
-        None => forward(&mut parts, body, &id, &decision, &conn, &shared, &log).await,
-    };
-    // An allowing authorizer's response headers go on whatever answers the request.
-    crate::custom::apply_response_headers(resp.headers_mut(), &response_headers);
-    Ok(resp)
+    Custom::Continue(decision, response_headers)
 }
 
 /// Identify: intake's checks, the request id (kept when the client sent one), and

@@ -298,8 +298,11 @@ where
     })
     .await;
     match answered {
-        Ok(resp) => {
+        Ok(mut resp) => {
             let id = response.stream_id();
+            if pump.is_some() {
+                resp.extensions_mut().insert(super::AnsweredEarly);
+            }
             // The body goes on after the head (an upstream may answer first), in a task of
             // its own that the response body ends when dropped.
             let pump = pump.map(|mut p| {

@@ -113,14 +113,8 @@ pub fn run(args: ExtAuthzArgs) -> Result<i32, CliError> {
         let (policies, workload, watched, workloads) = if args.workload_from_request {
             per_request_source(&args, root).await?
         } else {
-            let (policies, workload, watched) = kubernetes::policy_source(
-                &args.source.kube,
-                &args.source.policies,
-                args.source.namespace.as_deref(),
-                labels,
-                root,
-            )
-            .await?;
+            let (policies, workload, watched) =
+                kubernetes::policy_source(&args.source, labels, root).await?;
             (
                 policies,
                 workload,

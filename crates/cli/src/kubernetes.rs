@@ -127,29 +127,28 @@ pub type Starter = Box<
         ) + Send,
 >;
 
+/// The policy source, the workload it is read for, and what starts a watched source.
+pub type Sourced = (
+    meshguard_runtime::PolicySource,
+    meshguard_model::Workload,
+    Option<Starter>,
+);
+
 /// Where a front end's policies come from, the one place `proxy` and `ext-authz` decide it:
 /// the `--policies` files, or with `--kubernetes` the API server (the workload's namespace
 /// then defaults to `$POD_NAMESPACE` or the kubeconfig's), and for a watched source what
 /// starts its watches once the state exists.
 pub async fn policy_source(
-    kube: &KubeArgs,
-    policies: &[PathBuf],
-    namespace: Option<&str>,
+    source: &SourceArgs,
     labels: BTreeMap<String, String>,
     root: String,
-) -> Result<
-    (
-        meshguard_runtime::PolicySource,
-        meshguard_model::Workload,
-        Option<Starter>,
-    ),
-    CliError,
-> {
+) -> Result<Sourced, CliError> {
+    let (kube, namespace) = (&source.kube, source.namespace.as_deref());
     if !kube.kubernetes {
         let workload = meshguard_model::Workload::new(namespace.unwrap_or("default"), labels)
             .with_root_namespace(root);
         return Ok((
-            meshguard_runtime::PolicySource::Files(policies.to_vec()),
+            meshguard_runtime::PolicySource::Files(source.policies.clone()),
             workload,
             None,
         ));
@@ -163,14 +162,7 @@ async fn watched_source(
     namespace: Option<&str>,
     labels: BTreeMap<String, String>,
     root: String,
-) -> Result<
-    (
-        meshguard_runtime::PolicySource,
-        meshguard_model::Workload,
-        Option<Starter>,
-    ),
-    CliError,
-> {
+) -> Result<Sourced, CliError> {
     let pod = pod_name(&kube.pod)?;
     let connection = connect(kube.kubeconfig.as_deref()).await?;
     let namespace = self::namespace(namespace, &connection);
@@ -198,14 +190,7 @@ async fn watched_source(
     _: Option<&str>,
     _: BTreeMap<String, String>,
     _: String,
-) -> Result<
-    (
-        meshguard_runtime::PolicySource,
-        meshguard_model::Workload,
-        Option<Starter>,
-    ),
-    CliError,
-> {
+) -> Result<Sourced, CliError> {
     Err(unavailable())
 }
 

@@ -450,14 +450,8 @@ pub fn run(args: ProxyArgs) -> Result<i32, CliError> {
     let labels = args.labels()?;
     let labels_file = args.labels_file.clone();
     proxy_runtime(workers)?.block_on(async move {
-        let (policies, workload, watch) = kubernetes::policy_source(
-            &args.source.kube,
-            &args.source.policies,
-            args.source.namespace.as_deref(),
-            labels,
-            root,
-        )
-        .await?;
+        let (policies, workload, watch) =
+            kubernetes::policy_source(&args.source, labels, root).await?;
         let mut config = args.into_config(policies, workload, &mesh)?;
         if !providers.is_empty() {
             // Inside the runtime: the gRPC channels start their connection tasks on it.

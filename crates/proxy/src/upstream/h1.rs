@@ -285,9 +285,6 @@ where
     let head = poll_fn(|cx| wire.poll_head(cx, head_request)).await?;
     let framing = head.framing;
     let mut response = Response::new(());
-    if wire.sending.is_some() {
-        response.extensions_mut().insert(super::AnsweredEarly);
-    }
     *response.status_mut() = head.status;
     *response.version_mut() = head.version;
     *response.headers_mut() = head.headers;

@@ -298,11 +298,8 @@ where
     })
     .await;
     match answered {
-        Ok(mut resp) => {
+        Ok(resp) => {
             let id = response.stream_id();
-            if pump.is_some() {
-                resp.extensions_mut().insert(super::AnsweredEarly);
-            }
             // The body goes on after the head (an upstream may answer first), in a task of
             // its own that the response body ends when dropped.
             let pump = pump.map(|mut p| {

@@ -621,12 +621,6 @@ impl<B> ResponseBody<B> {
     }
 }
 
-/// On a response (its extensions): the upstream answered before the request's body had all
-/// been sent, so the client's connection cannot carry another request; the handler then says
-/// `connection: close` to an HTTP/1 client, as Envoy does.
-#[derive(Clone, Copy, Debug)]
-pub struct AnsweredEarly;
-
 /// The `grpc-timeout` deadline passed while the response streamed.
 #[derive(Debug)]
 pub struct DeadlinePassed;

@@ -789,3 +789,55 @@ fn the_labels_file_names_the_workload_and_is_followed() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// An HTTP/1.1 upstream that answers before the request body has all arrived: the client gets
+/// the whole answer and the connection closes right after it, while the upstream connection
+/// is still open (the rest of the body cannot be told from a next request). Envoy 1.40 also
+/// says `connection: close` on that answer; meshguard does not (docs/differences.md,
+/// Connections: with the header, hyper keeps the client connection until the request body is
+/// dropped, here until the upstream closes).
+#[test]
+fn an_answer_before_the_request_body_ended_closes_the_connection_at_once() {
+    let up = TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = format!("http://{}", up.local_addr().unwrap());
+    let answering = std::thread::spawn(move || {
+        let (mut s, _) = up.accept().unwrap();
+        let head = support::http::read_head(&mut s).unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nearly")
+            .unwrap();
+        // Open well past the client's close: that close must not wait for this one.
+        std::thread::sleep(Duration::from_secs(5));
+        head
+    });
+    let p = start(
+        &[
+            &[
+                "--policies",
+                "examples/step2-request-authentication",
+                "--upstream",
+                upstream.as_str(),
+            ][..],
+            &WL,
+        ]
+        .concat(),
+    );
+    let sent = Instant::now();
+    let out = support::http::until_closed(
+        p.addr(),
+        b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc",
+        Duration::from_secs(10),
+    );
+    assert!(
+        sent.elapsed() < Duration::from_secs(3),
+        "closed after {:?}",
+        sent.elapsed()
+    );
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert!(out.ends_with("\r\n\r\nearly"), "{out}");
+    assert!(
+        answering
+            .join()
+            .unwrap()
+            .starts_with("POST /upload HTTP/1.1\r\n")
+    );
+}
